@@ -1,0 +1,174 @@
+"""Declarative HF <-> stvl-jax key map for Qwen3-VL and Qwen2.5-VL, plus the per-direction hooks.
+
+Each `Entry` ties one HF tensor name pattern (with `{i}` for a layer index) to one or more of our parameter
+paths ("/"-joined nnx state paths). Stacked layers (`layers=N`) gather N HF tensors into the leading axis.
+Hooks know both directions:
+
+    linear   HF (out, in)            <-> ours (in..., out...)  transpose + reshape (heads split out)
+    conv3d   HF (O, C, T, P, P)      <-> ours (C*T*P*P, O)
+    split3   HF fused qkv (3*D, ...) <-> ours q, k, v (vision tower), each then a `linear`/`vector`
+    vector   HF (n,)                 <-> ours (any shape of n elements), e.g. a bias (H*hd,) <-> (H, hd)
+
+Tied embeddings have no `lm_head.weight` entry (the exporter writes none; HF ties on load).
+Qwen2.5-VL hub checkpoints use the legacy names `visual.*` / `model.*`; `canonical_hf_key` maps them to the
+transformers-5 names this table uses, and `legacy_hf_key` maps back for export.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+import numpy as np
+
+from stvl_jax.models.qwen_vl.config import QwenVLConfig
+
+LINEAR, CONV3D, VECTOR = "linear", "conv3d", "vector"
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    hf: str  # HF name; "{i}" is the layer index when `layers` is set
+    ours: tuple[str, ...]  # one path, or three for a fused qkv split
+    hook: str  # LINEAR | CONV3D | VECTOR
+    layers: int | None = None  # stacked: number of layers
+    hf_shape: tuple[int, ...] = ()  # expected HF shape of one tensor (checked on import, produced on export)
+
+    def hf_names(self) -> list[str]:
+        return [self.hf.format(i=i) for i in range(self.layers)] if self.layers else [self.hf]
+
+
+def key_map(config: QwenVLConfig) -> list[Entry]:
+    vc, tc = config.vision, config.text
+    qwen3 = config.family == "qwen3_vl"
+    D, VH = vc.hidden_size, vc.num_heads
+    E = []
+
+    def add(hf, ours, hook, shape, layers=None):
+        E.append(Entry(hf, (ours,) if isinstance(ours, str) else tuple(ours), hook, layers, tuple(shape)))
+
+    # ---- vision tower
+    v, vb, L = "model.visual.", "model.visual.blocks.{i}.", vc.depth
+    add(v + "patch_embed.proj.weight", "visual/patch_embed/kernel", CONV3D,
+        (D, vc.in_channels, vc.temporal_patch_size, vc.patch_size, vc.patch_size))
+    if qwen3:
+        add(v + "patch_embed.proj.bias", "visual/patch_embed/bias", VECTOR, (D,))
+        add(v + "pos_embed.weight", "visual/pos_embed", VECTOR, (vc.num_position_embeddings, D))
+    for n in ("norm1", "norm2"):
+        add(vb + f"{n}.weight", f"visual/blocks/{n}/weight", VECTOR, (D,), L)
+        if qwen3:
+            add(vb + f"{n}.bias", f"visual/blocks/{n}/bias", VECTOR, (D,), L)
+    qkv = tuple(f"visual/blocks/attn/{p}_proj" for p in "qkv")
+    add(vb + "attn.qkv.weight", [p + "/kernel" for p in qkv], "split3:" + LINEAR, (3 * D, D), L)
+    add(vb + "attn.qkv.bias", [p + "/bias" for p in qkv], "split3:" + VECTOR, (3 * D,), L)
+    add(vb + "attn.proj.weight", "visual/blocks/attn/proj/kernel", LINEAR, (D, D), L)
+    add(vb + "attn.proj.bias", "visual/blocks/attn/proj/bias", VECTOR, (D,), L)
+    I = vc.intermediate_size
+    if qwen3:
+        for hf_n, ours_n, shape in (("linear_fc1", "fc1", (I, D)), ("linear_fc2", "fc2", (D, I))):
+            add(vb + f"mlp.{hf_n}.weight", f"visual/blocks/mlp/{ours_n}/kernel", LINEAR, shape, L)
+            add(vb + f"mlp.{hf_n}.bias", f"visual/blocks/mlp/{ours_n}/bias", VECTOR, shape[:1], L)
+    else:
+        for n, shape in (("gate_proj", (I, D)), ("up_proj", (I, D)), ("down_proj", (D, I))):
+            add(vb + f"mlp.{n}.weight", f"visual/blocks/mlp/{n}/kernel", LINEAR, shape, L)
+            add(vb + f"mlp.{n}.bias", f"visual/blocks/mlp/{n}/bias", VECTOR, shape[:1], L)
+
+    M, O = D * vc.merge_unit, vc.out_hidden_size
+
+    def merger(hf_prefix, ours_prefix, postshuffle):
+        norm_dim = M if postshuffle else D
+        if qwen3:
+            add(hf_prefix + "norm.weight", ours_prefix + "norm/weight", VECTOR, (norm_dim,))
+            add(hf_prefix + "norm.bias", ours_prefix + "norm/bias", VECTOR, (norm_dim,))
+            fc1, fc2 = "linear_fc1", "linear_fc2"
+        else:
+            add(hf_prefix + "ln_q.weight", ours_prefix + "norm/weight", VECTOR, (norm_dim,))
+            fc1, fc2 = "mlp.0", "mlp.2"
+        add(hf_prefix + f"{fc1}.weight", ours_prefix + "mlp/fc1/kernel", LINEAR, (M, M))
+        add(hf_prefix + f"{fc1}.bias", ours_prefix + "mlp/fc1/bias", VECTOR, (M,))
+        add(hf_prefix + f"{fc2}.weight", ours_prefix + "mlp/fc2/kernel", LINEAR, (O, M))
+        add(hf_prefix + f"{fc2}.bias", ours_prefix + "mlp/fc2/bias", VECTOR, (O,))
+
+    merger(v + "merger.", "visual/merger/", False)
+    for j in range(len(vc.deepstack_visual_indexes)):
+        merger(v + f"deepstack_merger_list.{j}.", f"visual/deepstack_merger_{j}/", True)
+
+    # ---- text decoder
+    t, tl, N = "model.language_model.", "model.language_model.layers.{i}.", tc.num_hidden_layers
+    H, KV, hd, Dt, It = tc.num_attention_heads, tc.num_key_value_heads, tc.head_dim, tc.hidden_size, \
+        tc.intermediate_size
+    add(t + "embed_tokens.weight", "language_model/embed_tokens/embedding", VECTOR, (tc.vocab_size, Dt))
+    for n in ("input_layernorm", "post_attention_layernorm"):
+        add(tl + f"{n}.weight", f"language_model/layers/{n}/weight", VECTOR, (Dt,), N)
+    for p, heads in (("q", H), ("k", KV), ("v", KV)):
+        add(tl + f"self_attn.{p}_proj.weight", f"language_model/layers/self_attn/{p}_proj/kernel", LINEAR,
+            (heads * hd, Dt), N)
+        if tc.attention_bias:
+            add(tl + f"self_attn.{p}_proj.bias", f"language_model/layers/self_attn/{p}_proj/bias", VECTOR,
+                (heads * hd,), N)
+    add(tl + "self_attn.o_proj.weight", "language_model/layers/self_attn/o_proj/kernel", LINEAR, (Dt, H * hd), N)
+    if tc.qk_norm:
+        for p in ("q", "k"):
+            add(tl + f"self_attn.{p}_norm.weight", f"language_model/layers/self_attn/{p}_norm/weight", VECTOR,
+                (hd,), N)
+    for n, shape in (("gate_proj", (It, Dt)), ("up_proj", (It, Dt)), ("down_proj", (Dt, It))):
+        add(tl + f"mlp.{n}.weight", f"language_model/layers/mlp/{n}/kernel", LINEAR, shape, N)
+    add(t + "norm.weight", "language_model/norm/weight", VECTOR, (Dt,))
+    if not config.tie_word_embeddings:
+        add("lm_head.weight", "lm_head/kernel", LINEAR, (tc.vocab_size, Dt))
+    return E
+
+
+# ------------------------------------------------------------------------------------------ hooks
+def to_ours(hook: str, hf_value: np.ndarray, our_shapes: tuple[tuple[int, ...], ...]) -> list[np.ndarray]:
+    """One HF tensor -> our arrays (one per path in the entry), with the shapes `our_shapes` (one layer)."""
+    if hook.startswith("split3:"):
+        parts = np.split(hf_value, 3, axis=0)
+        return [to_ours(hook[len("split3:"):], p, (s,))[0] for p, s in zip(parts, our_shapes)]
+    (shape,) = our_shapes
+    if hook == LINEAR:
+        return [np.ascontiguousarray(hf_value.reshape(hf_value.shape[0], -1).T).reshape(shape)]
+    if hook == CONV3D:
+        return [np.ascontiguousarray(hf_value.reshape(hf_value.shape[0], -1).T)]
+    if hook == VECTOR:
+        return [hf_value.reshape(shape)]
+    raise ValueError(f"unknown hook {hook!r}")
+
+
+def to_hf(hook: str, ours: list[np.ndarray], hf_shape: tuple[int, ...]) -> np.ndarray:
+    """Our arrays of one entry (one layer) -> the HF tensor of shape `hf_shape`."""
+    if hook.startswith("split3:"):
+        inner = hook[len("split3:"):]
+        part_shape = (hf_shape[0] // 3, *hf_shape[1:])
+        return np.concatenate([to_hf(inner, [o], part_shape) for o in ours], axis=0)
+    (x,) = ours
+    if hook == LINEAR:
+        out_dim = hf_shape[0]
+        return np.ascontiguousarray(x.reshape(-1, out_dim).T).reshape(hf_shape)
+    if hook == CONV3D:
+        return np.ascontiguousarray(x.T).reshape(hf_shape)
+    if hook == VECTOR:
+        return x.reshape(hf_shape)
+    raise ValueError(f"unknown hook {hook!r}")
+
+
+# ------------------------------------------------------------------------------------------ naming
+_LEGACY_TO_CANONICAL = ((re.compile(r"^visual\."), "model.visual."),
+                        (re.compile(r"^model\.(?!visual\.|language_model\.)"), "model.language_model."))
+_CANONICAL_TO_LEGACY = ((re.compile(r"^model\.visual\."), "visual."),
+                        (re.compile(r"^model\.language_model\."), "model."))
+
+
+def canonical_hf_key(name: str) -> str:
+    """Legacy Qwen2.5-VL hub names (`visual.*`, `model.layers.*`) -> transformers-5 names."""
+    for pattern, repl in _LEGACY_TO_CANONICAL:
+        if pattern.search(name):
+            return pattern.sub(repl, name, count=1)
+    return name
+
+
+def legacy_hf_key(name: str) -> str:
+    for pattern, repl in _CANONICAL_TO_LEGACY:
+        if pattern.search(name):
+            return pattern.sub(repl, name, count=1)
+    return name

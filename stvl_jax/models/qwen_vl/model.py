@@ -1,0 +1,133 @@
+"""`QwenVLForConditionalGeneration`: vision tower + text decoder + LM head, HF-numerics.
+
+Two entry points:
+- `model(**batch)` — host API: the HF processor's batch dict (numpy or torch tensors) -> `QwenVLOutput` with
+  `.logits` (B, L, V); prepares inputs on the host and runs a jitted forward (on the model's mesh if it has one);
+- `model.forward(inputs, cache=None)` — traceable: `ModelInputs` of arrays, used inside training steps and
+  generation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from stvl_jax.models.qwen_vl.config import QwenVLConfig
+from stvl_jax.models.qwen_vl.inputs import ModelInputs, prepare_inputs
+from stvl_jax.models.qwen_vl.text import KVCache, TextModel
+from stvl_jax.models.qwen_vl.vision import VisionTower
+from stvl_jax.models.qwen_vl.vision_inputs import VisionInputs
+from stvl_jax.nn.linear import Linear
+from stvl_jax.sharding import constrain
+
+
+@dataclasses.dataclass
+class QwenVLOutput:
+    logits: jax.Array  # (B, L, V)
+    hidden_states: jax.Array | None = None  # (B, L, D) after the final norm
+    rope_deltas: np.ndarray | None = None  # (B, 1)
+
+
+def place_visual_features(embeds: jax.Array, input_ids: jax.Array, features: jax.Array, vision: VisionInputs,
+                          image_token_id: int, video_token_id: int) -> jax.Array:
+    """Replace placeholder-token rows of `embeds` (B, L, D) by merged vision features.
+
+    features: (M, D) merged tokens, images first then videos (`merged_order` maps them to merger outputs).
+    The k-th image placeholder in row-major order takes image token k; the k-th video placeholder takes video
+    token k — HF's masked_scatter order. Non-placeholder rows are returned unchanged (0 for DeepStack input).
+    """
+    is_img = input_ids == image_token_id
+    is_vid = input_ids == video_token_id
+    flat_img = jnp.cumsum(is_img.reshape(-1)).reshape(is_img.shape) - 1
+    flat_vid = jnp.cumsum(is_vid.reshape(-1)).reshape(is_vid.shape) - 1 + vision.num_image_tokens
+    idx = jnp.where(is_img, flat_img, jnp.where(is_vid, flat_vid, 0))
+    idx = jnp.clip(idx, 0, features.shape[0] - 1)
+    picked = features[vision.merged_order[idx]].astype(embeds.dtype)
+    return jnp.where((is_img | is_vid)[..., None], picked, embeds)
+
+
+class QwenVLForConditionalGeneration(nnx.Module):
+    def __init__(self, config: QwenVLConfig, *, dtype=jnp.float32, param_dtype=jnp.float32, precision=None,
+                 remat: str = "none", rngs: nnx.Rngs):
+        self.config = config
+        self.dtype = dtype
+        kw = dict(dtype=dtype, param_dtype=param_dtype, precision=precision, remat=remat, rngs=rngs)
+        self.visual = VisionTower(config, **kw)
+        self.language_model = TextModel(config.text, **kw)
+        if not config.tie_word_embeddings:
+            self.lm_head = Linear(config.text.hidden_size, config.text.vocab_size, in_axes=("embed",),
+                                  out_axes=("vocab",), dtype=dtype, param_dtype=param_dtype, precision=precision,
+                                  rngs=rngs)
+
+    # ---------------------------------------------------------------- traceable core
+    def embed(self, inputs: ModelInputs) -> tuple[jax.Array, jax.Array | None]:
+        """Token embeddings with vision features placed, and DeepStack features (k, B, L, D) or None."""
+        embeds = self.language_model.embed_tokens(inputs.input_ids)
+        if inputs.vision is None:
+            return embeds, None
+        merged, deepstack = self.visual(inputs.vision)
+        ids, c = inputs.input_ids, self.config
+        embeds = place_visual_features(embeds, ids, merged, inputs.vision, c.image_token_id, c.video_token_id)
+        if not deepstack:
+            return embeds, None
+        zeros = jnp.zeros_like(embeds)
+        ds = jnp.stack([place_visual_features(zeros, ids, f, inputs.vision, c.image_token_id, c.video_token_id)
+                        for f in deepstack])
+        return embeds, ds
+
+    def logits(self, hidden: jax.Array) -> jax.Array:
+        if self.config.tie_word_embeddings:
+            out = self.language_model.embed_tokens.attend(hidden)
+        else:
+            out = self.lm_head(hidden)
+        return constrain(out, ("act_batch", "act_len", "act_vocab"))
+
+    def forward(self, inputs: ModelInputs, cache: KVCache | None = None, *, return_hidden: bool = False,
+                last_only: bool = False):
+        """-> (logits (B, L, V) [or (B, 1, V) with last_only], hidden (B, L, D) or None, cache)."""
+        embeds, deepstack = self.embed(inputs)
+        hidden, cache = self.language_model(embeds, inputs.position_ids, inputs.attention_mask, deepstack, cache)
+        logits = self.logits(hidden[:, -1:] if last_only else hidden)
+        return logits, (hidden if return_hidden else None), cache
+
+    # ---------------------------------------------------------------- host API
+    def prepare(self, batch: Mapping, *, pad_patches_to_multiple: int | None = None):
+        return prepare_inputs(self.config, batch, pad_patches_to_multiple=pad_patches_to_multiple)
+
+    def __call__(self, *, return_hidden: bool = False, **batch) -> QwenVLOutput:
+        inputs, deltas = self.prepare(batch)
+        mesh = getattr(self, "mesh", None)
+        if mesh is not None:
+            with jax.set_mesh(mesh):
+                inputs = _place(inputs, mesh)
+                logits, hidden = _jit_forward(self, inputs, return_hidden)
+        else:
+            logits, hidden = _jit_forward(self, inputs, return_hidden)
+        return QwenVLOutput(logits=logits, hidden_states=hidden, rope_deltas=deltas)
+
+
+def _place(inputs: ModelInputs, mesh) -> ModelInputs:
+    """Batch-major fields over the data axes, packed vision arrays over `vis_patch` where they divide."""
+    from stvl_jax.sharding import named_sharding
+
+    def put(x, axes):
+        x = np.asarray(x)
+        return jax.device_put(x, named_sharding(mesh, axes, x.shape))
+
+    bt = ("act_batch", None)
+    vision = inputs.vision
+    if vision is not None:
+        vision = jax.tree.map(lambda x: put(x, (None,) * np.ndim(x)), vision)
+    return ModelInputs(put(inputs.input_ids, bt), put(inputs.attention_mask, bt),
+                       put(inputs.position_ids, (None, "act_batch", None)), vision)
+
+
+@nnx.jit(static_argnums=(2,))
+def _jit_forward(model: QwenVLForConditionalGeneration, inputs: ModelInputs, return_hidden: bool):
+    logits, hidden, _ = model.forward(inputs, return_hidden=return_hidden)
+    return logits, hidden

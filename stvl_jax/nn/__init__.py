@@ -1,0 +1,1 @@
+"""Shared layers: linear/embedding with logical axes, norms, RoPE variants, attention, MLPs."""

@@ -1,0 +1,247 @@
+"""THE logical-axis rules table and mesh helpers — the one place where sharding is decided.
+
+Every parameter carries `logical_axes` metadata (e.g. `('embed', 'mlp')`) and every activation that matters is
+constrained by logical name (`act_batch`, `act_len`, ...). This module maps logical names to the mesh axes
+`('data', 'fsdp', 'tensor')` through `LOGICAL_AXIS_RULES`. Nothing else in the code base names a mesh axis.
+
+Rules:
+- a logical axis maps to a tuple of mesh axes (sharded over their product) or to nothing (replicated);
+- mapping two logical axes of one array to the same mesh axis is an error (`ShardingError`);
+- a dimension that the mesh-axis product does not divide (odd head counts, tiny test models) is replicated
+  instead, and `describe_shardings` reports it, so small configs still run on big meshes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping, Sequence
+
+import jax
+import numpy as np
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
+
+MESH_AXES: tuple[str, ...] = ("data", "fsdp", "tensor")
+
+# logical axis -> mesh axes. Order of the table is documentation only; lookups are by name.
+LOGICAL_AXIS_RULES: dict[str, tuple[str, ...]] = {
+    # ---- parameters --------------------------------------------------------------------------
+    "layers": (),  # stacked (scanned) layer dimension
+    "vocab": ("tensor",),
+    "embed": ("fsdp",),  # model width of the text decoder
+    "mlp": ("tensor",),
+    "heads": ("tensor",),
+    "kv_heads": ("tensor",),
+    "head_dim": (),
+    "norm": (),  # 1-D scale/bias vectors: tiny, replicate
+    "vis_embed": ("fsdp",),  # vision tower width
+    "vis_mlp": ("tensor",),
+    "vis_heads": ("tensor",),
+    "vis_merge": ("tensor",),  # merger hidden (4 * vis_embed)
+    "conv_in": (),  # Conv3d patch-embed input (C * T * P * P)
+    "pos_table": (),  # learned vision position table rows
+    # ---- activations -------------------------------------------------------------------------
+    "act_batch": ("data", "fsdp"),
+    "act_len": (),
+    "act_embed": (),
+    "act_heads": ("tensor",),
+    "act_kv_heads": ("tensor",),
+    "act_mlp": ("tensor",),
+    "act_vocab": ("tensor",),
+    "vis_patch": ("data", "fsdp"),  # packed vision patches (all images/videos of the batch)
+    "frames": (),
+    "cache_len": (),
+}
+
+
+class ShardingError(ValueError):
+    """Inconsistent logical axes (unknown name, or two logical axes of one array on one mesh axis)."""
+
+
+def make_mesh(shape: Mapping[str, int] | Sequence[int] | None = None, devices=None) -> Mesh:
+    """Build a `('data','fsdp','tensor')` mesh with Auto axis types (compiler-propagated, pjit style).
+
+    `shape` is a dict or a 3-tuple; one entry may be -1 (fills the remaining devices). Default: all devices on
+    `fsdp`. Example: `make_mesh({'data': 2, 'fsdp': 2, 'tensor': 2})` on 8 devices.
+    """
+    devices = list(jax.devices() if devices is None else devices)
+    n = len(devices)
+    if shape is None:
+        sizes = [1, -1, 1]
+    elif isinstance(shape, Mapping):
+        unknown = set(shape) - set(MESH_AXES)
+        if unknown:
+            raise ShardingError(f"unknown mesh axes {sorted(unknown)}; expected a subset of {MESH_AXES}")
+        sizes = [int(shape.get(a, 1)) for a in MESH_AXES]
+    else:
+        sizes = [int(s) for s in shape]
+        if len(sizes) != len(MESH_AXES):
+            raise ShardingError(f"mesh shape {tuple(sizes)} must have {len(MESH_AXES)} entries {MESH_AXES}")
+    if sizes.count(-1) > 1:
+        raise ShardingError(f"mesh shape {sizes}: at most one axis may be -1")
+    known = int(np.prod([s for s in sizes if s != -1]))
+    if -1 in sizes:
+        if n % known:
+            raise ShardingError(f"mesh shape {sizes} does not divide the {n} available devices")
+        sizes[sizes.index(-1)] = n // known
+    if int(np.prod(sizes)) != n:
+        raise ShardingError(
+            f"mesh {dict(zip(MESH_AXES, sizes))} needs {int(np.prod(sizes))} devices but {n} are available"
+        )
+    dev = np.asarray(devices).reshape(sizes)
+    return Mesh(dev, MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES))
+
+
+def _mesh_axis_size(mesh, axes: tuple[str, ...]) -> int:
+    return int(np.prod([mesh.shape[a] for a in axes])) if axes else 1
+
+
+def logical_to_spec(
+    logical_axes: Sequence[str | None],
+    shape: Sequence[int] | None = None,
+    mesh=None,
+    rules: Mapping[str, tuple[str, ...]] | None = None,
+) -> PartitionSpec:
+    """Map logical axis names to a PartitionSpec.
+
+    With `shape` and `mesh`, mesh axes that do not divide the dimension are dropped (replicated).
+    `None` as a logical name means "replicate this dimension".
+    """
+    rules = LOGICAL_AXIS_RULES if rules is None else rules
+    if shape is not None and len(shape) != len(logical_axes):
+        raise ShardingError(f"logical axes {tuple(logical_axes)} do not match array rank {len(shape)}")
+    used: dict[str, str] = {}
+    spec = []
+    for i, name in enumerate(logical_axes):
+        if name is None:
+            spec.append(None)
+            continue
+        if name not in rules:
+            raise ShardingError(f"logical axis {name!r} has no rule in stvl_jax.sharding.LOGICAL_AXIS_RULES")
+        axes = tuple(a for a in rules[name] if mesh is None or a in mesh.shape)
+        for a in axes:
+            if a in used:
+                raise ShardingError(
+                    f"logical axes {used[a]!r} and {name!r} of {tuple(logical_axes)} both map to mesh axis {a!r}"
+                )
+            used[a] = name
+        if mesh is not None and shape is not None:
+            # drop trailing mesh axes until the product divides the dimension
+            while axes and shape[i] % _mesh_axis_size(mesh, axes):
+                axes = axes[:-1]
+        spec.append(None if not axes else axes[0] if len(axes) == 1 else axes)
+    return PartitionSpec(*spec)
+
+
+def named_sharding(mesh: Mesh, logical_axes: Sequence[str | None], shape: Sequence[int] | None = None):
+    return NamedSharding(mesh, logical_to_spec(logical_axes, shape, mesh))
+
+
+def _is_variable(x) -> bool:
+    from flax import nnx
+
+    return isinstance(x, nnx.Variable)
+
+
+def logical_axes_of(variable) -> tuple[str | None, ...]:
+    """The logical axes of an nnx Variable (replicated when it has none)."""
+    axes = variable.get_metadata().get("logical_axes") if hasattr(variable, "get_metadata") else None
+    if axes is None:
+        return (None,) * np.ndim(variable.get_value())
+    return tuple(axes)
+
+
+def state_shardings(state, mesh: Mesh):
+    """NamedSharding for every Variable of an nnx State (abstract or concrete), from its `logical_axes`."""
+
+    def one(v):
+        value = v.get_value()
+        return named_sharding(mesh, logical_axes_of(v), tuple(value.shape))
+
+    return jax.tree.map(one, state, is_leaf=_is_variable)
+
+
+def state_specs(state, mesh: Mesh | None = None):
+    """PartitionSpec tree (as pure values) for an nnx State."""
+
+    def one(v):
+        value = v.get_value()
+        return logical_to_spec(logical_axes_of(v), tuple(value.shape), mesh)
+
+    return jax.tree.map(one, state, is_leaf=_is_variable)
+
+
+@dataclasses.dataclass(frozen=True)
+class ShardingReport:
+    total_params: int
+    replicated_params: int  # params in arrays with no sharded dimension
+    fallbacks: tuple[str, ...]  # "path: logical axis -> replicated (dim N not divisible by M)"
+
+    @property
+    def replicated_fraction(self) -> float:
+        return self.replicated_params / max(self.total_params, 1)
+
+
+def describe_shardings(state, mesh: Mesh) -> ShardingReport:
+    """Summarise how a State is laid out on `mesh` (MaxText-style sharding tolerance check)."""
+    from flax import nnx
+
+    total = replicated = 0
+    fallbacks = []
+    for path, v in nnx.to_flat_state(state) if hasattr(nnx, "to_flat_state") else state.flat_state():
+        value = v.get_value()
+        size = int(np.prod(value.shape))
+        total += size
+        axes = logical_axes_of(v)
+        spec = logical_to_spec(axes, tuple(value.shape), mesh)
+        full = logical_to_spec(axes, None, mesh)
+        if all(s is None for s in spec):
+            replicated += size
+        for name, got, want in zip(axes, spec, full):
+            if got != want:
+                fallbacks.append(f"{'/'.join(map(str, path))}: {name} -> {got} (wanted {want})")
+    return ShardingReport(total, replicated, tuple(fallbacks))
+
+
+def current_mesh():
+    """The mesh set by `jax.set_mesh`, or None."""
+    mesh = jax.sharding.get_abstract_mesh()
+    return None if mesh is None or mesh.empty else mesh
+
+
+def constrain(x: jax.Array, logical_axes: Iterable[str | None]) -> jax.Array:
+    """`with_sharding_constraint` by logical names under the active mesh; a no-op without one."""
+    mesh = current_mesh()
+    if mesh is None:
+        return x
+    spec = logical_to_spec(tuple(logical_axes), x.shape, mesh)
+    return jax.lax.with_sharding_constraint(x, spec)
+
+
+def shard_batch(batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
+    """Place a host batch on the mesh: batch-major arrays over `act_batch`, position ids (3,B,L) over dim 1,
+    packed vision arrays over `vis_patch`; everything else replicated. Fails clearly on indivisible batches."""
+    data_size = _mesh_axis_size(mesh, tuple(a for a in LOGICAL_AXIS_RULES["act_batch"] if a in mesh.shape))
+    out = {}
+    for key, value in batch.items():
+        if value is None:
+            out[key] = None
+            continue
+        value = np.asarray(value)
+        if key in BATCH_MAJOR_KEYS:
+            if value.shape[0] % data_size:
+                raise ShardingError(
+                    f"batch field {key!r} has batch size {value.shape[0]}, not divisible by the data-parallel "
+                    f"mesh size {data_size} (data x fsdp); pad the batch or change the mesh"
+                )
+            axes = ("act_batch",) + (None,) * (value.ndim - 1)
+        elif key == "position_ids" and value.ndim == 3:
+            axes = (None, "act_batch", None)
+        else:
+            axes = (None,) * value.ndim
+        out[key] = jax.device_put(value, named_sharding(mesh, axes, value.shape))
+    return out
+
+
+BATCH_MAJOR_KEYS = frozenset(
+    {"input_ids", "attention_mask", "labels", "loss_weights", "mm_token_type_ids", "token_type_ids"}
+)
