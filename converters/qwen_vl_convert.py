@@ -24,14 +24,11 @@ def our_param_shapes(config: QwenVLConfig) -> dict[str, tuple[tuple[int, ...], n
     """Path -> (shape, dtype) of every parameter, from the abstract model (nothing allocated)."""
     from flax import nnx
 
-    from stvl_jax.models.qwen_vl.model import QwenVLForConditionalGeneration
+    from stvl_jax.models.qwen_vl.loading import abstract_model
 
-    abstract = nnx.eval_shape(lambda: QwenVLForConditionalGeneration(config, rngs=nnx.Rngs(0)))
-    out = {}
-    for path, var in nnx.to_flat_state(nnx.state(abstract, nnx.Param)):
-        value = var.get_value()
-        out["/".join(map(str, path))] = (tuple(value.shape), np.dtype(value.dtype))
-    return out
+    state = nnx.state(abstract_model(config), nnx.Param)
+    return {"/".join(map(str, path)): (tuple(var.get_value().shape), np.dtype(var.get_value().dtype))
+            for path, var in nnx.to_flat_state(state)}
 
 
 def _check_entry_paths(entries: list[Entry], shapes: Mapping[str, tuple]) -> None:
@@ -49,12 +46,15 @@ def params_from_hf(
     *,
     dtype: np.dtype | None = None,
     progress: Callable[[int], None] | None = None,
+    get_shape: Callable[[str], tuple[int, ...]] | None = None,
 ) -> dict[str, np.ndarray]:
     """Build our flat params {path: array} from HF tensors.
 
     hf_names: every tensor name in the checkpoint (legacy Qwen2.5-VL names accepted); get_tensor(name) reads one.
     Unknown or missing names and shape mismatches raise `CheckpointError` naming the key and both shapes.
     dtype: None keeps each tensor's dtype (the checkpoint's), else casts.
+    get_shape(name): a tensor's shape without reading it (e.g. from safetensors headers); when given, every
+    shape is checked before the first tensor is read, so a mismatch fails in seconds, not after minutes.
     """
     entries = key_map(config)
     shapes = our_param_shapes(config)
@@ -76,14 +76,17 @@ def params_from_hf(
     if missing:
         raise CheckpointError(f"checkpoint lacks {len(missing)} tensor(s) the model needs, e.g. {missing[:5]}")
 
+    if get_shape is not None:
+        for entry in entries:
+            for name in entry.hf_names():
+                _check_shape(by_canonical[name], tuple(get_shape(by_canonical[name])), entry.hf_shape)
+
     out: dict[str, np.ndarray] = {}
     for entry in entries:
         layer_shapes = tuple(shapes[p][0][1:] if entry.layers else shapes[p][0] for p in entry.ours)
         for i, name in enumerate(entry.hf_names()):
             value = np.asarray(get_tensor(by_canonical[name]))
-            if tuple(value.shape) != entry.hf_shape:
-                raise CheckpointError(f"tensor {by_canonical[name]!r} has shape {tuple(value.shape)}, the config "
-                                      f"expects {entry.hf_shape}")
+            _check_shape(by_canonical[name], tuple(value.shape), entry.hf_shape)
             for path, arr in zip(entry.ours, to_ours(entry.hook, value, layer_shapes)):
                 if path not in out:
                     out[path] = np.empty(shapes[path][0], dtype or arr.dtype)
@@ -94,6 +97,11 @@ def params_from_hf(
             if progress:
                 progress(1)
     return out
+
+
+def _check_shape(name: str, got: tuple[int, ...], want: tuple[int, ...]) -> None:
+    if got != want:
+        raise CheckpointError(f"tensor {name!r} has shape {got}, the config expects {want}")
 
 
 def params_to_hf(config: QwenVLConfig, get_param: Callable[[str], np.ndarray]) -> Iterator[tuple[str, np.ndarray]]:

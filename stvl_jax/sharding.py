@@ -36,7 +36,7 @@ LOGICAL_AXIS_RULES: dict[str, tuple[str, ...]] = {
     "vis_embed": ("fsdp",),  # vision tower width
     "vis_mlp": ("tensor",),
     "vis_heads": ("tensor",),
-    "vis_merge": ("tensor",),  # merger hidden (4 * vis_embed)
+    "vis_merge": ("fsdp",),  # merger input: 2x2 patches concatenated (4 * vis_embed)
     "conv_in": (),  # Conv3d patch-embed input (C * T * P * P)
     "pos_table": (),  # learned vision position table rows
     # ---- activations -------------------------------------------------------------------------
@@ -245,3 +245,13 @@ def shard_batch(batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Ar
 BATCH_MAJOR_KEYS = frozenset(
     {"input_ids", "attention_mask", "labels", "loss_weights", "mm_token_type_ids", "token_type_ids"}
 )
+
+
+def place_on_mesh(model, mesh: Mesh):
+    """Move an nnx model's Variables onto `mesh` as the rules table says (in place); sets `model.mesh`."""
+    from flax import nnx
+
+    state = nnx.state(model)
+    nnx.update(model, jax.device_put(state, state_shardings(state, mesh)))
+    model.mesh = mesh
+    return model

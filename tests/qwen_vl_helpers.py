@@ -31,6 +31,8 @@ def tiny_hf_config(family: str = "qwen3_vl", *, tie: bool = True, text: dict | N
     v.update(vision or {})
     if "out_hidden_size" not in (vision or {}):
         v["out_hidden_size"] = t["hidden_size"]
+    t.setdefault("initializer_range", 0.2)
+    v.setdefault("initializer_range", 0.2)
     cfg = cls(text_config=t, vision_config=v, image_token_id=IMG, video_token_id=VID, vision_start_token_id=VSTART,
               vision_end_token_id=VEND, tie_word_embeddings=tie, **top)
     return cfg

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from stvl_jax.nn.params import normal, param, zeros
+from stvl_jax.sharding import constrain
 
 
 class Linear(nnx.Module):
@@ -68,7 +69,10 @@ class Embed(nnx.Module):
         self.precision = precision
 
     def __call__(self, ids: jax.Array) -> jax.Array:
-        return jnp.take(self.embedding[...], ids, axis=0).astype(self.dtype)
+        # gather whole rows: all-gather the fsdp shards of the width first (as FSDP does for every weight), so
+        # the lookup is a vocab-parallel gather instead of a full rematerialisation of the table
+        table = constrain(self.embedding[...], ("vocab", None))
+        return jnp.take(table, ids, axis=0).astype(self.dtype)
 
     def attend(self, x: jax.Array) -> jax.Array:
         return jnp.einsum("...d,vd->...v", x.astype(self.dtype), self.embedding[...].astype(self.dtype),

@@ -83,7 +83,7 @@ class PatchMerger(nnx.Module):
             self.norm = RMSNorm(norm_dim, eps=1e-6, param_dtype=param_dtype, rngs=rngs)
         self.postshuffle_norm = postshuffle_norm
         self.mlp = MLP(self.merged_dim, self.merged_dim, vc.out_hidden_size, act="gelu", use_bias=True,
-                       in_axis="vis_merge", mlp_axis="vis_merge", out_axis="embed", dtype=dtype,
+                       in_axis="vis_merge", mlp_axis="vis_mlp", out_axis="embed", dtype=dtype,
                        param_dtype=param_dtype, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:

@@ -1,0 +1,90 @@
+"""`stvl convert {import,export,verify,inspect}`: HF <-> stvl-jax checkpoints. See docs/conversion.md.
+
+    stvl convert import  --hf DIR --out CKPT [--dtype keep|bf16|fp32|fp16] [--allow-pickle] [--overwrite]
+    stvl convert export  --ckpt CKPT --out DIR [--dtype ...] [--max-shard-size 5GB] [--names auto|module|legacy]
+    stvl convert verify  --hf DIR --ckpt CKPT [--atol 1e-3] [--max-kl 1e-5]
+    stvl convert inspect PATH [--flat] [--allow-pickle]
+
+User errors (`CheckpointError`) propagate to `stvl_jax.cli`, which prints them as one line and exits 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from converters.verify import DEFAULT_ATOL, DEFAULT_MAX_KL
+
+_DTYPES = ["keep", "bfloat16", "bf16", "float32", "fp32", "float16", "fp16"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="stvl convert", description="Convert Qwen-VL checkpoints between Hugging "
+                                "Face (safetensors) and stvl-jax (Orbax).")
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="{import,export,verify,inspect}")
+
+    imp = sub.add_parser("import", help="HF directory -> stvl-jax checkpoint")
+    imp.add_argument("--hf", required=True, help="HF model directory (config.json + safetensors)")
+    imp.add_argument("--out", required=True, help="checkpoint directory to create")
+    imp.add_argument("--dtype", choices=_DTYPES, default="keep", help="parameter dtype (default: as stored)")
+    imp.add_argument("--allow-pickle", action="store_true",
+                     help="accept .bin/.pt weights, loaded with torch.load(weights_only=True)")
+    imp.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    imp.add_argument("--quiet", action="store_true", help="no progress output")
+
+    exp = sub.add_parser("export", help="stvl-jax checkpoint -> HF directory (from_pretrained loads it)")
+    exp.add_argument("--ckpt", required=True, help="stvl-jax checkpoint directory")
+    exp.add_argument("--out", required=True, help="HF directory to create")
+    exp.add_argument("--dtype", choices=_DTYPES, default="keep", help="tensor dtype (default: as stored)")
+    exp.add_argument("--max-shard-size", default="5GB", help="largest safetensors shard (e.g. 5GB, 500MB)")
+    exp.add_argument("--names", choices=["auto", "module", "legacy"], default="auto",
+                     help="HF tensor names: auto = what transformers' save_pretrained writes (Qwen2.5-VL: the "
+                          "hub's visual.*/model.*; Qwen3-VL: model.visual.*/model.language_model.*), module = "
+                          "transformers-5 module names, legacy = visual.*/model.* (Qwen2.5-VL only)")
+    exp.add_argument("--legacy-names", dest="names", action="store_const", const="legacy",
+                     help="same as --names legacy")
+    exp.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    exp.add_argument("--quiet", action="store_true", help="no progress output")
+
+    ver = sub.add_parser("verify", help="compare HF and stvl-jax logits on a synthetic sample (needs torch)")
+    ver.add_argument("--hf", required=True, help="HF model directory")
+    ver.add_argument("--ckpt", required=True, help="stvl-jax checkpoint directory")
+    ver.add_argument("--atol", type=float, default=DEFAULT_ATOL, help="max allowed |Δlogit| (fp32)")
+    ver.add_argument("--max-kl", type=float, default=DEFAULT_MAX_KL, help="max allowed per-token KL(HF‖ours)")
+    ver.add_argument("--seed", type=int, default=0, help="seed of the synthetic sample")
+
+    ins = sub.add_parser("inspect", help="tree of tensor names/shapes/dtypes (HF dir/file or stvl-jax ckpt)")
+    ins.add_argument("path")
+    ins.add_argument("--flat", action="store_true", help="one line per tensor (no layer collapsing)")
+    ins.add_argument("--allow-pickle", action="store_true", help="read .bin/.pt with torch.load(weights_only=True)")
+    return p
+
+
+def main(argv: list[str]) -> int:
+    args = _parser().parse_args(argv)
+    if args.cmd == "import":
+        from converters.qwen_vl_io import import_hf
+
+        out = import_hf(args.hf, args.out, dtype=args.dtype, allow_pickle=args.allow_pickle,
+                        overwrite=args.overwrite, progress=not args.quiet)
+        print(f"imported {args.hf} -> {out}")
+    elif args.cmd == "export":
+        from converters.qwen_vl_io import export_hf
+
+        weight_map = export_hf(args.ckpt, args.out, dtype=args.dtype, max_shard_size=args.max_shard_size,
+                               names=args.names, overwrite=args.overwrite, progress=not args.quiet)
+        files = sorted(set(weight_map.values()))
+        print(f"exported {args.ckpt} -> {args.out} ({len(weight_map)} tensors in {len(files)} file(s))")
+    elif args.cmd == "verify":
+        from converters.verify import verify
+
+        report = verify(args.hf, args.ckpt, seed=args.seed)
+        ok = report.ok(args.atol, args.max_kl)
+        print(f"max |Δlogit| {report.max_abs_diff:.3e} (limit {args.atol:.1e})   KL(HF‖ours) mean "
+              f"{report.mean_kl:.3e} max {report.max_kl:.3e} (limit {args.max_kl:.1e})   over {report.tokens} "
+              f"tokens   {'OK' if ok else 'FAIL'}")
+        return 0 if ok else 1
+    else:
+        from converters.inspect_tree import inspect
+
+        print(inspect(args.path, flat=args.flat, allow_pickle=args.allow_pickle))
+    return 0

@@ -1,0 +1,167 @@
+"""Checkpoint-level conversion: an HF Qwen-VL directory <-> an stvl-jax checkpoint (`stvl_jax.checkpoint_io`).
+
+Import streams: one HF tensor is read at a time (headers first, so key and shape errors come before any data)
+and written into the preallocated stacked arrays, which Orbax then writes without another copy — peak RAM is
+about the model once. Export restores the model to host once and streams HF tensors into sharded safetensors.
+The HF config.json the weights came from is kept in the checkpoint (`source.hf_config`) and written back on
+export when it still describes the model, so export reproduces the original config, not just an equivalent.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from converters.hf_checkpoint import HFCheckpoint
+from converters.qwen_vl_config import from_hf_dict, to_hf_dict
+from converters.qwen_vl_convert import num_hf_tensors, params_from_hf, params_to_hf
+from converters.qwen_vl_keys import key_map, legacy_hf_key
+from converters.safetensors_io import parse_size, plan_shards, write_shards
+from stvl_jax.errors import CheckpointError
+from stvl_jax.models.qwen_vl.config import QwenVLConfig
+
+# names `save_pretrained` of transformers 5.23 writes: Qwen2.5-VL keeps the hub's `visual.*` / `model.layers.*`
+# (its weight-conversion mapping is reversed on save); Qwen3-VL writes its module names.
+DEFAULT_NAMES = {"qwen2_5_vl": "legacy", "qwen3_vl": "module"}
+NAME_STYLES = ("auto", "module", "legacy")
+DTYPE_NAMES = {"bfloat16": "bfloat16", "bf16": "bfloat16", "float32": "float32", "fp32": "float32",
+               "float16": "float16", "fp16": "float16"}
+
+
+def parse_dtype(name: str | None) -> np.dtype | None:
+    """'bf16' / 'bfloat16' / 'float32' / ... -> numpy dtype; None or 'keep' -> None (keep as stored)."""
+    if name is None or name == "keep":
+        return None
+    if name not in DTYPE_NAMES:
+        raise CheckpointError(f"dtype {name!r} is not one of {sorted(DTYPE_NAMES)} or 'keep'")
+    import ml_dtypes  # noqa: F401 - registers 'bfloat16' with numpy
+
+    return np.dtype(DTYPE_NAMES[name])
+
+
+class _Progress:
+    """tqdm on stderr when available, else silent; `update(n)`."""
+
+    def __init__(self, total: int, desc: str, enabled: bool = True):
+        self._bar = None
+        if enabled:
+            try:
+                from tqdm import tqdm
+
+                self._bar = tqdm(total=total, desc=desc, unit="tensor", file=sys.stderr, dynamic_ncols=True)
+            except ImportError:
+                pass
+
+    def update(self, n: int = 1) -> None:
+        if self._bar is not None:
+            self._bar.update(n)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+def _say(msg: str, enabled: bool) -> None:
+    if enabled:
+        print(msg, file=sys.stderr, flush=True)
+
+
+# ------------------------------------------------------------------------------------------ import
+def import_hf(hf_path: str | Path, out: str | Path, *, dtype: str | None = None, allow_pickle: bool = False,
+              overwrite: bool = False, progress: bool = True) -> Path:
+    """HF directory (or one .safetensors file next to a config.json) -> stvl-jax checkpoint at `out`."""
+    from stvl_jax.models.qwen_vl.loading import save_model
+
+    np_dtype = parse_dtype(dtype)
+    out = Path(out)
+    if out.exists() and not overwrite and (not out.is_dir() or any(out.iterdir())):
+        raise CheckpointError(f"output {str(out)!r} already exists (pass --overwrite)")
+    with HFCheckpoint(hf_path, allow_pickle=allow_pickle) as ck:
+        hf_config = ck.config()
+        config = from_hf_dict(hf_config)
+        bar = _Progress(num_hf_tensors(config), "import", progress)
+        try:
+            flat = params_from_hf(config, ck.names, ck.get, dtype=np_dtype, progress=bar.update,
+                                  get_shape=lambda n: ck.spec(n)[0])
+        finally:
+            bar.close()
+        source = {"kind": "huggingface", "path": str(Path(hf_path).absolute()), "hf_config": hf_config,
+                  "generation_config": ck.generation_config()}
+    _say(f"writing Orbax checkpoint {str(out)!r}", progress)
+    return save_model(flat, config, out, source=source, overwrite=overwrite)
+
+
+# ------------------------------------------------------------------------------------------ export
+def hf_config_for_export(config: QwenVLConfig, source: dict[str, Any], torch_dtype: str) -> dict[str, Any]:
+    """The config.json to write: the imported one when it still describes `config`, else a fresh one."""
+    stored = source.get("hf_config") if isinstance(source, dict) else None
+    out = None
+    if isinstance(stored, dict):
+        try:
+            if from_hf_dict(stored) == config:
+                out = copy.deepcopy(stored)
+        except CheckpointError:
+            pass
+    if out is None:
+        out = to_hf_dict(config)
+    out.pop("torch_dtype", None)  # transformers 5 writes `dtype`
+    out["dtype"] = torch_dtype
+    return out
+
+
+def hf_name_fn(config: QwenVLConfig, names: str) -> Callable[[str], str]:
+    if names not in NAME_STYLES:
+        raise CheckpointError(f"--names {names!r} is not one of {NAME_STYLES}")
+    style = DEFAULT_NAMES[config.family] if names == "auto" else names
+    if style == "legacy":
+        if config.family != "qwen2_5_vl":
+            raise CheckpointError(f"legacy names exist only for Qwen2.5-VL; this checkpoint is {config.family}")
+        return legacy_hf_key
+    return lambda n: n
+
+
+def export_hf(ckpt: str | Path, out: str | Path, *, dtype: str | None = None, max_shard_size: str | int = "5GB",
+              names: str = "auto", overwrite: bool = False, progress: bool = True) -> dict[str, str]:
+    """stvl-jax checkpoint -> HF directory (safetensors shards [+ index], config.json, generation_config.json)
+    that `from_pretrained` loads. Returns the weight map {HF name: file}."""
+    from stvl_jax import checkpoint_io
+    from stvl_jax.models.qwen_vl.loading import check_params, read_config
+
+    np_dtype = parse_dtype(dtype)
+    max_bytes = parse_size(max_shard_size)
+    config, info = read_config(ckpt)
+    rename = hf_name_fn(config, names)
+    stored = checkpoint_io.param_metadata(ckpt)
+    check_params(config, stored, f"checkpoint {str(ckpt)!r}")
+    out = Path(out)
+    if out.exists() and not overwrite and (not out.is_dir() or any(out.iterdir())):
+        raise CheckpointError(f"output {str(out)!r} already exists (pass --overwrite)")
+    out.mkdir(parents=True, exist_ok=True)
+    for old in (*out.glob("*.safetensors"), out / "model.safetensors.index.json"):
+        old.unlink(missing_ok=True)  # --overwrite: no stale shard may survive next to the new index
+
+    specs = [(rename(name), entry.hf_shape, np_dtype or stored[entry.ours[0]][1])
+             for entry in key_map(config) for name in entry.hf_names()]
+    shards = plan_shards(specs, max_bytes)
+    _say(f"reading {str(ckpt)!r}", progress)
+    flat = checkpoint_io.restore_params(ckpt, {k: None for k in stored})
+    tensors = ((rename(n), t if np_dtype is None else t.astype(np_dtype))
+               for n, t in params_to_hf(config, flat.__getitem__))
+    bar = _Progress(len(specs), "export", progress)
+    try:
+        weight_map = write_shards(out, shards, tensors, progress=bar.update)
+    finally:
+        bar.close()
+    nominal = checkpoint_io.dominant_dtype({str(d): int(np.prod(s)) for _, s, d in specs})
+    source = info.get("source") or {}
+    (out / "config.json").write_text(json.dumps(hf_config_for_export(config, source, str(nominal)), indent=2,
+                                                sort_keys=True) + "\n")
+    if isinstance(source, dict) and source.get("generation_config"):
+        (out / "generation_config.json").write_text(json.dumps(source["generation_config"], indent=2) + "\n")
+    return weight_map

@@ -1,0 +1,97 @@
+"""Video IO: sampling bookkeeping, typed errors naming the file, no hangs."""
+
+import os
+import time
+
+import numpy as np
+import pytest
+
+from data_pipelines.errors import VideoDecodeError
+from data_pipelines.rle import rle_area, rle_decode, rle_encode
+from data_pipelines.video import check_video_isolated, decode_frames, probe_video, read_video, sample_indices
+
+
+def test_probe_and_fps_resampling(synth_dir):
+    path = os.path.join(synth_dir, "videos", "synth_00001.mp4")
+    info = probe_video(path)
+    assert info.fps == 4.0 and info.width == info.height == 128 and info.num_frames % 4 == 0
+    clip = read_video(path, fps=1.0)
+    assert clip.indices.tolist() == list(range(0, info.num_frames, 4))
+    np.testing.assert_allclose(clip.times, np.arange(len(clip.indices)) * 1.0)
+    assert clip.frames.shape == (len(clip.indices), 128, 128, 3) and clip.frames.dtype == np.uint8
+    # clipping [2.1, 5.0) at 2 fps: sample times 2.1, 2.6, ... -> the frame shown then (floor(t * 4))
+    c = read_video(path, fps=2.0, start=2.1, end=5.0)
+    assert c.indices.tolist() == [8, 10, 12, 14, 16]  # floor((2.1 + k/2) * 4)
+    assert c.times.tolist() == [2.0, 2.5, 3.0, 3.5, 4.0]
+    n = read_video(path, num_frames=5, start=1.0, end=3.0)
+    assert n.indices.tolist() == [4, 6, 8, 9, 11]  # round(linspace(4, 11, 5)), frames of [1 s, 3 s)
+    capped = read_video(path, fps=4.0, max_frames=6)
+    assert len(capped.indices) == 6 and capped.indices[0] == 0 and capped.indices[-1] == info.num_frames - 1
+
+
+def test_decoded_frames_match_decord_direct(synth_dir):
+    import decord
+
+    path = os.path.join(synth_dir, "videos", "synth_00002.mp4")
+    idx = [0, 3, 7, 20]
+    ref = decord.VideoReader(path).get_batch(idx).asnumpy()
+    np.testing.assert_array_equal(decode_frames(path, idx), ref)
+
+
+def test_sample_indices_rejects_bad_clips(synth_dir):
+    info = probe_video(os.path.join(synth_dir, "videos", "synth_00001.mp4"))
+    for kw in ({"start": 5.0, "end": 2.0}, {"start": -1.0}, {"start": float("nan")}, {"fps": 0.0}):
+        with pytest.raises(ValueError):
+            sample_indices(info, **kw)
+
+
+@pytest.mark.parametrize("kind", ["truncated", "zero", "text", "missing"])
+def test_bad_files_raise_typed_error_naming_the_file(bad_videos, kind):
+    path = bad_videos[kind]
+    t = time.time()
+    with pytest.raises(VideoDecodeError) as e:
+        read_video(path, fps=1.0)
+    assert path in str(e.value) and e.value.path == path
+    assert time.time() - t < 10
+
+
+def test_watchdog_turns_a_hanging_decoder_into_an_error(bad_videos, monkeypatch):
+    import decord
+
+    class Hangs:
+        def __init__(self, *a, **k):
+            time.sleep(30)
+
+    monkeypatch.setattr(decord, "VideoReader", Hangs)
+    t = time.time()
+    with pytest.raises(VideoDecodeError, match="did not finish within 0.5 s"):
+        decode_frames(bad_videos["good"], [0], timeout_s=0.5)
+    assert time.time() - t < 5
+
+
+def test_isolated_check_survives_crash_and_hang(bad_videos):
+    good = bad_videos["good"]
+    assert check_video_isolated(good).num_frames > 0
+    with pytest.raises(VideoDecodeError, match="crashed"):
+        check_video_isolated(good, _child_code="import os, signal; os.kill(os.getpid(), signal.SIGSEGV)")
+    with pytest.raises(VideoDecodeError, match="killed"):
+        check_video_isolated(good, timeout_s=1, _child_code="import time; time.sleep(60)")
+    with pytest.raises(VideoDecodeError):
+        check_video_isolated(bad_videos["truncated"])
+
+
+def test_rle_roundtrip_and_convention():
+    m = np.zeros((3, 4), dtype=bool)
+    m[1, 0] = m[2, 0] = m[0, 2] = True
+    rle = rle_encode(m)
+    # column-major: col0 = [0,1,1], col1 = [0,0,0], col2 = [1,0,0], col3 = [0,0,0]
+    assert rle == {"size": [3, 4], "counts": [1, 2, 3, 1, 5]}
+    assert (rle_decode(rle) == m).all() and rle_area(rle) == 3
+    full = np.ones((2, 2), bool)
+    assert rle_encode(full)["counts"] == [0, 4]
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        x = rng.random((17, 23)) < 0.3
+        assert (rle_decode(rle_encode(x)) == x).all()
+    with pytest.raises(ValueError):
+        rle_decode({"size": [2, 2], "counts": [1, 2]})
