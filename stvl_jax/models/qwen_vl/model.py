@@ -56,6 +56,9 @@ class QwenVLForConditionalGeneration(nnx.Module):
                  remat: str = "none", rngs: nnx.Rngs):
         self.config = config
         self.dtype = dtype
+        self.param_dtype = param_dtype
+        self.precision = precision
+        self.remat = remat
         kw = dict(dtype=dtype, param_dtype=param_dtype, precision=precision, remat=remat, rngs=rngs)
         self.visual = VisionTower(config, **kw)
         self.language_model = TextModel(config.text, **kw)
@@ -63,6 +66,10 @@ class QwenVLForConditionalGeneration(nnx.Module):
             self.lm_head = Linear(config.text.hidden_size, config.text.vocab_size, in_axes=("embed",),
                                   out_axes=("vocab",), dtype=dtype, param_dtype=param_dtype, precision=precision,
                                   rngs=rngs)
+
+    def build_options(self) -> dict:
+        """Constructor options (besides config/rngs), to rebuild an equivalent model (e.g. after a resize)."""
+        return dict(dtype=self.dtype, param_dtype=self.param_dtype, precision=self.precision, remat=self.remat)
 
     # ---------------------------------------------------------------- traceable core
     def embed(self, inputs: ModelInputs) -> tuple[jax.Array, jax.Array | None]:

@@ -1,0 +1,268 @@
+"""`stvl data ...`: make the synthetic set, convert annotation formats, inspect/check data.
+
+    stvl data synth --out DIR [--videos N] [--seed S] [--workers W]
+    stvl data tokenizer --out DIR
+    stvl data streamo --input raw.json --out stream.jsonl [--fps 1] [--video-root DIR] [--strict]
+    stvl data stride --input samples.jsonl --out windows.jsonl [--window 16] [--modes 1 2 3] [--seed S]
+    stvl data qvh-yesno --input qvh.jsonl --out yesno.jsonl [--seed S] [--margin 0.5]
+    stvl data qvh-yesno-score --samples yesno.jsonl --predictions preds.jsonl
+    stvl data inspect PATH [--check]     (a video, or a JSONL index: record/skip counts)
+    stvl data to-arrayrecord --input x.jsonl --out x.array_record
+Bad records are skipped with per-reason counts printed at the end; --strict raises on the first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections import Counter
+
+from data_pipelines.errors import AnnotationError
+
+
+def _read_records(path: str):
+    """Yield (source, record-or-error) from a JSON list or JSONL file; malformed lines yield AnnotationError."""
+    if not os.path.isfile(path):
+        raise AnnotationError("missing_file", f"input file not found: {path}")
+    with open(path, "rb") as f:
+        head = f.read(1).lstrip()
+        f.seek(0)
+        if path.endswith(".json") and head == b"[":
+            try:
+                data = json.load(f)
+            except json.JSONDecodeError as e:
+                raise AnnotationError("bad_json", f"malformed JSON ({e.msg})", path) from None
+            for i, rec in enumerate(data):
+                yield f"{path}[{i}]", rec
+            return
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            src = f"{path}:{lineno}"
+            try:
+                yield src, json.loads(line)
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                yield src, AnnotationError("bad_json", "malformed JSON line", src)
+
+
+class _Run:
+    """Counts processed / skipped records per reason; strict mode re-raises."""
+
+    def __init__(self, strict: bool):
+        self.strict, self.ok, self.skipped, self.first = strict, 0, Counter(), {}
+
+    def skip(self, err: Exception, source: str) -> None:
+        if self.strict:
+            raise err
+        reason = getattr(err, "reason", type(err).__name__)
+        reason = {"file not found": "missing_file"}.get(reason, reason)
+        if getattr(err, "path", None):
+            reason = "missing_file" if "not found" in str(err) else "bad_video"
+        self.skipped[reason] += 1
+        self.first.setdefault(reason, str(err) if source in str(err) else f"{source}: {err}")
+
+    def report(self, what: str) -> None:
+        print(f"{what}: wrote {self.ok}, skipped {sum(self.skipped.values())}", file=sys.stderr)
+        for reason, n in sorted(self.skipped.items()):
+            print(f"  {reason}: {n}  (first: {self.first[reason]})", file=sys.stderr)
+
+
+def _convert_each(a, desc: str, convert) -> int:
+    """Run convert(index, source, record) -> list of rows over the input; skip/count bad records; write."""
+    from data_pipelines.errors import VideoDecodeError
+
+    run, rows = _Run(a.strict), []
+    for i, (src, rec) in enumerate(_progress(list(_read_records(a.input)), desc)):
+        try:
+            if isinstance(rec, Exception):
+                raise rec
+            rows += convert(i, src, rec)
+            run.ok += 1
+        except (AnnotationError, VideoDecodeError) as e:
+            run.skip(e, src)
+    _write(a.out, rows)
+    run.report(desc)
+    return 0
+
+
+def _progress(it, desc: str):
+    from tqdm import tqdm
+
+    return tqdm(it, desc=desc, unit="rec", file=sys.stderr)
+
+
+def _write(out: str, rows: list) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    with open(out, "w") as f:
+        if out.endswith(".json"):
+            json.dump(rows, f, indent=1)
+        else:
+            for r in rows:
+                f.write(json.dumps(r, separators=(",", ":")) + "\n")
+
+
+def cmd_synth(a) -> int:
+    from data_pipelines.synthetic import SynthConfig, generate_dataset
+
+    m = generate_dataset(a.out, SynthConfig(num_videos=a.videos, seed=a.seed), workers=a.workers, progress=True)
+    print(json.dumps({"out": a.out, "splits": {k: len(v) for k, v in m["splits"].items()}, "counts": m["counts"]}))
+    return 0
+
+
+def cmd_tokenizer(a) -> int:
+    from data_pipelines.tokenizer import TINY_TOKEN_IDS, build_tiny_tokenizer
+
+    build_tiny_tokenizer(a.out)
+    print(json.dumps({"out": a.out, "special_token_ids": TINY_TOKEN_IDS}))
+    return 0
+
+
+def cmd_streamo(a) -> int:
+    from data_pipelines.formats.streamo import convert_record
+
+    root = a.video_root or os.path.dirname(os.path.abspath(a.input))
+    return _convert_each(a, "streamo to-stream",
+                         lambda i, src, rec: [convert_record(rec, video_root=root, fps=a.fps, source=src)])
+
+
+def cmd_stride(a) -> int:
+    import numpy as np
+
+    from data_pipelines.formats import stride as S
+    from data_pipelines.video import probe_video, sample_indices
+
+    cfg = S.StrideWindowConfig(window=a.window, resolution=a.resolution, mask_modes=tuple(a.modes),
+                               single_sequence=a.single_sequence)
+    root = a.video_root or os.path.dirname(os.path.abspath(a.input))
+
+    def convert(i, src, rec):
+        query, v, entries = S.parse_sample(rec, src)
+        path = v["path"] if os.path.isabs(v["path"]) else os.path.join(root, v["path"])
+        info = probe_video(path)
+        s, e = float(v["start_seconds"]), float(v["end_seconds"])
+        if e > info.duration + 1e-6:
+            raise AnnotationError("time_out_of_range", f"clip end {e} > duration {info.duration:.2f}", src)
+        idx = sample_indices(info, start=s, end=e, num_frames=S.clip_frame_count(e - s, a.fps))
+        times = idx / info.fps
+        t0 = float(times[0])
+        entries = [S.ActivationEntry(x.start - t0, x.end - t0, x.value, x.mask) for x in entries]
+        w = S.build_window(entries, float(times[-1] - t0), cfg, np.random.default_rng([a.seed, i]), src)
+        return [{"id": rec.get("id", src) if isinstance(rec, dict) else src, "query": query,
+                 "frame_times": [round(float(t - t0), 4) for t in times],
+                 "slot_starts": w.starts.round(4).tolist(), "gt": w.gt.tolist(),
+                 "unseen": w.unseen.tolist(), "fixed": w.fixed.tolist(), "mask": w.mask.tolist(),
+                 "mode": w.mode, "budget": w.budget, "activation": S.activation_text(w, cfg)}]
+
+    return _convert_each(a, "stride windows", convert)
+
+
+def cmd_qvh_yesno(a) -> int:
+    import numpy as np
+
+    from data_pipelines.formats.qvhighlights import to_yesno
+
+    rng = np.random.default_rng(a.seed)
+    return _convert_each(a, "qvh yes/no", lambda i, src, rec: to_yesno(rec, rng, margin=a.margin, source=src))
+
+
+def cmd_qvh_score(a) -> int:
+    from data_pipelines.formats.qvhighlights import yesno_accuracy
+
+    samples = [r for _, r in _read_records(a.samples) if not isinstance(r, Exception)]
+    preds = {}
+    for _, r in _read_records(a.predictions):
+        if isinstance(r, dict) and "id" in r:
+            preds[r["id"]] = r.get("prediction", r.get("answer", ""))
+    print(json.dumps(yesno_accuracy(samples, preds)))
+    return 0
+
+
+def cmd_inspect(a) -> int:
+    from data_pipelines.video import check_video_isolated, probe_video
+
+    p = a.path
+    if p.endswith((".jsonl", ".json")):
+        n, bad = 0, Counter()
+        for _, rec in _read_records(p):
+            n += 1
+            if isinstance(rec, Exception):
+                bad[rec.reason] += 1
+        print(json.dumps({"records": n, "malformed": dict(bad)}))
+        return 0
+    info = check_video_isolated(p) if a.check else probe_video(p)
+    print(json.dumps({"path": info.path, "frames": info.num_frames, "fps": info.fps, "width": info.width,
+                      "height": info.height, "duration": round(info.duration, 3), "checked": bool(a.check)}))
+    return 0
+
+
+def cmd_to_arrayrecord(a) -> int:
+    from data_pipelines.grain.sources import jsonl_to_array_record
+
+    print(json.dumps({"out": a.out, "records": jsonl_to_array_record(a.input, a.out)}))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="stvl data", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("synth", help="write the synthetic space-time video set")
+    s.add_argument("--out", required=True)
+    s.add_argument("--videos", type=int, default=64)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--workers", type=int, default=None)
+    s.set_defaults(fn=cmd_synth)
+    s = sub.add_parser("tokenizer", help="build the tiny Qwen-style tokenizer")
+    s.add_argument("--out", required=True)
+    s.set_defaults(fn=cmd_tokenizer)
+    s = sub.add_parser("streamo", help="Streamo raw QA -> stream format (to-stream)")
+    s.add_argument("--input", required=True)
+    s.add_argument("--out", required=True, help=".json (list) or .jsonl")
+    s.add_argument("--fps", type=float, default=1.0)
+    s.add_argument("--video-root", default=None, help="base of relative video paths (default: input's folder)")
+    s.add_argument("--strict", action="store_true")
+    s.set_defaults(fn=cmd_streamo)
+    s = sub.add_parser("stride", help="build STRIDE activation windows (slot GT, categories, masks)")
+    s.add_argument("--input", required=True)
+    s.add_argument("--out", required=True)
+    s.add_argument("--window", type=int, default=16)
+    s.add_argument("--resolution", type=float, default=1.0)
+    s.add_argument("--fps", type=float, default=1.0)
+    s.add_argument("--modes", type=int, nargs="+", default=[1, 2, 3])
+    s.add_argument("--single-sequence", action="store_true")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--video-root", default=None)
+    s.add_argument("--strict", action="store_true")
+    s.set_defaults(fn=cmd_stride)
+    s = sub.add_parser("qvh-yesno", help="QVHighlights -> balanced timestamp Yes/No questions")
+    s.add_argument("--input", required=True)
+    s.add_argument("--out", required=True)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--margin", type=float, default=0.5)
+    s.add_argument("--strict", action="store_true")
+    s.set_defaults(fn=cmd_qvh_yesno)
+    s = sub.add_parser("qvh-yesno-score", help="accuracy of Yes/No predictions ({id, prediction} JSONL)")
+    s.add_argument("--samples", required=True)
+    s.add_argument("--predictions", required=True)
+    s.set_defaults(fn=cmd_qvh_score)
+    s = sub.add_parser("inspect", help="probe a video (--check: full decode in a child process) or count an index")
+    s.add_argument("path")
+    s.add_argument("--check", action="store_true")
+    s.set_defaults(fn=cmd_inspect)
+    s = sub.add_parser("to-arrayrecord", help="copy a JSONL index into an ArrayRecord file")
+    s.add_argument("--input", required=True)
+    s.add_argument("--out", required=True)
+    s.set_defaults(fn=cmd_to_arrayrecord)
+    return p
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.fn(args) or 0)
+
+
+if __name__ == "__main__":
+    from stvl_jax.cli import main as stvl_main
+
+    sys.exit(stvl_main(["data", *sys.argv[1:]]))

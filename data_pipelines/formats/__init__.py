@@ -1,0 +1,1 @@
+"""Annotation formats of the seed systems: Streamo to-stream, STRIDE activation windows, QVHighlights Yes/No."""

@@ -1,0 +1,93 @@
+"""Typed config of a Grain pipeline (frozen dataclasses; unknown keys are refused by `from_dict`)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from stvl_jax.errors import ConfigError
+
+from data_pipelines.formats.stride import StrideWindowConfig
+from data_pipelines.processor import VisionConfig
+
+FORMATS = ("chat", "streamo", "stride")
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """One pipeline: index -> batches.
+
+    index: JSONL or ArrayRecord file of records in `format`:
+      chat    {"messages": [{"role", "content": str | [{"type": "text"|"image"|"video", ...}]}]}
+      streamo the Streamo stream format ({"messages": [...user "<stream>" turns...], "videos": [path]})
+      stride  STRIDE activation samples ([text, video, activation_output] or {"data": [...]})
+    Relative media paths resolve against `media_root`, default the index file's directory.
+    """
+
+    index: str
+    tokenizer: str
+    format: str = "chat"
+    vision: VisionConfig = field(default_factory=VisionConfig.qwen3_vl)
+    batch_size: int = 4
+    length_buckets: tuple[int, ...] = (256, 512, 1024, 2048, 4096)
+    padding_side: str = "right"  # "left" for generation
+    patch_buckets: tuple[int, ...] | None = None  # pad pixel rows to a bucket; adds num_valid_* fields
+    video_fps: float = 2.0  # chat videos without their own fps
+    max_frames: int = 32  # per video (even)
+    streamo_fps: float = 1.0
+    stride: StrideWindowConfig = field(default_factory=StrideWindowConfig)
+    stride_fps: float = 1.0
+    media_root: str | None = None
+    shuffle: bool = True
+    seed: int = 0
+    num_epochs: int | None = 1  # None = repeat forever
+    shard: str = "jax_process"  # "jax_process" | "none" | "i/n"
+    worker_count: int = 0
+    worker_buffer_size: int = 2
+    decode_threads: int = 1
+    decode_timeout_s: float = 60.0
+    strict: bool = False
+    drop_remainder: bool = True
+
+    def __post_init__(self):
+        if self.format not in FORMATS:
+            raise ConfigError(f"format must be one of {FORMATS}, got {self.format!r}")
+        if self.padding_side not in ("left", "right"):
+            raise ConfigError(f"padding_side must be 'left' or 'right', got {self.padding_side!r}")
+        if self.batch_size <= 0:
+            raise ConfigError(f"batch_size must be positive, got {self.batch_size}")
+        if not self.length_buckets or list(self.length_buckets) != sorted(set(self.length_buckets)):
+            raise ConfigError(f"length_buckets must be increasing and non-empty, got {self.length_buckets}")
+        if self.patch_buckets is not None and list(self.patch_buckets) != sorted(set(self.patch_buckets)):
+            raise ConfigError(f"patch_buckets must be increasing, got {self.patch_buckets}")
+        if self.max_frames < 2 or self.max_frames % 2:
+            raise ConfigError(f"max_frames must be an even number >= 2, got {self.max_frames}")
+        if self.shard not in ("jax_process", "none") and not _parse_shard(self.shard):
+            raise ConfigError(f"shard must be 'jax_process', 'none' or 'i/n', got {self.shard!r}")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PipelineConfig":
+        d = dict(d)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ConfigError(f"unknown pipeline config keys {sorted(unknown)}; known: {sorted(known)}")
+        for key, typ in (("vision", VisionConfig), ("stride", StrideWindowConfig)):
+            if isinstance(d.get(key), dict):
+                sub_known = {f.name for f in dataclasses.fields(typ)}
+                bad = set(d[key]) - sub_known
+                if bad:
+                    raise ConfigError(f"unknown {key} config keys {sorted(bad)}; known: {sorted(sub_known)}")
+                d[key] = typ(**{k: tuple(v) if isinstance(v, list) else v for k, v in d[key].items()})
+        for key in ("length_buckets", "patch_buckets"):
+            if isinstance(d.get(key), list):
+                d[key] = tuple(d[key])
+        return cls(**d)
+
+
+def _parse_shard(s: str):
+    try:
+        i, n = (int(x) for x in s.split("/"))
+    except ValueError:
+        return None
+    return (i, n) if 0 <= i < n else None

@@ -1,0 +1,239 @@
+"""Record -> training example (the per-sample part of the transform chain, run in Grain workers).
+
+decode (decord) -> resize (smart_resize, PIL bicubic) -> patchify -> chat text with expanded placeholders
+(Qwen3-VL `<t seconds>` per frame group; Streamo frames as separate images behind `<Xs-Ys>` tags; STRIDE
+activation slots) -> tokenize -> labels / loss weights -> 3-D position ids (the model's `get_rope_index`).
+
+An example is a dict of unbatched numpy arrays; a bad record becomes {"__skip__": reason, ...} so the main
+process can count it (or raise it in strict mode).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+
+from data_pipelines.errors import AnnotationError, VideoDecodeError
+from data_pipelines.formats import stride as stride_fmt
+from data_pipelines.grain.config import PipelineConfig
+from data_pipelines.grain.sources import parse_record
+from data_pipelines.grain.text import SpecialIds, encode, image_placeholder, render_chat, token_types, video_placeholder
+from data_pipelines.processor import process_images, process_video, target_size
+from data_pipelines.video import decode_frames, probe_video, read_video
+
+ROLES = ("system", "user", "assistant")
+
+
+class ExampleBuilder:
+    """Callable (item, rng) -> example | skip marker (rng: Grain's per-record generator). Picklable; loads the tokenizer lazily per process."""
+
+    def __init__(self, cfg: PipelineConfig):
+        self.cfg = cfg
+        self.media_root = cfg.media_root or os.path.dirname(os.path.abspath(cfg.index))
+        self._tok = None
+        self._ids = None
+
+    def __getstate__(self):
+        return {**self.__dict__, "_tok": None, "_ids": None}
+
+    @property
+    def tokenizer(self):
+        if self._tok is None:
+            from transformers import AutoTokenizer
+
+            self._tok = AutoTokenizer.from_pretrained(self.cfg.tokenizer)
+            self._ids = SpecialIds.from_tokenizer(self._tok)
+        return self._tok
+
+    @property
+    def ids(self) -> SpecialIds:
+        self.tokenizer
+        return self._ids
+
+    def __call__(self, item: dict, rng: np.random.Generator) -> dict:
+        try:
+            rec = parse_record(item)
+            build = {"chat": self._chat, "streamo": self._streamo, "stride": self._stride}[self.cfg.format]
+            return build(rec, item["key"], rng)
+        except VideoDecodeError as e:
+            reason = "missing_file" if e.reason == "file not found" else "bad_video"
+            return {"__skip__": reason, "kind": "video", "path": e.path, "message": e.reason, "source": item["key"]}
+        except AnnotationError as e:
+            return {"__skip__": e.reason, "kind": "annotation", "message": str(e), "source": item["key"]}
+
+    # ---- helpers -------------------------------------------------------------------------------------------
+
+    def _path(self, p, source: str) -> str:
+        if not isinstance(p, str) or not p:
+            raise AnnotationError("missing_field", "media part has no 'path'", source)
+        return p if os.path.isabs(p) else os.path.normpath(os.path.join(self.media_root, p))
+
+    def _video(self, part: dict, source: str, fps: float | None = None, start=None, end=None, even_linspace=False):
+        """Decode one video part -> (pixel_values, grid (1,3), frame times (T,) seconds, n_frames)."""
+        path = self._path(part.get("path") or part.get("video"), source)
+        info = probe_video(path)
+        for name, t in (("start", start), ("end", end)):
+            if t is not None:
+                if not isinstance(t, (int, float)) or math.isnan(t):
+                    raise AnnotationError("nan_time" if isinstance(t, float) else "bad_time", f"video {name} {t!r}", source)
+                if t < 0:
+                    raise AnnotationError("negative_time", f"video {name} {t} < 0", source)
+                if t > info.duration + 1e-6:
+                    raise AnnotationError("time_out_of_range", f"video {name} {t} s > duration {info.duration:.2f} s", source)
+        cfg = self.cfg
+        if even_linspace:  # STRIDE: an even number of frames spread over the clip at <= fps
+            dur = (info.duration if end is None else end) - (start or 0.0)
+            n = stride_fmt.clip_frame_count(dur, fps or 1.0, cfg.max_frames)
+            clip = read_video(path, start=start, end=end, num_frames=n,
+                              num_threads=cfg.decode_threads, timeout_s=cfg.decode_timeout_s)
+        else:
+            clip = read_video(path, fps=fps or cfg.video_fps, start=start, end=end, max_frames=cfg.max_frames,
+                              num_threads=cfg.decode_threads, timeout_s=cfg.decode_timeout_s)
+        size = target_size(clip.frames.shape[1], clip.frames.shape[2], cfg.vision)
+        pv, grid = process_video(clip.frames, cfg.vision, size)
+        sec_per_grid = cfg.vision.temporal_patch_size / (fps or cfg.video_fps)
+        return pv, grid, clip.times, len(clip.frames), sec_per_grid
+
+    def _image(self, part: dict, source: str):
+        path = self._path(part.get("path") or part.get("image"), source)
+        from PIL import Image
+
+        try:
+            with Image.open(path) as im:
+                arr = np.asarray(im.convert("RGB"))
+        except FileNotFoundError:
+            raise VideoDecodeError(path, "file not found") from None
+        except Exception as e:  # PIL.UnidentifiedImageError, truncated files
+            raise VideoDecodeError(path, f"not a readable image ({type(e).__name__})") from None
+        return process_images(arr[None], self.cfg.vision)
+
+    def _finish(self, messages, source, *, images=(), videos=(), sec_per_grid=(), n_frames=0,
+                activation=None) -> dict:
+        """Render, tokenize, labels, positions -> example."""
+        cfg, ids = self.cfg, self.ids
+        text, spans = render_chat(messages)
+        input_ids, labels = encode(self.tokenizer, text, spans)
+        if len(input_ids) > cfg.length_buckets[-1]:
+            raise AnnotationError("too_long", f"{len(input_ids)} tokens > largest bucket {cfg.length_buckets[-1]}", source)
+        types = token_types(input_ids, ids)
+        ex = {"input_ids": input_ids, "labels": labels, "mm_token_type_ids": types,
+              "loss_weights": (labels != -100).astype(np.float32), "num_frames": np.int64(n_frames)}
+        d = cfg.vision.patch_size ** 2 * cfg.vision.temporal_patch_size * 3
+        ex["pixel_values"] = np.concatenate([p for p, _ in images]) if images else np.zeros((0, d), np.float32)
+        ex["image_grid_thw"] = np.concatenate([g for _, g in images]) if images else np.zeros((0, 3), np.int64)
+        ex["pixel_values_videos"] = np.concatenate([p for p, _ in videos]) if videos else np.zeros((0, d), np.float32)
+        ex["video_grid_thw"] = np.concatenate([g for _, g in videos]) if videos else np.zeros((0, 3), np.int64)
+        if cfg.vision.family == "qwen2_5_vl":
+            ex["second_per_grid_ts"] = np.asarray(sec_per_grid, dtype=np.float32).reshape(-1)
+        from stvl_jax.models.qwen_vl.positions import get_rope_index
+
+        pos, _ = get_rope_index(
+            input_ids[None], image_grid_thw=ex["image_grid_thw"] if images else None,
+            video_grid_thw=ex["video_grid_thw"] if videos else None, mm_token_type_ids=types[None],
+            second_per_grid_ts=ex.get("second_per_grid_ts") if videos else None, family=cfg.vision.family,
+            spatial_merge_size=cfg.vision.merge_size, tokens_per_second=cfg.vision.tokens_per_second,
+            image_token_id=ids.image_pad, video_token_id=ids.video_pad)
+        ex["position_ids"] = pos[:, 0].astype(np.int32)
+        if activation is not None:
+            ex["activation_labels"] = self._activation_labels(input_ids, activation)
+            ex["loss_weights"] = (ex["activation_labels"] != -100).astype(np.float32)
+        return ex
+
+    def _activation_labels(self, input_ids, window) -> np.ndarray:
+        """-100 everywhere except masked slots of the last copy: GT 0/1 at the <activation> token itself."""
+        pos = np.flatnonzero(input_ids == self.ids.activation)
+        n_masked = int(window.mask.sum())
+        copies = 1 if self.cfg.stride.single_sequence else 2
+        if len(pos) != copies * n_masked:
+            raise AnnotationError("bad_window", f"{len(pos)} <activation> tokens, expected {copies * n_masked}")
+        out = np.full(len(input_ids), -100, dtype=np.int32)
+        out[pos[len(pos) - n_masked:]] = window.gt[window.mask]
+        return out
+
+    # ---- formats -------------------------------------------------------------------------------------------
+
+    def _chat(self, rec, source, rng):
+        msgs = rec.get("messages") if isinstance(rec, dict) else None
+        if not isinstance(msgs, list) or not msgs:
+            raise AnnotationError("missing_field", "record has no 'messages' list", source)
+        out, images, videos, secs, n_frames = [], [], [], [], 0
+        fam, merge = self.cfg.vision.family, self.cfg.vision.merge_size
+        for m in msgs:
+            if not isinstance(m, dict) or m.get("role") not in ROLES or "content" not in m:
+                raise AnnotationError("bad_field", f"bad message {str(m)[:80]!r}", source)
+            content = m["content"]
+            if isinstance(content, str):
+                out.append({"role": m["role"], "content": content})
+                continue
+            if not isinstance(content, list):
+                raise AnnotationError("bad_field", "message content must be a string or a list of parts", source)
+            pieces = []
+            for part in content:
+                kind = part.get("type") if isinstance(part, dict) else None
+                if kind == "text" and isinstance(part.get("text"), str):
+                    pieces.append(part["text"])
+                elif kind == "image":
+                    pv, grid = self._image(part, source)
+                    images.append((pv, grid))
+                    pieces.append(image_placeholder(grid[0], merge))
+                elif kind == "video":
+                    fps = part.get("fps")
+                    pv, grid, times, n, spg = self._video(part, source, fps=fps, start=part.get("start"), end=part.get("end"))
+                    videos.append((pv, grid))
+                    secs.append(spg)
+                    n_frames += n
+                    pieces.append(video_placeholder(grid[0], merge, fam, times, self.cfg.vision.temporal_patch_size))
+                else:
+                    raise AnnotationError("bad_field", f"unknown content part {str(part)[:80]!r}", source)
+            out.append({"role": m["role"], "content": "".join(pieces)})
+        if not any(m["role"] == "assistant" for m in out):
+            raise AnnotationError("missing_field", "chat record has no assistant turn to learn from", source)
+        return self._finish(out, source, images=images, videos=videos, sec_per_grid=secs, n_frames=n_frames)
+
+    def _streamo(self, rec, source, rng):
+        if not isinstance(rec, dict) or not isinstance(rec.get("messages"), list) or not rec.get("videos"):
+            raise AnnotationError("missing_field", "stream record needs 'messages' and 'videos'", source)
+        path = self._path(rec["videos"][0], source)
+        info = probe_video(path)
+        interval = max(1, int(info.fps / self.cfg.streamo_fps))
+        n_turns = info.num_frames // interval
+        msgs = rec["messages"]
+        n_stream = sum(m.get("content", "").count("<stream>") for m in msgs if isinstance(m, dict)
+                       and isinstance(m.get("content"), str))
+        if n_stream == 0:
+            raise AnnotationError("missing_field", "stream record has no <stream> turns", source)
+        if n_stream > n_turns + 1:  # the reference tolerates a mismatch of one frame (repeats the last)
+            raise AnnotationError("time_out_of_range", f"{n_stream} stream turns but the video has {n_turns} s", source)
+        idx = np.minimum(np.arange(n_stream) * interval, info.num_frames - 1)
+        frames = decode_frames(path, idx, num_threads=self.cfg.decode_threads, timeout_s=self.cfg.decode_timeout_s)
+        size = target_size(frames.shape[1], frames.shape[2], self.cfg.vision)
+        pv, grids = process_images(frames, self.cfg.vision, size)
+        per = len(pv) // n_stream
+        out, k = [], 0
+        for m in msgs:
+            if not isinstance(m, dict) or m.get("role") not in ROLES or not isinstance(m.get("content"), str):
+                raise AnnotationError("bad_field", f"bad message {str(m)[:80]!r}", source)
+            text = m["content"]
+            while "<stream>" in text:
+                text = text.replace("<stream>", image_placeholder(grids[k], self.cfg.vision.merge_size), 1)
+                k += 1
+            out.append({"role": m["role"], "content": text})
+        images = [(pv[i * per:(i + 1) * per], grids[i:i + 1]) for i in range(n_stream)]
+        return self._finish(out, source, images=images, n_frames=n_stream)
+
+    def _stride(self, rec, source, rng):
+        query, vpart, entries = stride_fmt.parse_sample(rec, source)
+        start, end = float(vpart["start_seconds"]), float(vpart["end_seconds"])
+        pv, grid, times, n, spg = self._video(vpart, source, fps=self.cfg.stride_fps, start=start, end=end,
+                                              even_linspace=True)
+        t0 = float(times[0])
+        rel = times - t0  # re-base the clip to t=0 (STRIDE's time_synchronize)
+        entries = [stride_fmt.ActivationEntry(e.start - t0, e.end - t0, e.value, e.mask) for e in entries]
+        window = stride_fmt.build_window(entries, float(rel[-1]), self.cfg.stride, rng, source)
+        vtext = video_placeholder(grid[0], self.cfg.vision.merge_size, self.cfg.vision.family, rel,
+                                  self.cfg.vision.temporal_patch_size)
+        content = query + vtext + stride_fmt.activation_text(window, self.cfg.stride)
+        return self._finish([{"role": "user", "content": content}], source, videos=[(pv, grid)],
+                            sec_per_grid=[spg], n_frames=n, activation=window)

@@ -1,0 +1,107 @@
+"""Random-access record sources for Grain: JSONL (line-offset index) and ArrayRecord (JSON bytes per record).
+
+Each item is {"key": "<file>:<line or record>", "data": bytes}; JSON parsing happens in the transform so a
+malformed line becomes a counted skip instead of a crashed source.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+from data_pipelines.errors import AnnotationError
+
+
+class JsonlSource:
+    """One record per non-empty line. The offsets are scanned once at construction (O(file) read)."""
+
+    def __init__(self, path: str):
+        self.path = os.fspath(path)
+        if not os.path.isfile(self.path):
+            raise AnnotationError("missing_file", f"index file not found: {self.path}")
+        offsets, lines = [], []
+        with open(self.path, "rb") as f:
+            pos, lineno = 0, 0
+            for line in f:
+                lineno += 1
+                if line.strip():
+                    offsets.append(pos)
+                    lines.append(lineno)
+                pos += len(line)
+        self._offsets = np.asarray(offsets, dtype=np.int64)
+        self._lines = np.asarray(lines, dtype=np.int64)
+        self._fh = None
+
+    def __len__(self) -> int:
+        return len(self._offsets)
+
+    def __getitem__(self, i: int) -> dict:
+        if self._fh is None:  # opened lazily: the source is pickled into worker processes
+            self._fh = open(self.path, "rb")
+        self._fh.seek(int(self._offsets[i]))
+        return {"key": f"{self.path}:{int(self._lines[i])}", "data": self._fh.readline()}
+
+    def __getstate__(self):
+        return {**self.__dict__, "_fh": None}
+
+    def __repr__(self) -> str:
+        return f"JsonlSource({self.path!r}, {len(self)} records)"
+
+
+class ArrayRecordSource:
+    """ArrayRecord file(s) whose records are UTF-8 JSON documents (see `jsonl_to_array_record`)."""
+
+    def __init__(self, paths):
+        import grain
+
+        self.paths = [os.fspath(p) for p in ([paths] if isinstance(paths, (str, os.PathLike)) else paths)]
+        for p in self.paths:
+            if not os.path.isfile(p):
+                raise AnnotationError("missing_file", f"index file not found: {p}")
+        self._src = grain.sources.ArrayRecordDataSource(self.paths)
+
+    def __len__(self) -> int:
+        return len(self._src)
+
+    def __getitem__(self, i: int) -> dict:
+        return {"key": f"{self.paths[0]}#{int(i)}", "data": self._src[i]}
+
+    def __repr__(self) -> str:
+        return f"ArrayRecordSource({self.paths!r}, {len(self)} records)"
+
+
+def jsonl_to_array_record(jsonl_path: str, out_path: str) -> int:
+    """Copy every non-empty line of a JSONL file into an ArrayRecord file (one record per line)."""
+    from array_record.python.array_record_module import ArrayRecordWriter
+
+    n = 0
+    writer = ArrayRecordWriter(os.fspath(out_path), "group_size:1")
+    try:
+        with open(jsonl_path, "rb") as f:
+            for line in f:
+                if line.strip():
+                    writer.write(line.rstrip(b"\n"))
+                    n += 1
+    finally:
+        writer.close()
+    return n
+
+
+def open_source(path: str):
+    """Pick the source by suffix: .jsonl -> JsonlSource; .array_record / .arrayrecord -> ArrayRecordSource."""
+    p = os.fspath(path)
+    if p.endswith((".array_record", ".arrayrecord")) or "array_record-" in os.path.basename(p):
+        return ArrayRecordSource(p)
+    if p.endswith((".jsonl", ".json")):
+        return JsonlSource(p)
+    raise AnnotationError("bad_index", f"unknown index type {p!r} (expected .jsonl or .array_record)")
+
+
+def parse_record(item: dict):
+    """bytes -> JSON value, or AnnotationError('bad_json') naming the record."""
+    try:
+        return json.loads(item["data"])
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise AnnotationError("bad_json", f"malformed JSON ({e.msg if hasattr(e, 'msg') else e})", item["key"]) from None

@@ -1,0 +1,178 @@
+"""Qwen-VL visual preprocessing on numpy: `smart_resize`, PIL-bicubic resize, rescale/normalize and patchify.
+
+Output layout equals transformers' Qwen-VL processors:
+- images: each image -> rows of `C*T*P*P` (T = temporal_patch_size, the frame repeated), grid (1, h, w);
+- videos: frames grouped in temporal pairs -> grid (t, h, w) with t = ceil(frames / 2) (last frame repeated);
+- every row is one P x P patch flattened channel-major (C, T, P, P); rows are ordered merge block by merge
+  block (2 x 2 patches of one LLM token are consecutive), blocks in raster order, temporal groups outermost.
+Arithmetic follows the HF PIL backend exactly (uint8 bicubic resize in PIL, `x.astype(float64) * (1/255)` cast
+to float32, then `(x - mean) / std` in float32) so results are bit-identical.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+HALF = (0.5, 0.5, 0.5)
+
+
+@dataclass(frozen=True)
+class VisionConfig:
+    """Processor settings. Presets: `VisionConfig.qwen3_vl()`, `VisionConfig.qwen2_5_vl()`.
+
+    min_pixels/max_pixels bound H*W of each resized frame; `max_tokens_per_frame` (merged LLM tokens per frame,
+    STRIDE's frame_max_tokens) tightens max_pixels to max_tokens * (patch*merge)^2.
+    """
+
+    family: str = "qwen3_vl"
+    patch_size: int = 16
+    temporal_patch_size: int = 2
+    merge_size: int = 2
+    image_mean: tuple[float, float, float] = HALF
+    image_std: tuple[float, float, float] = HALF
+    min_pixels: int = 32 * 32
+    max_pixels: int = 256 * 32 * 32
+    max_tokens_per_frame: int | None = None
+    tokens_per_second: int = 2  # Qwen2.5-VL temporal position scale
+
+    def __post_init__(self):
+        if self.family not in ("qwen3_vl", "qwen2_5_vl"):
+            raise ValueError(f"family must be 'qwen3_vl' or 'qwen2_5_vl', got {self.family!r}")
+        for name in ("patch_size", "temporal_patch_size", "merge_size", "min_pixels", "max_pixels"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+
+    @property
+    def factor(self) -> int:
+        return self.patch_size * self.merge_size
+
+    @property
+    def effective_max_pixels(self) -> int:
+        if self.max_tokens_per_frame is None:
+            return self.max_pixels
+        return min(self.max_pixels, self.max_tokens_per_frame * self.factor**2)
+
+    @classmethod
+    def qwen3_vl(cls, **kw) -> "VisionConfig":
+        return cls(**{"family": "qwen3_vl", "patch_size": 16, "image_mean": HALF, "image_std": HALF, **kw})
+
+    @classmethod
+    def qwen2_5_vl(cls, **kw) -> "VisionConfig":
+        base = {"family": "qwen2_5_vl", "patch_size": 14, "image_mean": CLIP_MEAN, "image_std": CLIP_STD,
+                "min_pixels": 56 * 56, "max_pixels": 28 * 28 * 1280}
+        return cls(**{**base, **kw})
+
+
+def smart_resize(height: int, width: int, factor: int, min_pixels: int, max_pixels: int) -> tuple[int, int]:
+    """Target (h, w): multiples of `factor`, aspect kept as closely as possible, h*w within [min, max] pixels."""
+    if min(height, width) <= 0:
+        raise ValueError(f"invalid image size {height}x{width}")
+    if max(height, width) / min(height, width) > 200:
+        raise ValueError(f"aspect ratio must be below 200, got {height}x{width}")
+    h = round(height / factor) * factor
+    w = round(width / factor) * factor
+    if h * w > max_pixels:
+        beta = math.sqrt(height * width / max_pixels)
+        h = max(factor, math.floor(height / beta / factor) * factor)
+        w = max(factor, math.floor(width / beta / factor) * factor)
+    elif h * w < min_pixels:
+        beta = math.sqrt(min_pixels / (height * width))
+        h = math.ceil(height * beta / factor) * factor
+        w = math.ceil(width * beta / factor) * factor
+    return h, w
+
+
+def target_size(height: int, width: int, cfg: VisionConfig) -> tuple[int, int]:
+    return smart_resize(height, width, cfg.factor, cfg.min_pixels, cfg.effective_max_pixels)
+
+
+def resize_frames(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(T, H, W, 3) uint8 -> (T, h, w, 3) uint8 with PIL bicubic (no-op when the size already matches)."""
+    h, w = size
+    if frames.shape[1:3] == (h, w):
+        return frames
+    from PIL import Image
+
+    return np.stack([np.asarray(Image.fromarray(f).resize((w, h), resample=Image.BICUBIC)) for f in frames])
+
+
+def _lut(cfg: VisionConfig) -> np.ndarray:
+    """(3, 256) float32: the HF arithmetic for every uint8 value per channel, so a gather is bit-identical."""
+    key = (cfg.image_mean, cfg.image_std)
+    if key not in _LUTS:
+        v = (np.arange(256, dtype=np.float64) * (1 / 255)).astype(np.float32)
+        mean = np.asarray(cfg.image_mean, dtype=np.float32)[:, None]
+        std = np.asarray(cfg.image_std, dtype=np.float32)[:, None]
+        _LUTS[key] = (v[None, :] - mean) / std
+    return _LUTS[key]
+
+
+_LUTS: dict = {}
+
+
+def normalize(frames: np.ndarray, cfg: VisionConfig) -> np.ndarray:
+    """(T, H, W, 3) uint8 -> (T, 3, H, W) float32, rescaled and normalized like the HF PIL backend
+    (`x.astype(float64) * (1/255)` -> float32, `(x - mean) / std`), via a per-channel lookup table."""
+    lut = _lut(cfg)
+    chw = frames.transpose(0, 3, 1, 2)
+    return np.stack([lut[c][chw[:, c]] for c in range(3)], axis=1)
+
+
+def _patchify(x: np.ndarray, cfg: VisionConfig) -> tuple[np.ndarray, tuple[int, int, int]]:
+    """(G*T, C, H, W) float32 (G groups of T frames) -> (G*h*w, C*T*P*P) rows and grid (G, h, w)."""
+    p, m, tp = cfg.patch_size, cfg.merge_size, cfg.temporal_patch_size
+    n, c, hh, ww = x.shape
+    g, gh, gw = n // tp, hh // p, ww // p
+    if gh % m or gw % m:
+        raise ValueError(f"frame size {hh}x{ww} is not a multiple of patch*merge = {p * m}")
+    x = x.reshape(g, tp, c, gh // m, m, p, gw // m, m, p)
+    # -> (g, gh/m, gw/m, m, m, C, T, P, P): merge blocks contiguous, channel-major inside each patch.
+    x = x.transpose(0, 3, 6, 4, 7, 2, 1, 5, 8)
+    return x.reshape(g * gh * gw, c * tp * p * p), (g, gh, gw)
+
+
+def process_images(frames: np.ndarray, cfg: VisionConfig, size: tuple[int, int] | None = None):
+    """Images (N, H, W, 3) uint8 (same size) -> pixel_values (N*h*w, C*T*P*P) float32, grid_thw (N, 3) int64.
+
+    Each image is its own grid entry (1, h, w); the frame is repeated over the temporal patch.
+    """
+    size = size or target_size(frames.shape[1], frames.shape[2], cfg)
+    x = normalize(resize_frames(frames, size), cfg)
+    x = np.repeat(x, cfg.temporal_patch_size, axis=0)
+    pv, (g, gh, gw) = _patchify(x, cfg)
+    grid = np.tile(np.array([[1, gh, gw]], dtype=np.int64), (g, 1))
+    return pv, grid
+
+
+def process_video(frames: np.ndarray, cfg: VisionConfig, size: tuple[int, int] | None = None):
+    """Video frames (T, H, W, 3) uint8 -> pixel_values (t*h*w, C*T*P*P) float32, grid_thw (1, 3) int64.
+
+    Frames are paired along time (temporal patch); an odd count repeats the last frame (as HF does).
+    """
+    size = size or target_size(frames.shape[1], frames.shape[2], cfg)
+    frames = resize_frames(frames, size)
+    if pad := -len(frames) % cfg.temporal_patch_size:
+        frames = np.concatenate([frames, np.repeat(frames[-1:], pad, axis=0)])
+    pv, (g, gh, gw) = _patchify(normalize(frames, cfg), cfg)
+    return pv, np.array([[g, gh, gw]], dtype=np.int64)
+
+
+def group_timestamps(times: np.ndarray, temporal_patch_size: int = 2) -> np.ndarray:
+    """Per temporal group, the mean time of its first and last frame (Qwen3-VL `<t seconds>` text);
+    an odd count repeats the last time, as the frames are."""
+    times = np.asarray(times, dtype=np.float64)
+    if pad := -len(times) % temporal_patch_size:
+        times = np.concatenate([times, np.repeat(times[-1:], pad)])
+    t = times.reshape(-1, temporal_patch_size)
+    return (t[:, 0] + t[:, -1]) / 2
+
+
+def tokens_per_grid(grid_thw, merge_size: int) -> int:
+    """Number of LLM placeholder tokens for one grid entry (t*h*w / merge^2)."""
+    t, h, w = (int(v) for v in grid_thw)
+    return t * h * w // (merge_size * merge_size)

@@ -1,0 +1,250 @@
+"""Video IO: PyAV probe (cheap validation), decord decode with fps resampling, [start, end] clipping and
+frame-index / timestamp bookkeeping; every failure is a `VideoDecodeError` naming the file, never a hang.
+
+Why both libraries: decord is the fast random-access decoder, but on a bad file it can raise from deep inside
+its threaded decoder (or, for some inputs, block); PyAV parses the container first and fails cleanly on empty,
+non-video and header-truncated files. Decord calls run under a watchdog thread (`timeout_s`), and
+`check_video_isolated` decodes a file in a child process that can be killed (hangs, segfaults).
+
+Times are seconds from the start of the file; a frame's time is `index / fps` (the convention of the HF
+Qwen-VL processors, which compute timestamps as `frames_indices / fps`).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass
+from typing import Callable, TypeVar
+
+import numpy as np
+
+from data_pipelines.errors import VideoDecodeError
+
+T = TypeVar("T")
+
+DEFAULT_TIMEOUT_S = 60.0
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """Container facts from the probe. `num_frames` is the decodable frame count reported by the stream."""
+
+    path: str
+    num_frames: int
+    fps: float
+    width: int
+    height: int
+
+    @property
+    def duration(self) -> float:
+        return self.num_frames / self.fps
+
+
+@dataclass(frozen=True)
+class VideoClip:
+    """Decoded frames with bookkeeping.
+
+    frames: (T, H, W, 3) uint8 RGB; indices: (T,) int64 source frame indices; times: (T,) float64 seconds.
+    """
+
+    frames: np.ndarray
+    indices: np.ndarray
+    times: np.ndarray
+    info: VideoInfo
+
+
+_PROBE_CACHE: dict[tuple[str, float, int], VideoInfo] = {}
+
+
+def probe_video(path: str) -> VideoInfo:
+    """Open the container with PyAV and check it holds a decodable video stream. Cached per (path, mtime, size)."""
+    path = os.fspath(path)
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise VideoDecodeError(path, "file not found") from None
+    except OSError as e:
+        raise VideoDecodeError(path, f"cannot stat: {e.strerror}") from None
+    if not os.path.isfile(path):
+        raise VideoDecodeError(path, "not a regular file")
+    if st.st_size == 0:
+        raise VideoDecodeError(path, "file is empty (0 bytes)")
+    key = (path, st.st_mtime, st.st_size)
+    if key in _PROBE_CACHE:
+        return _PROBE_CACHE[key]
+    import av
+
+    try:
+        with av.open(path) as container:
+            if not container.streams.video:
+                raise VideoDecodeError(path, "no video stream")
+            stream = container.streams.video[0]
+            rate = stream.average_rate or stream.guessed_rate
+            fps = float(rate) if rate else 0.0
+            n = int(stream.frames or 0)
+            if n <= 0 and stream.duration and stream.time_base and fps > 0:
+                n = int(round(float(stream.duration * stream.time_base) * fps))
+            width, height = int(stream.codec_context.width), int(stream.codec_context.height)
+    except VideoDecodeError:
+        raise
+    except Exception as e:  # av.error.* and anything the demuxer throws on garbage
+        raise VideoDecodeError(path, f"not a readable video container ({type(e).__name__}: {e})") from None
+    if fps <= 0 or not math.isfinite(fps):
+        raise VideoDecodeError(path, "video stream has no frame rate")
+    if n <= 0:
+        raise VideoDecodeError(path, "video stream has no frames")
+    if width <= 0 or height <= 0:
+        raise VideoDecodeError(path, f"invalid frame size {width}x{height}")
+    info = VideoInfo(path=path, num_frames=n, fps=fps, width=width, height=height)
+    if len(_PROBE_CACHE) > 4096:
+        _PROBE_CACHE.clear()
+    _PROBE_CACHE[key] = info
+    return info
+
+
+def sample_indices(
+    info: VideoInfo,
+    *,
+    fps: float | None = None,
+    start: float | None = None,
+    end: float | None = None,
+    num_frames: int | None = None,
+    max_frames: int | None = None,
+) -> np.ndarray:
+    """Source frame indices for a clip [start, end) seconds.
+
+    - `num_frames`: that many frames spread evenly (linspace over the clip's first..last frame).
+    - `fps`: one frame every 1/fps seconds starting at `start` (fps above the source rate repeats frames).
+    - neither: every source frame in the clip.
+    `max_frames` caps the count (falls back to an even spread). Raises ValueError for an empty/invalid clip.
+    """
+    start = 0.0 if start is None else float(start)
+    end = info.duration if end is None else min(float(end), info.duration)
+    if not (math.isfinite(start) and math.isfinite(end)) or start < 0 or end <= start:
+        raise ValueError(f"invalid clip [{start}, {end}] for a {info.duration:.3f} s video")
+    first = min(int(math.ceil(start * info.fps - 1e-6)), info.num_frames - 1)
+    last = max(min(int(math.ceil(end * info.fps - 1e-6)) - 1, info.num_frames - 1), first)
+    if num_frames is not None:
+        if num_frames <= 0:
+            raise ValueError(f"num_frames must be positive, got {num_frames}")
+        idx = np.linspace(first, last, num_frames).round().astype(np.int64)
+    elif fps is not None:
+        if fps <= 0:
+            raise ValueError(f"fps must be positive, got {fps}")
+        n = max(1, int(math.floor((end - start) * fps + 1e-6)))
+        t = start + np.arange(n) / fps
+        idx = np.minimum(np.floor(t * info.fps + 1e-6).astype(np.int64), last)
+    else:
+        idx = np.arange(first, last + 1, dtype=np.int64)
+    if max_frames is not None and len(idx) > max_frames:
+        idx = np.linspace(idx[0], idx[-1], max_frames).round().astype(np.int64)
+    return idx
+
+
+def _with_timeout(fn: Callable[[], T], timeout_s: float | None, path: str) -> T:
+    """Run fn on a daemon thread; raise VideoDecodeError if it does not finish in time (the thread is abandoned)."""
+    if not timeout_s:
+        return fn()
+    box: dict = {}
+
+    def target():
+        try:
+            box["value"] = fn()
+        except BaseException as e:  # noqa: BLE001 - re-raised in the caller thread
+            box["error"] = e
+
+    th = threading.Thread(target=target, name="stvl-decode", daemon=True)
+    th.start()
+    th.join(timeout_s)
+    if th.is_alive():
+        raise VideoDecodeError(path, f"decoding did not finish within {timeout_s:g} s")
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+def decode_frames(path: str, indices, *, num_threads: int = 1, timeout_s: float | None = DEFAULT_TIMEOUT_S) -> np.ndarray:
+    """Decode the given source frame indices with decord -> (T, H, W, 3) uint8. Probes with PyAV first."""
+    info = probe_video(path)
+    indices = np.asarray(indices, dtype=np.int64)
+    if indices.size == 0:
+        raise ValueError("no frame indices to decode")
+    if indices.min() < 0 or indices.max() >= info.num_frames:
+        raise VideoDecodeError(path, f"frame index out of range [0, {info.num_frames})")
+
+    def run():
+        import decord
+
+        vr = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=num_threads)
+        n = len(vr)
+        if n <= 0:
+            raise VideoDecodeError(path, "decoder reports no frames")
+        # The container's frame count can disagree with what decord indexes; clamp, never read past the end.
+        return vr.get_batch(np.minimum(indices, n - 1).tolist()).asnumpy()
+
+    try:
+        frames = _with_timeout(run, timeout_s, path)
+    except VideoDecodeError:
+        raise
+    except Exception as e:  # decord raises RuntimeError/DECORDError with C++ traces; keep the first line
+        first = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+        raise VideoDecodeError(path, f"decode failed ({type(e).__name__}: {first[:200]})") from None
+    if frames.ndim != 4 or frames.shape[0] != len(indices) or frames.shape[-1] != 3:
+        raise VideoDecodeError(path, f"decoder returned frames of shape {frames.shape}")
+    return frames
+
+
+def read_video(
+    path: str,
+    *,
+    fps: float | None = None,
+    start: float | None = None,
+    end: float | None = None,
+    num_frames: int | None = None,
+    max_frames: int | None = None,
+    num_threads: int = 1,
+    timeout_s: float | None = DEFAULT_TIMEOUT_S,
+) -> VideoClip:
+    """Probe, pick frames for [start, end) at `fps` (or `num_frames`), decode. See `sample_indices`."""
+    info = probe_video(path)
+    try:
+        idx = sample_indices(info, fps=fps, start=start, end=end, num_frames=num_frames, max_frames=max_frames)
+    except ValueError as e:
+        raise VideoDecodeError(path, str(e)) from None
+    frames = decode_frames(path, idx, num_threads=num_threads, timeout_s=timeout_s)
+    return VideoClip(frames=frames, indices=idx, times=idx / info.fps, info=info)
+
+
+_CHILD = (
+    "import sys, decord\n"
+    "vr = decord.VideoReader(sys.argv[1], ctx=decord.cpu(0), num_threads=1)\n"
+    "n = len(vr)\n"
+    "assert n > 0, 'no frames'\n"
+    "for s in range(0, n, 64):\n"
+    "    vr.get_batch(list(range(s, min(n, s + 64)))).asnumpy()\n"
+)
+
+
+def check_video_isolated(path: str, timeout_s: float = 120.0, _child_code: str | None = None) -> VideoInfo:
+    """Fully decode `path` in a child process (killed after `timeout_s`): catches hangs and crashes of the
+    decoder that an in-process check cannot survive. Use for pre-flight validation of a corpus."""
+    info = probe_video(path)
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", _child_code or _CHILD, os.fspath(path)],
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+        )
+    except subprocess.TimeoutExpired:
+        raise VideoDecodeError(path, f"full decode did not finish within {timeout_s:g} s (killed)") from None
+    if proc.returncode != 0:
+        if proc.returncode < 0:
+            raise VideoDecodeError(path, f"decoder crashed (signal {-proc.returncode})")
+        last = (proc.stderr.strip().splitlines() or ["unknown error"])[-1]
+        raise VideoDecodeError(path, f"full decode failed: {last[:200]}")
+    return info
