@@ -1,0 +1,1 @@
+"""Evaluation: metrics, the Streamo streaming evaluation, QVHighlights timestamp Yes/No, plots, `stvl eval`."""

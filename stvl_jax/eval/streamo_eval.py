@@ -1,0 +1,81 @@
+"""Streamo streaming evaluation: run the per-second loop over stream-format records (the model's own outputs
+go back into its history, as in deployment) and score the state token of every second against the ground
+truth: per-state P/R/F1, macro-F1, the majority baseline, and the response-time error."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+
+import numpy as np
+from tqdm import tqdm
+
+from data_pipelines.formats.streamo import STATE_TOKENS, STREAM_PLACEHOLDER
+from data_pipelines.video import decode_frames, probe_video
+from stvl_jax.eval.metrics import classification_report
+from stvl_jax.infer.streamo import StreamoRunner, parse_state
+
+
+def parse_stream_record(record: dict) -> dict:
+    """-> {system, user_texts, gold_states, gold_outputs, question, video}."""
+    system, users, golds = None, [], []
+    for m in record["messages"]:
+        if m["role"] == "system":
+            system = m["content"]
+        elif m["role"] == "user":
+            users.append(m["content"].replace("\n" + STREAM_PLACEHOLDER, "").replace(STREAM_PLACEHOLDER, ""))
+        elif m["role"] == "assistant":
+            golds.append(m["content"])
+    if len(users) != len(golds):
+        raise ValueError(f"stream record has {len(users)} user turns but {len(golds)} assistant turns")
+    question = users[0].rsplit("\n", 1)[0] if "\n" in users[0] else None
+    return dict(system=system, user_texts=users, gold_outputs=golds,
+                gold_states=[parse_state(g) for g in golds], question=question, video=record["videos"][0])
+
+
+def stream_frames(path: str, num_turns: int, fps: float = 1.0) -> np.ndarray:
+    """The frames the training pipeline shows for each turn (every int(video_fps / fps)-th frame)."""
+    info = probe_video(path)
+    interval = max(1, int(info.fps / fps))
+    idx = np.minimum(np.arange(num_turns) * interval, info.num_frames - 1)
+    return decode_frames(path, idx)
+
+
+def first_response(states) -> int | None:
+    return next((i for i, s in enumerate(states) if s == STATE_TOKENS[2]), None)
+
+
+def evaluate_streamo(model, tokenizer, vision, records: list[dict], media_root: str, *, max_rounds: int = 120,
+                     max_answer_tokens: int = 24, stop_on_first_response: bool = False, fps: float = 1.0,
+                     progress: bool = True) -> dict:
+    gold_all, pred_all, per_record, timing = [], [], [], []
+    for rec in tqdm(records, desc="streamo eval", unit="stream", disable=not progress):
+        r = parse_stream_record(rec)
+        path = r["video"] if os.path.isabs(r["video"]) else os.path.join(media_root, r["video"])
+        frames = stream_frames(path, len(r["user_texts"]), fps)
+        runner = StreamoRunner(model, tokenizer, vision, max_rounds=max_rounds, max_answer_tokens=max_answer_tokens,
+                               system_prompt=r["system"], stop_on_first_response=stop_on_first_response)
+        turns = runner.run(frames, r["user_texts"], question=r["question"])
+        pred = [t.state for t in turns]
+        gold = r["gold_states"][: len(pred)]
+        gold_all += gold
+        pred_all += pred
+        g_resp, p_resp = first_response(r["gold_states"]), first_response(pred)
+        if g_resp is not None:
+            timing.append(None if p_resp is None else p_resp - g_resp)
+        per_record.append(dict(video=r["video"], question=r["question"], gold=r["gold_states"], pred=pred,
+                               outputs=[t.output for t in turns],
+                               latency_ms=float(1000 * np.median([t.latency_s for t in turns]))))
+    report = classification_report(gold_all, pred_all, STATE_TOKENS)
+    majority = Counter(gold_all).most_common(1)[0][0] if gold_all else STATE_TOKENS[0]
+    baseline = classification_report(gold_all, [majority] * len(gold_all), STATE_TOKENS)
+    hits = [d for d in timing if d is not None]
+    report.update(
+        baseline={"prediction": majority, "macro_f1": baseline["macro_f1"], "accuracy": baseline["accuracy"]},
+        response_timing={"streams_with_response": len(timing), "responded": len(hits),
+                         "mean_abs_error_s": float(np.mean(np.abs(hits))) if hits else None,
+                         "within_1s": float(np.mean([abs(d) <= 1 for d in hits])) if hits else 0.0},
+        median_turn_latency_ms=float(np.median([p["latency_ms"] for p in per_record])) if per_record else None,
+        malformed_outputs=sum(p is None for p in pred_all),
+    )
+    return {"metrics": report, "streams": per_record}

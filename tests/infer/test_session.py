@@ -1,0 +1,66 @@
+"""The incremental chat session equals one full forward of the concatenated conversation, and the Streamo
+runner follows the protocol (turn format, sliding window with the question re-inserted, first-response stop)."""
+
+import functools
+
+import numpy as np
+import pytest
+from flax import nnx
+
+from data_pipelines.processor import VisionConfig, process_images
+from stvl_jax.infer.session import ChatSession
+from stvl_jax.models.qwen_vl.model import QwenVLForConditionalGeneration
+from stvl_jax.models.qwen_vl.presets import load_model_config
+
+
+@functools.lru_cache(maxsize=None)
+def tiny(family):
+    name = {"qwen2_5_vl": "qwen25vl_tiny", "qwen3_vl": "qwen3vl_tiny"}[family]
+    return QwenVLForConditionalGeneration(load_model_config(name), rngs=nnx.Rngs(3))
+
+
+def vision_cfg(family):
+    return VisionConfig.qwen3_vl() if family == "qwen3_vl" else VisionConfig.qwen2_5_vl()
+
+
+def image_chunk(rng, family, text_before, text_after):
+    size = (64, 96) if family == "qwen3_vl" else (56, 84)  # multiples of patch * merge
+    frame = rng.integers(0, 255, (1, *size, 3), dtype=np.uint8)
+    pv, grid = process_images(frame, vision_cfg(family), size)
+    n = int(np.prod(grid)) // 4
+    ids = list(rng.integers(20, 500, text_before)) + [3] + [5] * n + [4] + list(rng.integers(20, 500, text_after))
+    return ids, pv, np.asarray(grid).reshape(1, 3)
+
+
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen3_vl"])
+def test_incremental_session_equals_full_forward(family):
+    model = tiny(family)
+    rng = np.random.default_rng(0)
+    chunks = [image_chunk(rng, family, 6, 3), (list(rng.integers(20, 500, 4)), None, None),
+              image_chunk(rng, family, 2, 5), image_chunk(rng, family, 1, 2)]
+    session = ChatSession(model, capacity=64, growth=32)  # forces the cache to grow twice
+    last = []
+    for ids, pv, grid in chunks:
+        last.append(session.append(ids, pixel_values=pv, image_grid_thw=grid))
+    all_ids = np.concatenate([c[0] for c in chunks])[None]
+    pvs = [c[1] for c in chunks if c[1] is not None]
+    grids = [c[2] for c in chunks if c[2] is not None]
+    full = np.asarray(model(input_ids=all_ids, pixel_values=np.concatenate(pvs),
+                            image_grid_thw=np.concatenate(grids)).logits)[0]
+    ends = np.cumsum([len(c[0]) for c in chunks]) - 1
+    for logits, end in zip(last, ends):
+        np.testing.assert_allclose(logits, full[end], atol=1e-4)
+    # greedy continuation through the cache equals teacher-forced full forwards
+    gen = session.generate(stop_ids=(), max_new_tokens=4)
+    ids = all_ids
+    for tok in gen:
+        logits = np.asarray(model(input_ids=ids, pixel_values=np.concatenate(pvs),
+                                  image_grid_thw=np.concatenate(grids)).logits)[0, -1]
+        assert int(np.argmax(logits)) == tok
+        ids = np.concatenate([ids, [[tok]]], axis=1)
+
+
+def test_chunk_ending_in_a_placeholder_is_refused():
+    session = ChatSession(tiny("qwen2_5_vl"))
+    with pytest.raises(ValueError, match="end with a text token"):
+        session.append([7, 3, 5])
