@@ -12,9 +12,17 @@ from __future__ import annotations
 
 import argparse
 
+from converters.qwen_vl_io import DTYPE_NAMES
 from converters.verify import DEFAULT_ATOL, DEFAULT_MAX_KL
 
-_DTYPES = ["keep", "bfloat16", "bf16", "float32", "fp32", "float16", "fp16"]
+_DTYPES = ["keep", *DTYPE_NAMES]
+
+
+def _output_options(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--out", required=True, help=f"{what} directory to create")
+    p.add_argument("--dtype", choices=_DTYPES, default="keep", help="tensor dtype (default: as stored)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -24,17 +32,13 @@ def _parser() -> argparse.ArgumentParser:
 
     imp = sub.add_parser("import", help="HF directory -> stvl-jax checkpoint")
     imp.add_argument("--hf", required=True, help="HF model directory (config.json + safetensors)")
-    imp.add_argument("--out", required=True, help="checkpoint directory to create")
-    imp.add_argument("--dtype", choices=_DTYPES, default="keep", help="parameter dtype (default: as stored)")
+    _output_options(imp, "stvl-jax checkpoint")
     imp.add_argument("--allow-pickle", action="store_true",
                      help="accept .bin/.pt weights, loaded with torch.load(weights_only=True)")
-    imp.add_argument("--overwrite", action="store_true", help="replace an existing --out")
-    imp.add_argument("--quiet", action="store_true", help="no progress output")
 
     exp = sub.add_parser("export", help="stvl-jax checkpoint -> HF directory (from_pretrained loads it)")
     exp.add_argument("--ckpt", required=True, help="stvl-jax checkpoint directory")
-    exp.add_argument("--out", required=True, help="HF directory to create")
-    exp.add_argument("--dtype", choices=_DTYPES, default="keep", help="tensor dtype (default: as stored)")
+    _output_options(exp, "HF")
     exp.add_argument("--max-shard-size", default="5GB", help="largest safetensors shard (e.g. 5GB, 500MB)")
     exp.add_argument("--names", choices=["auto", "module", "legacy"], default="auto",
                      help="HF tensor names: auto = what transformers' save_pretrained writes (Qwen2.5-VL: the "
@@ -42,8 +46,6 @@ def _parser() -> argparse.ArgumentParser:
                           "transformers-5 module names, legacy = visual.*/model.* (Qwen2.5-VL only)")
     exp.add_argument("--legacy-names", dest="names", action="store_const", const="legacy",
                      help="same as --names legacy")
-    exp.add_argument("--overwrite", action="store_true", help="replace an existing --out")
-    exp.add_argument("--quiet", action="store_true", help="no progress output")
 
     ver = sub.add_parser("verify", help="compare HF and stvl-jax logits on a synthetic sample (needs torch)")
     ver.add_argument("--hf", required=True, help="HF model directory")

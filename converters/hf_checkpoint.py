@@ -38,6 +38,7 @@ class HFCheckpoint:
         self._tensors: dict[str, TensorInfo] = {}
         self._pickled: dict[str, Any] = {}  # name -> torch.Tensor (mmapped)
         self._handles: dict[Path, Any] = {}
+        self._index: tuple[Path, dict[str, str]] | None = None  # (index file, weight_map) when sharded
         self.weight_files = self._find_weights(allow_pickle)
         for file in self.weight_files:
             if file.suffix == ".safetensors":
@@ -96,12 +97,12 @@ class HFCheckpoint:
                 self._tensors[name] = t
             else:
                 self._pickled[name] = t
-        index = getattr(self, "_index", None)
-        if index is not None:
-            listed = {n for n, f in index[1].items() if self.path / f == file}
+        if self._index is not None:
+            index_file, weight_map = self._index
+            listed = {n for n, f in weight_map.items() if self.path / f == file}
             missing = sorted(listed - set(tensors))
             if missing:
-                raise CheckpointError(f"{str(index[0])!r} lists {missing[:3]} in {file.name!r}, which lacks them")
+                raise CheckpointError(f"{str(index_file)!r} lists {missing[:3]} in {file.name!r}, which lacks them")
 
     # ---------------------------------------------------------------- access
     @property

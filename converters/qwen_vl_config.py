@@ -104,7 +104,7 @@ def to_hf_dict(config: QwenVLConfig, *, torch_dtype: str | None = None) -> dict[
     if qwen3:
         text.update(head_dim=tc.head_dim, attention_bias=tc.attention_bias)
     vision = dict(
-        model_type=f"{config.family}_vision" if qwen3 else "qwen2_5_vl", depth=vc.depth,
+        model_type=f"{config.family}_vision", depth=vc.depth,
         hidden_size=vc.hidden_size, intermediate_size=vc.intermediate_size, num_heads=vc.num_heads,
         out_hidden_size=vc.out_hidden_size, in_channels=vc.in_channels, patch_size=vc.patch_size,
         temporal_patch_size=vc.temporal_patch_size, spatial_merge_size=vc.spatial_merge_size,
@@ -114,8 +114,9 @@ def to_hf_dict(config: QwenVLConfig, *, torch_dtype: str | None = None) -> dict[
         vision.update(num_position_embeddings=vc.num_position_embeddings,
                       deepstack_visual_indexes=list(vc.deepstack_visual_indexes))
     else:
+        tps = vc.tokens_per_second  # transformers 5.23 validates it as an int
         vision.update(window_size=vc.window_size, fullatt_block_indexes=list(vc.fullatt_block_indexes),
-                      tokens_per_second=vc.tokens_per_second)
+                      tokens_per_second=int(tps) if tps is not None and float(tps).is_integer() else tps)
     if vc.rope_theta != 10000.0:
         vision["rope_parameters"] = {"rope_type": "axial", "rope_theta": vc.rope_theta}
     out = dict(

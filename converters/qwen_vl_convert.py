@@ -87,13 +87,14 @@ def params_from_hf(
         for i, name in enumerate(entry.hf_names()):
             value = np.asarray(get_tensor(by_canonical[name]))
             _check_shape(by_canonical[name], tuple(value.shape), entry.hf_shape)
-            for path, arr in zip(entry.ours, to_ours(entry.hook, value, layer_shapes)):
+            for path in entry.ours:  # allocated at the first layer: its dtype is the checkpoint's
                 if path not in out:
-                    out[path] = np.empty(shapes[path][0], dtype or arr.dtype)
-                if entry.layers:
-                    out[path][i] = arr
-                else:
-                    out[path][...] = arr
+                    out[path] = np.empty(shapes[path][0], dtype or value.dtype)
+                elif dtype is None and value.dtype != out[path].dtype:  # stacking would silently cast
+                    raise CheckpointError(f"tensor {by_canonical[name]!r} is {value.dtype} but layer 0 of the "
+                                          f"same parameter is {out[path].dtype}; pick one with --dtype")
+            dests = [out[p][i] if entry.layers else out[p] for p in entry.ours]
+            to_ours(entry.hook, value, layer_shapes, dests)  # written in place, layer i of the stack
             if progress:
                 progress(1)
     return out

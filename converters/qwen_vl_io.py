@@ -2,7 +2,8 @@
 
 Import streams: one HF tensor is read at a time (headers first, so key and shape errors come before any data)
 and written into the preallocated stacked arrays, which Orbax then writes without another copy — peak RAM is
-about the model once. Export restores the model to host once and streams HF tensors into sharded safetensors.
+about the model once. Export restores one stacked parameter at a time and streams its HF tensors into the
+planned safetensors shards — peak RAM is about the largest parameter.
 The HF config.json the weights came from is kept in the checkpoint (`source.hf_config`) and written back on
 export when it still describes the model, so export reproduces the original config, not just an equivalent.
 """
@@ -40,31 +41,13 @@ def parse_dtype(name: str | None) -> np.dtype | None:
         return None
     if name not in DTYPE_NAMES:
         raise CheckpointError(f"dtype {name!r} is not one of {sorted(DTYPE_NAMES)} or 'keep'")
-    import ml_dtypes  # noqa: F401 - registers 'bfloat16' with numpy
-
-    return np.dtype(DTYPE_NAMES[name])
+    return np.dtype(DTYPE_NAMES[name])  # 'bfloat16' is known to numpy once ml_dtypes is imported (safetensors_io)
 
 
-class _Progress:
-    """tqdm on stderr when available, else silent; `update(n)`."""
+def _progress(total: int, desc: str, enabled: bool):
+    from tqdm import tqdm
 
-    def __init__(self, total: int, desc: str, enabled: bool = True):
-        self._bar = None
-        if enabled:
-            try:
-                from tqdm import tqdm
-
-                self._bar = tqdm(total=total, desc=desc, unit="tensor", file=sys.stderr, dynamic_ncols=True)
-            except ImportError:
-                pass
-
-    def update(self, n: int = 1) -> None:
-        if self._bar is not None:
-            self._bar.update(n)
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
+    return tqdm(total=total, desc=desc, unit="tensor", file=sys.stderr, dynamic_ncols=True, disable=not enabled)
 
 
 def _say(msg: str, enabled: bool) -> None:
@@ -85,12 +68,9 @@ def import_hf(hf_path: str | Path, out: str | Path, *, dtype: str | None = None,
     with HFCheckpoint(hf_path, allow_pickle=allow_pickle) as ck:
         hf_config = ck.config()
         config = from_hf_dict(hf_config)
-        bar = _Progress(num_hf_tensors(config), "import", progress)
-        try:
+        with _progress(num_hf_tensors(config), "import", progress) as bar:
             flat = params_from_hf(config, ck.names, ck.get, dtype=np_dtype, progress=bar.update,
                                   get_shape=lambda n: ck.spec(n)[0])
-        finally:
-            bar.close()
         source = {"kind": "huggingface", "path": str(Path(hf_path).absolute()), "hf_config": hf_config,
                   "generation_config": ck.generation_config()}
     _say(f"writing Orbax checkpoint {str(out)!r}", progress)
@@ -149,16 +129,13 @@ def export_hf(ckpt: str | Path, out: str | Path, *, dtype: str | None = None, ma
     specs = [(rename(name), entry.hf_shape, np_dtype or stored[entry.ours[0]][1])
              for entry in key_map(config) for name in entry.hf_names()]
     shards = plan_shards(specs, max_bytes)
-    _say(f"reading {str(ckpt)!r}", progress)
-    flat = checkpoint_io.restore_params(ckpt, {k: None for k in stored})
+    # one parameter restored at a time (params_to_hf drops an entry's arrays before the next): host memory
+    # holds the largest stacked parameter, not the model
     tensors = ((rename(n), t if np_dtype is None else t.astype(np_dtype))
-               for n, t in params_to_hf(config, flat.__getitem__))
-    bar = _Progress(len(specs), "export", progress)
-    try:
+               for n, t in params_to_hf(config, lambda p: checkpoint_io.restore_params(ckpt, {p: None})[p]))
+    with _progress(len(specs), "export", progress) as bar:
         weight_map = write_shards(out, shards, tensors, progress=bar.update)
-    finally:
-        bar.close()
-    nominal = checkpoint_io.dominant_dtype({str(d): int(np.prod(s)) for _, s, d in specs})
+    nominal = checkpoint_io.dominant_dtype((s, d) for _, s, d in specs)
     source = info.get("source") or {}
     (out / "config.json").write_text(json.dumps(hf_config_for_export(config, source, str(nominal)), indent=2,
                                                 sort_keys=True) + "\n")

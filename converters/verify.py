@@ -114,8 +114,8 @@ def verify(hf_dir: str | Path, ckpt: str | Path, *, seed: int = 0) -> VerifyRepo
     with HFCheckpoint(hf_dir) as ck:
         hf_config = from_hf_dict(ck.config())
     config, _ = read_config(ckpt)
-    if hf_config.model_copy(update={"architecture": ""}) != config.model_copy(update={"architecture": ""}):
-        a, b = hf_config.to_dict(), config.to_dict()
+    a, b = ({**c.to_dict(), "architecture": ""} for c in (hf_config, config))
+    if a != b:
         diff = sorted(k for k in a if a[k] != b.get(k))
         raise CheckpointError(f"{str(hf_dir)!r} and {str(ckpt)!r} describe different models (differ in {diff})")
     batch = synthetic_batch(config, seed)

@@ -12,6 +12,7 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "load_model": ("stvl_jax.models.qwen_vl.loading", "load_model"),
+    "save_model": ("stvl_jax.models.qwen_vl.loading", "save_model"),
     "generate": ("stvl_jax.models.qwen_vl.generate", "generate"),
     "make_mesh": ("stvl_jax.sharding", "make_mesh"),
 }

@@ -17,6 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from stvl_jax.nn.shapes import bucket
+
 _MASK_VALUE = float(np.finfo(np.float32).min)
 
 
@@ -55,17 +57,21 @@ class SegmentLayout:
     scatter: jax.Array
 
     @staticmethod
-    def from_segment_ids(segment_ids: np.ndarray, block_multiple: int = 1) -> "SegmentLayout":
+    def from_segment_ids(segment_ids: np.ndarray, block_multiple: int = 1, bucket_segments: bool = False
+                         ) -> "SegmentLayout":
         """Host-side: build the layout from per-row segment ids (rows with id < 0 belong to no segment).
 
         Rows of one segment need not be contiguous; their order within the segment is preserved.
-        `block_multiple` rounds the block length up (fewer distinct shapes to compile).
+        `block_multiple` rounds the block length up and `bucket_segments` pads the number of segments to a
+        bucket size with empty segments (fewer distinct shapes to compile).
         """
         segment_ids = np.asarray(segment_ids)
         n = segment_ids.shape[0]
         real = segment_ids >= 0
         uniq, inverse, counts = np.unique(segment_ids[real], return_inverse=True, return_counts=True)
         num_seg = max(len(uniq), 1)
+        if bucket_segments:
+            num_seg = bucket(num_seg, minimum=4)
         block = int(counts.max()) if len(counts) else 1
         block = -(-block // block_multiple) * block_multiple
         gather = np.zeros((num_seg, block), np.int32)

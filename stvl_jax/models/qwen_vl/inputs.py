@@ -42,9 +42,10 @@ def _as_numpy(name: str, value) -> np.ndarray:
         raise InputError(f"batch field {name!r} is not array-like: {e}") from None
 
 
-def prepare_inputs(config: QwenVLConfig, batch: Mapping, *, pad_patches_to_multiple: int | None = None
-                   ) -> tuple[ModelInputs, np.ndarray]:
-    """Returns (ModelInputs of numpy arrays, rope_deltas (B, 1))."""
+def prepare_inputs(config: QwenVLConfig, batch: Mapping, *, pad_patches_to_multiple: int | None = None,
+                   vision_buckets: bool = False) -> tuple[ModelInputs, np.ndarray]:
+    """Returns (ModelInputs of numpy arrays, rope_deltas (B, 1)). `vision_buckets` pads the packed vision
+    sequence to bucket sizes (see `vision_inputs.bucket`) so varying frame counts reuse compiled programs."""
     unknown = set(batch) - KNOWN_KEYS
     if unknown:
         raise InputError(f"unknown batch fields {sorted(unknown)}; expected a subset of {sorted(KNOWN_KEYS)}")
@@ -93,6 +94,7 @@ def prepare_inputs(config: QwenVLConfig, batch: Mapping, *, pad_patches_to_multi
         pixel_values_videos=b.get("pixel_values_videos"),
         video_grid_thw=b.get("video_grid_thw"),
         pad_to_multiple=pad_patches_to_multiple,
+        buckets=vision_buckets,
     )
     inputs = ModelInputs(ids.astype(np.int32), mask.astype(np.int32), position_ids.astype(np.int32), vision)
     return inputs, deltas

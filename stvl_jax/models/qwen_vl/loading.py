@@ -22,6 +22,9 @@ from stvl_jax.models.qwen_vl.config import QwenVLConfig
 from stvl_jax.models.qwen_vl.model import QwenVLForConditionalGeneration
 from stvl_jax.sharding import logical_axes_of, named_sharding
 
+# parameters restored per Orbax call: each call holds read buffers of its arrays until they are placed
+RESTORE_BATCH_BYTES = 1 << 30
+
 
 def abstract_model(config: QwenVLConfig, *, dtype=jnp.float32, param_dtype=jnp.float32
                    ) -> QwenVLForConditionalGeneration:
@@ -71,16 +74,17 @@ def load_model(path: str | Path, *, mesh: jax.sharding.Mesh | None = None, dtype
 
     mesh: a ('data', 'fsdp', 'tensor') mesh (`stvl_jax.make_mesh`); parameters are placed by the logical-axis
       rules and `model(**batch)` runs on it. None: one device (the default device).
-    dtype: compute dtype (activations). None = the checkpoint's dominant parameter dtype.
+    dtype: compute dtype (activations). None = the parameters' dtype as loaded (the most common one).
     param_dtype: cast parameters on restore (None keeps them as stored, e.g. bf16 stays bf16).
     """
-    config, info = read_config(path)
+    config, _ = read_config(path)
     stored = checkpoint_io.param_metadata(path)
     check_params(config, stored, f"checkpoint {str(path)!r}")
-    nominal = checkpoint_io.dominant_dtype({str(d): int(np.prod(s)) for s, d in stored.values()})
+    nominal = jnp.dtype(param_dtype) if param_dtype is not None else \
+        checkpoint_io.dominant_dtype(stored.values())
     compute = jnp.dtype(dtype) if dtype is not None else nominal
-    model = abstract_model(config, dtype=compute, param_dtype=param_dtype or nominal)
-    graphdef, state = nnx.split(model)
+    model = abstract_model(config, dtype=compute, param_dtype=nominal)
+    graphdef, state = nnx.split(model)  # Params only: the model keeps no other state
     flat_state = nnx.to_flat_state(state)
     default = jax.sharding.SingleDeviceSharding(jax.devices()[0])
     targets = {}
@@ -89,12 +93,27 @@ def load_model(path: str | Path, *, mesh: jax.sharding.Mesh | None = None, dtype
         # the rules table decides placement (same as `state_shardings`, per variable)
         sharding = default if mesh is None else named_sharding(mesh, logical_axes_of(var), shape)
         targets[_key(p)] = jax.ShapeDtypeStruct(shape, param_dtype or stored_dtype, sharding=sharding)
-    restored = checkpoint_io.restore_params(path, targets)
+    restored = {}
+    for batch in _batches(targets, RESTORE_BATCH_BYTES):  # bounds Orbax's transient host buffers
+        restored.update(checkpoint_io.restore_params(path, batch))
     for p, var in flat_state:
         var.set_value(restored[_key(p)])
     model = nnx.merge(graphdef, state)
     model.mesh = mesh
     return model
+
+
+def _batches(targets: Mapping[str, jax.ShapeDtypeStruct], limit: int) -> list[dict[str, jax.ShapeDtypeStruct]]:
+    out: list[dict] = [{}]
+    size = 0
+    for key, t in targets.items():
+        nbytes = int(np.prod(t.shape)) * jnp.dtype(t.dtype).itemsize
+        if out[-1] and size + nbytes > limit:
+            out.append({})
+            size = 0
+        out[-1][key] = t
+        size += nbytes
+    return out
 
 
 def save_model(model_or_params: QwenVLForConditionalGeneration | Mapping[str, Any], config: QwenVLConfig | None,
@@ -115,5 +134,5 @@ def save_model(model_or_params: QwenVLForConditionalGeneration | Mapping[str, An
     if config is None:
         raise ValueError("save_model needs a config with a flat parameter dict")
     check_params(config, {k: (tuple(np.shape(v)),) for k, v in flat.items()}, "parameters to save")
-    info = {"model": config.to_dict(), "source": dict(source or {"kind": "stvl-jax"})}
-    return checkpoint_io.write_checkpoint(path, info, flat, overwrite=overwrite)
+    return checkpoint_io.write_checkpoint(path, config.to_dict(), flat, source=source or {"kind": "stvl-jax"},
+                                          overwrite=overwrite)

@@ -103,8 +103,9 @@ class QwenVLForConditionalGeneration(nnx.Module):
         return logits, (hidden if return_hidden else None), cache
 
     # ---------------------------------------------------------------- host API
-    def prepare(self, batch: Mapping, *, pad_patches_to_multiple: int | None = None):
-        return prepare_inputs(self.config, batch, pad_patches_to_multiple=pad_patches_to_multiple)
+    def prepare(self, batch: Mapping, *, pad_patches_to_multiple: int | None = None, vision_buckets: bool = True):
+        return prepare_inputs(self.config, batch, pad_patches_to_multiple=pad_patches_to_multiple,
+                              vision_buckets=vision_buckets)
 
     def __call__(self, *, return_hidden: bool = False, **batch) -> QwenVLOutput:
         inputs, deltas = self.prepare(batch)

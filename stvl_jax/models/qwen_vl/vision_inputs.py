@@ -21,6 +21,7 @@ import numpy as np
 from stvl_jax.errors import InputError
 from stvl_jax.models.qwen_vl.config import QwenVLConfig
 from stvl_jax.nn.attention import SegmentLayout
+from stvl_jax.nn.shapes import bucket
 
 
 @jax.tree_util.register_dataclass
@@ -28,7 +29,7 @@ from stvl_jax.nn.attention import SegmentLayout
 class VisionInputs:
     """Packed vision inputs. N = padded patch rows, M = N / merge^2 merged tokens."""
 
-    pixel_values: jax.Array  # (N, C*T*P*P)
+    pixel_values: jax.Array  # (N, C*T*P*P) float32 normalized, or uint8 (normalized in the vision tower)
     pos_hw: jax.Array  # (N, 2) int32 rotary (row, col)
     frame_layout: SegmentLayout  # attention within each temporal patch
     merged_order: jax.Array  # (M,) int32: merged token k (image/video order) = merger output merged_order[k]
@@ -110,8 +111,12 @@ def prepare_vision_inputs(
     pixel_values_videos: np.ndarray | None = None,
     video_grid_thw: np.ndarray | None = None,
     pad_to_multiple: int | None = None,
+    buckets: bool = False,
 ) -> VisionInputs | None:
-    """Pack images then videos into one `VisionInputs` (None when the batch has no pixels)."""
+    """Pack images then videos into one `VisionInputs` (None when the batch has no pixels).
+
+    buckets: pad the patch rows and the number of attention segments to `bucket()` sizes (static shapes for
+    jit across batches of different frame counts); pad_to_multiple: additionally round the rows up."""
     vc = config.vision
     merge, unit = vc.spatial_merge_size, vc.merge_unit
     pixels, grids = [], []
@@ -140,7 +145,13 @@ def prepare_vision_inputs(
         return None
     num_image_tokens = int(grids[0].prod(-1).sum()) // unit if image_grid_thw is not None else 0
     grid = np.concatenate(grids)
-    pv = np.concatenate(pixels).astype(np.float32, copy=False)
+    if len({np.issubdtype(p.dtype, np.integer) for p in pixels}) > 1:
+        raise InputError("image and video pixel values must both be normalized floats or both raw uint8, got "
+                         f"{[str(p.dtype) for p in pixels]}")
+    pv = np.concatenate(pixels)
+    if np.issubdtype(pv.dtype, np.integer) and pv.dtype != np.uint8 and pv.size and (pv.min() < 0 or pv.max() > 255):
+        raise InputError(f"integer pixel values must be raw 0..255, got {pv.min()}..{pv.max()}")
+    pv = pv.astype(np.uint8 if np.issubdtype(pv.dtype, np.integer) else np.float32, copy=False)
     n = pv.shape[0]
 
     rows, cols = zip(*(merge_block_rows_cols(h, w, merge) for _, h, w in grid))
@@ -163,11 +174,12 @@ def prepare_vision_inputs(
         window_ids = np.repeat(window_of_unit, unit)
         merged_order = np.argsort(perm_units)
 
-    pad = 0
+    target = bucket(n, minimum=4 * unit) if buckets else n
     if pad_to_multiple:
         if pad_to_multiple % unit:
             raise ValueError(f"pad_to_multiple={pad_to_multiple} must be a multiple of merge^2={unit}")
-        pad = -n % pad_to_multiple
+        target += -target % pad_to_multiple
+    pad = target - n
 
     def padded(a, value=0):
         return np.concatenate([a, np.full((pad, *a.shape[1:]), value, a.dtype)]) if pad else a
@@ -176,7 +188,7 @@ def prepare_vision_inputs(
     out = dict(
         pixel_values=padded(pv),
         pos_hw=padded(pos_hw),
-        frame_layout=SegmentLayout.from_segment_ids(padded(frame_ids, -1)),
+        frame_layout=SegmentLayout.from_segment_ids(padded(frame_ids, -1), bucket_segments=buckets),
         merged_order=merged_order,
         num_image_tokens=np.int32(num_image_tokens),
     )
@@ -184,5 +196,5 @@ def prepare_vision_inputs(
         out["interp_index"] = padded(extra["interp_index"])
         out["interp_weight"] = padded(extra["interp_weight"])
     else:
-        out["window_layout"] = SegmentLayout.from_segment_ids(padded(window_ids, -1))
+        out["window_layout"] = SegmentLayout.from_segment_ids(padded(window_ids, -1), bucket_segments=buckets)
     return VisionInputs(**out)
