@@ -1,0 +1,45 @@
+"""Host-side vision preparation: window permutation vs transformers, segment layouts, shape buckets."""
+
+import numpy as np
+import pytest
+
+from stvl_jax.models.qwen_vl.vision_inputs import window_permutation
+from stvl_jax.nn.attention import SegmentLayout
+from stvl_jax.nn.shapes import bucket
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("grid", [[[1, 8, 12]], [[2, 6, 4], [1, 16, 16]], [[3, 10, 2]]])
+def test_window_permutation_matches_transformers(grid):
+    torch = pytest.importorskip("torch")
+    from transformers.vision_utils import get_vision_window_index
+
+    grid = np.asarray(grid)
+    ref_index, ref_cu = get_vision_window_index(torch.from_numpy(grid), spatial_merge_size=2, window_size=112,
+                                                patch_size=14)
+    perm, window_of_unit = window_permutation(grid, merge=2, window_merged=4)
+    np.testing.assert_array_equal(perm, ref_index.numpy())
+    # window sizes in permuted order, in rows (4 per merged unit), equal HF's cu_window_seqlens steps
+    sizes = np.diff(np.flatnonzero(np.diff(np.r_[-1, window_of_unit, -2]) != 0)) * 4
+    np.testing.assert_array_equal(sizes, np.diff(ref_cu.numpy()))
+
+
+def test_segment_layout_round_trip():
+    ids = np.array([2, 0, 0, 2, -1, 1, 2, 0])
+    lay = SegmentLayout.from_segment_ids(ids, bucket_segments=True)
+    assert lay.gather.shape == (4, 3)  # 3 segments bucketed to 4; longest segment has 3 rows
+    rows = np.arange(len(ids))
+    flat_rows = lay.gather.reshape(-1)
+    for r in rows[ids >= 0]:
+        slot = lay.scatter[r]
+        assert lay.valid.reshape(-1)[slot] and flat_rows[slot] == r
+    for s in range(3):  # each segment holds exactly its rows, in order
+        members = lay.gather[s][lay.valid[s]]
+        assert len(set(ids[members])) == 1 and list(members) == sorted(members)
+    assert not lay.valid[3].any()  # the padding segment is empty
+
+
+def test_bucket_sizes():
+    assert [bucket(n) for n in (1, 16, 17, 33, 100, 1000, 1025)] == [16, 16, 20, 40, 112, 1024, 1280]
+    for n in range(1, 5000, 37):  # at most 25% padding above the minimum, never smaller
+        assert n <= bucket(n) <= max(16, int(n * 1.25) + 1)
