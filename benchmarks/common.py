@@ -53,3 +53,14 @@ def qwen3_vl_50m_hf_config():
                   out_hidden_size=512, num_position_embeddings=2304, deepstack_visual_indexes=[1, 3])
     return Qwen3VLConfig(text_config=text, vision_config=vision, image_token_id=16000, video_token_id=16001,
                          vision_start_token_id=16002, vision_end_token_id=16003, tie_word_embeddings=True)
+
+
+def torch_qwen3_vl_50m(seed: int = 0):
+    """(hf_config, transformers Qwen3VLForConditionalGeneration of `qwen3_vl_50m_hf_config`, sdpa attention)."""
+    import torch
+    from transformers import Qwen3VLForConditionalGeneration
+
+    hf_config = qwen3_vl_50m_hf_config()
+    hf_config._attn_implementation = "sdpa"
+    torch.manual_seed(seed)
+    return hf_config, Qwen3VLForConditionalGeneration(hf_config)

@@ -1,0 +1,203 @@
+"""Training checkpoints with Orbax `CheckpointManager`: async saves, keep-last-K, exact resume, resharding.
+
+Layout of `{checkpoint_dir}/{step}/` (every step directory is also an stvl-jax *model* checkpoint, so
+`stvl_jax.load_model(step_dir)` and `stvl convert export --ckpt step_dir` read it directly):
+
+    stvl_config.json   the model checkpoint header (`stvl_jax.checkpoint_io`): model config, param summary
+    params/            all parameters (trainable + frozen), nested dict with string keys, master dtype
+    opt_state/         optax state over the trainable parameters, as a nested dict with string keys
+    train_state/       {"step": (), "rng": (2,) uint32}
+    run/               meta.json (step, train config, process count) and data_process_{i}-of-{n}.json
+                       (each process's data-iterator state)
+
+Only string keys are written: optax's tuples/namedtuples are stored under their path strings and rebuilt from
+the abstract state on restore (Orbax's integer-key restore pitfall avoided). The RNG is a raw uint32 key.
+Restore targets carry the *current* mesh's shardings, so a checkpoint written on one mesh or device count
+restores onto another; each device reads only its shards.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from etils import epath
+
+from stvl_jax import __version__
+from stvl_jax.checkpoint_io import CONFIG_FILE, FORMAT, FORMAT_VERSION, flatten, nest
+from stvl_jax.errors import CheckpointError
+from stvl_jax.models.qwen_vl.config import QwenVLConfig
+from stvl_jax.train.config import CheckpointConfig
+from stvl_jax.train.state import TrainState
+
+log = logging.getLogger(__name__)
+
+
+# ------------------------------------------------------------------------------- run-info item (JSON files)
+class RunInfoHandler(ocp.CheckpointHandler):
+    """Writes meta.json and the model header (primary process) and this process's data-iterator state."""
+
+    def save(self, directory: epath.Path, args: "RunInfoSave"):
+        directory = epath.Path(directory)
+        i, n = jax.process_index(), jax.process_count()
+        if i == 0:
+            (directory / "meta.json").write_text(json.dumps(args.meta, indent=1))
+            # the step directory (parent) becomes a model checkpoint; it is renamed into place atomically
+            (directory.parent / CONFIG_FILE).write_text(json.dumps(args.model_header, indent=1) + "\n")
+        if args.data_state is not None:
+            (directory / f"data_process_{i}-of-{n}.json").write_text(json.dumps(args.data_state))
+
+    def restore(self, directory: epath.Path, args: "RunInfoRestore" = None):
+        """-> {'meta', 'data_state'}. With another process count, a data state that every saving process
+        shared (a global iterator position) still applies; per-process shard states do not (None)."""
+        directory = epath.Path(directory)
+        meta = json.loads((directory / "meta.json").read_text())
+        path = directory / f"data_process_{jax.process_index()}-of-{jax.process_count()}.json"
+        if path.exists():
+            return {"meta": meta, "data_state": json.loads(path.read_text())}
+        states = [json.loads(p.read_text()) for p in sorted(directory.glob("data_process_*-of-*.json"))]
+        shared = states[0] if states and all(s == states[0] for s in states) else None
+        return {"meta": meta, "data_state": shared}
+
+    def metadata(self, directory):
+        return None
+
+    def structure(self, directory):
+        return None
+
+    def finalize(self, directory):
+        pass
+
+    def close(self):
+        pass
+
+
+@ocp.args.register_with_handler(RunInfoHandler, for_save=True)
+@dataclasses.dataclass
+class RunInfoSave(ocp.args.CheckpointArgs):
+    meta: dict
+    model_header: dict
+    data_state: dict | None
+
+
+@ocp.args.register_with_handler(RunInfoHandler, for_restore=True)
+@dataclasses.dataclass
+class RunInfoRestore(ocp.args.CheckpointArgs):
+    pass
+
+
+# ------------------------------------------------------------------------------- string-key trees
+def _path_str(path) -> str:
+    parts = []
+    for entry in path:
+        for attr in ("key", "idx", "name"):
+            if hasattr(entry, attr):
+                parts.append(str(getattr(entry, attr)))
+                break
+        else:
+            raise TypeError(f"unsupported pytree path entry {entry!r}")
+    return "/".join(parts)
+
+
+def to_string_tree(tree) -> dict:
+    """Any pytree -> nested dict with string keys (leaf paths joined by '/')."""
+    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return nest({_path_str(p): leaf for p, leaf in leaves})
+
+
+def from_string_tree(nested: dict, like):
+    """Inverse of `to_string_tree`, with the structure of `like`."""
+    flat = flatten(nested)
+    paths, treedef = jax.tree_util.tree_flatten_with_path(like)
+    return jax.tree_util.tree_unflatten(treedef, [flat[_path_str(p)] for p, _ in paths])
+
+
+def model_header(config: QwenVLConfig, params: dict[str, Any], source: dict) -> dict:
+    """The stvl_config.json of a model checkpoint (see `stvl_jax.checkpoint_io`)."""
+    dtypes: dict[str, int] = {}
+    for v in params.values():
+        dtypes[str(np.dtype(v.dtype))] = dtypes.get(str(np.dtype(v.dtype)), 0) + int(np.prod(v.shape))
+    return {"format": FORMAT, "format_version": FORMAT_VERSION, "model": config.to_dict(), "source": source,
+            "params": {"count": sum(dtypes.values()), "dtypes": dtypes}, "stvl_jax_version": __version__}
+
+
+# ------------------------------------------------------------------------------- manager
+class TrainCheckpointer:
+    def __init__(self, directory: str | Path, cfg: CheckpointConfig):
+        d = str(directory)
+        # gs:// and other remote paths go to Orbax as they are; local paths are made absolute
+        self.directory = epath.Path(d) if "://" in d else epath.Path(Path(d).absolute())
+        self.cfg = cfg
+        options = ocp.CheckpointManagerOptions(max_to_keep=cfg.keep, enable_async_checkpointing=cfg.async_save,
+                                               cleanup_tmp_directories=True)
+        self.manager = ocp.CheckpointManager(self.directory, options=options,
+                                             item_names=("params", "opt_state", "train_state", "run"))
+
+    def all_steps(self) -> list[int]:
+        return list(self.manager.all_steps())
+
+    def latest_step(self) -> int | None:
+        return self.manager.latest_step()
+
+    def save(self, state: TrainState, *, config: QwenVLConfig, meta: dict, data_state: dict | None,
+             force: bool = False) -> bool:
+        """Start an (async) save of `state` at its step. Returns False if that step is already saved."""
+        step = int(jax.device_get(state.step))
+        if step in self.manager.all_steps():
+            return False
+        params = state.all_params()
+        args = ocp.args.Composite(
+            params=ocp.args.PyTreeSave(nest(params)),
+            opt_state=ocp.args.PyTreeSave(to_string_tree(state.opt_state)),
+            train_state=ocp.args.PyTreeSave({"step": state.step, "rng": state.rng}),
+            run=RunInfoSave(meta={**meta, "step": step, "process_count": jax.process_count()},
+                            model_header=model_header(config, params, {"kind": "stvl-train", "step": step}),
+                            data_state=data_state),
+        )
+        return bool(self.manager.save(step, args=args, force=force))
+
+    def restore(self, step: int | None, abstract: TrainState, shardings: TrainState) -> tuple[TrainState, dict]:
+        """Restore `step` (None = latest) onto the current mesh. Returns (state, {'meta', 'data_state'})."""
+        step = self.latest_step() if step is None else step
+        if step is None:
+            raise CheckpointError(f"no checkpoint to resume in {str(self.directory)!r}")
+        if step not in self.manager.all_steps():
+            raise CheckpointError(f"checkpoint step {step} not in {str(self.directory)!r} "
+                                  f"(have {self.all_steps()})")
+
+        def target(tree, sh):
+            return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), tree, sh)
+
+        params_t = nest(target({**abstract.params, **abstract.frozen}, {**shardings.params, **shardings.frozen}))
+        opt_t = to_string_tree(target(abstract.opt_state, shardings.opt_state))
+        ts_t = {"step": target(abstract.step, shardings.step), "rng": target(abstract.rng, shardings.rng)}
+
+        def restore_args(t):
+            return ocp.args.PyTreeRestore(item=t, restore_args=ocp.checkpoint_utils.construct_restore_args(t))
+
+        try:
+            out = self.manager.restore(step, args=ocp.args.Composite(
+                params=restore_args(params_t), opt_state=restore_args(opt_t), train_state=restore_args(ts_t),
+                run=RunInfoRestore()))
+        except (ValueError, KeyError, FileNotFoundError) as e:
+            raise CheckpointError(f"cannot restore step {step} from {str(self.directory)!r} into this model and "
+                                  f"optimizer (different architecture or trainable groups?): {e}") from None
+        all_params = flatten(out["params"])
+        params, frozen = {k: all_params[k] for k in abstract.params}, {k: all_params[k] for k in abstract.frozen}
+        state = TrainState(step=out["train_state"]["step"], params=params, frozen=frozen,
+                           opt_state=from_string_tree(out["opt_state"], abstract.opt_state),
+                           rng=out["train_state"]["rng"])
+        return state, out["run"]
+
+    def wait(self) -> None:
+        self.manager.wait_until_finished()
+
+    def close(self) -> None:
+        self.manager.wait_until_finished()
+        self.manager.close()
