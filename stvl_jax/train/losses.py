@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -41,7 +42,28 @@ class LossOutput:
     metrics: dict = dataclasses.field(default_factory=dict)  # extra () sums, reduced like `total`
 
 
-LossFn = Callable[[jax.Array, Mapping[str, jax.Array], LossConfig], LossOutput]
+@dataclasses.dataclass(frozen=True)
+class ForwardOutput:
+    """What a loss sees of the forward pass: final hidden states and lazy projections onto the vocabulary
+    (full logits only when a loss asks for them)."""
+
+    hidden: jax.Array  # (B, L, D)
+    logits_fn: Callable[[jax.Array], jax.Array]  # hidden -> (B, L, V)
+    token_logits_fn: Callable[[jax.Array, Any], jax.Array]  # (hidden, ids) -> (B, L, len(ids))
+
+    def logits(self) -> jax.Array:
+        return self.logits_fn(self.hidden)
+
+    def token_logits(self, token_ids) -> jax.Array:
+        return self.token_logits_fn(self.hidden, token_ids)
+
+
+def logits_of(out: "ForwardOutput | jax.Array") -> jax.Array:
+    """Full (B, L, V) logits of a forward output (losses also accept plain logits, e.g. in tests)."""
+    return out.logits() if isinstance(out, ForwardOutput) else out
+
+
+LossFn = Callable[["ForwardOutput | jax.Array", Mapping[str, jax.Array], LossConfig], LossOutput]
 LOSSES: dict[str, LossFn] = {}
 
 
@@ -75,8 +97,8 @@ def shifted_token_ce(logits: jax.Array, targets: Mapping[str, jax.Array]):
 
 
 @register_loss("lm")
-def lm_loss(logits: jax.Array, targets: Mapping[str, jax.Array], cfg: LossConfig) -> LossOutput:
-    ce, _, _, w = shifted_token_ce(logits, targets)
+def lm_loss(out, targets: Mapping[str, jax.Array], cfg: LossConfig) -> LossOutput:
+    ce, _, _, w = shifted_token_ce(logits_of(out), targets)
     return LossOutput(total=jnp.sum(ce * w), tokens=jnp.sum(w != 0).astype(jnp.float32))
 
 
@@ -91,8 +113,8 @@ def focal_alpha(is_class: jax.Array, scope: str) -> jax.Array:
 
 
 @register_loss("streamo_focal")
-def streamo_focal_loss(logits: jax.Array, targets: Mapping[str, jax.Array], cfg: LossConfig) -> LossOutput:
-    ce, p_t, labels, w = shifted_token_ce(logits, targets)
+def streamo_focal_loss(out, targets: Mapping[str, jax.Array], cfg: LossConfig) -> LossOutput:
+    ce, p_t, labels, w = shifted_token_ce(logits_of(out), targets)
     state_ids = jnp.asarray(cfg.focal.state_token_ids, jnp.int32)
     is_class = (labels[..., None] == state_ids) & (w != 0)[..., None]  # (B, T, C)
     alpha = jnp.sum(jnp.where(is_class, focal_alpha(is_class, cfg.focal.alpha_scope), 0.0), axis=-1)

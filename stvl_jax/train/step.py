@@ -25,7 +25,7 @@ import optax
 
 from stvl_jax.models.qwen_vl.inputs import ModelInputs
 from stvl_jax.train.config import LossConfig
-from stvl_jax.train.losses import LossFn, LossOutput
+from stvl_jax.train.losses import ForwardOutput, LossFn, LossOutput
 from stvl_jax.train.state import ModelSpec, TrainState
 
 
@@ -42,8 +42,8 @@ def _loss_and_grads(spec: ModelSpec, loss_fn: LossFn, loss_cfg: LossConfig, stat
 
     def objective(trainable):
         model = spec.merge({**trainable, **frozen})
-        logits, _, _ = model.forward(inputs)
-        out = loss_fn(logits, targets, loss_cfg)
+        _, hidden, _ = model.forward(inputs, return_hidden=True, compute_logits=False)
+        out = loss_fn(ForwardOutput(hidden, model.logits, model.token_logits), targets, loss_cfg)
         return out.total, out
 
     (_, out), grads = jax.value_and_grad(objective, has_aux=True)(state.params)

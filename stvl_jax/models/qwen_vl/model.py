@@ -94,12 +94,24 @@ class QwenVLForConditionalGeneration(nnx.Module):
             out = self.lm_head(hidden)
         return constrain(out, ("act_batch", "act_len", "act_vocab"))
 
+    def token_logits(self, hidden: jax.Array, token_ids) -> jax.Array:
+        """Logits of a few vocabulary entries only: (..., D) -> (..., len(token_ids)) (e.g. STRIDE's 2-way
+        head, or a class subset) without materialising the full vocabulary."""
+        ids = jnp.asarray(token_ids, jnp.int32)
+        if self.config.tie_word_embeddings:
+            rows = self.language_model.embed_tokens.embedding[...][ids]  # (K, D)
+        else:
+            rows = self.lm_head.kernel[...][:, ids].T
+        return jnp.einsum("...d,kd->...k", hidden.astype(self.dtype), rows.astype(self.dtype),
+                          precision=self.precision)
+
     def forward(self, inputs: ModelInputs, cache: KVCache | None = None, *, return_hidden: bool = False,
-                last_only: bool = False):
-        """-> (logits (B, L, V) [or (B, 1, V) with last_only], hidden (B, L, D) or None, cache)."""
+                last_only: bool = False, compute_logits: bool = True):
+        """-> (logits (B, L, V) [(B, 1, V) with last_only; None without compute_logits], hidden (B, L, D) or
+        None, cache). Losses that need few vocabulary entries skip the logits and use `token_logits`."""
         embeds, deepstack = self.embed(inputs)
         hidden, cache = self.language_model(embeds, inputs.position_ids, inputs.attention_mask, deepstack, cache)
-        logits = self.logits(hidden[:, -1:] if last_only else hidden)
+        logits = self.logits(hidden[:, -1:] if last_only else hidden) if compute_logits else None
         return logits, (hidden if return_hidden else None), cache
 
     # ---------------------------------------------------------------- host API
