@@ -6,7 +6,9 @@ Output layout equals transformers' Qwen-VL processors:
 - every row is one P x P patch flattened channel-major (C, T, P, P); rows are ordered merge block by merge
   block (2 x 2 patches of one LLM token are consecutive), blocks in raster order, temporal groups outermost.
 Arithmetic follows the HF PIL backend exactly (uint8 bicubic resize in PIL, `x.astype(float64) * (1/255)` cast
-to float32, then `(x - mean) / std` in float32) so results are bit-identical.
+to float32, then `(x - mean) / std` in float32) so results are bit-identical. Patchifying happens on the uint8
+frames; `dtype=np.uint8` stops there (raw pixels in the same row layout, for normalization on the device:
+the model's vision tower does it when it receives integer pixel values).
 """
 
 from __future__ import annotations
@@ -115,50 +117,68 @@ def _lut(cfg: VisionConfig) -> np.ndarray:
 _LUTS: dict = {}
 
 
-def normalize(frames: np.ndarray, cfg: VisionConfig) -> np.ndarray:
-    """(T, H, W, 3) uint8 -> (T, 3, H, W) float32, rescaled and normalized like the HF PIL backend
-    (`x.astype(float64) * (1/255)` -> float32, `(x - mean) / std`), via a per-channel lookup table."""
-    lut = _lut(cfg)
-    chw = frames.transpose(0, 3, 1, 2)
-    return np.stack([lut[c][chw[:, c]] for c in range(3)], axis=1)
+PIXEL_DTYPES = ("float32", "uint8")
 
 
-def _patchify(x: np.ndarray, cfg: VisionConfig) -> tuple[np.ndarray, tuple[int, int, int]]:
-    """(G*T, C, H, W) float32 (G groups of T frames) -> (G*h*w, C*T*P*P) rows and grid (G, h, w)."""
+def normalize_rows(rows: np.ndarray, cfg: VisionConfig) -> np.ndarray:
+    """uint8 patch rows (N, C*T*P*P) -> float32 rows, rescaled and normalized like the HF PIL backend
+    (`x.astype(float64) * (1/255)` -> float32, `(x - mean) / std`) via a per-channel lookup table, so the
+    result is bit-identical to HF's. Element j of a row is channel j // (T*P*P)."""
+    n, d = rows.shape
+    lut, r = _lut(cfg), rows.reshape(n, 3, d // 3)
+    out = np.empty(r.shape, np.float32)
+    for c in range(3):
+        out[:, c] = lut[c][r[:, c]]  # (fancy indexing beats np.take(out=) here, which buffers)
+    return out.reshape(n, d)
+
+
+def _patchify(frames: np.ndarray, cfg: VisionConfig) -> tuple[np.ndarray, tuple[int, int, int]]:
+    """(G*T, H, W, C) (G groups of T frames, any dtype) -> (G*h*w, C*T*P*P) rows and grid (G, h, w)."""
     p, m, tp = cfg.patch_size, cfg.merge_size, cfg.temporal_patch_size
-    n, c, hh, ww = x.shape
+    n, hh, ww, c = frames.shape
     g, gh, gw = n // tp, hh // p, ww // p
     if gh % m or gw % m:
         raise ValueError(f"frame size {hh}x{ww} is not a multiple of patch*merge = {p * m}")
-    x = x.reshape(g, tp, c, gh // m, m, p, gw // m, m, p)
+    x = frames.reshape(g, tp, gh // m, m, p, gw // m, m, p, c)
     # -> (g, gh/m, gw/m, m, m, C, T, P, P): merge blocks contiguous, channel-major inside each patch.
-    x = x.transpose(0, 3, 6, 4, 7, 2, 1, 5, 8)
+    x = x.transpose(0, 2, 5, 3, 6, 8, 1, 4, 7)
     return x.reshape(g * gh * gw, c * tp * p * p), (g, gh, gw)
 
 
-def process_images(frames: np.ndarray, cfg: VisionConfig, size: tuple[int, int] | None = None):
+def _rows(frames: np.ndarray, cfg: VisionConfig, dtype) -> tuple[np.ndarray, tuple[int, int, int]]:
+    """Patchify the uint8 frames (a quarter of the bytes of float32), then normalize the rows if float32."""
+    if np.dtype(dtype).name not in PIXEL_DTYPES:
+        raise ValueError(f"pixel dtype must be one of {PIXEL_DTYPES}, got {dtype!r}")
+    rows, grid = _patchify(frames, cfg)
+    return (rows if np.dtype(dtype) == np.uint8 else normalize_rows(rows, cfg)), grid
+
+
+def process_images(frames: np.ndarray, cfg: VisionConfig, size: tuple[int, int] | None = None, *,
+                   dtype=np.float32):
     """Images (N, H, W, 3) uint8 (same size) -> pixel_values (N*h*w, C*T*P*P) float32, grid_thw (N, 3) int64.
 
     Each image is its own grid entry (1, h, w); the frame is repeated over the temporal patch.
+    `dtype=np.uint8` returns the raw pixels in the same layout (normalized later, e.g. on the device).
     """
     size = size or target_size(frames.shape[1], frames.shape[2], cfg)
-    x = normalize(resize_frames(frames, size), cfg)
-    x = np.repeat(x, cfg.temporal_patch_size, axis=0)
-    pv, (g, gh, gw) = _patchify(x, cfg)
+    x = np.repeat(resize_frames(frames, size), cfg.temporal_patch_size, axis=0)
+    pv, (g, gh, gw) = _rows(x, cfg, dtype)
     grid = np.tile(np.array([[1, gh, gw]], dtype=np.int64), (g, 1))
     return pv, grid
 
 
-def process_video(frames: np.ndarray, cfg: VisionConfig, size: tuple[int, int] | None = None):
+def process_video(frames: np.ndarray, cfg: VisionConfig, size: tuple[int, int] | None = None, *,
+                  dtype=np.float32):
     """Video frames (T, H, W, 3) uint8 -> pixel_values (t*h*w, C*T*P*P) float32, grid_thw (1, 3) int64.
 
     Frames are paired along time (temporal patch); an odd count repeats the last frame (as HF does).
+    `dtype=np.uint8` returns the raw pixels in the same layout.
     """
     size = size or target_size(frames.shape[1], frames.shape[2], cfg)
     frames = resize_frames(frames, size)
     if pad := -len(frames) % cfg.temporal_patch_size:
         frames = np.concatenate([frames, np.repeat(frames[-1:], pad, axis=0)])
-    pv, (g, gh, gw) = _patchify(normalize(frames, cfg), cfg)
+    pv, (g, gh, gw) = _rows(frames, cfg, dtype)
     return pv, np.array([[g, gh, gw]], dtype=np.int64)
 
 

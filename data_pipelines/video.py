@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import os
+import queue
 import subprocess
 import sys
 import threading
@@ -145,22 +146,50 @@ def sample_indices(
     return idx
 
 
+class _DecodeThread:
+    """A daemon thread that runs the decode calls of one calling thread, reused across calls (starting a thread
+    per call costs about as much as decoding a small frame). A call that overruns its timeout leaves its thread
+    behind, abandoned; the next call gets a new one. Daemon, so a hung decoder never blocks interpreter exit."""
+
+    _local = threading.local()  # the calling thread's decode thread
+
+    def __init__(self):
+        self.pid = os.getpid()
+        self.jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self.thread = threading.Thread(target=self._serve, name="stvl-decode", daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        while True:
+            fn, box, done = self.jobs.get()
+            try:
+                box["value"] = fn()
+            except BaseException as e:  # noqa: BLE001 - re-raised in the caller thread
+                box["error"] = e
+            done.set()
+
+    @classmethod
+    def get(cls) -> "_DecodeThread":
+        cur = getattr(cls._local, "worker", None)
+        if cur is None or cur.pid != os.getpid() or not cur.thread.is_alive():  # none yet, or forked
+            cur = cls._local.worker = cls()
+        return cur
+
+    @classmethod
+    def abandon(cls, worker: "_DecodeThread") -> None:
+        if getattr(cls._local, "worker", None) is worker:
+            cls._local.worker = None
+
+
 def _with_timeout(fn: Callable[[], T], timeout_s: float | None, path: str) -> T:
-    """Run fn on a daemon thread; raise VideoDecodeError if it does not finish in time (the thread is abandoned)."""
+    """Run fn on the decode thread; raise VideoDecodeError if it does not finish in time (that thread is
+    abandoned)."""
     if not timeout_s:
         return fn()
-    box: dict = {}
-
-    def target():
-        try:
-            box["value"] = fn()
-        except BaseException as e:  # noqa: BLE001 - re-raised in the caller thread
-            box["error"] = e
-
-    th = threading.Thread(target=target, name="stvl-decode", daemon=True)
-    th.start()
-    th.join(timeout_s)
-    if th.is_alive():
+    worker, box, done = _DecodeThread.get(), {}, threading.Event()
+    worker.jobs.put((fn, box, done))
+    if not done.wait(timeout_s):
+        _DecodeThread.abandon(worker)
         raise VideoDecodeError(path, f"decoding did not finish within {timeout_s:g} s")
     if "error" in box:
         raise box["error"]

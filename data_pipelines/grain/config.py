@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from stvl_jax.errors import ConfigError
 
 from data_pipelines.formats.stride import StrideWindowConfig
-from data_pipelines.processor import VisionConfig
+from data_pipelines.processor import PIXEL_DTYPES, VisionConfig
 
 FORMATS = ("chat", "streamo", "stride")
 
@@ -22,12 +22,16 @@ class PipelineConfig:
       streamo the Streamo stream format ({"messages": [...user "<stream>" turns...], "videos": [path]})
       stride  STRIDE activation samples ([text, video, activation_output] or {"data": [...]})
     Relative media paths resolve against `media_root`, default the index file's directory.
+    pixel_dtype: "float32" (default) = pixel rows normalized exactly as HF's processor; "uint8" = the raw
+      pixels in the same row layout (a quarter of the bytes and no normalization on the host), for models
+      that normalize on the device (the stvl_jax Qwen-VL vision tower does so for integer pixel values).
     """
 
     index: str
     tokenizer: str
     format: str = "chat"
     vision: VisionConfig = field(default_factory=VisionConfig.qwen3_vl)
+    pixel_dtype: str = "float32"  # or "uint8" (see above)
     batch_size: int = 4
     length_buckets: tuple[int, ...] = (256, 512, 1024, 2048, 4096)
     padding_side: str = "right"  # "left" for generation
@@ -54,6 +58,8 @@ class PipelineConfig:
             raise ConfigError(f"format must be one of {FORMATS}, got {self.format!r}")
         if self.padding_side not in ("left", "right"):
             raise ConfigError(f"padding_side must be 'left' or 'right', got {self.padding_side!r}")
+        if self.pixel_dtype not in PIXEL_DTYPES:
+            raise ConfigError(f"pixel_dtype must be one of {PIXEL_DTYPES}, got {self.pixel_dtype!r}")
         if self.batch_size <= 0:
             raise ConfigError(f"batch_size must be positive, got {self.batch_size}")
         if not self.length_buckets or list(self.length_buckets) != sorted(set(self.length_buckets)):

@@ -1,8 +1,10 @@
 """Record -> training example (the per-sample part of the transform chain, run in Grain workers).
 
-decode (decord) -> resize (smart_resize, PIL bicubic) -> patchify -> chat text with expanded placeholders
-(Qwen3-VL `<t seconds>` per frame group; Streamo frames as separate images behind `<Xs-Ys>` tags; STRIDE
-activation slots) -> tokenize -> labels / loss weights -> 3-D position ids (the model's `get_rope_index`).
+decode (decord) -> resize (smart_resize, PIL bicubic) -> patchify -> chat text with vision placeholders
+(compact: one pad token per block, expanded by `text.encode`; Qwen3-VL `<t seconds>` per frame group;
+Streamo frames as separate images behind `<Xs-Ys>` tags; STRIDE activation slots) -> tokenize -> labels /
+loss weights -> 3-D position ids (the model's `get_rope_index` rules, `positions.example_positions`). Pixel
+rows are float32 (HF-normalized) or, with `PipelineConfig.pixel_dtype="uint8"`, raw uint8 in the same layout.
 
 An example is a dict of unbatched numpy arrays; a bad record becomes {"__skip__": reason, ...} so the main
 process can count it (or raise it in strict mode).
@@ -19,7 +21,10 @@ from data_pipelines.errors import AnnotationError, VideoDecodeError
 from data_pipelines.formats import stride as stride_fmt
 from data_pipelines.grain.config import PipelineConfig
 from data_pipelines.grain.sources import parse_record
-from data_pipelines.grain.text import SpecialIds, encode, image_placeholder, render_chat, token_types, video_placeholder
+from data_pipelines.grain.positions import example_positions
+from data_pipelines.grain.text import (
+    SpecialIds, encode, image_placeholder, render_chat, token_types, video_placeholder, vision_pad_counts,
+)
 from data_pipelines.processor import process_images, process_video, target_size
 from data_pipelines.video import decode_frames, probe_video, read_video
 
@@ -92,7 +97,7 @@ class ExampleBuilder:
             clip = read_video(path, fps=fps or cfg.video_fps, start=start, end=end, max_frames=cfg.max_frames,
                               num_threads=cfg.decode_threads, timeout_s=cfg.decode_timeout_s)
         size = target_size(clip.frames.shape[1], clip.frames.shape[2], cfg.vision)
-        pv, grid = process_video(clip.frames, cfg.vision, size)
+        pv, grid = process_video(clip.frames, cfg.vision, size, dtype=cfg.pixel_dtype)
         sec_per_grid = cfg.vision.temporal_patch_size / (fps or cfg.video_fps)
         return pv, grid, clip.times, len(clip.frames), sec_per_grid
 
@@ -107,35 +112,36 @@ class ExampleBuilder:
             raise VideoDecodeError(path, "file not found") from None
         except Exception as e:  # PIL.UnidentifiedImageError, truncated files
             raise VideoDecodeError(path, f"not a readable image ({type(e).__name__})") from None
-        return process_images(arr[None], self.cfg.vision)
+        return process_images(arr[None], self.cfg.vision, dtype=self.cfg.pixel_dtype)
 
     def _finish(self, messages, source, *, images=(), videos=(), sec_per_grid=(), n_frames=0,
                 activation=None) -> dict:
         """Render, tokenize, labels, positions -> example."""
         cfg, ids = self.cfg, self.ids
+        vc = cfg.vision
+        d, dtype = vc.patch_size ** 2 * vc.temporal_patch_size * 3, np.dtype(cfg.pixel_dtype)
+        ex = {"num_frames": np.int64(n_frames)}
+        for key, parts, shape, typ in (("pixel_values", [p for p, _ in images], (0, d), dtype),
+                                       ("image_grid_thw", [g for _, g in images], (0, 3), np.int64),
+                                       ("pixel_values_videos", [p for p, _ in videos], (0, d), dtype),
+                                       ("video_grid_thw", [g for _, g in videos], (0, 3), np.int64)):
+            ex[key] = (parts[0] if len(parts) == 1 else np.concatenate(parts)) if parts else np.zeros(shape, typ)
+        if vc.family == "qwen2_5_vl":
+            ex["second_per_grid_ts"] = np.asarray(sec_per_grid, dtype=np.float32).reshape(-1)
         text, spans = render_chat(messages)
-        input_ids, labels = encode(self.tokenizer, text, spans)
+        n_img, n_vid = vision_pad_counts(ex["image_grid_thw"], ex["video_grid_thw"], vc.merge_size, vc.family)
+        try:
+            input_ids, labels = encode(self.tokenizer, text, spans, {ids.image_pad: n_img, ids.video_pad: n_vid})
+        except ValueError as e:  # the record's own text holds vision pad tokens
+            raise AnnotationError("bad_field", str(e), source) from None
         if len(input_ids) > cfg.length_buckets[-1]:
             raise AnnotationError("too_long", f"{len(input_ids)} tokens > largest bucket {cfg.length_buckets[-1]}", source)
         types = token_types(input_ids, ids)
-        ex = {"input_ids": input_ids, "labels": labels, "mm_token_type_ids": types,
-              "loss_weights": (labels != -100).astype(np.float32), "num_frames": np.int64(n_frames)}
-        d = cfg.vision.patch_size ** 2 * cfg.vision.temporal_patch_size * 3
-        ex["pixel_values"] = np.concatenate([p for p, _ in images]) if images else np.zeros((0, d), np.float32)
-        ex["image_grid_thw"] = np.concatenate([g for _, g in images]) if images else np.zeros((0, 3), np.int64)
-        ex["pixel_values_videos"] = np.concatenate([p for p, _ in videos]) if videos else np.zeros((0, d), np.float32)
-        ex["video_grid_thw"] = np.concatenate([g for _, g in videos]) if videos else np.zeros((0, 3), np.int64)
-        if cfg.vision.family == "qwen2_5_vl":
-            ex["second_per_grid_ts"] = np.asarray(sec_per_grid, dtype=np.float32).reshape(-1)
-        from stvl_jax.models.qwen_vl.positions import get_rope_index
-
-        pos, _ = get_rope_index(
-            input_ids[None], image_grid_thw=ex["image_grid_thw"] if images else None,
-            video_grid_thw=ex["video_grid_thw"] if videos else None, mm_token_type_ids=types[None],
-            second_per_grid_ts=ex.get("second_per_grid_ts") if videos else None, family=cfg.vision.family,
-            spatial_merge_size=cfg.vision.merge_size, tokens_per_second=cfg.vision.tokens_per_second,
-            image_token_id=ids.image_pad, video_token_id=ids.video_pad)
-        ex["position_ids"] = pos[:, 0].astype(np.int32)
+        ex.update(input_ids=input_ids, labels=labels, mm_token_type_ids=types,
+                  loss_weights=(labels != -100).astype(np.float32))
+        ex["position_ids"] = example_positions(
+            types, ex["image_grid_thw"], ex["video_grid_thw"], ex.get("second_per_grid_ts"), family=vc.family,
+            merge=vc.merge_size, tokens_per_second=vc.tokens_per_second)
         if activation is not None:
             ex["activation_labels"] = self._activation_labels(input_ids, activation)
             ex["loss_weights"] = (ex["activation_labels"] != -100).astype(np.float32)
@@ -159,7 +165,7 @@ class ExampleBuilder:
         if not isinstance(msgs, list) or not msgs:
             raise AnnotationError("missing_field", "record has no 'messages' list", source)
         out, images, videos, secs, n_frames = [], [], [], [], 0
-        fam, merge = self.cfg.vision.family, self.cfg.vision.merge_size
+        fam = self.cfg.vision.family
         for m in msgs:
             if not isinstance(m, dict) or m.get("role") not in ROLES or "content" not in m:
                 raise AnnotationError("bad_field", f"bad message {str(m)[:80]!r}", source)
@@ -177,14 +183,14 @@ class ExampleBuilder:
                 elif kind == "image":
                     pv, grid = self._image(part, source)
                     images.append((pv, grid))
-                    pieces.append(image_placeholder(grid[0], merge))
+                    pieces.append(image_placeholder())
                 elif kind == "video":
                     fps = part.get("fps")
                     pv, grid, times, n, spg = self._video(part, source, fps=fps, start=part.get("start"), end=part.get("end"))
                     videos.append((pv, grid))
                     secs.append(spg)
                     n_frames += n
-                    pieces.append(video_placeholder(grid[0], merge, fam, times, self.cfg.vision.temporal_patch_size))
+                    pieces.append(video_placeholder(grid[0], fam, times, self.cfg.vision.temporal_patch_size))
                 else:
                     raise AnnotationError("bad_field", f"unknown content part {str(part)[:80]!r}", source)
             out.append({"role": m["role"], "content": "".join(pieces)})
@@ -209,19 +215,13 @@ class ExampleBuilder:
         idx = np.minimum(np.arange(n_stream) * interval, info.num_frames - 1)
         frames = decode_frames(path, idx, num_threads=self.cfg.decode_threads, timeout_s=self.cfg.decode_timeout_s)
         size = target_size(frames.shape[1], frames.shape[2], self.cfg.vision)
-        pv, grids = process_images(frames, self.cfg.vision, size)
-        per = len(pv) // n_stream
-        out, k = [], 0
+        pv, grids = process_images(frames, self.cfg.vision, size, dtype=self.cfg.pixel_dtype)
+        out = []
         for m in msgs:
             if not isinstance(m, dict) or m.get("role") not in ROLES or not isinstance(m.get("content"), str):
                 raise AnnotationError("bad_field", f"bad message {str(m)[:80]!r}", source)
-            text = m["content"]
-            while "<stream>" in text:
-                text = text.replace("<stream>", image_placeholder(grids[k], self.cfg.vision.merge_size), 1)
-                k += 1
-            out.append({"role": m["role"], "content": text})
-        images = [(pv[i * per:(i + 1) * per], grids[i:i + 1]) for i in range(n_stream)]
-        return self._finish(out, source, images=images, n_frames=n_stream)
+            out.append({"role": m["role"], "content": m["content"].replace("<stream>", image_placeholder())})
+        return self._finish(out, source, images=[(pv, grids)], n_frames=n_stream)
 
     def _stride(self, rec, source, rng):
         query, vpart, entries = stride_fmt.parse_sample(rec, source)
@@ -232,8 +232,7 @@ class ExampleBuilder:
         rel = times - t0  # re-base the clip to t=0 (STRIDE's time_synchronize)
         entries = [stride_fmt.ActivationEntry(e.start - t0, e.end - t0, e.value, e.mask) for e in entries]
         window = stride_fmt.build_window(entries, float(rel[-1]), self.cfg.stride, rng, source)
-        vtext = video_placeholder(grid[0], self.cfg.vision.merge_size, self.cfg.vision.family, rel,
-                                  self.cfg.vision.temporal_patch_size)
+        vtext = video_placeholder(grid[0], self.cfg.vision.family, rel, self.cfg.vision.temporal_patch_size)
         content = query + vtext + stride_fmt.activation_text(window, self.cfg.stride)
         return self._finish([{"role": "user", "content": content}], source, videos=[(pv, grid)],
                             sec_per_grid=[spg], n_frames=n, activation=window)

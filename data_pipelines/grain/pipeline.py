@@ -1,10 +1,17 @@
 """Pipeline entry point: `make_pipeline(PipelineConfig) -> BatchIterator`.
 
-Grain DataLoader (IndexSampler sharded by JAX process, shuffled per epoch, `worker_count` processes) runs the
-per-record work (`ExampleBuilder`: decode/patchify/tokenize/positions); the main process counts skipped
-records per reason, groups `batch_size` good examples and pads them (`collate`). `get_state()` /
-`set_state()` wrap the DataLoader iterator state plus the counters; a state taken between batches restores
-to exactly the following batches.
+Grain dataset chain: records (sharded by JAX process, shuffled per epoch, repeated) -> `ExampleBuilder`
+(decode/patchify/tokenize/positions; Grain's per-record RNG) -> `_Batches` (groups `batch_size` good examples,
+pads them with `collate`, and carries the skip markers met on the way) -> `mp_prefetch` over `worker_count`
+processes. The batching runs in the worker processes, so the main process receives one padded batch per step
+(through a few reusable shared-memory blocks per worker, `shm_ring`, copied out into arrays it owns) and only
+counts skips. The per-record transform runs in the worker's own thread, one record at a time (no read
+threads): one decode thread per worker, as configured by `decode_threads`.
+
+Each worker batches its own slice of the record stream (Grain's `mp_prefetch` slicing), so which examples share
+a batch depends on `worker_count`; for a given config the batches are deterministic, and `get_state()` /
+`set_state()` (Grain's iterator state plus the counters, taken between batches) restore to exactly the
+following batches.
 """
 
 from __future__ import annotations
@@ -13,8 +20,10 @@ import json
 from collections import Counter
 
 import grain
+import numpy as np
 
 from data_pipelines.errors import AnnotationError, VideoDecodeError
+from data_pipelines.grain import shm_ring
 from data_pipelines.grain.collate import collate
 from data_pipelines.grain.config import PipelineConfig, _parse_shard
 from data_pipelines.grain.examples import ExampleBuilder
@@ -40,18 +49,119 @@ class BuildExample(grain.transforms.RandomMap):
         return self.builder(element, rng)
 
 
-def build_data_loader(cfg: PipelineConfig) -> grain.DataLoader:
+class _EpochShuffle(grain.MapDataset):
+    """A fresh permutation of the parent per epoch (index // len), from numpy seeded by (seed, epoch), cached.
+    Grain's `shuffle` computes each index with `index_shuffle`, which costs ~0.5 ms per record on small sets
+    (it is meant for huge ones); this costs 4 bytes per record of memory (the sources already keep 16)."""
+
+    def __init__(self, parent: grain.MapDataset, seed: int):
+        super().__init__(parent)
+        self._seed, self._epoch, self._perm = seed, None, None
+
+    def __len__(self) -> int:
+        return len(self._parent)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return self.slice(index)
+        epoch, i = divmod(index, len(self._parent))
+        if epoch != self._epoch:
+            perm = np.random.default_rng([self._seed, epoch]).permutation(len(self._parent))
+            self._perm, self._epoch = perm.astype(np.int32) if len(perm) < 2**31 else perm, epoch
+        return self._parent[int(self._perm[i])]
+
+    def __str__(self) -> str:
+        return f"_EpochShuffle(seed={self._seed})"
+
+
+def build_example_dataset(cfg: PipelineConfig) -> grain.IterDataset:
+    """Examples (or skip markers `{"__skip__": reason, ...}`) in sampling order, unbatched."""
+    opts = _shard_options(cfg)
+    ds = grain.MapDataset.source(open_source(cfg.index))[opts.shard_index::opts.shard_count]
+    if cfg.shuffle:
+        ds = _EpochShuffle(ds, cfg.seed)  # reshuffled every epoch of the repeat below
+    ds = ds.repeat(cfg.num_epochs).random_map(BuildExample(cfg), seed=cfg.seed)
+    # No read threads: the transform runs in the iterating thread, one record at a time.
+    return ds.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0))
+
+
+class _Batches(grain.IterDataset):
+    """Examples -> {"batch": padded batch | RingRef | None, "examples", "frames", "skipped": [skip markers]}.
+
+    Skip markers met while filling a batch travel with it (after the last batch, alone), so the consumer can
+    count them; with `strict` the first one is sent at once, without a batch. With `ring_slots` (in worker
+    processes) the batch is written to a reusable shared-memory slot (`shm_ring`).
+    """
+
+    def __init__(self, parent: grain.IterDataset, cfg: PipelineConfig, pad_id: int, ring_slots: int = 0):
+        super().__init__(parent)
+        self.cfg, self.pad_id, self.ring_slots = cfg, pad_id, ring_slots
+
+    def __iter__(self):
+        return _BatchesIterator(self._parent.__iter__(), self.cfg, self.pad_id, self.ring_slots)
+
+
+class _BatchesIterator(grain.DatasetIterator):
+    def __init__(self, parent: grain.DatasetIterator, cfg: PipelineConfig, pad_id: int, ring_slots: int):
+        super().__init__(parent)
+        self.cfg, self.pad_id = cfg, pad_id
+        self.ring = shm_ring.RingWriter(ring_slots) if ring_slots else None
+
+    def __next__(self) -> dict:
+        cfg, good, skipped = self.cfg, [], []
+        while len(good) < cfg.batch_size:
+            try:
+                ex = next(self._parent)
+            except StopIteration:
+                if self.ring is not None:
+                    self.ring.mark_exhausted()  # what is in flight now is still to be read
+                if good and not cfg.drop_remainder:
+                    break
+                if skipped:  # report the skips after the last batch, then stop on the next call
+                    return {"batch": None, "examples": 0, "frames": 0, "skipped": skipped}
+                raise
+            if "__skip__" in ex:
+                skipped.append(ex)
+                if cfg.strict:
+                    return {"batch": None, "examples": 0, "frames": 0, "skipped": skipped}
+                continue
+            good.append(ex)
+        frames = sum(int(e.pop("num_frames", 0)) for e in good)
+        batch = collate(good, length_buckets=cfg.length_buckets, pad_id=self.pad_id, padding_side=cfg.padding_side,
+                        patch_buckets=cfg.patch_buckets)
+        if self.ring is not None:
+            batch = self.ring.put(batch)
+        return {"batch": batch, "examples": len(good), "frames": frames, "skipped": skipped}
+
+    def get_state(self):
+        return self._parent.get_state()  # taken between batches: nothing is held back
+
+    def set_state(self, state):
+        self._parent.set_state(state)
+        if self.ring is not None:
+            self.ring.reset()  # batches written before the restore are dropped by Grain, never released
+
+
+def _pad_id(tokenizer_dir: str) -> int:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    return tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+
+
+def build_batch_dataset(cfg: PipelineConfig) -> grain.IterDataset:
+    """The whole chain, batched (in `worker_count` processes when > 0); elements as `_Batches` yields them."""
+    # slots: Grain's per-worker buffer and the interleave buffer in the main process, plus two in flight
+    ring_slots = 2 * cfg.worker_buffer_size + 3 if cfg.worker_count > 0 and shm_ring.available() else 0
+    ds = _Batches(build_example_dataset(cfg), cfg, _pad_id(cfg.tokenizer), ring_slots)
     if cfg.worker_count > 0:
         from absl import flags
 
         if not flags.FLAGS.is_parsed():  # Grain's worker processes read absl flags; a library caller has none
             flags.FLAGS.mark_as_parsed()
-    source = open_source(cfg.index)
-    sampler = grain.samplers.IndexSampler(
-        num_records=len(source), shard_options=_shard_options(cfg), shuffle=cfg.shuffle,
-        num_epochs=cfg.num_epochs, seed=cfg.seed)
-    return grain.DataLoader(data_source=source, sampler=sampler, operations=[BuildExample(cfg)],
-                            worker_count=cfg.worker_count, worker_buffer_size=cfg.worker_buffer_size)
+        ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=cfg.worker_count,
+                                                         per_worker_buffer_size=cfg.worker_buffer_size))
+    return ds
 
 
 class BatchIterator:
@@ -59,44 +169,33 @@ class BatchIterator:
 
     def __init__(self, cfg: PipelineConfig):
         self.cfg = cfg
-        self.loader = build_data_loader(cfg)
-        self._it = iter(self.loader)
+        self.dataset = build_batch_dataset(cfg)
+        self._it = iter(self.dataset)
+        self._ring = shm_ring.RingReader()
         self.skipped: Counter = Counter()
         self.examples = 0
         self.frames = 0
         self.batches = 0
         self.skip_log: list[str] = []  # first few skip messages, for the end-of-run report
-        self._pad_id = None
 
     def __iter__(self):
         return self
 
-    def _pad(self) -> int:
-        if self._pad_id is None:
-            from transformers import AutoTokenizer
-
-            tok = AutoTokenizer.from_pretrained(self.cfg.tokenizer)
-            self._pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-        return self._pad_id
-
     def __next__(self) -> dict:
-        good = []
-        while len(good) < self.cfg.batch_size:
-            try:
-                ex = next(self._it)
-            except StopIteration:
-                if good and not self.cfg.drop_remainder:
-                    break
-                raise
-            if "__skip__" in ex:
+        while True:
+            out = next(self._it)
+            for ex in out["skipped"]:
                 self._skip(ex)
-                continue
-            good.append(ex)
-        self.examples += len(good)
-        self.frames += int(sum(int(e.pop("num_frames", 0)) for e in good))
+            if out["batch"] is not None:
+                break
+        self.examples += int(out["examples"])
+        self.frames += int(out["frames"])
         self.batches += 1
-        return collate(good, length_buckets=self.cfg.length_buckets, pad_id=self._pad(),
-                       padding_side=self.cfg.padding_side, patch_buckets=self.cfg.patch_buckets)
+        if isinstance(out["batch"], shm_ring.RingRef):
+            return self._ring.read(out["batch"])
+        # Arrays Grain passed in shared memory are a numpy subclass that unlinks the block when freed; hand out
+        # plain ndarray views of them (no copy; the view keeps the block alive).
+        return {k: v.view(np.ndarray) if isinstance(v, np.ndarray) else v for k, v in out["batch"].items()}
 
     def _skip(self, ex: dict) -> None:
         if self.cfg.strict:
@@ -121,13 +220,11 @@ class BatchIterator:
 
     def get_state(self) -> dict:
         """JSON-serializable state (take it between batches)."""
-        raw = self._it.get_state()
-        return {"grain": raw.decode() if isinstance(raw, bytes) else raw, "skipped": dict(self.skipped),
+        return {"grain": self._it.get_state(), "skipped": dict(self.skipped),
                 "examples": self.examples, "frames": self.frames, "batches": self.batches}
 
     def set_state(self, state: dict) -> None:
-        g = state["grain"]
-        self._it.set_state(g.encode() if isinstance(g, str) else g)
+        self._it.set_state(state["grain"])
         self.skipped = Counter(state["skipped"])
         self.examples, self.frames, self.batches = state["examples"], state["frames"], state["batches"]
 
@@ -139,7 +236,21 @@ class BatchIterator:
         with open(path) as f:
             self.set_state(json.load(f))
 
+    def close(self) -> None:
+        """Stop the worker processes (also done when the iterator is garbage-collected)."""
+        close = getattr(self._it, "close", None)
+        if close is not None:
+            close()
+        self._ring.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
 
 def make_pipeline(cfg: PipelineConfig) -> BatchIterator:
-    """Build the iterator (opens the index; the tokenizer and videos are read lazily in the workers)."""
+    """Build the iterator (opens the index and reads the tokenizer's pad id; the workers load the tokenizer
+    and read the videos lazily)."""
     return BatchIterator(cfg)

@@ -166,13 +166,13 @@ def test_restart_from_saved_state_reproduces_following_batches(synth_dir, tiny_t
 
 
 def test_shards_are_disjoint_and_cover(synth_dir, tiny_tokenizer):
-    from data_pipelines.grain.pipeline import build_data_loader
+    from data_pipelines.grain.pipeline import build_example_dataset
 
     idx = os.path.join(synth_dir, "captions/train.jsonl")
     seen = []
     for s in ("0/2", "1/2"):
-        loader = build_data_loader(cfg(idx, tiny_tokenizer, shard=s, max_frames=2))
-        seen.append({tuple(ex["input_ids"][-40:]) for ex in loader})
+        examples = build_example_dataset(cfg(idx, tiny_tokenizer, shard=s, max_frames=2))
+        seen.append({tuple(ex["input_ids"][-40:]) for ex in examples})
     n = sum(1 for _ in open(idx))
     assert not seen[0] & seen[1] and len(seen[0]) + len(seen[1]) == n
     from data_pipelines.grain.pipeline import _shard_options
@@ -192,7 +192,8 @@ def test_array_record_index_gives_the_same_batches(synth_dir, tiny_tokenizer, tm
     _same(a, b)
 
 
-def test_bad_input_corpus_is_counted_not_fatal(synth_dir, tiny_tokenizer, bad_videos, tmp_path):
+@pytest.mark.parametrize("workers", [0, 2])
+def test_bad_input_corpus_is_counted_not_fatal(synth_dir, tiny_tokenizer, bad_videos, tmp_path, workers):
     good = json.loads(open(os.path.join(synth_dir, "captions/train.jsonl")).readline())
     vpath = os.path.join(synth_dir, "videos", "synth_00000.mp4")
 
@@ -208,7 +209,8 @@ def test_bad_input_corpus_is_counted_not_fatal(synth_dir, tiny_tokenizer, bad_vi
         {"messages": [{"role": "user", "content": "only a question"}]}, good, chat(vpath, fps=1.0),
     ]
     idx = write_jsonl(tmp_path / "bad.jsonl", rows)
-    c = cfg(idx, tiny_tokenizer, batch_size=1, media_root=os.path.join(synth_dir, "captions"), drop_remainder=False)
+    c = cfg(idx, tiny_tokenizer, batch_size=1, media_root=os.path.join(synth_dir, "captions"), drop_remainder=False,
+            worker_count=workers)  # with workers, the skips travel with the batches (the last ones alone)
     it = make_pipeline(c)
     batches = list(it)
     assert len(batches) == 3  # the three good records

@@ -34,6 +34,10 @@ class VisionConfig(StrictConfig):
     window_size: int | None = None
     fullatt_block_indexes: tuple[int, ...] = ()
     tokens_per_second: float | None = None
+    # Per-channel normalization of integer (uint8) pixel values, applied in the vision tower; None = the
+    # family's processor default (`QwenVLConfig.image_mean_std`). Float pixel values arrive normalized.
+    image_mean: tuple[float, float, float] | None = None
+    image_std: tuple[float, float, float] | None = None
 
     @property
     def head_dim(self) -> int:
@@ -59,6 +63,13 @@ class VisionConfig(StrictConfig):
         if bad:
             raise ValueError(f"vision block indexes {bad} out of range for depth {self.depth}")
         return self
+
+
+# HF processor defaults: Qwen3-VL mean = std = 0.5; Qwen2.5-VL the CLIP statistics.
+_IMAGE_MEAN_STD = {
+    "qwen3_vl": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+    "qwen2_5_vl": ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)),
+}
 
 
 class TextConfig(StrictConfig):
@@ -119,6 +130,12 @@ class QwenVLConfig(StrictConfig):
         if self.family == "qwen2_5_vl" and self.vision.deepstack_visual_indexes:
             raise ValueError("qwen2_5_vl has no deepstack")
         return self
+
+    @property
+    def image_mean_std(self) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
+        """(mean, std) per channel for uint8 pixels: the config's, else the family's HF processor default."""
+        mean, std = _IMAGE_MEAN_STD[self.family]
+        return self.vision.image_mean or mean, self.vision.image_std or std
 
     @property
     def default_architecture(self) -> str:

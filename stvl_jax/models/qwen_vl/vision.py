@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from stvl_jax.models.qwen_vl.config import QwenVLConfig
@@ -118,11 +119,23 @@ class VisionTower(nnx.Module):
         for i in range(len(vc.deepstack_visual_indexes)):
             setattr(self, f"deepstack_merger_{i}", PatchMerger(config, postshuffle_norm=True, **kw))
 
+    def _normalized_pixels(self, pv: jax.Array) -> jax.Array:
+        """Integer (uint8) pixel rows -> float32 normalized exactly as the HF processor does: rescale
+        (`float64(v) * (1/255)` -> float32), then `(x - mean_c) / std_c` in float32, as one per-channel table of
+        the 256 values (channel of row element j = j // (T*P*P)). Float rows are already normalized."""
+        if not jnp.issubdtype(pv.dtype, jnp.integer):
+            return pv
+        mean, std = (np.asarray(v, np.float32)[:, None] for v in self.config.image_mean_std)
+        table = ((np.arange(256, dtype=np.float64) * (1 / 255)).astype(np.float32)[None] - mean) / std  # (C, 256)
+        vc = self.config.vision
+        channel = np.arange(vc.patch_dim) // (vc.patch_dim // vc.in_channels)
+        return jnp.asarray(table)[channel[None, :], pv.astype(jnp.int32)]
+
     def __call__(self, inputs: VisionInputs) -> tuple[jax.Array, list[jax.Array]]:
         """Returns merged tokens (M, out_hidden) in processing order (`inputs.merged_order` maps image-then-video
         order to it), and one (M, out_hidden) DeepStack feature per tapped block (Qwen3-VL)."""
         vc = self.config.vision
-        x = self.patch_embed(inputs.pixel_values)  # (N, hidden)
+        x = self.patch_embed(self._normalized_pixels(inputs.pixel_values))  # (N, hidden)
         if inputs.interp_index is not None:
             table = self.pos_embed[...].astype(jnp.float32)
             pos = jnp.sum(table[inputs.interp_index] * inputs.interp_weight[..., None], axis=1)

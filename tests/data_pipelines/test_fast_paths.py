@@ -1,0 +1,178 @@
+"""The pipeline's fast paths equal the reference computations: cached M-RoPE positions vs the model's
+get_rope_index, compact-placeholder tokenization vs tokenizing the expanded text, uint8 rows vs the float32
+rows, the per-epoch shuffle, in-worker batching vs in-process, and the shared-memory ring's lifecycle."""
+
+import os
+
+import numpy as np
+import pytest
+
+from data_pipelines.grain import PipelineConfig, make_pipeline
+from data_pipelines.processor import VisionConfig
+from data_pipelines.tokenizer import TINY_TOKEN_IDS
+
+
+def cfg(index, tok, **kw):
+    base = dict(index=index, tokenizer=tok, batch_size=2, shard="none", shuffle=False, max_frames=8)
+    return PipelineConfig(**{**base, **kw})
+
+
+@pytest.mark.parametrize("family", ["qwen3_vl", "qwen2_5_vl"])
+def test_example_positions_equal_get_rope_index(family):
+    from data_pipelines.grain.positions import example_positions
+    from stvl_jax.models.qwen_vl.positions import get_rope_index, split_video_grids_per_frame_group
+
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        types, images, videos = [], [], []
+        for _ in range(rng.integers(0, 6)):
+            types += [0] * int(rng.integers(1, 5))
+            t, h, w = int(rng.integers(1, 4)), 2 * int(rng.integers(1, 4)), 2 * int(rng.integers(1, 4))
+            if rng.random() < 0.5:
+                images.append((1, h, w))
+                types += [1] * (h * w // 4)
+            else:
+                videos.append((t, h, w))
+                if family == "qwen3_vl":  # one run per temporal group, text in between
+                    for g in range(t):
+                        types += [2] * (h * w // 4) + [0] * int(rng.integers(1, 3))
+                else:
+                    types += [2] * (t * h * w // 4)
+        types += [0] * int(rng.integers(1, 4))
+        types = np.asarray(types, np.int32)
+        img = np.asarray(images, np.int64).reshape(-1, 3)
+        vid = np.asarray(videos, np.int64).reshape(-1, 3)
+        secs = rng.choice([0.5, 1.0, 2 / 3], len(vid)).astype(np.float32) if family == "qwen2_5_vl" else None
+        ref, _ = get_rope_index(types[None], image_grid_thw=img if len(img) else None,
+                                video_grid_thw=vid if len(vid) else None, mm_token_type_ids=types[None],
+                                second_per_grid_ts=secs if len(vid) else None, family=family, tokens_per_second=2)
+        got = example_positions(types, img, vid, secs, family=family, merge=2, tokens_per_second=2)
+        assert got.dtype == np.int32
+        np.testing.assert_array_equal(got, ref[:, 0])
+    assert len(split_video_grids_per_frame_group(np.array([[3, 2, 2]]))) == 3
+    with pytest.raises(ValueError, match="grid"):
+        example_positions(np.array([0, 1, 1]), np.array([[1, 2, 2]]), np.zeros((0, 3)), family=family, merge=2,
+                          tokens_per_second=2)
+
+
+@pytest.mark.parametrize("fmt,index,vision", [("chat", "captions/train.jsonl", VisionConfig.qwen3_vl()),
+                                              ("streamo", "streamo/stream_train.jsonl", VisionConfig.qwen2_5_vl(
+                                                  max_pixels=112 * 112)),
+                                              ("stride", "stride/train.jsonl", VisionConfig.qwen3_vl())])
+def test_compact_tokenization_equals_tokenizing_the_expanded_text(synth_dir, tiny_tokenizer, fmt, index, vision):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_tokenizer)
+    b = next(make_pipeline(cfg(os.path.join(synth_dir, index), tiny_tokenizer, format=fmt, vision=vision)))
+    for ids, mask in zip(b["input_ids"], b["attention_mask"]):
+        ids = ids[mask == 1]
+        text = tok.decode(ids)  # the expanded text: every pad token spelled out
+        assert text.count("_pad|>") > 10
+        np.testing.assert_array_equal(tok(text, add_special_tokens=False)["input_ids"], ids)
+
+
+def test_record_text_with_pad_tokens_is_a_counted_skip(synth_dir, tiny_tokenizer, tmp_path):
+    import json
+
+    rec = json.loads(open(os.path.join(synth_dir, "captions/train.jsonl")).readline())
+    rec["messages"][1]["content"] = "sneaky <|video_pad|> token"
+    idx = tmp_path / "pad.jsonl"
+    idx.write_text(json.dumps(rec) + "\n")
+    c = cfg(str(idx), tiny_tokenizer, batch_size=1, drop_remainder=False,
+            media_root=os.path.join(synth_dir, "captions"))
+    it = make_pipeline(c)
+    assert list(it) == [] and it.stats["skipped"] == {"bad_field": 1}
+
+
+def test_uint8_pixel_rows_normalize_to_the_float32_rows(synth_dir, tiny_tokenizer):
+    from data_pipelines.processor import normalize_rows
+
+    q25 = VisionConfig.qwen2_5_vl(max_pixels=112 * 112)
+    for fmt, index, vision in (("chat", "captions/train.jsonl", VisionConfig.qwen3_vl()),
+                               ("streamo", "streamo/stream_train.jsonl", q25)):
+        c = cfg(os.path.join(synth_dir, index), tiny_tokenizer, format=fmt, vision=vision)
+        f32 = next(make_pipeline(c))
+        u8 = next(make_pipeline(PipelineConfig(**{**c.__dict__, "pixel_dtype": "uint8"})))
+        for key in ("pixel_values", "pixel_values_videos"):
+            assert u8[key].dtype == np.uint8 and f32[key].dtype == np.float32
+            np.testing.assert_array_equal(normalize_rows(u8[key], vision), f32[key])  # bit-identical
+        for key in set(f32) - {"pixel_values", "pixel_values_videos"}:
+            np.testing.assert_array_equal(u8[key], f32[key], err_msg=key)
+
+
+def test_pixel_dtype_is_validated(tiny_tokenizer):
+    from stvl_jax.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="pixel_dtype"):
+        PipelineConfig(index="x.jsonl", tokenizer=tiny_tokenizer, pixel_dtype="float16")
+
+
+def test_epoch_shuffle_is_a_fresh_deterministic_permutation_per_epoch():
+    import grain
+
+    from data_pipelines.grain.pipeline import _EpochShuffle
+
+    ds = _EpochShuffle(grain.MapDataset.range(20), seed=3).repeat(3)
+    out = np.asarray(list(ds)).reshape(3, 20)
+    assert all(sorted(e) == list(range(20)) for e in out)
+    assert not (out[0] == out[1]).all() and not (out[0] == np.arange(20)).all()
+    np.testing.assert_array_equal(out, np.asarray(list(_EpochShuffle(grain.MapDataset.range(20), seed=3).repeat(3)))
+                                  .reshape(3, 20))
+    np.testing.assert_array_equal(np.asarray(list(ds[1::2])), out.ravel()[1::2])  # slicing (worker split) commutes
+
+
+def test_worker_batches_hold_the_same_examples(synth_dir, tiny_tokenizer):
+    """Workers batch their own slice of the records: other groupings, same examples, same totals."""
+    c = cfg(os.path.join(synth_dir, "captions/train.jsonl"), tiny_tokenizer, max_frames=2, drop_remainder=False,
+            pixel_dtype="uint8")
+    seen = {}
+    for workers in (0, 2):
+        with make_pipeline(PipelineConfig(**{**c.__dict__, "worker_count": workers})) as it:
+            batches = list(it)
+            seen[workers] = sorted(tuple(ids[m == 1]) for b in batches for ids, m in zip(b["input_ids"],
+                                                                                          b["attention_mask"]))
+            assert it.stats["examples"] == len(seen[workers]) and it.stats["frames"] == 2 * len(seen[workers])
+            assert all(b["pixel_values_videos"].dtype == np.uint8 and type(b["input_ids"]) is np.ndarray
+                       for b in batches)
+    assert seen[0] == seen[2] and len(seen[0]) == sum(1 for _ in open(c.index))
+
+
+def _blocks():
+    return set(os.listdir("/dev/shm"))
+
+
+@pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="POSIX shared memory in /dev/shm")
+def test_shm_ring_reuses_released_slots_and_cleans_up():
+    from data_pipelines.grain import shm_ring
+
+    before = _blocks()
+    w, r = shm_ring.RingWriter(slots=2), shm_ring.RingReader()
+    batch = {"a": np.arange(12, dtype=np.int32).reshape(3, 4), "b": np.zeros((0, 5), np.uint8), "n": np.int32(7)}
+    refs = [w.put(batch), w.put(batch)]
+    assert all(isinstance(x, shm_ring.RingRef) for x in refs) and refs[0].name != refs[1].name
+    assert w.put(batch) is batch  # slot 0 not read yet: Grain's path
+    out = r.read(refs[0])
+    assert out.keys() == batch.keys() and out["n"] == 7 and out["b"].shape == (0, 5)
+    np.testing.assert_array_equal(out["a"], batch["a"])
+    again = w.put(batch)  # released: the same block is rewritten
+    assert again.name == refs[0].name and again.seq == 3
+    big = {"a": np.ones((3 << 20,), np.uint8)}
+    r.read(refs[1])
+    grown = w.put(big)  # slot 1 grows: a new block, the old one unlinked
+    assert grown.name != refs[1].name and refs[1].name not in _blocks()
+    assert r.read(grown)["a"].sum() == 3 << 20
+    w.reset()  # a restore: everything dropped, read or not
+    assert not (_blocks() - before)
+    # at the end of the data a worker leaves its unread blocks to the reader, which unlinks them
+    last = w.put(batch)
+    w.mark_exhausted()
+    shm_ring._drop_all(w._blocks, w._state)  # what runs at worker exit
+    assert last.name in _blocks()
+    np.testing.assert_array_equal(r.read(last)["a"], batch["a"])
+    assert last.name not in _blocks()
+    r.close()
+    # without the end of the data (the iterator was closed), exiting unlinks unread blocks too
+    w2 = shm_ring.RingWriter(slots=1)
+    w2.put(batch)
+    shm_ring._drop_all(w2._blocks, w2._state)
+    assert not (_blocks() - before)

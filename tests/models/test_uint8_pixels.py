@@ -1,0 +1,98 @@
+"""uint8 pixel rows (normalized in the vision tower) give the logits of the float32 processor path, for both
+families; the image rows on the float side come from transformers' own processor."""
+
+import numpy as np
+import pytest
+
+from qwen_vl_helpers import IMG, VEND, VID, VSTART, tiny_hf_config
+
+FAMILIES = ["qwen3_vl", "qwen2_5_vl"]
+
+
+def _model(family, **vision_overrides):
+    from flax import nnx
+
+    from converters.qwen_vl_config import from_hf_dict
+    from stvl_jax.models.qwen_vl.model import QwenVLForConditionalGeneration
+
+    config = from_hf_dict(tiny_hf_config(family).to_dict())
+    if vision_overrides:
+        config = config.replace(vision={**config.vision.to_dict(), **vision_overrides})
+    return QwenVLForConditionalGeneration(config, rngs=nnx.Rngs(0))
+
+
+def _processor_config(model):
+    from data_pipelines.processor import VisionConfig
+
+    c = model.config
+    preset = VisionConfig.qwen3_vl if c.family == "qwen3_vl" else VisionConfig.qwen2_5_vl
+    mean, std = c.image_mean_std
+    return preset(patch_size=c.vision.patch_size, image_mean=mean, image_std=std, min_pixels=16, max_pixels=64 * 64)
+
+
+def _batches(model, seed=0):
+    """The same images and video as (float32 batch from the HF processor / our float path, uint8 batch)."""
+    from transformers import Qwen2VLImageProcessorPil
+
+    from data_pipelines.processor import process_images, process_video
+
+    cfg = _processor_config(model)
+    rng = np.random.default_rng(seed)
+    factor = cfg.patch_size * cfg.merge_size
+    images = rng.integers(0, 256, (2, 2 * factor, 3 * factor, 3), dtype=np.uint8)
+    frames = rng.integers(0, 256, (3, 2 * factor, 2 * factor, 3), dtype=np.uint8)  # odd: last frame repeated
+    hf = Qwen2VLImageProcessorPil(patch_size=cfg.patch_size, merge_size=cfg.merge_size,
+                                  temporal_patch_size=cfg.temporal_patch_size, image_mean=list(cfg.image_mean),
+                                  image_std=list(cfg.image_std),
+                                  size={"shortest_edge": cfg.min_pixels, "longest_edge": cfg.max_pixels})
+    ref = hf(list(images), return_tensors="np")
+    img8, img_grid = process_images(images, cfg, dtype=np.uint8)
+    vid32, vid_grid = process_video(frames, cfg)
+    vid8, _ = process_video(frames, cfg, dtype=np.uint8)
+    np.testing.assert_array_equal(img_grid, ref["image_grid_thw"])
+    merge2 = cfg.merge_size ** 2
+    ids = list(rng.integers(0, 240, 3))
+    for g in img_grid:
+        ids += [VSTART] + [IMG] * (int(g.prod()) // merge2) + [VEND] + list(rng.integers(0, 240, 2))
+    t, h, w = (int(v) for v in vid_grid[0])
+    groups = t if model.config.family == "qwen3_vl" else 1  # Qwen3-VL: one block per temporal patch
+    for _ in range(groups):
+        ids += list(rng.integers(0, 240, 2)) + [VSTART] + [VID] * (t * h * w // merge2 // groups) + [VEND]
+    ids = np.asarray([ids + list(rng.integers(0, 240, 4))], np.int64)
+    base = dict(input_ids=ids, attention_mask=np.ones_like(ids), image_grid_thw=img_grid, video_grid_thw=vid_grid)
+    if model.config.family == "qwen2_5_vl":
+        base["second_per_grid_ts"] = np.array([1.0], np.float32)
+    f32 = dict(base, pixel_values=ref["pixel_values"], pixel_values_videos=vid32)
+    u8 = dict(base, pixel_values=img8, pixel_values_videos=vid8)
+    return f32, u8
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_uint8_pixels_give_the_float32_processor_logits(family):
+    model = _model(family)
+    f32, u8 = _batches(model)
+    assert f32["pixel_values"].dtype == np.float32 and u8["pixel_values"].dtype == np.uint8
+    a = np.asarray(model(**f32).logits)
+    b = np.asarray(model(**u8).logits)
+    assert np.isfinite(a).all()
+    np.testing.assert_allclose(b, a, rtol=0, atol=1e-5)
+
+
+def test_config_mean_std_override_is_used():
+    model = _model("qwen3_vl", image_mean=(0.1, 0.2, 0.3), image_std=(0.9, 0.8, 0.7))
+    assert model.config.image_mean_std == ((0.1, 0.2, 0.3), (0.9, 0.8, 0.7))
+    assert _model("qwen2_5_vl").config.image_mean_std[0] == (0.48145466, 0.4578275, 0.40821073)
+    f32, u8 = _batches(model, seed=1)  # the processor side uses the overridden statistics too
+    np.testing.assert_allclose(np.asarray(model(**u8).logits), np.asarray(model(**f32).logits), rtol=0, atol=1e-5)
+
+
+def test_mixed_or_out_of_range_integer_pixels_are_refused():
+    from stvl_jax.errors import InputError
+
+    model = _model("qwen3_vl")
+    f32, u8 = _batches(model)
+    with pytest.raises(InputError, match="both"):
+        model(**dict(u8, pixel_values_videos=f32["pixel_values_videos"]))
+    with pytest.raises(InputError, match="0..255"):
+        model(**dict(u8, pixel_values=u8["pixel_values"].astype(np.int64) + 1,
+                     pixel_values_videos=u8["pixel_values_videos"].astype(np.int64)))
