@@ -220,6 +220,30 @@ def _runs(flag: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(np.flatnonzero(d == 1), np.flatnonzero(d == -1) - 1))
 
 
+def contact_actions(instants: list[dict], last: float, half: float = 0.5) -> list[dict]:
+    """Bounce/collide contacts -> +-`half` s actions. Repeated contacts of one entity with the same wall or
+    partner whose spans touch (a shape squeezed between a wall and its partner ping-pongs every few frames)
+    are one action spanning first - half .. last + half with a `contacts` count: as separate events their
+    overlapping windows would be unlearnable label noise (Standby/Response flicker within a second)."""
+    groups: dict[tuple, list[float]] = {}
+    for c in sorted(instants, key=lambda c: c["time"]):
+        key = (c["entity"], c["action"], c.get("other"))
+        runs = groups.setdefault(key, [])
+        if runs and c["time"] - runs[-1][-1] <= 2 * half:
+            runs[-1].append(c["time"])
+        else:
+            runs.append([c["time"]])
+    out = []
+    for (entity, action, other), runs in groups.items():
+        for times in runs:
+            item = {"entity": entity, "action": action, "start": round(max(0.0, times[0] - half), 2),
+                    "end": round(min(last, times[-1] + half), 2), "contact_time": times[0], "contacts": len(times)}
+            if other is not None:
+                item["other"] = other
+            out.append(item)
+    return out
+
+
 def trajectory_actions(scene: Scene, min_move: float = 1.0, min_stop: float = 1.0) -> list[dict]:
     """Durative actions read off the trajectory: enter / exit (first pixel in -> fully in, and back),
     move_left / move_right (fully in frame, moving), stop (fully in frame, still), plus bounce/collide contacts
@@ -255,10 +279,6 @@ def trajectory_actions(scene: Scene, min_move: float = 1.0, min_stop: float = 1.
                 if (b - a) * dt >= min_len:
                     out.append({"entity": e.id, "action": kind, "start": round(a * dt, 2),
                                 "end": round(min(b * dt, last), 2)})
-    for c in scene.instants:
-        item = {**c, "start": round(max(0.0, c["time"] - 0.5), 2), "end": round(min(float(last), c["time"] + 0.5), 2)}
-        item.pop("time")
-        item["contact_time"] = c["time"]
-        out.append(item)
+    out.extend(contact_actions(scene.instants, float(last)))
     out.sort(key=lambda a: (a["start"], a["entity"], a["action"]))
     return out

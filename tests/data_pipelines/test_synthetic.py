@@ -125,3 +125,16 @@ def test_derived_files_exist_and_parse(synth_dir):
     assert sum(r["answer"] == "Yes" for r in yn) == sum(r["answer"] == "No" for r in yn)
     m = json.loads(open(os.path.join(synth_dir, "masklets/train.jsonl")).readline())
     assert len(m["masks"]) == len(m["frame_indices"]) == 32
+
+
+def test_repeated_contacts_merge_into_one_action():
+    from data_pipelines.synthetic.scene import contact_actions
+
+    instants = [{"entity": 1, "action": "bounce", "time": t} for t in (2.0, 2.45, 2.9, 6.0)]
+    instants += [{"entity": 1, "action": "collide", "other": 2, "time": 2.2},
+                 {"entity": 2, "action": "collide", "other": 1, "time": 2.2}]
+    acts = sorted(contact_actions(instants, last=8.0), key=lambda a: (a["entity"], a["action"], a["start"]))
+    bounces = [a for a in acts if a["action"] == "bounce"]
+    assert [(a["start"], a["end"], a["contacts"]) for a in bounces] == [(1.5, 3.4, 3), (5.5, 6.5, 1)]
+    collides = [a for a in acts if a["action"] == "collide"]
+    assert [(a["entity"], a["other"], a["start"], a["end"]) for a in collides] == [(1, 2, 1.7, 2.7), (2, 1, 1.7, 2.7)]
