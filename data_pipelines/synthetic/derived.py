@@ -100,7 +100,8 @@ def _count_question(gt: dict, rng) -> dict | None:
             "response": [{"content": answer, "time": str(sec + 1)}]}
 
 
-def stride_samples(gt: dict, rng: np.random.Generator, min_clip: float = 2.0, min_event: float = 2.0) -> list[dict]:
+def stride_samples(gt: dict, rng: np.random.Generator, min_clip: float = 1.0, min_event: float = 2.0,
+                   max_frames: int = 16) -> list[dict]:
     """STRIDE activation samples (temporal grounding): per unambiguous event of at least `min_event` seconds,
     clips cut before / inside / after it; target entry [s, e] <active> maskable, optional clean <inactive>
     prefix.
@@ -108,8 +109,14 @@ def stride_samples(gt: dict, rng: np.random.Generator, min_clip: float = 2.0, mi
     Why `min_event` (default 2 s = two of STRIDE's 1-s slots): a span predicted on the slot grid has integer
     boundaries, so a 1-s event (bounce/collide are contact +- 0.5 s) covers two slots and even a perfect slot
     prediction scores tIoU <= 0.5 against it; events >= 2 s stay resolvable (tIoU >= 2/3 unless a boundary
-    falls exactly on a slot edge), as the seconds-to-minutes events of STRIDE's real grounding data are."""
-    names, dur = _names(gt), float(gt["duration"])
+    falls exactly on a slot edge), as the seconds-to-minutes events of STRIDE's real grounding data are.
+
+    Clip bounds are chosen so that the STRIDE pipeline's frames (an even count n spread evenly over the clip)
+    land exactly 1 s apart on source frames, as the 1-FPS stream shows them at inference: the start is a source
+    frame time and the clip lasts n - 1 s plus one source frame (`whole_second_clip_end`). Otherwise the spacing
+    jitters between 1 and 3 s with the clip length, and a model must read the decimal timestamps to align
+    slots with frames — which a tiny model trained for minutes does not learn."""
+    names, dur, fps = _names(gt), float(gt["duration"]), float(gt["fps"])
     counts: dict[tuple[int, str], int] = {}
     for a in _events(gt):
         counts[(a["entity"], _phrase_key(a))] = counts.get((a["entity"], _phrase_key(a)), 0) + 1
@@ -123,12 +130,12 @@ def stride_samples(gt: dict, rng: np.random.Generator, min_clip: float = 2.0, mi
         s, e = a["start"], a["end"]
         query = STRIDE_QUERY.format(ref=names[a["entity"]], verb=EVENT_PHRASES[key][0])
         for cut in ("before", "inside", "after"):
-            v_start = round(float(rng.uniform(0, max(0.0, s - 2.0))), 2)
+            v_start = math.floor(float(rng.uniform(0, max(0.0, s - 2.0))) * fps) / fps
             lo, hi = {"before": (v_start + min_clip, s - 0.25), "inside": (max(s + 0.5, v_start + min_clip), e),
                       "after": (max(e + 0.5, v_start + min_clip), dur)}[cut]
-            if hi <= lo:
+            v_end = whole_second_clip_end(v_start, lo, min(hi, dur), fps, max_frames, rng)
+            if v_end is None:
                 continue
-            v_end = round(float(rng.uniform(lo, hi)), 2)
             entries = [{"start_seconds": s, "end_seconds": e, "mask": True, "value": "<active>"}]
             if rng.random() < 0.5 and v_start + 0.5 < s - 1.0 < v_end - 2.0:  # keep >= 1 maskable slot
                 entries.append({"start_seconds": v_start, "end_seconds": round(s - 1.0, 2), "mask": False,
@@ -140,6 +147,16 @@ def stride_samples(gt: dict, rng: np.random.Generator, min_clip: float = 2.0, mi
                              "end_seconds": v_end, "src_resolution": [gt["height"], gt["width"]]},
                             {"type": "activation_output", "entries": entries}]})
     return out
+
+
+def whole_second_clip_end(v_start: float, lo: float, hi: float, fps: float, max_frames: int,
+                          rng: np.random.Generator) -> float | None:
+    """A clip end in [lo, hi] of the form v_start + (n - 1) + 1/fps, n even in [2, max_frames] (drawn uniformly
+    among those that fit), or None: n frames spread evenly from v_start to the last source frame before it are
+    then exactly 1 s apart."""
+    ends = [v_start + n - 1 + 1.0 / fps for n in range(2, max_frames + 1, 2)]
+    ok = [x for x in ends if lo <= x <= hi]
+    return round(ok[int(rng.integers(len(ok)))], 4) if ok else None
 
 
 def qvh_records(gt: dict, first_qid: int) -> list[dict]:

@@ -7,25 +7,8 @@ import os
 
 import numpy as np
 
-from data_pipelines.grain.text import encode, render_chat, token_types, video_placeholder, SpecialIds
-from data_pipelines.processor import VisionConfig, process_video
-from data_pipelines.video import read_video
-
-
-def video_question_batch(tokenizer, video_path: str, question: str, *, fps: float = 2.0, max_frames: int = 8,
-                         max_pixels: int = 96 * 96) -> dict[str, np.ndarray]:
-    """One chat prompt (video then question, generation prompt open), as an HF processor would build it."""
-    vision = VisionConfig.qwen3_vl(max_pixels=max_pixels)
-    clip = read_video(video_path, fps=fps, max_frames=max_frames)
-    pv, grid = process_video(clip.frames, vision)
-    content = video_placeholder(grid[0], "qwen3_vl", clip.times, vision.temporal_patch_size) + question
-    text, _ = render_chat([{"role": "user", "content": content}], add_generation_prompt=True)
-    ids = SpecialIds.from_tokenizer(tokenizer)
-    per_group = int(grid[0, 1] * grid[0, 2]) // vision.merge_size**2
-    input_ids, _ = encode(tokenizer, text, [], {ids.video_pad: [per_group] * int(grid[0, 0])})
-    return dict(input_ids=input_ids[None].astype(np.int64), attention_mask=np.ones((1, len(input_ids)), np.int64),
-                mm_token_type_ids=token_types(input_ids, ids)[None].astype(np.int64),
-                pixel_values_videos=pv, video_grid_thw=grid)
+from data_pipelines.processor import VisionConfig
+from stvl_jax.eval.prompts import video_prompt_batch
 
 
 def run_parity(workdir: str, video_path: str, tokenizer_dir: str, mesh, *, new_tokens: int = 8, log=print) -> dict:
@@ -51,7 +34,8 @@ def run_parity(workdir: str, video_path: str, tokenizer_dir: str, mesh, *, new_t
         f"loaded on mesh {dict(mesh.shape)}")
 
     tok = AutoTokenizer.from_pretrained(tokenizer_dir)
-    batch = video_question_batch(tok, video_path, "What happens in the video?")
+    batch = video_prompt_batch(tok, VisionConfig.qwen3_vl(max_pixels=96 * 96), [(video_path, "What happens?")],
+                               max_frames=8)
     ours = np.asarray(model(**batch).logits, np.float64)
     with torch.no_grad():
         ref_out = tm(**{k: torch.from_numpy(v) for k, v in batch.items()})

@@ -2,6 +2,9 @@
 
     stvl eval streamo   --ckpt CKPT --data SYNTH_DIR [--split val] [--tokenizer DIR] --out OUT
     stvl eval qvh-yesno --ckpt CKPT --data SYNTH_DIR [--split val] [--tokenizer DIR] --out OUT
+    stvl eval stride    --ckpt CKPT --data SYNTH_DIR [--split test] [--tokenizer DIR] --out OUT [stream flags]
+    stvl eval etbench   --ckpt CKPT --anno etbench_txt_v1.0.json --videos DIR --out OUT [--tasks tvg,epm,...]
+    stvl eval etbench-score PREDICTIONS.json   (ET-Bench metrics of a file whose samples carry answers "a")
 """
 
 from __future__ import annotations
@@ -72,6 +75,91 @@ def run_streamo(args) -> dict:
     return result
 
 
+def run_qvh_yesno(args) -> dict:
+    from stvl_jax.eval.qvh_eval import evaluate_qvh_yesno
+
+    model, tok = _load(args)
+    path = os.path.join(args.data, "qvhighlights", f"yesno_{args.split}.jsonl")
+    samples = _read_jsonl(path, args.limit)
+    result = evaluate_qvh_yesno(model, tok, _vision_config(model), samples, os.path.dirname(path),
+                                batch_size=args.batch_size, max_frames=args.max_frames)
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "qvh_yesno_metrics.json"), "w") as f:
+        json.dump(result, f, indent=1)
+    m = result["metrics"]
+    print(f"qvh-yesno/{args.split}: accuracy {m['accuracy']:.3f} (always-Yes baseline "
+          f"{m['baseline_always_yes']:.3f}), yes {m['yes_accuracy']}, no {m['no_accuracy']}, "
+          f"{m['total']} questions -> {args.out}")
+    return result
+
+
+def _stride_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tokenizer", default=None, help="tokenizer dir (default: <ckpt>/tokenizer)")
+    p.add_argument("--out", required=True, help="output dir for <task>_metrics.json and the timelines PNG")
+    p.add_argument("--limit", type=int, default=None, help="evaluate at most this many samples")
+    _stride_flags(p)
+
+
+def _stride_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("STRIDE stream (defaults: the reference's; window/processor: the checkpoint's)")
+    g.add_argument("--fps", type=float, default=1.0)
+    g.add_argument("--chunk", type=int, default=32)
+    g.add_argument("--max-window", type=int, default=128)
+    g.add_argument("--stride", type=int, default=None, help="default: --chunk")
+    g.add_argument("--steps", type=int, default=8)
+    g.add_argument("--confidence", type=float, default=0.75, help="retain threshold (0: off)")
+    g.add_argument("--positions", choices=("correct", "reference"), default="correct")
+    g.add_argument("--no-fallback", action="store_true", help="no [0, t_last] answer for streams without a span")
+    g.add_argument("--window", type=int, default=None)
+    g.add_argument("--max-pixels", type=int, default=None)
+    g.add_argument("--seed", type=int, default=0)
+
+
+def run_stride(args) -> dict:
+    """Synthetic activation task (held-out split) or ET-Bench: stream, score, print F1@0.5 beside baselines."""
+    from stvl_jax.eval import stride_eval
+
+    factory, window, cfg = stride_eval.detector_factory(args)
+    if args.task == "stride":
+        samples = stride_eval.synthetic_samples(args.data, args.split)
+    else:
+        tasks = tuple(t.strip() for t in args.tasks.split(",") if t.strip())
+        samples = stride_eval.etbench_samples(args.anno, args.videos, tasks)
+    samples = samples[: args.limit] if args.limit else samples
+    result = stride_eval.evaluate(factory, samples, fps=args.fps)
+    result["baselines"] = stride_eval.baselines(window, cfg, samples, fps=args.fps)
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, f"{args.task}_metrics.json"), "w") as f:
+        json.dump(result, f, indent=1)
+    stride_eval.plot_samples(result["samples"], os.path.join(args.out, f"{args.task}_timelines.png"))
+    for task, by_source in result["metrics"].items():
+        if task == "overall":
+            continue
+        for source, m in by_source.items():
+            base = {k: v[task][source] for k, v in result["baselines"].items()}
+            print(f"{args.task} {task}/{source}: F1@0.5 {m['F1@0.5']:.3f} (always-on {base['always_on']['F1@0.5']:.3f},"
+                  f" always-off {base['always_off']['F1@0.5']:.3f}); F1 mean over tIoU {m['F1']:.3f} "
+                  f"(always-on {base['always_on']['F1']:.3f}, always-off {base['always_off']['F1']:.3f}); "
+                  f"{m['total']} samples")
+    lat = result["latency"]
+    print(f"per-chunk latency: median {lat['median_ms']:.1f} ms, p90 {lat['p90_ms']:.1f} ms over {lat['chunks']} "
+          f"chunks -> {args.out}")
+    return result
+
+
+def run_etbench_score(args) -> dict:
+    from stvl_jax.eval import etbench
+
+    try:
+        with open(args.predictions) as f:
+            samples = json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise UserError(f"predictions file {args.predictions!r} cannot be read as JSON ({e})") from None
+    result = etbench.score(samples)
+    print(json.dumps(result, indent=1))
+    return result
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="stvl eval", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -81,6 +169,27 @@ def main(argv=None) -> int:
     s.add_argument("--max-rounds", type=int, default=120)
     s.add_argument("--stop-on-first-response", action="store_true")
     s.set_defaults(func=run_streamo)
+    q = sub.add_parser("qvh-yesno", help="QVHighlights timestamp Yes/No accuracy (batched generation)")
+    _common(q)
+    q.add_argument("--batch-size", type=int, default=8)
+    q.add_argument("--max-frames", type=int, default=16)
+    q.set_defaults(func=run_qvh_yesno)
+    st = sub.add_parser("stride", help="STRIDE activation task of the synthetic set (span F1 vs baselines)")
+    st.add_argument("--ckpt", required=True, help="STRIDE checkpoint")
+    st.add_argument("--data", required=True, help="the synthetic set (`stvl data synth`)")
+    st.add_argument("--split", default="test")
+    _stride_common(st)
+    st.set_defaults(func=run_stride)
+    et = sub.add_parser("etbench", help="ET-Bench with a STRIDE detector (F1 over tIoU 0.1/0.3/0.5/0.7)")
+    et.add_argument("--ckpt", required=True, help="STRIDE checkpoint")
+    et.add_argument("--anno", required=True, help="ET-Bench annotation JSON (etbench_txt_v1.0.json)")
+    et.add_argument("--videos", required=True, help="directory the annotation's video paths are relative to")
+    et.add_argument("--tasks", default="tvg,epm,tal,dvc,slc")
+    _stride_common(et)
+    et.set_defaults(func=run_stride)
+    es = sub.add_parser("etbench-score", help="ET-Bench metrics of a predictions file (samples with answers)")
+    es.add_argument("predictions", help="JSON list of ET-Bench samples, each with its answer in 'a'")
+    es.set_defaults(func=run_etbench_score)
     args = p.parse_args(argv)
     args.func(args)
     return 0

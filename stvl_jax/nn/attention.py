@@ -6,7 +6,10 @@ average — the same thing PyTorch's additive-mask eager attention computes — 
 
 `segment_attention` is how the vision towers attend within frames (Qwen3-VL) or windows (Qwen2.5-VL): the host
 computes a `SegmentLayout` that packs each segment's rows into a (num_segments, block_len) grid, so the cost is
-sum(len_s^2) rather than N^2 — window attention with segment ids, no Python loop over windows.
+sum(len_s^2) rather than N^2 — window attention with segment ids, no Python loop over windows. When the
+segments are equally long and tile the leading rows in order (the frames of one video, or of equally sized
+images), the layout records it (`dense_segments`, static) and the rows are reshaped instead of gathered and
+scattered: no gather/scatter, no key mask, the same arithmetic.
 """
 
 from __future__ import annotations
@@ -37,9 +40,15 @@ def dot_product_attention(
     if mask is not None:
         mask = jnp.broadcast_to(mask, (b, lq, k.shape[1]))[:, None, None]
         logits = jnp.where(mask, logits, _MASK_VALUE)
-    probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
-    out = jnp.einsum("bkgqs,bskd->bqkgd", probs, v, precision=precision)
-    return out.reshape(b, lq, h, d)
+    # softmax with the normalisation deferred to the output (as flash attention does): exp(l - max) @ v, then
+    # divided by the row sums — the same math as softmax(l) @ v, but the (.., Lq, Lk) matrix is not rescaled
+    # (one pass less over it, forward and backward)
+    unnormalized = jnp.exp(logits - jax.lax.stop_gradient(jnp.max(logits, axis=-1, keepdims=True)))
+    denom = jnp.sum(unnormalized, axis=-1)  # (b, kv, g, q)
+    out = jnp.einsum("bkgqs,bskd->bqkgd", unnormalized.astype(v.dtype), v, precision=precision,
+                     preferred_element_type=jnp.float32)
+    out = out / jnp.transpose(denom, (0, 3, 1, 2))[..., None]
+    return out.astype(q.dtype).reshape(b, lq, h, d)
 
 
 @jax.tree_util.register_dataclass
@@ -49,12 +58,17 @@ class SegmentLayout:
 
     gather: (S, Lb) int32 — row index of each slot (padding slots point at row 0);
     valid:  (S, Lb) bool  — slot holds a real row;
-    scatter: (N,) int32   — flat slot index (into S * Lb) of each row (rows in no segment point at slot 0).
+    scatter: (N,) int32   — flat slot index (into S * Lb) of each row (rows in no segment point at slot 0);
+    dense_segments: static int — D > 0 when segment s < D holds exactly rows [s*Lb, (s+1)*Lb) in order, the
+        segments >= D are empty and rows >= D*Lb belong to no segment (equal-length segments in row order, e.g.
+        the frames of a video); then `segment_attention` reshapes rows into segments instead of gathering. 0 =
+        general layout.
     """
 
     gather: jax.Array
     valid: jax.Array
     scatter: jax.Array
+    dense_segments: int = dataclasses.field(default=0, metadata=dict(static=True))
 
     @staticmethod
     def from_segment_ids(segment_ids: np.ndarray, block_multiple: int = 1, bucket_segments: bool = False
@@ -88,14 +102,33 @@ class SegmentLayout:
         gather[seg_of, pos_sorted] = row_of
         valid[seg_of, pos_sorted] = True
         scatter[row_of] = seg_of * block + pos_sorted
-        return SegmentLayout(gather, valid, scatter)
+        return SegmentLayout(gather, valid, scatter, _dense_segments(gather, valid, n))
+
+
+def _dense_segments(gather: np.ndarray, valid: np.ndarray, n: int) -> int:
+    """Host-side: the `dense_segments` count of a layout (0 unless its real segments tile the leading rows)."""
+    full = valid.all(axis=1)
+    dense = int(full.sum())
+    lb = gather.shape[1]
+    if (dense == 0 or not full[:dense].all() or valid[dense:].any() or dense * lb > n
+            or not np.array_equal(gather[:dense].reshape(-1), np.arange(dense * lb))):
+        return 0
+    return dense
 
 
 def segment_attention(q: jax.Array, k: jax.Array, v: jax.Array, layout: SegmentLayout, *, scale: float,
                       precision=None) -> jax.Array:
-    """q, k, v: (N, H, D) -> (N, H, D), each row attending to the rows of its own segment (bidirectional)."""
+    """q, k, v: (N, H, D) -> (N, H, D), each row attending to the rows of its own segment (bidirectional).
+    Rows in no segment get the output of the first slot (as the general path's scatter gives them)."""
     n, h, d = q.shape
     s, lb = layout.gather.shape
+    if layout.dense_segments:
+        rows = layout.dense_segments * lb
+        qs, ks, vs = (x[:rows].reshape(layout.dense_segments, lb, h, d) for x in (q, k, v))
+        out = dot_product_attention(qs, ks, vs, None, scale=scale, precision=precision).reshape(rows, h, d)
+        if rows < n:
+            out = jnp.concatenate([out, jnp.broadcast_to(out[:1], (n - rows, h, d))])
+        return out
     qs, ks, vs = (x[layout.gather] for x in (q, k, v))  # (S, Lb, H, D)
     mask = layout.valid[:, None, :]  # keys valid, (S, 1, Lb)
     out = dot_product_attention(qs, ks, vs, mask, scale=scale, precision=precision)

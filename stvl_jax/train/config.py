@@ -128,9 +128,14 @@ class FocalConfig(StrictConfig):
     alpha_scope: Literal["batch", "sequence"] = "batch"  # class counts per micro-batch or per row
 
 
+class StrideLossConfig(StrictConfig):
+    label_token_ids: tuple[int, ...] = ()  # [<inactive>, <active>]: STRIDE's 2-way head (class 0, class 1)
+
+
 class LossConfig(StrictConfig):
     kind: str = "lm"  # "lm" | "streamo_focal" | any name registered in stvl_jax.train.losses.LOSSES
     focal: FocalConfig = FocalConfig()
+    stride: StrideLossConfig = StrideLossConfig()  # loss.kind=stride_activation
 
 
 class MeshConfig(StrictConfig):

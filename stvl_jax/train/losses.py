@@ -65,6 +65,8 @@ def logits_of(out: "ForwardOutput | jax.Array") -> jax.Array:
 
 LossFn = Callable[["ForwardOutput | jax.Array", Mapping[str, jax.Array], LossConfig], LossOutput]
 LOSSES: dict[str, LossFn] = {}
+# losses defined next to their models, imported when selected (keeps this module free of model imports)
+LOSS_MODULES = {"stride_activation": "stvl_jax.models.stride.head"}
 
 
 def register_loss(name: str):
@@ -76,6 +78,10 @@ def register_loss(name: str):
 
 
 def get_loss(cfg: LossConfig) -> LossFn:
+    if cfg.kind not in LOSSES and cfg.kind in LOSS_MODULES:
+        import importlib
+
+        importlib.import_module(LOSS_MODULES[cfg.kind])
     if cfg.kind not in LOSSES:
         raise ConfigError(f"loss.kind {cfg.kind!r} is not a registered loss; known: {sorted(LOSSES)}")
     if cfg.kind == "streamo_focal" and len(cfg.focal.state_token_ids) == 0:

@@ -2,7 +2,7 @@
 M-RoPE), with a static-shape KV cache for generation.
 
 DeepStack (Qwen3-VL): per-token visual features, zero outside visual positions, are added to the hidden state
-after decoder layers 0..k-1 — implemented as a scan over the first k layers with the features as scan input.
+after decoder layers 0..k-1 — inside the one scan over all layers, selected by the layer index.
 """
 
 from __future__ import annotations
@@ -136,26 +136,24 @@ class TextModel(nnx.Module):
             valid = jax.lax.dynamic_update_slice(cache.valid, attention_mask, (0, index))
             mask = causal_padding_mask(index + jnp.arange(length), jnp.arange(cache.capacity), valid)
 
+        n_layers = self.config.num_hidden_layers
+        k_ds = 0 if deepstack is None else deepstack.shape[0]
+        if k_ds > n_layers:
+            raise ValueError(f"{k_ds} DeepStack features for {n_layers} decoder layers")
+
         def layer_fn(layer, h, xs):
-            kv, extra = xs
+            kv, i = xs
             h, kv = layer(h, cos, sin, mask, kv, index)
-            if extra is not None:
-                h = h + extra.astype(h.dtype)
+            if k_ds:
+                # feature i after layer i < k: one scan over all layers with an index, not a scan per span (a span
+                # slices the stacked weights, i.e. copies them, and its gradient pads them back)
+                extra = jax.lax.dynamic_index_in_dim(deepstack, jnp.minimum(i, k_ds - 1), keepdims=False)
+                h = h + jnp.where(i < k_ds, extra.astype(h.dtype), jnp.zeros((), h.dtype))
             return h, kv
 
-        kv_all = None if cache is None else (cache.k, cache.v)
-        k_ds = 0 if deepstack is None else deepstack.shape[0]
-        spans = [(0, k_ds, deepstack), (k_ds, self.config.num_hidden_layers, None)]
-        new_k, new_v = [], []
-        for start, stop, extra in spans:
-            if start == stop:
-                continue
-            kv = None if kv_all is None else jax.tree.map(lambda a: a[start:stop], kv_all)
-            x, kv = run_stack(self.layers, layer_fn, x, (kv, extra), start=start, stop=stop, remat=self.remat)
-            if kv is not None:
-                new_k.append(kv[0])
-                new_v.append(kv[1])
+        kv = None if cache is None else (cache.k, cache.v)
+        x, kv = run_stack(self.layers, layer_fn, x, (kv, jnp.arange(n_layers)), remat=self.remat)
         x = self.norm(x)
         if cache is not None:
-            cache = KVCache(jnp.concatenate(new_k), jnp.concatenate(new_v), valid, index + length)
+            cache = KVCache(kv[0], kv[1], valid, index + length)
         return x, cache

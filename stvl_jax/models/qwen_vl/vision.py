@@ -155,17 +155,26 @@ class VisionTower(nnx.Module):
             x, _ = run_stack(self.blocks, block_fn, x, full, remat=self.remat)
             features = []
         else:
-            def block_fn(block, h, _):
-                return block(h, cos, sin, inputs.frame_layout), None
+            # One scan over all blocks (a scan per span between taps would slice, i.e. copy, the stacked weights);
+            # a tapped block's output is written into its slot of a (taps, N, hidden) carry, in block order.
+            taps = sorted(vc.deepstack_visual_indexes)
+            tap_slot = np.full(vc.depth, -1, np.int32)
+            tap_slot[taps] = np.arange(len(taps))
 
-            features, start = [], 0
-            # features come out in block order; merger i belongs to deepstack_visual_indexes[i] (as in HF)
-            for tap in sorted(vc.deepstack_visual_indexes):
-                i = vc.deepstack_visual_indexes.index(tap)
-                x, _ = run_stack(self.blocks, block_fn, x, start=start, stop=tap + 1, remat=self.remat)
-                features.append(getattr(self, f"deepstack_merger_{i}")(x))
-                start = tap + 1
-            x, _ = run_stack(self.blocks, block_fn, x, start=start, remat=self.remat)
+            def block_fn(block, carry, slot):
+                h, tapped = carry
+                h = block(h, cos, sin, inputs.frame_layout)
+                if taps:
+                    tapped = jax.lax.cond(
+                        slot >= 0, lambda t: jax.lax.dynamic_update_index_in_dim(t, h, jnp.maximum(slot, 0), 0),
+                        lambda t: t, tapped)
+                return (h, tapped), None
+
+            tapped = jnp.zeros((len(taps), *x.shape), x.dtype) if taps else None
+            (x, tapped), _ = run_stack(self.blocks, block_fn, (x, tapped), jnp.asarray(tap_slot), remat=self.remat)
+            # merger i belongs to deepstack_visual_indexes[i] (as in HF); features come out in block order
+            features = [getattr(self, f"deepstack_merger_{vc.deepstack_visual_indexes.index(tap)}")(tapped[j])
+                        for j, tap in enumerate(taps)]
 
         return self.merger(x), features
 

@@ -1,0 +1,49 @@
+"""Host-side prompt batches for generation-based evaluation: (video, question) pairs -> a left-padded HF-style
+batch (what an HF processor + chat template with `add_generation_prompt=True` would produce)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from data_pipelines.grain.text import SpecialIds, encode, render_chat, token_types, video_placeholder
+from data_pipelines.processor import VisionConfig, process_video
+from data_pipelines.video import read_video
+
+
+def video_prompt(tokenizer, vision: VisionConfig, video_path: str, question: str, *, fps: float = 2.0,
+                 max_frames: int = 16, system: str | None = None):
+    """One prompt -> (input_ids (L,), token types (L,), pixel rows, grid (1, 3), second_per_grid)."""
+    clip = read_video(video_path, fps=fps, max_frames=max_frames)
+    pv, grid = process_video(clip.frames, vision)
+    content = video_placeholder(grid[0], vision.family, clip.times, vision.temporal_patch_size) + question
+    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": content}]
+    text, _ = render_chat(messages, add_generation_prompt=True)
+    ids = SpecialIds.from_tokenizer(tokenizer)
+    t, h, w = (int(x) for x in grid[0])
+    per_block = h * w // vision.merge_size**2
+    counts = [per_block] * t if vision.family == "qwen3_vl" else [per_block * t]
+    input_ids, _ = encode(tokenizer, text, [], {ids.video_pad: counts})
+    return input_ids, token_types(input_ids, ids), pv, grid, vision.temporal_patch_size / fps
+
+
+def video_prompt_batch(tokenizer, vision: VisionConfig, items: Sequence[tuple[str, str]], **kw) -> dict:
+    """[(video_path, question)] -> left-padded batch dict with `pixel_values_videos`/`video_grid_thw`
+    (+ `second_per_grid_ts` for Qwen2.5-VL)."""
+    rows = [video_prompt(tokenizer, vision, path, q, **kw) for path, q in items]
+    length = max(len(r[0]) for r in rows)
+    pad = SpecialIds.from_tokenizer(tokenizer).pad
+    ids = np.full((len(rows), length), pad, np.int64)
+    mask = np.zeros((len(rows), length), np.int64)
+    types = np.zeros((len(rows), length), np.int64)
+    for b, (row_ids, row_types, *_ ) in enumerate(rows):
+        ids[b, length - len(row_ids):] = row_ids
+        types[b, length - len(row_ids):] = row_types
+        mask[b, length - len(row_ids):] = 1
+    batch = dict(input_ids=ids, attention_mask=mask, mm_token_type_ids=types,
+                 pixel_values_videos=np.concatenate([r[2] for r in rows]),
+                 video_grid_thw=np.concatenate([r[3] for r in rows]))
+    if vision.family == "qwen2_5_vl":
+        batch["second_per_grid_ts"] = np.asarray([r[4] for r in rows], np.float32)
+    return batch

@@ -1,0 +1,156 @@
+"""`stvl stream VIDEO --query "..." --ckpt STRIDE_CKPT`: proactive streaming inference on a video file.
+
+    stvl stream runs/demo/synth/videos/synth_00009.mp4 --query "When does the red circle stop moving?" \\
+        --ckpt runs/stride-tiny/checkpoints/700 --tokenizer runs/demo/tokenizer --chunk 2 --max-window 16 \\
+        --answerer ckpt/qwen3vl --answerer-tokenizer ckpt/qwen3vl/tokenizer --out runs/stream
+
+Frames are read at --fps (1); STRIDE denoises its activation window every --chunk frames; each completed span
+is a trigger, on which the frozen --answerer (any Qwen-VL checkpoint) answers from the frames so far. Prints the
+timeline (slots per chunk, spans, triggers, answers, per-chunk latency) and writes <out>/timeline.png and
+<out>/stream.json. Ground truth (--gt S-E, or found automatically for videos of `stvl data synth` whose STRIDE
+samples hold this query) is drawn on the PNG.
+
+Window and processor settings default to what the checkpoint recorded (a training run's data.pipeline, or an
+imported STRIDE config.json), else the reference's (256 slots of 1 s, <= 256 merged tokens per frame pair).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from stvl_jax.errors import InputError
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="stvl stream", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("video", help="video file")
+    p.add_argument("--query", required=True, help="what to watch for")
+    p.add_argument("--ckpt", required=True, help="STRIDE checkpoint (stvl-jax format: training step dir or import)")
+    p.add_argument("--tokenizer", default=None, help="tokenizer dir (default <ckpt>/tokenizer)")
+    p.add_argument("--answerer", default=None, help="downstream Qwen-VL checkpoint (omit: triggers only)")
+    p.add_argument("--answerer-tokenizer", default=None, help="its tokenizer (default <answerer>/tokenizer)")
+    p.add_argument("--max-answer-tokens", type=int, default=48)
+    p.add_argument("--answer-frames", type=int, default=16, help="frames shown to the answerer (even)")
+    g = p.add_argument_group("stream")
+    g.add_argument("--fps", type=float, default=1.0)
+    g.add_argument("--chunk", type=int, default=32, help="new frames per step (even)")
+    g.add_argument("--max-window", type=int, default=128, help="frames in a mega-window (even)")
+    g.add_argument("--stride", type=int, default=None, help="frames a full mega-window advances (default --chunk)")
+    g.add_argument("--steps", type=int, default=8)
+    g.add_argument("--confidence", type=float, default=0.75, help="retain threshold (0 disables retain)")
+    g.add_argument("--margin", type=float, default=1.0)
+    g.add_argument("--multi-event", action="store_true", help="keep triggering (dvc/tal-style tasks)")
+    g.add_argument("--max-triggers", type=int, default=50)
+    g.add_argument("--cache", choices=("mega", "chunk", "none"), default="mega")
+    g.add_argument("--positions", choices=("correct", "reference"), default="correct",
+                   help="slot position ids: continue the cropped prefix, or the reference's cached rope_deltas")
+    g.add_argument("--seed", type=int, default=0)
+    w = p.add_argument_group("window / processor (default: recorded with the checkpoint)")
+    w.add_argument("--window", type=int, default=None, help="slots (trigger_window_past)")
+    w.add_argument("--resolution", type=float, default=None, help="seconds per slot")
+    w.add_argument("--max-pixels", type=int, default=None, help="pixels per resized frame")
+    p.add_argument("--gt", default=None, help="ground-truth span(s) 'S-E[,S-E...]' in seconds for the PNG")
+    p.add_argument("--out", default="stream_out", help="output dir (timeline.png, stream.json)")
+    return p
+
+
+def parse_gt(text: str | None) -> list[tuple[float, float]]:
+    if not text:
+        return []
+    out = []
+    for part in text.split(","):
+        try:
+            s, e = (float(x) for x in part.split("-"))
+        except ValueError:
+            raise InputError(f"--gt {text!r}: expected 'S-E[,S-E...]' in seconds") from None
+        if e < s:
+            raise InputError(f"--gt {part!r}: end before start")
+        out.append((s, e))
+    return out
+
+
+def synthetic_gt(video: str, query: str) -> list[tuple[float, float]]:
+    """The target span of a `stvl data synth` video's STRIDE sample with this exact query, if any."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(video)))
+    vid = os.path.splitext(os.path.basename(video))[0]
+    for split in ("train", "val", "test"):
+        path = os.path.join(root, "stride", f"{split}.jsonl")
+        if not os.path.isfile(path):
+            continue
+        with open(path) as f:
+            for line in f:
+                rec = json.loads(line)
+                if rec.get("vid") == vid and rec["data"][0].get("content") == query:
+                    e = next(x for x in rec["data"][2]["entries"] if x["value"] == "<active>")
+                    return [(float(e["start_seconds"]), float(e["end_seconds"]))]
+    return []
+
+
+def load_tokenizer(path: str | None, ckpt: str, flag: str):
+    from transformers import AutoTokenizer
+
+    path = path or os.path.join(ckpt, "tokenizer")
+    if not os.path.isdir(path):
+        raise InputError(f"tokenizer directory {path!r} not found (pass {flag})")
+    return AutoTokenizer.from_pretrained(path)
+
+
+def main(argv: list[str]) -> int:
+    args = _parser().parse_args(argv)
+    if not os.path.isfile(args.video):
+        raise InputError(f"video {args.video!r} not found")
+    from data_pipelines.video import read_video
+    from stvl_jax.infer.stride_assistant import Answer, Answerer, ProactiveAssistant
+    from stvl_jax.infer.stride_runtime import StreamConfig, load_detector
+    from stvl_jax.infer.stride_timeline import format_timeline, latency_summary, plot_timeline
+
+    tok = load_tokenizer(args.tokenizer, args.ckpt, "--tokenizer")
+    cfg = StreamConfig(fps=args.fps, chunk_size=args.chunk, max_window=args.max_window,
+                       stride=args.stride or args.chunk, steps=args.steps,
+                       confidence=args.confidence or None, margin=args.margin, multi_event=args.multi_event,
+                       max_triggers=args.max_triggers, cache=args.cache, positions=args.positions, seed=args.seed)
+    detector = load_detector(args.ckpt, tok, cfg, window=args.window, resolution=args.resolution,
+                             max_pixels=args.max_pixels)
+    window = detector.stride
+    answerer = None
+    if args.answerer:
+        import stvl_jax
+
+        answerer = Answerer(stvl_jax.load_model(args.answerer),
+                            load_tokenizer(args.answerer_tokenizer, args.answerer, "--answerer-tokenizer"),
+                            max_frames=args.answer_frames, max_new_tokens=args.max_answer_tokens)
+    frames = read_video(args.video, fps=args.fps).frames
+    print(f"{args.video}: {len(frames)} frames at {args.fps:g} fps; window {window.window} slots x "
+          f"{window.resolution:g} s; query {args.query!r}", flush=True)
+
+    def show(ev):
+        if isinstance(ev, Answer):
+            print(f"  ANSWER at {ev.time:.1f}s ({ev.frames} frames, {1000 * ev.latency_s:.0f} ms): {ev.text!r}",
+                  flush=True)
+        else:
+            print(f"  t={ev.t_last:6.1f}s  {1000 * ev.latency_s:7.1f} ms  span "
+                  f"{'-' if ev.span is None else f'{ev.span[0]:.1f}-{ev.span[1]:.1f}s'}"
+                  + "".join(f"  TRIGGER {g.start:.1f}-{g.end:.1f}s" for g in ev.triggers), flush=True)
+
+    result, answers = ProactiveAssistant(detector, answerer).run(frames, args.query, on_event=show)
+    gt = parse_gt(args.gt) or synthetic_gt(args.video, args.query)
+    os.makedirs(args.out, exist_ok=True)
+    png = plot_timeline(result, os.path.join(args.out, "timeline.png"), resolution=window.resolution, gt=gt,
+                        answers=answers, title=f"{os.path.basename(args.video)}: {args.query}")
+    print(format_timeline(result, answers, gt))
+    record = {"video": args.video, "query": args.query, "ground_truth": gt, "latency": latency_summary(result),
+              "segments": [vars(g) for g in result.segments], "answers": [vars(a) for a in answers],
+              "chunks": [{"t_last": c.t_last, "labels": c.labels.tolist(), "span": c.span, "forwards": c.forwards,
+                          "latency_ms": 1000 * c.latency_s, "prefix_built": c.prefix_built} for c in result.chunks]}
+    with open(os.path.join(args.out, "stream.json"), "w") as f:
+        json.dump(record, f, indent=1)
+    print(f"wrote {png} and {os.path.join(args.out, 'stream.json')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,105 @@
+"""The proactive assistant: STRIDE decides when, a frozen downstream Qwen-VL says what.
+
+On each trigger the frames accumulated so far (at the stream's fps, subsampled evenly to at most
+`max_frames`) and the user's query go to the downstream model — any Qwen3-VL / Qwen2.5-VL checkpoint that
+`stvl convert import` produced, loaded with `stvl_jax.load_model` — which answers greedily.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+import stvl_jax
+from data_pipelines.grain.text import VIDEO_PAD, encode, render_chat, video_placeholder
+from data_pipelines.processor import VisionConfig, process_video, target_size
+from stvl_jax.infer.stride_runtime import ChunkRecord, StreamResult, StrideStream
+from stvl_jax.models.stride.triggers import Segment
+
+
+@dataclass(frozen=True)
+class Answer:
+    time: float  # stream time of the trigger (s)
+    segment: tuple[float, float]
+    text: str
+    frames: int  # frames the downstream model saw
+    latency_s: float
+
+
+class Answerer:
+    """Downstream video LLM: (frames, times, question) -> text."""
+
+    def __init__(self, model, tokenizer, vision: VisionConfig | None = None, *, max_frames: int = 16,
+                 max_new_tokens: int = 48):
+        self.model, self.tokenizer = model, tokenizer
+        fam = model.config.family
+        self.vision = vision or (VisionConfig.qwen3_vl() if fam == "qwen3_vl" else VisionConfig.qwen2_5_vl())
+        self.max_frames = max_frames - max_frames % 2
+        self.max_new_tokens = max_new_tokens
+
+    def answer(self, frames: np.ndarray, times: np.ndarray, question: str) -> tuple[str, int]:
+        """-> (answer text, number of frames shown)."""
+        n = len(frames) - len(frames) % 2
+        if n > self.max_frames:
+            idx = np.linspace(0, n - 1, self.max_frames).round().astype(int)
+        else:
+            idx = np.arange(max(n, min(len(frames), 2)))
+        frames, times = frames[idx], np.asarray(times, np.float64)[idx]
+        fam = self.model.config.family
+        size = target_size(frames.shape[1], frames.shape[2], self.vision)
+        pv, grid = process_video(frames, self.vision, size)
+        text, _ = render_chat([{"role": "user", "content": video_placeholder(grid[0], fam, times,
+                                                                             self.vision.temporal_patch_size)
+                                + question}], add_generation_prompt=True)
+        pad = self.tokenizer.convert_tokens_to_ids(VIDEO_PAD)
+        merge2 = self.vision.merge_size ** 2
+        t, h, w = (int(x) for x in grid[0])
+        counts = [h * w // merge2] * t if fam == "qwen3_vl" else [t * h * w // merge2]
+        ids, _ = encode(self.tokenizer, text, [], {pad: counts})
+        batch = {"input_ids": ids[None].astype(np.int64), "attention_mask": np.ones((1, len(ids)), np.int64),
+                 "pixel_values_videos": pv, "video_grid_thw": grid}
+        if fam == "qwen2_5_vl":
+            step = float(np.median(np.diff(times))) if len(times) > 1 else 1.0
+            batch["second_per_grid_ts"] = np.asarray([self.vision.temporal_patch_size * step], np.float32)
+        out = stvl_jax.generate(self.model, batch, max_new_tokens=self.max_new_tokens)[0]
+        eos = set(self.model.config.eos_token_id)
+        keep = []
+        for tok in out.tolist():
+            if tok in eos:
+                break
+            keep.append(tok)
+        return self.tokenizer.decode(keep, skip_special_tokens=True).strip(), len(frames)
+
+
+class ProactiveAssistant:
+    """`run(frames, query)` -> (StreamResult, [Answer]): the detector's stream, answering at each trigger."""
+
+    def __init__(self, detector: StrideStream, answerer: Answerer | None):
+        self.detector, self.answerer = detector, answerer
+
+    def answer(self, frames: np.ndarray, t_last: float, seg: Segment, query: str) -> Answer:
+        """The downstream answer for a trigger at `t_last` from the frames seen so far."""
+        fps = self.detector.cfg.fps
+        upto = int(round(t_last * fps)) + 1
+        if self.answerer is None:
+            return Answer(t_last, (seg.start, seg.end), "", 0, 0.0)
+        t0 = time.perf_counter()
+        text, shown = self.answerer.answer(frames[:upto], np.arange(upto) / fps, query)
+        return Answer(t_last, (seg.start, seg.end), text, shown, time.perf_counter() - t0)
+
+    def run(self, frames: np.ndarray, query: str, on_event: Callable[[ChunkRecord | Answer], None] | None = None
+            ) -> tuple[StreamResult, list[Answer]]:
+        answers: list[Answer] = []
+
+        def on_chunk(rec: ChunkRecord) -> None:
+            if on_event is not None:
+                on_event(rec)
+            for seg in rec.triggers:
+                answers.append(self.answer(frames, rec.t_last, seg, query))
+                if on_event is not None:
+                    on_event(answers[-1])
+
+        return self.detector.run(frames, query, on_chunk), answers

@@ -1,0 +1,292 @@
+"""STRIDE's streaming detector: 1-FPS frames -> chunks -> denoised activation windows -> triggers.
+
+Loop (seed-systems.md §1.6): the cursor advances `chunk_size` frames per step; the frames in view run from
+`stack_start` to the cursor, at most `max_window` of them (beyond that `stack_start` moves by `stride`). Each
+chunk denoises the slot window ending at its last frame (`models.stride.sampler.denoise`) and feeds the
+resulting span to the trigger tracker (`models.stride.triggers`).
+
+Prefix reuse (`cache`):
+  "mega"  — the reference: one prefill over [query, all frames of the mega-window] (times re-based to its
+            start); each chunk crops that cache after its last frame group (causal attention: a cropped prefix
+            is the shorter video) and every denoising step appends only the 2W slot tokens to it;
+  "chunk" — a fresh prefill per chunk over its own frames, shared by the chunk's steps;
+  "none"  — every denoising step runs the whole [query, video, slots] sequence (vision tower included).
+All three compute the same function; tests check that their outputs agree.
+
+Position ids of the slots: "correct" continues after the cropped prefix (what training saw); "reference"
+reproduces the reference eval's cached-rope_deltas ids (see `stride_prompt.slot_positions`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Literal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pydantic
+from flax import nnx
+
+from stvl_jax.config_base import StrictConfig
+from stvl_jax.errors import InputError
+from stvl_jax.infer.stride_prompt import StridePrompt, VideoPrefix, slot_positions
+from stvl_jax.models.qwen_vl.inputs import ModelInputs
+from stvl_jax.models.qwen_vl.text import KVCache
+from stvl_jax.models.qwen_vl.vision_inputs import prepare_vision_inputs
+from stvl_jax.models.stride.sampler import active_span, denoise, shift_history
+from stvl_jax.models.stride.triggers import Segment, TriggerTracker
+from stvl_jax.nn.shapes import bucket
+
+
+class StreamConfig(StrictConfig):
+    """Runtime settings; defaults are the reference's (scripts/etbench.sh)."""
+
+    fps: float = pydantic.Field(default=1.0, gt=0)
+    chunk_size: int = pydantic.Field(default=32, gt=0)  # new frames per step (even)
+    max_window: int = pydantic.Field(default=128, gt=0)  # frames in a mega-window (even)
+    stride: int = pydantic.Field(default=32, gt=0)  # frames the mega-window advances (even)
+    steps: int = pydantic.Field(default=8, gt=0)  # unmasking steps
+    confidence: float | None = pydantic.Field(default=0.75, gt=0.5, le=1.0)  # retain threshold; None: off
+    margin: float = pydantic.Field(default=1.0, ge=0)  # a span is complete when it ends this long before now
+    multi_event: bool = False
+    max_triggers: int = pydantic.Field(default=50, gt=0)
+    fallback: bool = True  # no segment at the end -> [0, t_last]
+    cache: Literal["mega", "chunk", "none"] = "mega"
+    positions: Literal["correct", "reference"] = "correct"
+    seed: int = 0
+
+    @pydantic.model_validator(mode="after")
+    def _even(self):
+        for name in ("chunk_size", "max_window", "stride"):
+            if getattr(self, name) % 2:
+                raise ValueError(f"{name} must be even (frames go in pairs), got {getattr(self, name)}")
+        if self.chunk_size > self.max_window or self.stride > self.max_window:
+            raise ValueError("chunk_size and stride must not exceed max_window")
+        return self
+
+
+@dataclass
+class ChunkRecord:
+    t_last: float  # stream time of the chunk's last frame (s)
+    seen_start: float  # stream time of the first frame in view
+    slot_starts: np.ndarray  # (W,) absolute slot start times
+    labels: np.ndarray  # (W,) final labels
+    p_active: np.ndarray  # (W,) p(active) when each slot was decided
+    span: tuple[float, float] | None
+    forwards: int
+    retained: int
+    prefix_built: bool
+    latency_s: float  # wall time of the chunk (prefix build, if any, + all steps)
+    triggers: list[Segment] = field(default_factory=list)
+
+
+@dataclass
+class StreamResult:
+    chunks: list[ChunkRecord]
+    segments: list[Segment]  # completed/finalized segments (triggers first, in order)
+    discarded: list[Segment]
+    duration: float  # stream time of the last frame seen
+
+
+# ------------------------------------------------------------------------------------------- jitted pieces
+@nnx.jit
+def _prefill(model, inputs: ModelInputs, cache: KVCache) -> KVCache:
+    _, _, cache = model.forward(inputs, cache, compute_logits=False)
+    return cache
+
+
+@nnx.jit(static_argnums=(5, 6))
+def _cached_probs(model, cache: KVCache, crop, slot_ids, positions, label_ids, window):
+    """Cut the cache at `crop` (a traced index: one program for every chunk), append the slot tokens and read
+    p(active) at the last copy. The written cache is a temporary; the prefix stays untouched."""
+    valid = cache.valid & (jnp.arange(cache.capacity) < crop)[None]
+    cache = KVCache(cache.k, cache.v, valid, crop.astype(jnp.int32))
+    inputs = ModelInputs(slot_ids, jnp.ones_like(slot_ids), positions, None)
+    _, hidden, _ = model.forward(inputs, cache, return_hidden=True, compute_logits=False)
+    logits = model.token_logits(hidden[0, -window:], label_ids)
+    return jax.nn.softmax(logits.astype(jnp.float32), axis=-1)[:, 1]
+
+
+@nnx.jit(static_argnums=(2, 3))
+def _full_probs(model, inputs: ModelInputs, label_ids, window):
+    _, hidden, _ = model.forward(inputs, return_hidden=True, compute_logits=False)
+    valid = inputs.attention_mask[0].astype(bool)
+    last = jnp.sum(valid)  # right-padded: real tokens come first
+    picked = jax.lax.dynamic_slice_in_dim(hidden[0], last - window, window)
+    return jax.nn.softmax(model.token_logits(picked, label_ids).astype(jnp.float32), axis=-1)[:, 1]
+
+
+def _padded(n: int, multiple: int = 64) -> int:
+    return -(-n // multiple) * multiple
+
+
+class StrideStream:
+    """Runs the detector over a clip of frames (offline file or a buffered live stream)."""
+
+    def __init__(self, model, prompt: StridePrompt, cfg: StreamConfig = StreamConfig()):
+        self.model = model
+        self.prompt = prompt
+        self.stride = prompt.stride
+        self.cfg = cfg
+        if prompt.stride.future:
+            raise InputError("trigger_window_future > 0 is not supported (the released code never trains it)")
+
+    # ----------------------------------------------------------------------------------- model calls
+    def _vision(self, prefix: VideoPrefix):
+        return prepare_vision_inputs(self.model.config, pixel_values_videos=prefix.pixel_values,
+                                     video_grid_thw=np.asarray([prefix.grid]), buckets=True)
+
+    def _prefill(self, prefix: VideoPrefix) -> KVCache:
+        n, w = len(prefix.ids), self.stride.total_slots * self.stride.copies
+        length = _padded(n)
+        ids = np.zeros((1, length), np.int32)
+        ids[0, :n] = prefix.ids
+        mask = (np.arange(length) < n).astype(np.int32)[None]
+        pos = np.zeros((3, 1, length), np.int32)
+        pos[:, 0, :n] = prefix.positions
+        inputs = ModelInputs(ids, mask, pos, self._vision(prefix))
+        cache = KVCache.init(self.model.config.text, 1, _padded(length + w), self.model.dtype)
+        return _prefill(self.model, jax.tree.map(jnp.asarray, inputs), cache)
+
+    def _predict_cached(self, cache, crop: int, pos_fn) -> Callable[[np.ndarray], np.ndarray]:
+        w = self.stride.total_slots
+
+        def predict(labels):
+            ids = self.prompt.slot_ids(labels)[None]
+            return np.asarray(_cached_probs(self.model, cache, jnp.int32(crop), jnp.asarray(ids),
+                                            jnp.asarray(pos_fn(ids.shape[1])[:, None]),
+                                            self.stride.label_token_ids, w))
+        return predict
+
+    def _predict_full(self, prefix: VideoPrefix, pos_fn) -> Callable[[np.ndarray], np.ndarray]:
+        w = self.stride.total_slots
+        vision = self._vision(prefix)
+        n = len(prefix.ids)
+
+        def predict(labels):
+            slots = self.prompt.slot_ids(labels)
+            total = n + len(slots)
+            length = bucket(total, minimum=64)
+            ids = np.zeros((1, length), np.int32)
+            ids[0, :total] = np.concatenate([prefix.ids, slots])
+            pos = np.zeros((3, 1, length), np.int32)
+            pos[:, 0, :n] = prefix.positions
+            pos[:, 0, n:total] = pos_fn(len(slots))
+            mask = (np.arange(length) < total).astype(np.int32)[None]
+            inputs = ModelInputs(ids, mask, pos, vision)
+            return np.asarray(_full_probs(self.model, jax.tree.map(jnp.asarray, inputs),
+                                          self.stride.label_token_ids, w))
+        return predict
+
+    def _mega_prefix(self, query: str, frames: np.ndarray, start: int, end: int):
+        """-> (prefix over frames[start:end], its prefilled cache if cache == "mega")."""
+        prefix = self.prompt.prefix(query, frames[start:end], np.arange(end - start) / self.cfg.fps)
+        return prefix, (self._prefill(prefix) if self.cfg.cache == "mega" else None)
+
+    def _chunk_predictor(self, prefix: VideoPrefix, cache, groups: int):
+        """-> (predict(labels) -> p_active for the view of the first `groups` frame groups, prefill ran?)."""
+        view = prefix.view(groups)
+        crop, mega_delta, mode = len(view.ids), prefix.rope_delta(), self.cfg.positions
+
+        def pos_fn(n):
+            return slot_positions(view, crop, n, mode, mega_delta)
+
+        if self.cfg.cache == "mega":
+            return self._predict_cached(cache, crop, pos_fn), False
+        if self.cfg.cache == "chunk":
+            return self._predict_cached(self._prefill(view), crop, pos_fn), True
+        return self._predict_full(view, pos_fn), False
+
+    # ----------------------------------------------------------------------------------- the loop
+    def new_tracker(self) -> TriggerTracker:
+        c = self.cfg
+        return TriggerTracker(c.margin, c.multi_event, c.max_triggers, c.fallback)
+
+    def chunks(self, frames: np.ndarray, query: str, tracker: TriggerTracker) -> Iterator[ChunkRecord]:
+        """Yield each chunk's record as it is decided (its `triggers` are the segments it completed);
+        frames (T, H, W, 3) uint8 at cfg.fps. Stops after the tracker's last allowed trigger."""
+        cfg, sc = self.cfg, self.stride
+        frames = np.asarray(frames)
+        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+            raise InputError(f"frames must be (T, H, W, 3) uint8, got {frames.dtype} {frames.shape}")
+        total = len(frames) - len(frames) % 2  # frames go in pairs; a trailing odd frame waits for its partner
+        if total < 2:
+            raise InputError(f"the stream needs at least 2 frames, got {len(frames)}")
+        rng = np.random.default_rng(cfg.seed)
+        res, w = sc.resolution, sc.total_slots
+        stack_start, cursor = 0, 0
+        mega = None  # (stack_start, prefix, cache)
+        history, history_start = None, None
+        while cursor < total and not tracker.done:
+            t0 = time.perf_counter()
+            cursor = min(cursor + cfg.chunk_size, total)
+            while cursor - stack_start > cfg.max_window:
+                stack_start += cfg.stride
+            built = False
+            if mega is None or mega[0] != stack_start:
+                end = min(stack_start + cfg.max_window, total)
+                mega = (stack_start, *self._mega_prefix(query, frames, stack_start, end))
+                built = cfg.cache == "mega"
+            predict, chunk_built = self._chunk_predictor(mega[1], mega[2], (cursor - stack_start) // 2)
+            built |= chunk_built
+            t_rel = (cursor - 1 - stack_start) / cfg.fps  # last frame, window-relative
+            base = stack_start / cfg.fps
+            starts_rel = t_rel - sc.window * res + np.arange(w) * res
+            unseen = starts_rel + res + 0.1 < 0  # the reference's "end + 0.1 < 0"
+            starts = starts_rel + base
+            t_last, seen_start = t_rel + base, base
+            hist = None
+            if history is not None:
+                hist = shift_history(history, int(round((starts[0] - history_start) / res)))
+            new, forwards = [], 0
+            while True:
+                fixed = unseen.copy()
+                if tracker.last_end is not None:  # earlier segments are settled
+                    fixed |= starts + res <= tracker.last_end + 1e-6
+                out = denoise(predict, fixed, rng, steps=cfg.steps, confidence=cfg.confidence, history=hist)
+                forwards += out.forwards
+                span = active_span(out.labels, starts, res)
+                if span is not None:  # slot [-res, 0) counts as seen (it ends at the first frame)
+                    span = (max(span[0], seen_start), span[1])
+                done = tracker.update(span, seen_start, t_last)
+                new += done
+                if not (done and cfg.multi_event) or tracker.done:
+                    break
+                hist = None  # re-diffuse the same window with the new segment fixed
+            history, history_start = out.labels, starts[0]
+            rec = ChunkRecord(t_last, seen_start, starts, out.labels, out.p_active, span, forwards, out.retained,
+                              built, time.perf_counter() - t0, new)
+            yield rec
+
+    def run(self, frames: np.ndarray, query: str, on_chunk: Callable[[ChunkRecord], None] | None = None
+            ) -> StreamResult:
+        """The whole stream: chunk records (each passed to `on_chunk` as it is decided), then the open segment
+        finalized at the last frame seen."""
+        tracker = self.new_tracker()
+        records = []
+        for rec in self.chunks(frames, query, tracker):
+            records.append(rec)
+            if on_chunk is not None:
+                on_chunk(rec)
+        duration = records[-1].t_last if records else 0.0
+        tracker.finish(duration)
+        return StreamResult(records, list(tracker.segments), list(tracker.discarded), duration)
+
+
+def load_detector(ckpt: str, tokenizer, cfg: StreamConfig, *, window: int | None = None,
+                  resolution: float | None = None, max_pixels: int | None = None) -> StrideStream:
+    """A detector for a STRIDE checkpoint: window and processor settings from the flags, else recorded with the
+    checkpoint (`models.stride.config.recorded_settings`), else the reference's (<= 256 merged tokens/frame pair)."""
+    from data_pipelines.processor import VisionConfig
+    from stvl_jax.models.stride.config import recorded_settings
+    from stvl_jax.models.stride.model import load_stride
+
+    model, stride = load_stride(ckpt, tokenizer, window=window, resolution=resolution)
+    fields = recorded_settings(ckpt)["vision"]
+    if max_pixels is not None:
+        fields["max_pixels"] = max_pixels
+    vision = VisionConfig.qwen3_vl(**fields) if fields else VisionConfig.qwen3_vl(max_tokens_per_frame=256)
+    return StrideStream(model, StridePrompt(tokenizer, model.config, vision, stride), cfg)
