@@ -74,10 +74,14 @@ class _EpochShuffle(grain.MapDataset):
         return f"_EpochShuffle(seed={self._seed})"
 
 
-def build_example_dataset(cfg: PipelineConfig) -> grain.IterDataset:
-    """Examples (or skip markers `{"__skip__": reason, ...}`) in sampling order, unbatched."""
+def _shard_records(cfg: PipelineConfig) -> grain.MapDataset:
     opts = _shard_options(cfg)
-    ds = grain.MapDataset.source(open_source(cfg.index))[opts.shard_index::opts.shard_count]
+    return grain.MapDataset.source(open_source(cfg.index))[opts.shard_index::opts.shard_count]
+
+
+def build_example_dataset(cfg: PipelineConfig, records: grain.MapDataset | None = None) -> grain.IterDataset:
+    """Examples (or skip markers `{"__skip__": reason, ...}`) in sampling order, unbatched."""
+    ds = _shard_records(cfg) if records is None else records
     if cfg.shuffle:
         ds = _EpochShuffle(ds, cfg.seed)  # reshuffled every epoch of the repeat below
     ds = ds.repeat(cfg.num_epochs).random_map(BuildExample(cfg), seed=cfg.seed)
@@ -89,22 +93,26 @@ class _Batches(grain.IterDataset):
     """Examples -> {"batch": padded batch | RingRef | None, "examples", "frames", "skipped": [skip markers]}.
 
     Skip markers met while filling a batch travel with it (after the last batch, alone), so the consumer can
-    count them; with `strict` the first one is sent at once, without a batch. With `ring_slots` (in worker
+    count them; with `strict` the first one is sent at once, without a batch. After `records` skips in a row (a
+    whole pass over this shard without one usable example) they are sent alone, flagged `stalled`, so that an
+    endless stream of unusable records is an error rather than a hang. With `ring_slots` (in worker
     processes) the batch is written to a reusable shared-memory slot (`shm_ring`).
     """
 
-    def __init__(self, parent: grain.IterDataset, cfg: PipelineConfig, pad_id: int, ring_slots: int = 0):
+    def __init__(self, parent: grain.IterDataset, cfg: PipelineConfig, pad_id: int, records: int,
+                 ring_slots: int = 0):
         super().__init__(parent)
-        self.cfg, self.pad_id, self.ring_slots = cfg, pad_id, ring_slots
+        self.cfg, self.pad_id, self.records, self.ring_slots = cfg, pad_id, records, ring_slots
 
     def __iter__(self):
-        return _BatchesIterator(self._parent.__iter__(), self.cfg, self.pad_id, self.ring_slots)
+        return _BatchesIterator(self._parent.__iter__(), self.cfg, self.pad_id, self.records, self.ring_slots)
 
 
 class _BatchesIterator(grain.DatasetIterator):
-    def __init__(self, parent: grain.DatasetIterator, cfg: PipelineConfig, pad_id: int, ring_slots: int):
+    def __init__(self, parent: grain.DatasetIterator, cfg: PipelineConfig, pad_id: int, records: int,
+                 ring_slots: int):
         super().__init__(parent)
-        self.cfg, self.pad_id = cfg, pad_id
+        self.cfg, self.pad_id, self.records = cfg, pad_id, max(records, 1)
         self.ring = shm_ring.RingWriter(ring_slots) if ring_slots else None
 
     def __next__(self) -> dict:
@@ -124,6 +132,8 @@ class _BatchesIterator(grain.DatasetIterator):
                 skipped.append(ex)
                 if cfg.strict:
                     return {"batch": None, "examples": 0, "frames": 0, "skipped": skipped}
+                if not good and len(skipped) >= self.records:
+                    return {"batch": None, "examples": 0, "frames": 0, "skipped": skipped, "stalled": True}
                 continue
             good.append(ex)
         frames = sum(int(e.pop("num_frames", 0)) for e in good)
@@ -153,7 +163,8 @@ def build_batch_dataset(cfg: PipelineConfig) -> grain.IterDataset:
     """The whole chain, batched (in `worker_count` processes when > 0); elements as `_Batches` yields them."""
     # slots: Grain's per-worker buffer and the interleave buffer in the main process, plus two in flight
     ring_slots = 2 * cfg.worker_buffer_size + 3 if cfg.worker_count > 0 and shm_ring.available() else 0
-    ds = _Batches(build_example_dataset(cfg), cfg, _pad_id(cfg.tokenizer), ring_slots)
+    records = _shard_records(cfg)
+    ds = _Batches(build_example_dataset(cfg, records), cfg, _pad_id(cfg.tokenizer), len(records), ring_slots)
     if cfg.worker_count > 0:
         from absl import flags
 
@@ -188,6 +199,9 @@ class BatchIterator:
                 self._skip(ex)
             if out["batch"] is not None:
                 break
+            if out.get("stalled") and self.batches == 0:
+                raise AnnotationError("no_usable_record", f"every record of {self.cfg.index!r} was skipped in a "
+                                      f"whole pass; {self.report()}\nfirst skips:\n  " + "\n  ".join(self.skip_log))
         self.examples += int(out["examples"])
         self.frames += int(out["frames"])
         self.batches += 1

@@ -21,7 +21,7 @@ def write_streams(data_dir: str, out_dir: str, splits=("train", "val", "test")) 
         raw_path = os.path.join(data_dir, "streamo", f"raw_{split}.json")
         with open(raw_path) as f:
             records = json.load(f)
-        root = os.path.dirname(raw_path)
+        root = os.path.dirname(os.path.abspath(raw_path))  # the index lives elsewhere: absolute media paths
         paths[split] = os.path.join(out_dir, f"{split}.jsonl")
         with open(paths[split], "w") as f:
             for rec in records:

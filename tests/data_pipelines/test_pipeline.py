@@ -225,6 +225,18 @@ def test_bad_input_corpus_is_counted_not_fatal(synth_dir, tiny_tokenizer, bad_vi
         next(strict)
 
 
+@pytest.mark.parametrize("workers", [0, 2])
+def test_endless_stream_of_unusable_records_is_an_error_not_a_hang(bad_videos, tiny_tokenizer, tmp_path, workers):
+    from data_pipelines.errors import AnnotationError
+
+    rows = [{"messages": [{"role": "user", "content": [{"type": "video", "path": bad_videos[k]}]},
+                          {"role": "assistant", "content": "x"}]} for k in ("missing", "zero", "text")]
+    c = cfg(write_jsonl(tmp_path / "unusable.jsonl", rows), tiny_tokenizer, num_epochs=None, worker_count=workers)
+    with pytest.raises(AnnotationError, match="every record of .*unusable.jsonl.* was skipped") as e:
+        next(make_pipeline(c))
+    assert "missing_file" in str(e.value) and "bad_video" in str(e.value)
+
+
 def test_config_refuses_unknown_keys(tiny_tokenizer):
     from stvl_jax.errors import ConfigError
 
