@@ -93,9 +93,9 @@ class _Batches(grain.IterDataset):
     """Examples -> {"batch": padded batch | RingRef | None, "examples", "frames", "skipped": [skip markers]}.
 
     Skip markers met while filling a batch travel with it (after the last batch, alone), so the consumer can
-    count them; with `strict` the first one is sent at once, without a batch. After `records` skips in a row (a
-    whole pass over this shard without one usable example) they are sent alone, flagged `stalled`, so that an
-    endless stream of unusable records is an error rather than a hang. With `ring_slots` (in worker
+    count them; with `strict` the first one is sent at once, without a batch. When repeating forever, `records`
+    skips in a row (a whole pass over this shard without one usable example) are sent alone, flagged `stalled`,
+    so that an endless stream of unusable records is an error rather than a hang. With `ring_slots` (in worker
     processes) the batch is written to a reusable shared-memory slot (`shm_ring`).
     """
 
@@ -132,7 +132,7 @@ class _BatchesIterator(grain.DatasetIterator):
                 skipped.append(ex)
                 if cfg.strict:
                     return {"batch": None, "examples": 0, "frames": 0, "skipped": skipped}
-                if not good and len(skipped) >= self.records:
+                if cfg.num_epochs is None and not good and len(skipped) >= self.records:
                     return {"batch": None, "examples": 0, "frames": 0, "skipped": skipped, "stalled": True}
                 continue
             good.append(ex)
