@@ -75,7 +75,8 @@ class Answerer:
 
 
 class ProactiveAssistant:
-    """`run(frames, query)` -> (StreamResult, [Answer]): the detector's stream, answering at each trigger."""
+    """`run(frames, query)` -> (StreamResult, [Answer]): the detector's stream, answering at each trigger
+    (no answers without an answerer)."""
 
     def __init__(self, detector: StrideStream, answerer: Answerer | None):
         self.detector, self.answerer = detector, answerer
@@ -84,8 +85,6 @@ class ProactiveAssistant:
         """The downstream answer for a trigger at `t_last` from the frames seen so far."""
         fps = self.detector.cfg.fps
         upto = int(round(t_last * fps)) + 1
-        if self.answerer is None:
-            return Answer(t_last, (seg.start, seg.end), "", 0, 0.0)
         t0 = time.perf_counter()
         text, shown = self.answerer.answer(frames[:upto], np.arange(upto) / fps, query)
         return Answer(t_last, (seg.start, seg.end), text, shown, time.perf_counter() - t0)
@@ -97,7 +96,7 @@ class ProactiveAssistant:
         def on_chunk(rec: ChunkRecord) -> None:
             if on_event is not None:
                 on_event(rec)
-            for seg in rec.triggers:
+            for seg in rec.triggers if self.answerer is not None else ():  # no answerer: triggers only
                 answers.append(self.answer(frames, rec.t_last, seg, query))
                 if on_event is not None:
                     on_event(answers[-1])
