@@ -98,12 +98,13 @@ def _prefill(model, inputs: ModelInputs, cache: KVCache) -> KVCache:
     return cache
 
 
-@nnx.jit(static_argnums=(5, 6))
-def _cached_probs(model, cache: KVCache, crop, slot_ids, positions, label_ids, window):
-    """Cut the cache at `crop` (a traced index: one program for every chunk), append the slot tokens and read
-    p(active) at the last copy. The written cache is a temporary; the prefix stays untouched."""
-    valid = cache.valid & (jnp.arange(cache.capacity) < crop)[None]
-    cache = KVCache(cache.k, cache.v, valid, crop.astype(jnp.int32))
+@nnx.jit(static_argnums=(5, 6, 7))
+def _cached_probs(model, cache: KVCache, crop, slot_ids, positions, label_ids, window, span):
+    """Cut the cache at `crop` (traced), append the slot tokens and read p(active) at the last copy. Attention
+    runs over the first `span` cache slots only (static, bucketed >= crop + slots: one program per bucket, and a
+    short view of a long mega-window costs what a short prefix would). The prefix stays untouched."""
+    valid = cache.valid[:, :span] & (jnp.arange(span) < crop)[None]
+    cache = KVCache(cache.k[:, :, :span], cache.v[:, :, :span], valid, crop.astype(jnp.int32))
     inputs = ModelInputs(slot_ids, jnp.ones_like(slot_ids), positions, None)
     _, hidden, _ = model.forward(inputs, cache, return_hidden=True, compute_logits=False)
     logits = model.token_logits(hidden[0, -window:], label_ids)
@@ -154,11 +155,13 @@ class StrideStream:
     def _predict_cached(self, cache, crop: int, pos_fn) -> Callable[[np.ndarray], np.ndarray]:
         w = self.stride.total_slots
 
+        span = min(bucket(crop + self.stride.copies * w, minimum=64), cache.capacity)
+
         def predict(labels):
             ids = self.prompt.slot_ids(labels)[None]
             return np.asarray(_cached_probs(self.model, cache, jnp.int32(crop), jnp.asarray(ids),
                                             jnp.asarray(pos_fn(ids.shape[1])[:, None]),
-                                            self.stride.label_token_ids, w))
+                                            self.stride.label_token_ids, w, span))
         return predict
 
     def _predict_full(self, prefix: VideoPrefix, pos_fn) -> Callable[[np.ndarray], np.ndarray]:
