@@ -58,7 +58,10 @@ def read_annotations(path: str, tasks: Sequence[str] | None = TASKS) -> list[dic
 
 def _segments(tgt, where: str) -> list[list[float]]:
     """tgt as a list of [start, end] (tvg/epm store a single pair)."""
-    arr = np.asarray(tgt, dtype=np.float64)
+    try:
+        arr = np.asarray(tgt, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InputError(f"{where}: 'tgt' must be [s, e] or a list of [s, e] in seconds, got {tgt!r}") from None
     if arr.ndim == 1 and arr.shape == (2,):
         arr = arr[None]
     if arr.ndim != 2 or arr.shape[1] != 2 or not np.isfinite(arr).all():
