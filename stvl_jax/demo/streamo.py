@@ -62,7 +62,7 @@ def evaluate(model, tokenizer_dir: str, streams_path: str, out_dir: str, vision,
     from transformers import AutoTokenizer
 
     from stvl_jax.eval.plots import plot_confusion, plot_state_timelines
-    from stvl_jax.eval.streamo_eval import evaluate_streamo
+    from stvl_jax.eval.streamo_eval import evaluate_streamo, format_per_task
 
     with open(streams_path) as f:
         records = [json.loads(line) for line in f if line.strip()][:limit]
@@ -78,6 +78,7 @@ def evaluate(model, tokenizer_dir: str, streams_path: str, out_dir: str, vision,
     log(f"  held-out: {m['n']} seconds in {len(records)} streams; {per}")
     log(f"  state macro-F1 {m['macro_f1']:.3f}  vs majority baseline ({m['baseline']['prediction']} every "
         f"second) {m['baseline']['macro_f1']:.3f}; accuracy {m['accuracy']:.3f} vs {m['baseline']['accuracy']:.3f}")
+    log(f"  macro-F1 per task: {format_per_task(m)}")
     rt = m["response_timing"]
     log(f"  responses: {rt['responded']}/{rt['streams_with_response']} streams answered, "
         f"{100 * rt['within_1s']:.0f}% within 1 s of the ground truth; median {m['median_turn_latency_ms']:.0f} ms/turn")

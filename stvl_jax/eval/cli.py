@@ -57,7 +57,7 @@ def _read_jsonl(path: str, limit: int | None) -> list[dict]:
 
 def run_streamo(args) -> dict:
     from stvl_jax.eval.plots import plot_confusion, plot_state_timelines
-    from stvl_jax.eval.streamo_eval import evaluate_streamo
+    from stvl_jax.eval.streamo_eval import evaluate_streamo, format_per_task
 
     model, tok = _load(args)
     path = os.path.join(args.data, "streamo", f"stream_{args.split}.jsonl")
@@ -72,6 +72,7 @@ def run_streamo(args) -> dict:
         json.dump(result, f, indent=1)
     print(f"streamo/{args.split}: macro-F1 {m['macro_f1']:.3f} (majority baseline {m['baseline']['macro_f1']:.3f}), "
           f"accuracy {m['accuracy']:.3f}, {m['n']} seconds over {len(records)} streams -> {args.out}")
+    print(f"macro-F1 per task: {format_per_task(m)}")
     return result
 
 

@@ -1,6 +1,7 @@
 """Streamo streaming evaluation: run the per-second loop over stream-format records (the model's own outputs
 go back into its history, as in deployment) and score the state token of every second against the ground
-truth: per-state P/R/F1, macro-F1, the majority baseline, and the response-time error."""
+truth: per-state P/R/F1, macro-F1, the majority baseline, the response-time error, and macro-F1/accuracy per
+task type (the record's `task_type`, e.g. event_stop, count, narration)."""
 
 from __future__ import annotations
 
@@ -49,6 +50,7 @@ def evaluate_streamo(model, tokenizer, vision, records: list[dict], media_root: 
                      max_answer_tokens: int = 24, stop_on_first_response: bool = False, fps: float = 1.0,
                      progress: bool = True) -> dict:
     gold_all, pred_all, per_record, timing = [], [], [], []
+    by_task: dict[str, tuple[list, list]] = {}
     for rec in tqdm(records, desc="streamo eval", unit="stream", disable=not progress):
         r = parse_stream_record(rec)
         path = r["video"] if os.path.isabs(r["video"]) else os.path.join(media_root, r["video"])
@@ -60,6 +62,9 @@ def evaluate_streamo(model, tokenizer, vision, records: list[dict], media_root: 
         gold = r["gold_states"][: len(pred)]
         gold_all += gold
         pred_all += pred
+        task = by_task.setdefault(rec.get("task_type", "unknown"), ([], []))
+        task[0].extend(gold)
+        task[1].extend(pred)
         g_resp, p_resp = first_response(r["gold_states"]), first_response(pred)
         if g_resp is not None:
             timing.append(None if p_resp is None else p_resp - g_resp)
@@ -77,5 +82,12 @@ def evaluate_streamo(model, tokenizer, vision, records: list[dict], media_root: 
                          "within_1s": float(np.mean([abs(d) <= 1 for d in hits])) if hits else 0.0},
         median_turn_latency_ms=float(np.median([p["latency_ms"] for p in per_record])) if per_record else None,
         malformed_outputs=sum(p is None for p in pred_all),
+        per_task={t: {k: v for k, v in classification_report(g, p, STATE_TOKENS).items()
+                      if k in ("macro_f1", "accuracy", "n")} for t, (g, p) in sorted(by_task.items())},
     )
     return {"metrics": report, "streams": per_record}
+
+
+def format_per_task(metrics: dict) -> str:
+    """One line: macro-F1 (seconds) per task type."""
+    return "  ".join(f"{t} {v['macro_f1']:.3f} ({v['n']} s)" for t, v in metrics["per_task"].items())

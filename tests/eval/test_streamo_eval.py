@@ -47,3 +47,31 @@ def test_evaluate_streamo_runs_and_aligns(data, tmp_path):
     assert m["n"] == n and sum(map(sum, m["confusion"])) == n
     assert 0.0 <= m["macro_f1"] <= 1.0 and m["baseline"]["prediction"] == "</Silence>"
     assert len(out["streams"]) == 2 and all(len(s["pred"]) == len(s["gold"]) for s in out["streams"])
+    # per task type: the seconds of each record counted under its task_type, and the parts add up to the whole
+    tasks = {}
+    for r in records:
+        tasks[r["task_type"]] = tasks.get(r["task_type"], 0) + len(parse_stream_record(r)["gold_states"])
+    assert {t: v["n"] for t, v in m["per_task"].items()} == tasks
+
+
+@pytest.mark.parametrize("task", ["streamo", "qvh-yesno"])
+def test_eval_cli_writes_metrics_and_plots(data, tmp_path, task, capsys):
+    from stvl_jax.cli import main
+    from stvl_jax.models.qwen_vl.loading import save_model
+
+    model = QwenVLForConditionalGeneration(load_model_config("qwen25vl_tiny"), rngs=nnx.Rngs(0))
+    ckpt = str(save_model(model, None, tmp_path / "ckpt"))
+    tok = build_tiny_tokenizer(str(tmp_path / "tok"))
+    out = tmp_path / "out"
+    assert main(["eval", task, "--ckpt", ckpt, "--data", data, "--tokenizer", tok, "--limit", "2",
+                 "--out", str(out)]) == 0
+    if task == "streamo":
+        m = json.loads((out / "streamo_metrics.json").read_text())["metrics"]
+        assert m["n"] > 0 and m["per_task"] and (out / "streamo_timelines.png").is_file()
+        assert "macro-F1 per task" in capsys.readouterr().out
+    else:
+        m = json.loads((out / "qvh_yesno_metrics.json").read_text())["metrics"]
+        assert m["total"] == 2
+    assert main(["eval", task, "--ckpt", ckpt, "--data", str(tmp_path / "nowhere"), "--tokenizer", tok,
+                 "--out", str(out)]) == 2
+    assert "nowhere" in capsys.readouterr().err
