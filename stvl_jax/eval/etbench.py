@@ -95,15 +95,18 @@ def iou_matrix(a: Sequence[Sequence[float]], b: Sequence[Sequence[float]]) -> np
     return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
 
 
+def _parsed(samples: Sequence[dict]) -> tuple[list[tuple[dict, list]], int]:
+    """-> ([(sample, predicted segments)] for the parseable answers, number of unparseable ones)."""
+    pairs = [(s, parse_segments(s.get("a"))) for s in samples]
+    return [(s, p) for s, p in pairs if p is not None], sum(p is None for _, p in pairs)
+
+
 def grounding_f1(samples: Sequence[dict]) -> dict:
     """tvg/epm: hit rate of the first predicted segment at each threshold (ET-Bench calls it F1)."""
     hits = np.zeros(len(THRESHOLDS))
-    failed, ious = 0, []
-    for s in samples:
-        pred = parse_segments(s.get("a"))
-        if pred is None:
-            failed += 1
-            continue
+    parsed, failed = _parsed(samples)
+    ious = []
+    for s, pred in parsed:
         iou = float(iou_matrix(s["tgt"][:1], pred[:1])[0, 0])
         ious.append(iou)
         hits += [iou >= t for t in THRESHOLDS]
@@ -113,12 +116,8 @@ def grounding_f1(samples: Sequence[dict]) -> dict:
 def localization_f1(samples: Sequence[dict]) -> dict:
     """tal: per-sample F1 of matched targets / predictions, averaged over samples."""
     f1 = np.zeros(len(THRESHOLDS))
-    failed = 0
-    for s in samples:
-        pred = parse_segments(s.get("a"))
-        if pred is None:
-            failed += 1
-            continue
+    parsed, failed = _parsed(samples)
+    for s, pred in parsed:
         iou = iou_matrix(s["tgt"], pred)
         for i, t in enumerate(THRESHOLDS):
             if iou.max() >= t:
@@ -130,14 +129,8 @@ def localization_f1(samples: Sequence[dict]) -> dict:
 def dense_temporal_f1(samples: Sequence[dict]) -> dict:
     """dvc/slc temporal-only: per-video recall/precision at IoU > t, means over parsed videos, scaled by the
     parsed fraction, then F1 (the dense-captioning detection score without captions)."""
-    per_video: dict[str, tuple] = {}
-    failed = 0
-    for s in samples:
-        pred = parse_segments(s.get("a"))
-        if pred is None:
-            failed += 1
-            continue
-        per_video[s["video"]] = (s["tgt"], pred)
+    parsed, failed = _parsed(samples)
+    per_video = {s["video"]: (s["tgt"], pred) for s, pred in parsed}
     scale = len(per_video) / max(len(samples), 1)
     f1 = np.zeros(len(THRESHOLDS))
     for i, t in enumerate(THRESHOLDS):
