@@ -74,6 +74,7 @@ def main(argv=None) -> int:
     p.add_argument("--modes", default="mega,chunk,none")
     args = p.parse_args(argv)
 
+    import jax
     import jax.numpy as jnp
     import numpy as np
     from flax import nnx
@@ -90,9 +91,9 @@ def main(argv=None) -> int:
                                                                   rngs=nnx.Rngs(0)))
     state = nnx.state(model)
     # random weights, small scale (timing only; avoids NaNs in bf16 without materialising an init graph)
-    leaves = [np.random.default_rng(i).standard_normal(x.shape).astype(np.float32) * 0.02
-              for i, x in enumerate(jax_leaves(state))]
-    model = set_leaves(model, state, [jnp.asarray(v, dtype) for v in leaves])
+    leaves = [jnp.asarray(np.random.default_rng(i).standard_normal(x.shape).astype(np.float32) * 0.02, dtype)
+              for i, x in enumerate(jax.tree.leaves(state))]
+    nnx.update(model, jax.tree.unflatten(jax.tree.structure(state), leaves))
     stride = StrideConfig(window=args.window, activation_token_id=10, active_token_id=11, inactive_token_id=12)
     prompt = SyntheticPrompt(config, stride, args.size)
     frames = np.zeros((args.frames, args.size, args.size, 3), np.uint8)
@@ -120,20 +121,6 @@ def main(argv=None) -> int:
             if mode in results:
                 print(f"  {mode} / mega per-chunk time: {results[mode][0] / results['mega'][0]:.2f}x")
     return 0
-
-
-def jax_leaves(state):
-    import jax
-
-    return jax.tree.leaves(state)
-
-
-def set_leaves(model, state, values):
-    import jax
-    from flax import nnx
-
-    nnx.update(model, jax.tree.unflatten(jax.tree.structure(state), values))
-    return model
 
 
 if __name__ == "__main__":

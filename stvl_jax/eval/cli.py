@@ -55,6 +55,12 @@ def _read_jsonl(path: str, limit: int | None) -> list[dict]:
     return rows[:limit] if limit else rows
 
 
+def _write_json(out_dir: str, name: str, result: dict) -> None:
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, name), "w") as f:
+        json.dump(result, f, indent=1)
+
+
 def run_streamo(args) -> dict:
     from stvl_jax.eval.plots import plot_confusion, plot_state_timelines
     from stvl_jax.eval.streamo_eval import evaluate_streamo, format_per_task
@@ -64,12 +70,10 @@ def run_streamo(args) -> dict:
     records = _read_jsonl(path, args.limit)
     result = evaluate_streamo(model, tok, _vision_config(model), records, os.path.dirname(path),
                               max_rounds=args.max_rounds, stop_on_first_response=args.stop_on_first_response)
-    os.makedirs(args.out, exist_ok=True)
+    _write_json(args.out, "streamo_metrics.json", result)
     m = result["metrics"]
     plot_confusion(m, os.path.join(args.out, "streamo_confusion.png"), "Streamo states")
     plot_state_timelines(result["streams"], m["classes"], os.path.join(args.out, "streamo_timelines.png"))
-    with open(os.path.join(args.out, "streamo_metrics.json"), "w") as f:
-        json.dump(result, f, indent=1)
     print(f"streamo/{args.split}: macro-F1 {m['macro_f1']:.3f} (majority baseline {m['baseline']['macro_f1']:.3f}), "
           f"accuracy {m['accuracy']:.3f}, {m['n']} seconds over {len(records)} streams -> {args.out}")
     print(f"macro-F1 per task: {format_per_task(m)}")
@@ -84,9 +88,7 @@ def run_qvh_yesno(args) -> dict:
     samples = _read_jsonl(path, args.limit)
     result = evaluate_qvh_yesno(model, tok, _vision_config(model), samples, os.path.dirname(path),
                                 batch_size=args.batch_size, max_frames=args.max_frames)
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "qvh_yesno_metrics.json"), "w") as f:
-        json.dump(result, f, indent=1)
+    _write_json(args.out, "qvh_yesno_metrics.json", result)
     m = result["metrics"]
     print(f"qvh-yesno/{args.split}: accuracy {m['accuracy']:.3f} (always-Yes baseline "
           f"{m['baseline_always_yes']:.3f}), yes {m['yes_accuracy']}, no {m['no_accuracy']}, "
@@ -95,25 +97,13 @@ def run_qvh_yesno(args) -> dict:
 
 
 def _stride_common(p: argparse.ArgumentParser) -> None:
+    from stvl_jax.infer.cli import add_stream_flags
+
     p.add_argument("--tokenizer", default=None, help="tokenizer dir (default: <ckpt>/tokenizer)")
     p.add_argument("--out", required=True, help="output dir for <task>_metrics.json and the timelines PNG")
     p.add_argument("--limit", type=int, default=None, help="evaluate at most this many samples")
-    _stride_flags(p)
-
-
-def _stride_flags(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("STRIDE stream (defaults: the reference's; window/processor: the checkpoint's)")
-    g.add_argument("--fps", type=float, default=1.0)
-    g.add_argument("--chunk", type=int, default=32)
-    g.add_argument("--max-window", type=int, default=128)
-    g.add_argument("--stride", type=int, default=None, help="default: --chunk")
-    g.add_argument("--steps", type=int, default=8)
-    g.add_argument("--confidence", type=float, default=0.75, help="retain threshold (0: off)")
-    g.add_argument("--positions", choices=("correct", "reference"), default="correct")
-    g.add_argument("--no-fallback", action="store_true", help="no [0, t_last] answer for streams without a span")
-    g.add_argument("--window", type=int, default=None)
-    g.add_argument("--max-pixels", type=int, default=None)
-    g.add_argument("--seed", type=int, default=0)
+    add_stream_flags(p).add_argument("--no-fallback", action="store_true",
+                                     help="no [0, t_last] answer for streams without a span")
 
 
 def run_stride(args) -> dict:
@@ -129,9 +119,7 @@ def run_stride(args) -> dict:
     samples = samples[: args.limit] if args.limit else samples
     result = stride_eval.evaluate(factory, samples, fps=args.fps)
     result["baselines"] = stride_eval.baselines(window, cfg, samples, fps=args.fps)
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, f"{args.task}_metrics.json"), "w") as f:
-        json.dump(result, f, indent=1)
+    _write_json(args.out, f"{args.task}_metrics.json", result)
     stride_eval.plot_samples(result["samples"], os.path.join(args.out, f"{args.task}_timelines.png"))
     for task, by_source in result["metrics"].items():
         if task == "overall":

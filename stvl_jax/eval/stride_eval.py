@@ -72,14 +72,10 @@ def etbench_samples(anno: str, videos: str, tasks: Sequence[str]) -> list[dict]:
 def detector_factory(args):
     """(sample -> detector, StrideConfig, StreamConfig) from the `stvl eval stride|etbench` flags; multi-event
     mode per sample task as in the reference."""
-    from stvl_jax.infer.cli import load_tokenizer
-    from stvl_jax.infer.stride_runtime import load_detector
+    from stvl_jax.infer.cli import load_args_detector, load_tokenizer, stream_config
 
-    cfg = StreamConfig(fps=args.fps, chunk_size=args.chunk, max_window=args.max_window,
-                       stride=args.stride or args.chunk, steps=args.steps, confidence=args.confidence or None,
-                       positions=args.positions, fallback=not args.no_fallback, seed=args.seed)
-    detector = load_detector(args.ckpt, load_tokenizer(args.tokenizer, args.ckpt, "--tokenizer"), cfg,
-                             window=args.window, max_pixels=args.max_pixels)
+    cfg = stream_config(args, fallback=not args.no_fallback)
+    detector = load_args_detector(args, load_tokenizer(args.tokenizer, args.ckpt, "--tokenizer"), cfg)
 
     def factory(sample: dict) -> StrideStream:
         return StrideStream(detector.model, detector.prompt,

@@ -35,17 +35,25 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--answerer-tokenizer", default=None, help="its tokenizer (default <answerer>/tokenizer)")
     p.add_argument("--max-answer-tokens", type=int, default=48)
     p.add_argument("--answer-frames", type=int, default=16, help="frames shown to the answerer (even)")
-    g = p.add_argument_group("stream")
+    g = add_stream_flags(p)
+    g.add_argument("--margin", type=float, default=1.0)
+    g.add_argument("--multi-event", action="store_true", help="keep triggering (dvc/tal-style tasks)")
+    g.add_argument("--max-triggers", type=int, default=50)
+    g.add_argument("--cache", choices=("mega", "chunk", "none"), default="mega")
+    p.add_argument("--gt", default=None, help="ground-truth span(s) 'S-E[,S-E...]' in seconds for the PNG")
+    p.add_argument("--out", default="stream_out", help="output dir (timeline.png, stream.json)")
+    return p
+
+
+def add_stream_flags(p: argparse.ArgumentParser):
+    """The detector's flags shared by `stvl stream` and `stvl eval stride|etbench`; returns the stream group."""
+    g = p.add_argument_group("stream (defaults: the reference's)")
     g.add_argument("--fps", type=float, default=1.0)
     g.add_argument("--chunk", type=int, default=32, help="new frames per step (even)")
     g.add_argument("--max-window", type=int, default=128, help="frames in a mega-window (even)")
     g.add_argument("--stride", type=int, default=None, help="frames a full mega-window advances (default --chunk)")
     g.add_argument("--steps", type=int, default=8)
     g.add_argument("--confidence", type=float, default=0.75, help="retain threshold (0 disables retain)")
-    g.add_argument("--margin", type=float, default=1.0)
-    g.add_argument("--multi-event", action="store_true", help="keep triggering (dvc/tal-style tasks)")
-    g.add_argument("--max-triggers", type=int, default=50)
-    g.add_argument("--cache", choices=("mega", "chunk", "none"), default="mega")
     g.add_argument("--positions", choices=("correct", "reference"), default="correct",
                    help="slot position ids: continue the cropped prefix, or the reference's cached rope_deltas")
     g.add_argument("--seed", type=int, default=0)
@@ -53,9 +61,24 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument("--window", type=int, default=None, help="slots (trigger_window_past)")
     w.add_argument("--resolution", type=float, default=None, help="seconds per slot")
     w.add_argument("--max-pixels", type=int, default=None, help="pixels per resized frame")
-    p.add_argument("--gt", default=None, help="ground-truth span(s) 'S-E[,S-E...]' in seconds for the PNG")
-    p.add_argument("--out", default="stream_out", help="output dir (timeline.png, stream.json)")
-    return p
+    return g
+
+
+def stream_config(args, **fields):
+    """StreamConfig from the `add_stream_flags` flags plus caller-specific `fields`."""
+    from stvl_jax.infer.stride_runtime import StreamConfig
+
+    return StreamConfig(fps=args.fps, chunk_size=args.chunk, max_window=args.max_window,
+                        stride=args.stride or args.chunk, steps=args.steps, confidence=args.confidence or None,
+                        positions=args.positions, seed=args.seed, **fields)
+
+
+def load_args_detector(args, tokenizer, cfg):
+    """The detector for `args.ckpt` with the window/processor flags."""
+    from stvl_jax.infer.stride_runtime import load_detector
+
+    return load_detector(args.ckpt, tokenizer, cfg, window=args.window, resolution=args.resolution,
+                         max_pixels=args.max_pixels)
 
 
 def parse_gt(text: str | None) -> list[tuple[float, float]]:
@@ -105,16 +128,12 @@ def main(argv: list[str]) -> int:
         raise InputError(f"video {args.video!r} not found")
     from data_pipelines.video import read_video
     from stvl_jax.infer.stride_assistant import Answer, Answerer, ProactiveAssistant
-    from stvl_jax.infer.stride_runtime import StreamConfig, load_detector
     from stvl_jax.infer.stride_timeline import format_timeline, latency_summary, plot_timeline
 
     tok = load_tokenizer(args.tokenizer, args.ckpt, "--tokenizer")
-    cfg = StreamConfig(fps=args.fps, chunk_size=args.chunk, max_window=args.max_window,
-                       stride=args.stride or args.chunk, steps=args.steps,
-                       confidence=args.confidence or None, margin=args.margin, multi_event=args.multi_event,
-                       max_triggers=args.max_triggers, cache=args.cache, positions=args.positions, seed=args.seed)
-    detector = load_detector(args.ckpt, tok, cfg, window=args.window, resolution=args.resolution,
-                             max_pixels=args.max_pixels)
+    cfg = stream_config(args, margin=args.margin, multi_event=args.multi_event, max_triggers=args.max_triggers,
+                        cache=args.cache)
+    detector = load_args_detector(args, tok, cfg)
     window = detector.stride
     answerer = None
     if args.answerer:

@@ -39,10 +39,6 @@ def group_of(path: str) -> str:
     raise ValueError(f"parameter {path!r} belongs to no group {GROUP_NAMES}; extend stvl_jax.train.param_groups")
 
 
-def group_labels(paths: Iterable[str]) -> dict[str, str]:
-    return {p: group_of(p) for p in paths}
-
-
 def split_by_groups(flat: Mapping[str, Any], trainable_groups: Iterable[str]) -> tuple[dict, dict]:
     """flat {path: x} -> (trainable {path: x}, frozen {path: x}) by group membership."""
     keep = set(trainable_groups)
@@ -58,14 +54,3 @@ def decays(path: str) -> bool:
     """False for biases, norm scales and the learned vision position table."""
     parts = path.split("/")
     return not (parts[-1] == "bias" or any("norm" in p for p in parts[:-1]) or parts[-1] == "pos_embed")
-
-
-def count_by_group(shapes: Mapping[str, tuple[int, ...]]) -> dict[str, int]:
-    """Parameter count per group from {path: shape}."""
-    out = dict.fromkeys(GROUP_NAMES, 0)
-    for path, shape in shapes.items():
-        n = 1
-        for s in shape:
-            n *= int(s)
-        out[group_of(path)] += n
-    return out

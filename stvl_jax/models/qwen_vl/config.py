@@ -136,8 +136,3 @@ class QwenVLConfig(StrictConfig):
         """(mean, std) per channel for uint8 pixels: the config's, else the family's HF processor default."""
         mean, std = _IMAGE_MEAN_STD[self.family]
         return self.vision.image_mean or mean, self.vision.image_std or std
-
-    @property
-    def default_architecture(self) -> str:
-        return {"qwen3_vl": "Qwen3VLForConditionalGeneration",
-                "qwen2_5_vl": "Qwen2_5_VLForConditionalGeneration"}[self.family]
