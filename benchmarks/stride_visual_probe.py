@@ -1,0 +1,178 @@
+"""How strong must a visual change be before the tiny STRIDE recipe learns to read it? (docs/stride.md)
+
+Each probe is a set of 20 s videos (128 x 128, 4 fps) on a dark background in which one thing is visible during
+[s, e) (2-4 s) and the query asks when ("When is it visible?"); the STRIDE windows are cut before, inside and
+after the event as in the synthetic set. Probes:
+  flash  — the whole frame turns bright (every visual token changes);
+  block  — a red 64 x 64 px block filling one quarter of the frame, which quarter drawn per video (exactly one
+           merged token of the recipe's 64 px frames);
+  square — a red 24 x 24 px square at a random place per video (12 px at 64 px: about a seventh of one
+           merged token, the size of the synthetic set's larger shapes).
+Per probe, configs/train/stride_tiny.yaml (only the index, steps and out_dir changed) trains on 180 videos;
+then held-out windows with every slot masked (mode 1) are scored with their pixels and with the pixels set to
+zero: active-slot F1 and accuracy (a model that ignores the video scores the same both ways). Also printed:
+what the probe changes in the (frozen, randomly initialised) vision tower's output tokens, |delta| per merged
+token against the background frame pair, beside the tokens' own norm — the signal the LLM has to read.
+
+    python benchmarks/stride_visual_probe.py                            # flash, block, square; 300 steps each
+    python benchmarks/stride_visual_probe.py --probes square --steps 1200 --set optim.groups.vision.train=true
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import tempfile
+
+import numpy as np
+
+PROBES = ("flash", "block", "square")
+SIZE, FPS, DURATION = 128, 4, 20
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RECIPE = os.path.join(ROOT, "configs/train/stride_tiny.yaml")
+RED, BACKGROUND = (230, 40, 40), 24
+
+
+def probe_frame(kind: str, on: bool, xy: tuple[int, int]) -> np.ndarray:
+    f = np.full((SIZE, SIZE, 3), BACKGROUND, np.uint8)
+    if on and kind == "flash":
+        f[:] = 230
+    elif on and kind == "block":
+        y0, x0 = (SIZE // 2) * (xy[1] >= SIZE // 2), (SIZE // 2) * (xy[0] >= SIZE // 2)
+        f[y0 : y0 + SIZE // 2, x0 : x0 + SIZE // 2] = RED
+    elif on and kind == "square":
+        x, y = xy
+        f[y - 12 : y + 12, x - 12 : x + 12] = RED
+    return f
+
+
+def write_probe_set(kind: str, out: str, videos: int, seed: int = 0) -> dict[str, str]:
+    """Videos + STRIDE activation samples (the synthetic set's JSONL format); every tenth video is held out."""
+    from data_pipelines.synthetic.render import write_mp4
+
+    rng = np.random.default_rng(seed)
+    os.makedirs(f"{out}/videos", exist_ok=True)
+    rows = {"train": [], "test": []}
+    for v in range(videos):
+        s = int(rng.integers(2, 14))
+        e = s + int(rng.integers(2, 5))
+        xy = tuple(int(c) for c in rng.integers(20, SIZE - 20, size=2))
+        vid = f"{kind}_{v:04d}"
+        write_mp4(f"{out}/videos/{vid}.mp4",
+                  [probe_frame(kind, s <= k / FPS < e, xy) for k in range(DURATION * FPS)], FPS)
+        ends = (s - 0.25, s + 1.0, min(DURATION - 0.25, e + int(rng.integers(1, 5))))
+        for cut, end in zip(("before", "inside", "after"), ends):
+            rows["test" if v % 10 == 0 else "train"].append({
+                "id": f"{vid}_{cut}", "vid": vid, "task": "tvg", "action": "visible",
+                "data": [{"type": "text", "content": "When is it visible?"},
+                         {"type": "video", "path": f"videos/{vid}.mp4", "fps": FPS, "start_seconds": max(0.0, end - 15),
+                          "end_seconds": end, "src_resolution": [SIZE, SIZE]},
+                         {"type": "activation_output",
+                          "entries": [{"start_seconds": float(s), "end_seconds": e - 0.01, "mask": True,
+                                       "value": "<active>"}]}]})
+    paths = {}
+    for split, r in rows.items():
+        paths[split] = f"{out}/{split}.jsonl"
+        with open(paths[split], "w") as f:
+            f.writelines(json.dumps(x) + "\n" for x in r)
+    return paths
+
+
+def token_signal(model, kind: str, vision) -> tuple[float, float]:
+    """(max over merged tokens of |delta|, mean token norm) of the vision tower's output, probe on vs off."""
+    from data_pipelines.processor import process_video
+    from stvl_jax.models.qwen_vl.vision_inputs import prepare_vision_inputs
+
+    def tokens(on):
+        frames = np.stack([probe_frame(kind, on, (40, 40))] * 2)
+        pv, grid = process_video(frames, vision)
+        x, _ = model.visual(prepare_vision_inputs(model.config, pixel_values_videos=pv,
+                                                  video_grid_thw=np.asarray(grid).reshape(-1, 3)))
+        return np.asarray(x)
+
+    off, on = tokens(False), tokens(True)
+    return float(np.linalg.norm(on - off, axis=-1).max()), float(np.linalg.norm(off, axis=-1).mean())
+
+
+def held_out_scores(kind: str, ckpt: str, index: str, cfg) -> dict:
+    """Active-slot F1 / accuracy over held-out windows (all slots masked), with and without the pixels."""
+    from transformers import AutoTokenizer
+
+    from data_pipelines.grain import PipelineConfig, make_pipeline
+    from stvl_jax.models.stride.head import second_copy_positions
+    from stvl_jax.models.stride.model import load_stride, window_probs
+
+    pc = PipelineConfig.from_dict({**cfg.data.pipeline, "index": index, "batch_size": cfg.data.batch_size,
+                                   "num_epochs": 1, "shuffle": False, "worker_count": 0,
+                                   "drop_remainder": False})
+    pc = dataclasses.replace(pc, stride=dataclasses.replace(pc.stride, mask_modes=(1,)))
+    model, scfg = load_stride(ckpt, AutoTokenizer.from_pretrained(pc.tokenizer), window=pc.stride.window)
+    labels, probs, blind = [], [], []
+    for batch in make_pipeline(pc):
+        pos = second_copy_positions(batch["input_ids"], scfg)
+        lab = np.take_along_axis(batch["activation_labels"], pos, 1)
+        zeroed = dict(batch, pixel_values_videos=np.zeros_like(batch["pixel_values_videos"]))
+        keep = lab >= 0
+        labels.append(lab[keep])
+        probs.append(window_probs(model, scfg, batch)[keep])
+        blind.append(window_probs(model, scfg, zeroed)[keep])
+    y = np.concatenate(labels).astype(bool)
+
+    def scores(p):
+        pred = np.concatenate(p) > 0.5
+        tp = float((pred & y).sum())
+        f1 = 2 * tp / max(1.0, pred.sum() + y.sum())
+        return {"f1": f1, "acc": float((pred == y).mean())}
+
+    signal = token_signal(model, kind, pc.vision)
+    return {"slots": int(y.size), "active_frac": float(y.mean()), "pixels": scores(probs),
+            "zeroed": scores(blind), "all_inactive_acc": float(1 - y.mean()),
+            "token_delta": signal[0], "token_norm": signal[1]}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--probes", default=",".join(PROBES))
+    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--videos", type=int, default=200)
+    ap.add_argument("--out", default=None, help="work dir (default: a temp dir)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="extra overrides of the recipe config, e.g. optim.groups.vision.train=true")
+    a = ap.parse_args()
+    sys.path.insert(0, ROOT)
+    from data_pipelines.tokenizer import build_tiny_tokenizer
+    from stvl_jax.train.config import load_train_config
+    from stvl_jax.train.trainer import Trainer
+
+    root = a.out or tempfile.mkdtemp(prefix="stride_probe_")
+    tokenizer = build_tiny_tokenizer(f"{root}/tokenizer")
+    results = {}
+    for kind in a.probes.split(","):
+        if kind not in PROBES:
+            ap.error(f"--probes: unknown probe {kind!r} (choose from {', '.join(PROBES)})")
+        paths = write_probe_set(kind, f"{root}/{kind}", a.videos)
+        cfg = load_train_config(RECIPE, [f"data.pipeline.index={paths['train']}",
+                                         f"data.pipeline.tokenizer={tokenizer}", f"steps={a.steps}",
+                                         f"out_dir={root}/{kind}/run", f"checkpoint.every={a.steps}",
+                                         "logging.every=50", *a.set])
+        Trainer(cfg).run()
+        results[kind] = held_out_scores(kind, f"{root}/{kind}/run/checkpoints/{a.steps}", paths["test"], cfg)
+        print(kind, json.dumps(results[kind]), flush=True)
+    print(f"\n{a.steps} steps, overrides {a.set or 'none'}; held-out windows, every slot masked")
+    print(f"{'probe':<8} {'|dtoken|/|token|':>16} {'F1 pixels':>10} {'F1 zeroed':>10} {'acc pixels':>11} "
+          f"{'acc zeroed':>11} {'all-inactive':>13}")
+    for kind, r in results.items():
+        print(f"{kind:<8} {r['token_delta']:>7.3f}/{r['token_norm']:<8.3f} {r['pixels']['f1']:>10.3f} "
+              f"{r['zeroed']['f1']:>10.3f} {r['pixels']['acc']:>11.3f} {r['zeroed']['acc']:>11.3f} "
+              f"{r['all_inactive_acc']:>13.3f}")
+    with open(f"{root}/probe_results.json", "w") as f:
+        json.dump({"steps": a.steps, "overrides": a.set, "results": results}, f, indent=1)
+    print(f"results: {root}/probe_results.json")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
