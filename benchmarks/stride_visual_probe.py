@@ -102,6 +102,7 @@ def held_out_scores(kind: str, ckpt: str, index: str, cfg) -> dict:
     from transformers import AutoTokenizer
 
     from data_pipelines.grain import PipelineConfig, make_pipeline
+    from stvl_jax.eval.metrics import classification_report
     from stvl_jax.models.stride.head import second_copy_positions
     from stvl_jax.models.stride.model import load_stride, window_probs
 
@@ -120,12 +121,11 @@ def held_out_scores(kind: str, ckpt: str, index: str, cfg) -> dict:
         probs.append(window_probs(model, scfg, batch)[keep])
         blind.append(window_probs(model, scfg, zeroed)[keep])
     y = np.concatenate(labels).astype(bool)
+    names = np.array(["inactive", "active"])
 
     def scores(p):
-        pred = np.concatenate(p) > 0.5
-        tp = float((pred & y).sum())
-        f1 = 2 * tp / max(1.0, pred.sum() + y.sum())
-        return {"f1": f1, "acc": float((pred == y).mean())}
+        r = classification_report(names[y.astype(int)], names[(np.concatenate(p) > 0.5).astype(int)], names)
+        return {"f1": r["per_class"]["active"]["f1"], "acc": r["accuracy"]}
 
     signal = token_signal(model, kind, pc.vision)
     return {"slots": int(y.size), "active_frac": float(y.mean()), "pixels": scores(probs),
