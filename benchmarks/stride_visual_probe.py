@@ -97,8 +97,9 @@ def token_signal(model, kind: str, vision) -> tuple[float, float]:
     return float(np.linalg.norm(on - off, axis=-1).max()), float(np.linalg.norm(off, axis=-1).mean())
 
 
-def held_out_scores(kind: str, ckpt: str, index: str, cfg) -> dict:
-    """Active-slot F1 / accuracy over held-out windows (all slots masked), with and without the pixels."""
+def held_out_scores(kind: str | None, ckpt: str, index: str, cfg) -> dict:
+    """Active-slot F1 / accuracy over held-out windows (all slots masked), with and without the pixels; with a
+    probe `kind`, also its `token_signal`."""
     from transformers import AutoTokenizer
 
     from data_pipelines.grain import PipelineConfig, make_pipeline
@@ -127,10 +128,11 @@ def held_out_scores(kind: str, ckpt: str, index: str, cfg) -> dict:
         r = classification_report(names[y.astype(int)], names[(np.concatenate(p) > 0.5).astype(int)], names)
         return {"f1": r["per_class"]["active"]["f1"], "acc": r["accuracy"]}
 
-    signal = token_signal(model, kind, pc.vision)
-    return {"slots": int(y.size), "active_frac": float(y.mean()), "pixels": scores(probs),
-            "zeroed": scores(blind), "all_inactive_acc": float(1 - y.mean()),
-            "token_delta": signal[0], "token_norm": signal[1]}
+    out = {"slots": int(y.size), "active_frac": float(y.mean()), "pixels": scores(probs), "zeroed": scores(blind),
+           "all_inactive_acc": float(1 - y.mean())}
+    if kind is not None:
+        out["token_delta"], out["token_norm"] = token_signal(model, kind, pc.vision)
+    return out
 
 
 def main() -> int:
