@@ -109,6 +109,7 @@ def pretrain_vision(config, vision, train, val, steps: int, batch: int, lr: floa
     from flax import nnx
 
     from data_pipelines.processor import process_video
+    from stvl_jax.eval.metrics import classification_report
     from stvl_jax.models.qwen_vl.model import QwenVLForConditionalGeneration
     from stvl_jax.models.qwen_vl.vision_inputs import prepare_vision_inputs
 
@@ -157,11 +158,11 @@ def pretrain_vision(config, vision, train, val, steps: int, batch: int, lr: floa
         pred.append(np.asarray(predict(params, inputs(frames))) > 0)
         true.append(y > 0)
     pred, true = np.concatenate(pred), np.concatenate(true)
-    half = n_out // 2
+    half, names = n_out // 2, np.array(["off", "on"])
 
-    def f1(p, t):
-        tp = (p & t).sum()
-        return float(2 * tp / max(1, 2 * tp + (p & ~t).sum() + (~p & t).sum()))
+    def f1(p, t):  # F1 of the "on" bits, pooled over tokens and colours
+        return classification_report(names[t.ravel().astype(int)], names[p.ravel().astype(int)], names)[
+            "per_class"]["on"]["f1"]
 
     return model, {"presence_f1": f1(pred[:, :half], true[:, :half]), "motion_f1": f1(pred[:, half:], true[:, half:])}
 
