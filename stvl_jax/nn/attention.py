@@ -62,7 +62,8 @@ class SegmentLayout:
     dense_segments: static int — D > 0 when segment s < D holds exactly rows [s*Lb, (s+1)*Lb) in order, the
         segments >= D are empty and rows >= D*Lb belong to no segment (equal-length segments in row order, e.g.
         the frames of a video); then `segment_attention` reshapes rows into segments instead of gathering. 0 =
-        general layout.
+        general layout. With `bucket_segments`, D also counts trailing blocks of padding rows (up to the
+        bucketed number of segments), so that it takes few distinct values.
     """
 
     gather: jax.Array
@@ -102,7 +103,12 @@ class SegmentLayout:
         gather[seg_of, pos_sorted] = row_of
         valid[seg_of, pos_sorted] = True
         scatter[row_of] = seg_of * block + pos_sorted
-        return SegmentLayout(gather, valid, scatter, _dense_segments(gather, valid, n))
+        dense = _dense_segments(gather, valid, n)
+        if dense and bucket_segments:
+            # The count is static: round it up like the segments (the extra ones hold padding rows), or every
+            # distinct number of frames in a batch compiles a new program.
+            dense = min(num_seg, n // block)
+        return SegmentLayout(gather, valid, scatter, dense)
 
 
 def _dense_segments(gather: np.ndarray, valid: np.ndarray, n: int) -> int:
@@ -119,7 +125,8 @@ def _dense_segments(gather: np.ndarray, valid: np.ndarray, n: int) -> int:
 def segment_attention(q: jax.Array, k: jax.Array, v: jax.Array, layout: SegmentLayout, *, scale: float,
                       precision=None) -> jax.Array:
     """q, k, v: (N, H, D) -> (N, H, D), each row attending to the rows of its own segment (bidirectional).
-    Rows in no segment get the output of the first slot (as the general path's scatter gives them)."""
+    Rows in no segment get the output of the first slot (as the general path's scatter gives them), or, when a
+    bucketed dense layout counts their block, attend within it: padding rows, whose outputs nobody reads."""
     n, h, d = q.shape
     s, lb = layout.gather.shape
     if layout.dense_segments:

@@ -43,3 +43,38 @@ def test_bucket_sizes():
     assert [bucket(n) for n in (1, 16, 17, 33, 100, 1000, 1025)] == [16, 16, 20, 40, 112, 1024, 1280]
     for n in range(1, 5000, 37):  # at most 25% padding above the minimum, never smaller
         assert n <= bucket(n) <= max(16, int(n * 1.25) + 1)
+
+
+@pytest.mark.parametrize("preset", ["qwen3vl_tiny", "qwen25vl_tiny"])
+def test_bucketed_batches_share_one_program_and_keep_the_tokens(preset):
+    """Frame counts in one bucket give one pytree structure (the layouts' dense segment count is static
+    metadata: a count per batch meant a compile per batch), and padding leaves the real merged tokens as
+    they are without it."""
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from stvl_jax.models.qwen_vl.presets import load_model_config
+    from stvl_jax.models.qwen_vl.vision import VisionTower
+    from stvl_jax.models.qwen_vl.vision_inputs import prepare_vision_inputs
+
+    config = load_model_config(preset)
+    pixels = np.random.default_rng(0).integers(0, 256, (10 * 16, config.vision.patch_dim), dtype=np.uint8)
+
+    def inputs(images: int, buckets: bool):
+        grid = np.tile([[1, 4, 4]], (images, 1))
+        return prepare_vision_inputs(config, pixel_values=pixels[: images * 16], image_grid_thw=grid,
+                                     buckets=buckets)
+
+    nine, ten = inputs(9, True), inputs(10, True)  # 9 and 10 frames: both bucket to 10 segments, 160 rows
+    assert jax.tree.structure(nine) == jax.tree.structure(ten)
+    assert [x.shape for x in jax.tree.leaves(nine)] == [x.shape for x in jax.tree.leaves(ten)]
+
+    tower = VisionTower(config, rngs=nnx.Rngs(0))
+    tokens = 9 * 16 // config.vision.merge_unit
+
+    def real_tokens(vi):
+        merged = np.asarray(tower(jax.tree.map(jnp.asarray, vi))[0])
+        return merged[np.asarray(vi.merged_order)[:tokens]]
+
+    np.testing.assert_allclose(real_tokens(nine), real_tokens(inputs(9, False)), rtol=1e-5, atol=1e-6)
