@@ -109,11 +109,10 @@ def pretrain_vision(config, vision, train, val, steps: int, batch: int, lr: floa
     from flax import nnx
 
     from data_pipelines.processor import process_video
+    from data_pipelines.synthetic.vocabulary import PALETTE
     from stvl_jax.eval.metrics import classification_report
     from stvl_jax.models.qwen_vl.model import QwenVLForConditionalGeneration
     from stvl_jax.models.qwen_vl.vision_inputs import prepare_vision_inputs
-
-    from data_pipelines.synthetic.vocabulary import PALETTE
 
     model = QwenVLForConditionalGeneration(config, rngs=nnx.Rngs(seed))
     n_out = 4 * len(PALETTE)
