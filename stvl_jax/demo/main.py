@@ -4,7 +4,7 @@ Stages: 1) make the synthetic space-time video set; 2) convert a tiny HF Qwen3-V
 simulated 8-device (2x2x2) CPU mesh on a synthetic video and check it against PyTorch; 3) Streamo SFT of a tiny
 Qwen2.5-VL on the synthetic streams, sharded on the same mesh, with Orbax checkpoints; 4) streaming evaluation
 of the trained model on held-out videos (1 FPS, KV cache reused across turns) vs the majority baseline, with
-metrics JSON and plots.
+metrics JSON and plots, and the same evaluation with every pixel zeroed (does the score come from the video?).
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def main(argv=None) -> int:
             video = os.path.join(data, "videos", sorted(os.listdir(os.path.join(data, "videos")))[0])
             results["parity"] = run_parity(args.out, video, tok, mesh)
 
-    from stvl_jax.demo.streamo import evaluate, train_streamo, training_vision, write_streams
+    from stvl_jax.demo.streamo import evaluate, pixel_control, train_streamo, training_vision, write_streams
 
     print("[3] Streamo SFT: tiny Qwen2.5-VL, state tokens with the focal loss, vision tower frozen")
     streams = write_streams(data, os.path.join(args.out, "streamo"))
@@ -81,9 +81,11 @@ def main(argv=None) -> int:
     results["train"] = {k: v for k, v in summary.items() if isinstance(v, (int, float, str, list, dict))}
 
     print(f"[4] streaming evaluation on held-out ({args.eval_split}) videos")
-    result = evaluate(trainer.model(), tok, streams[args.eval_split], os.path.join(args.out, "eval"),
-                      training_vision(trainer.cfg), limit=args.eval_limit)
+    model, eval_dir, vision = trainer.model(), os.path.join(args.out, "eval"), training_vision(trainer.cfg)
+    result = evaluate(model, tok, streams[args.eval_split], eval_dir, vision, limit=args.eval_limit)
     results["eval"] = result["metrics"]
+    results["eval_zero_pixels"] = pixel_control(model, tok, streams[args.eval_split], eval_dir, vision, result,
+                                                limit=args.eval_limit)
 
     results["seconds"] = round(time.time() - t0, 1)
     with open(os.path.join(args.out, "demo_results.json"), "w") as f:

@@ -57,17 +57,24 @@ def training_vision(train_cfg):
     return PipelineConfig.from_dict(train_cfg.data.pipeline).vision
 
 
-def evaluate(model, tokenizer_dir: str, streams_path: str, out_dir: str, vision, *, limit: int | None = None,
-             log=print):
+def _stream_eval(model, tokenizer_dir: str, streams_path: str, vision, limit: int | None, zero_pixels: bool):
     from transformers import AutoTokenizer
 
-    from stvl_jax.eval.plots import plot_confusion, plot_state_timelines
-    from stvl_jax.eval.streamo_eval import evaluate_streamo, format_per_task
+    from stvl_jax.eval.streamo_eval import evaluate_streamo
 
     with open(streams_path) as f:
         records = [json.loads(line) for line in f if line.strip()][:limit]
     tok = AutoTokenizer.from_pretrained(tokenizer_dir)
-    result = evaluate_streamo(model, tok, vision, records, os.path.dirname(streams_path), max_answer_tokens=16)
+    return records, evaluate_streamo(model, tok, vision, records, os.path.dirname(streams_path),
+                                     max_answer_tokens=16, zero_pixels=zero_pixels)
+
+
+def evaluate(model, tokenizer_dir: str, streams_path: str, out_dir: str, vision, *, limit: int | None = None,
+             log=print):
+    from stvl_jax.eval.plots import plot_confusion, plot_state_timelines
+    from stvl_jax.eval.streamo_eval import format_per_task
+
+    records, result = _stream_eval(model, tokenizer_dir, streams_path, vision, limit, zero_pixels=False)
     m = result["metrics"]
     os.makedirs(out_dir, exist_ok=True)
     plot_confusion(m, os.path.join(out_dir, "streamo_confusion.png"), "Streamo states (held-out)")
@@ -83,3 +90,19 @@ def evaluate(model, tokenizer_dir: str, streams_path: str, out_dir: str, vision,
     log(f"  responses: {rt['responded']}/{rt['streams_with_response']} streams answered, "
         f"{100 * rt['within_1s']:.0f}% within 1 s of the ground truth; median {m['median_turn_latency_ms']:.0f} ms/turn")
     return result
+
+
+def pixel_control(model, tokenizer_dir: str, streams_path: str, out_dir: str, vision, result: dict, *,
+                  limit: int | None = None, log=print) -> dict:
+    """`evaluate` again with every frame black: what the score owes to the video rather than to the question
+    and the protocol's timing. Returns its metrics and in how many streams the outputs did not change."""
+    records, control = _stream_eval(model, tokenizer_dir, streams_path, vision, limit, zero_pixels=True)
+    with open(os.path.join(out_dir, "streamo_metrics_zero_pixels.json"), "w") as f:
+        json.dump(control, f, indent=1)
+    m = control["metrics"]
+    same = sum(a["outputs"] == b["outputs"] for a, b in zip(result["streams"], control["streams"]))
+    log(f"  control, every pixel zeroed: state macro-F1 {m['macro_f1']:.3f}; outputs unchanged in {same} of "
+        f"{len(records)} streams" + (" (the score comes from the question and the protocol's timing, not the "
+                                     "video)" if same == len(records) else ""))
+    return {"macro_f1": m["macro_f1"], "accuracy": m["accuracy"], "unchanged_streams": same,
+            "streams": len(records)}

@@ -5,6 +5,8 @@
     stvl eval stride    --ckpt CKPT --data SYNTH_DIR [--split test] [--tokenizer DIR] --out OUT [stream flags]
     stvl eval etbench   --ckpt CKPT --anno etbench_txt_v1.0.json --videos DIR --out OUT [--tasks tvg,epm,...]
     stvl eval etbench-score PREDICTIONS.json   (ET-Bench metrics of a file whose samples carry answers "a")
+
+`--zero-pixels` (streamo, stride, etbench) streams black frames: a control for what the score owes the video.
 """
 
 from __future__ import annotations
@@ -69,12 +71,15 @@ def run_streamo(args) -> dict:
     path = os.path.join(args.data, "streamo", f"stream_{args.split}.jsonl")
     records = _read_jsonl(path, args.limit)
     result = evaluate_streamo(model, tok, _vision_config(model), records, os.path.dirname(path),
-                              max_rounds=args.max_rounds, stop_on_first_response=args.stop_on_first_response)
+                              max_rounds=args.max_rounds, stop_on_first_response=args.stop_on_first_response,
+                              zero_pixels=args.zero_pixels)
     _write_json(args.out, "streamo_metrics.json", result)
     m = result["metrics"]
     plot_confusion(m, os.path.join(args.out, "streamo_confusion.png"), "Streamo states")
     plot_state_timelines(result["streams"], m["classes"], os.path.join(args.out, "streamo_timelines.png"))
-    print(f"streamo/{args.split}: macro-F1 {m['macro_f1']:.3f} (majority baseline {m['baseline']['macro_f1']:.3f}), "
+    control = " with every pixel zeroed" if args.zero_pixels else ""
+    print(f"streamo/{args.split}{control}: macro-F1 {m['macro_f1']:.3f} "
+          f"(majority baseline {m['baseline']['macro_f1']:.3f}), "
           f"accuracy {m['accuracy']:.3f}, {m['n']} seconds over {len(records)} streams -> {args.out}")
     print(f"macro-F1 per task: {format_per_task(m)}")
     return result
@@ -96,6 +101,11 @@ def run_qvh_yesno(args) -> dict:
     return result
 
 
+def _zero_pixels_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--zero-pixels", action="store_true",
+                   help="control run: every frame black (how much of the score comes from the video)")
+
+
 def _stride_common(p: argparse.ArgumentParser) -> None:
     from stvl_jax.infer.cli import add_stream_flags
 
@@ -104,6 +114,7 @@ def _stride_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=int, default=None, help="evaluate at most this many samples")
     add_stream_flags(p).add_argument("--no-fallback", action="store_true",
                                      help="no [0, t_last] answer for streams without a span")
+    _zero_pixels_flag(p)
 
 
 def run_stride(args) -> dict:
@@ -117,17 +128,19 @@ def run_stride(args) -> dict:
         tasks = tuple(t.strip() for t in args.tasks.split(",") if t.strip())
         samples = stride_eval.etbench_samples(args.anno, args.videos, tasks)
     samples = samples[: args.limit] if args.limit else samples
-    result = stride_eval.evaluate(factory, samples, fps=args.fps)
+    result = stride_eval.evaluate(factory, samples, fps=args.fps, zero_pixels=args.zero_pixels)
     result["baselines"] = stride_eval.baselines(window, cfg, samples, fps=args.fps)
     _write_json(args.out, f"{args.task}_metrics.json", result)
     stride_eval.plot_samples(result["samples"], os.path.join(args.out, f"{args.task}_timelines.png"))
+    control = " (every pixel zeroed)" if args.zero_pixels else ""
     for task, by_source in result["metrics"].items():
         if task == "overall":
             continue
         for source, m in by_source.items():
             base = {k: v[task][source] for k, v in result["baselines"].items()}
-            print(f"{args.task} {task}/{source}: F1@0.5 {m['F1@0.5']:.3f} (always-on {base['always_on']['F1@0.5']:.3f},"
-                  f" always-off {base['always_off']['F1@0.5']:.3f}); F1 mean over tIoU {m['F1']:.3f} "
+            print(f"{args.task}{control} {task}/{source}: F1@0.5 {m['F1@0.5']:.3f} "
+                  f"(always-on {base['always_on']['F1@0.5']:.3f}, always-off {base['always_off']['F1@0.5']:.3f}); "
+                  f"F1 mean over tIoU {m['F1']:.3f} "
                   f"(always-on {base['always_on']['F1']:.3f}, always-off {base['always_off']['F1']:.3f}); "
                   f"{m['total']} samples")
     lat = result["latency"]
@@ -157,6 +170,7 @@ def main(argv=None) -> int:
     _common(s)
     s.add_argument("--max-rounds", type=int, default=120)
     s.add_argument("--stop-on-first-response", action="store_true")
+    _zero_pixels_flag(s)
     s.set_defaults(func=run_streamo)
     q = sub.add_parser("qvh-yesno", help="QVHighlights timestamp Yes/No accuracy (batched generation)")
     _common(q)

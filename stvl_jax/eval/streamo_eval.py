@@ -48,13 +48,20 @@ def first_response(states) -> int | None:
 
 def evaluate_streamo(model, tokenizer, vision, records: list[dict], media_root: str, *, max_rounds: int = 120,
                      max_answer_tokens: int = 24, stop_on_first_response: bool = False, fps: float = 1.0,
-                     progress: bool = True) -> dict:
+                     zero_pixels: bool = False, progress: bool = True) -> dict:
+    """Stream every record at `fps` through a `StreamoRunner` and score the state tokens against the gold turns.
+
+    `zero_pixels` replaces every frame by black (same frame count and size): a control run that shows how much
+    of the score comes from the video rather than from the question and the protocol's timing.
+    """
     gold_all, pred_all, per_record, timing = [], [], [], []
     by_task: dict[str, tuple[list, list]] = {}
     for rec in tqdm(records, desc="streamo eval", unit="stream", disable=not progress):
         r = parse_stream_record(rec)
         path = r["video"] if os.path.isabs(r["video"]) else os.path.join(media_root, r["video"])
         frames = stream_frames(path, len(r["user_texts"]), fps)
+        if zero_pixels:
+            frames = np.zeros_like(frames)
         runner = StreamoRunner(model, tokenizer, vision, max_rounds=max_rounds, max_answer_tokens=max_answer_tokens,
                                system_prompt=r["system"], stop_on_first_response=stop_on_first_response)
         turns = runner.run(frames, r["user_texts"], question=r["question"])

@@ -114,12 +114,16 @@ def load_frames(path: str, fps: float) -> np.ndarray:
 
 
 def evaluate(stream_factory: Callable[[dict], StrideStream], samples: Sequence[dict], *, fps: float = 1.0,
-             progress: bool = True) -> dict:
+             zero_pixels: bool = False, progress: bool = True) -> dict:
     """Stream every sample (its video from the start, query `q`); fills `a` and returns
-    {"metrics": etbench.score(...), "samples": [...with a, segments, chunk timelines...], "latency": {...}}."""
+    {"metrics": etbench.score(...), "samples": [...with a, segments, chunk timelines...], "latency": {...}}.
+    `zero_pixels`: every frame black (same count and size), a control for how much of the score comes from
+    the video."""
     done, chunk_ms = [], []
     for s in tqdm(samples, desc="stride eval", unit="video", disable=not progress):
         frames = load_frames(s["video"], fps)
+        if zero_pixels:
+            frames = np.zeros_like(frames)
         runner = stream_factory(s)
         t0 = time.perf_counter()
         result: StreamResult = runner.run(frames, s["q"])

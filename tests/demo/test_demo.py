@@ -39,5 +39,8 @@ def test_demo_runs_end_to_end(tmp_path, monkeypatch):
     assert results["train"]["step"] == 4
     m = results["eval"]
     assert m["n"] > 0 and 0.0 <= m["macro_f1"] <= 1.0 and "baseline" in m
+    control = results["eval_zero_pixels"]
+    assert control["streams"] == 2 and 0 <= control["unchanged_streams"] <= 2 and 0.0 <= control["macro_f1"] <= 1.0
+    assert (out / "eval" / "streamo_metrics_zero_pixels.json").is_file()
     for png in ("streamo_confusion.png", "streamo_timelines.png"):
         assert (out / "eval" / png).stat().st_size > 0

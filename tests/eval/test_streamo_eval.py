@@ -54,6 +54,30 @@ def test_evaluate_streamo_runs_and_aligns(data, tmp_path):
     assert {t: v["n"] for t, v in m["per_task"].items()} == tasks
 
 
+def test_zero_pixels_control_streams_black_frames_of_the_same_shape(data, tmp_path, monkeypatch):
+    from transformers import AutoTokenizer
+
+    import stvl_jax.eval.streamo_eval as streamo_eval
+
+    seen, run = [], streamo_eval.StreamoRunner.run
+
+    def spy(self, frames, *args, **kwargs):
+        seen.append(frames.copy())
+        return run(self, frames, *args, **kwargs)
+
+    monkeypatch.setattr(streamo_eval.StreamoRunner, "run", spy)
+    tok = AutoTokenizer.from_pretrained(build_tiny_tokenizer(str(tmp_path / "tok")))
+    model = QwenVLForConditionalGeneration(load_model_config("qwen25vl_tiny"), rngs=nnx.Rngs(0))
+    path = os.path.join(data, "streamo", "stream_val.jsonl")
+    with open(path) as f:
+        records = [json.loads(f.readline())]
+    for zero in (False, True):
+        evaluate_streamo(model, tok, VisionConfig.qwen2_5_vl(), records, os.path.dirname(path),
+                         max_answer_tokens=1, zero_pixels=zero, progress=False)
+    real, black = seen
+    assert real.shape == black.shape and real.any() and not black.any()
+
+
 @pytest.mark.parametrize("task", ["streamo", "qvh-yesno"])
 def test_eval_cli_writes_metrics_and_plots(data, tmp_path, task, capsys):
     from stvl_jax.cli import main
@@ -69,6 +93,9 @@ def test_eval_cli_writes_metrics_and_plots(data, tmp_path, task, capsys):
         m = json.loads((out / "streamo_metrics.json").read_text())["metrics"]
         assert m["n"] > 0 and m["per_task"] and (out / "streamo_timelines.png").is_file()
         assert "macro-F1 per task" in capsys.readouterr().out
+        assert main(["eval", task, "--ckpt", ckpt, "--data", data, "--tokenizer", tok, "--limit", "1",
+                     "--out", str(tmp_path / "zero"), "--zero-pixels"]) == 0
+        assert "with every pixel zeroed" in capsys.readouterr().out
     else:
         m = json.loads((out / "qvh_yesno_metrics.json").read_text())["metrics"]
         assert m["total"] == 2

@@ -60,3 +60,24 @@ def test_eval_stride_reports_metrics_and_baselines(ckpt, tok_dir, synth_dir, tmp
     m = result["metrics"]["tvg"]["stvl-synth"]
     assert {"F1@0.5", "F1"} <= set(m) and 0.0 <= m["F1@0.5"] <= 1.0
     assert (out / "stride_timelines.png").is_file()
+
+
+def test_eval_stride_zero_pixels_streams_black_frames(ckpt, tok_dir, synth_dir, tmp_path, capsys, monkeypatch):
+    from stvl_jax.infer.stride_runtime import StrideStream
+
+    seen, run = [], StrideStream.run
+
+    def spy(self, frames, *args, **kwargs):
+        seen.append(frames.copy())
+        return run(self, frames, *args, **kwargs)
+
+    monkeypatch.setattr(StrideStream, "run", spy)
+    first = []  # the model's stream in each run (the constant baselines stream after it)
+    for flags in ([], ["--zero-pixels"]):
+        seen.clear()
+        assert stvl(["eval", "stride", "--ckpt", ckpt, "--data", synth_dir, "--split", "train", "--limit", "1",
+                     "--tokenizer", tok_dir, "--out", str(tmp_path / "eval"), *STREAM_FLAGS, *flags]) == 0
+        first.append(seen[0])
+    real, black = first
+    assert real.shape == black.shape and real.any() and not black.any()
+    assert "(every pixel zeroed)" in capsys.readouterr().out
