@@ -1,6 +1,6 @@
 """Frames/s of raw decord decode vs the full Grain pipeline on the synthetic set (1 and 2 workers).
 
-    python benchmarks/pipeline_throughput.py [--data DIR] [--videos 64] [--fps 2] [--max-frames 32]
+    python benchmarks/pipeline_throughput.py [--data DIR | --videos 64 --size 128] [--fps 2] [--max-frames 32]
                                              [--passes 4] [--reps 5] [--pixel-dtypes float32,uint8]
 
 Raw decode: the same frame indices the pipeline samples, decoded with decord (1 thread) in this process.
@@ -93,6 +93,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data", default=None, help="existing synthetic set (default: generate one in a temp dir)")
     p.add_argument("--videos", type=int, default=64)
+    p.add_argument("--size", type=int, default=128, help="frame size of a generated set (px)")
     p.add_argument("--fps", type=float, default=2.0)
     p.add_argument("--max-frames", type=int, default=32)
     p.add_argument("--passes", type=int, default=4, help="epochs over the index per measurement")
@@ -104,9 +105,10 @@ def main(argv=None) -> int:
     data = a.data
     if data is None:
         from data_pipelines.synthetic import SynthConfig, generate_dataset
+        from data_pipelines.synthetic.scene import SceneParams
 
         data = os.path.join(tmp, "synth")
-        generate_dataset(data, SynthConfig(num_videos=a.videos, seed=0))
+        generate_dataset(data, SynthConfig(num_videos=a.videos, seed=0, scene=SceneParams(size=a.size)))
     from data_pipelines.tokenizer import build_tiny_tokenizer
 
     tok = build_tiny_tokenizer(os.path.join(tmp, "tok"))
@@ -125,8 +127,12 @@ def main(argv=None) -> int:
 
     med = statistics.median
     print(f"machine: {platform.machine()} {os.cpu_count()} CPU cores, python {platform.python_version()}")
-    print(f"frames: 128x128 H.264 at 4 fps sampled at {a.fps} fps (<= {a.max_frames} per video), Qwen3-VL "
-          f"processing, batch 4, {a.passes} passes x {len(jobs)} videos per measurement, {a.reps} interleaved reps")
+    from data_pipelines.video import probe_video
+
+    info = probe_video(jobs[0][0])
+    print(f"frames: {info.width}x{info.height} H.264 at {info.fps:g} fps sampled at {a.fps} fps (<= {a.max_frames} "
+          f"per video), Qwen3-VL processing, batch 4, {a.passes} passes x {len(jobs)} videos per measurement, "
+          f"{a.reps} interleaved reps")
     print(f"load average (1/5/15 min): before {load0[0]:.2f}/{load0[1]:.2f}/{load0[2]:.2f}, "
           f"after {load1[0]:.2f}/{load1[1]:.2f}/{load1[2]:.2f}")
     head = (f"{'':<34}{'frames/s':>9}{'vs raw':>8}{'per core':>10}{'range/core':>13}{'cpu ms/fr':>11}"
