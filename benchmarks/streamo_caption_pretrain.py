@@ -28,7 +28,6 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MOTION = {"move_left": "moving left", "move_right": "moving right", "stop": "standing still"}
 MIN_AREA = 20  # source pixels: smaller slivers at the frame edge are not named
-STATE_IDS = (7, 8, 9)  # </Silence>, </Standby>, </Response> of the tiny tokenizer
 
 
 def caption_stream(gt: dict, video: str) -> dict:
@@ -52,15 +51,17 @@ def caption_stream(gt: dict, video: str) -> dict:
 
 
 def write_caption_streams(data: str, out: str) -> dict[str, str]:
-    os.makedirs(out, exist_ok=True)
-    files = {}
+    rows: dict[str, list[str]] = {}
     for name in sorted(os.listdir(os.path.join(data, "annotations"))):
         with open(os.path.join(data, "annotations", name)) as f:
             gt = json.load(f)
         video = os.path.normpath(os.path.join(data, "annotations", gt["video"]))
-        path = files.setdefault(gt["split"], os.path.join(out, f"{gt['split']}.jsonl"))
-        with open(path, "a") as f:
-            f.write(json.dumps(caption_stream(gt, video)) + "\n")
+        rows.setdefault(gt["split"], []).append(json.dumps(caption_stream(gt, video)))
+    os.makedirs(out, exist_ok=True)
+    files = {split: os.path.join(out, f"{split}.jsonl") for split in rows}
+    for split, lines in rows.items():
+        with open(files[split], "w") as f:
+            f.write("\n".join(lines) + "\n")
     return files
 
 
@@ -82,30 +83,29 @@ def train(out: str, index: str, tokenizer: str, steps: int, extra: list[str]):
 
 
 def teacher_forced(model, cfg, index: str, limit_batches: int = 20):
-    """Held-out batches -> {'pixels'|'zeroed': (label loss, label token accuracy)}, mean |dp| of the three state
-    tokens at their positions between the two."""
+    """Held-out batches -> {'pixels'|'zeroed': (label loss, label token accuracy)}, mean |dp| of the state
+    tokens (the focal loss's `state_token_ids`) at their positions between the two."""
     import jax
-    import jax.numpy as jnp
 
     from data_pipelines.grain import make_pipeline
     from data_pipelines.grain.config import PipelineConfig
+    from stvl_jax.train.batches import split_targets
 
     d = dict(cfg.data.pipeline, index=index, batch_size=2, worker_count=0, num_epochs=1)
-    keys = ("input_ids", "attention_mask", "position_ids", "pixel_values", "image_grid_thw")
+    state_ids = list(cfg.loss.focal.state_token_ids)
     sums = {k: np.zeros(3) for k in ("pixels", "zeroed")}
     dps = []
     with make_pipeline(PipelineConfig.from_dict(d)) as it:
         for _, b in zip(range(limit_batches), it):
-            inp = {k: jnp.asarray(b[k]) for k in keys if k in b}
-            lab = b["labels"][:, 1:]
+            inp, targets = split_targets(b)
+            lab = targets["labels"][:, 1:]
             m = lab != -100
             probs = {}
-            for name, pv in (("pixels", inp["pixel_values"]), ("zeroed", jnp.zeros_like(inp["pixel_values"]))):
+            for name, pv in (("pixels", inp["pixel_values"]), ("zeroed", np.zeros_like(inp["pixel_values"]))):
                 logp = np.asarray(jax.nn.log_softmax(model(**{**inp, "pixel_values": pv}).logits[:, :-1], -1))
                 nll = -np.take_along_axis(logp, np.where(m, lab, 0)[..., None], -1)[..., 0]
                 sums[name] += (nll[m].sum(), (logp.argmax(-1) == lab)[m].sum(), m.sum())
-                state = np.isin(lab, STATE_IDS)
-                p = np.exp(logp[state][:, list(STATE_IDS)])
+                p = np.exp(logp[np.isin(lab, state_ids)][:, state_ids])
                 probs[name] = p / p.sum(-1, keepdims=True)
             if len(probs["pixels"]):
                 dps.append(np.abs(probs["pixels"] - probs["zeroed"]).mean(-1))
@@ -141,7 +141,8 @@ def main() -> int:
         scores, _ = teacher_forced(trainer.model(), cfg, captions["test"])
         for name, (loss, acc) in scores.items():
             print(f"  held-out captions, {name}: loss {loss:.3f}, token accuracy {acc:.3f}", flush=True)
-        sft_extra = ["model.config=null", f"model.checkpoint={os.path.join(args.out, 'captions_run', 'checkpoints', str(args.caption_steps))}"]
+        stage1 = os.path.join(cfg.checkpoint_dir, str(args.caption_steps))
+        sft_extra = ["model.config=null", f"model.checkpoint={stage1}"]
     print("Streamo SFT:", flush=True)
     trainer, cfg = train(os.path.join(args.out, "sft_run"), streams["train"], tok, args.sft_steps, sft_extra)
     model, vision = trainer.model(), training_vision(cfg)
