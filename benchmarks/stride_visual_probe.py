@@ -73,12 +73,34 @@ def write_probe_set(kind: str, out: str, videos: int, seed: int = 0) -> dict[str
                          {"type": "activation_output",
                           "entries": [{"start_seconds": float(s), "end_seconds": e - 0.01, "mask": True,
                                        "value": "<active>"}]}]})
+    return write_splits(rows, out)
+
+
+def write_splits(rows: dict[str, list[dict]], out: str) -> dict[str, str]:
+    """{split: records} -> {split: path of out/<split>.jsonl}."""
     paths = {}
     for split, r in rows.items():
         paths[split] = f"{out}/{split}.jsonl"
         with open(paths[split], "w") as f:
             f.writelines(json.dumps(x) + "\n" for x in r)
     return paths
+
+
+def probe_args(doc: str, probes) -> argparse.Namespace:
+    """The command line shared by the probe benchmarks (probes must be among `probes`)."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--probes", default=",".join(probes))
+    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--videos", type=int, default=200)
+    ap.add_argument("--out", default=None, help="work dir (default: a temp dir)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="extra overrides of the recipe config, e.g. optim.groups.vision.train=true")
+    a = ap.parse_args()
+    a.probes = a.probes.split(",")
+    for kind in a.probes:
+        if kind not in probes:
+            ap.error(f"--probes: unknown probe {kind!r} (choose from {', '.join(probes)})")
+    return a
 
 
 def token_signal(model, kind: str, vision) -> tuple[float, float]:
@@ -136,14 +158,7 @@ def held_out_scores(kind: str | None, ckpt: str, index: str, cfg) -> dict:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--probes", default=",".join(PROBES))
-    ap.add_argument("--steps", type=int, default=300)
-    ap.add_argument("--videos", type=int, default=200)
-    ap.add_argument("--out", default=None, help="work dir (default: a temp dir)")
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="extra overrides of the recipe config, e.g. optim.groups.vision.train=true")
-    a = ap.parse_args()
+    a = probe_args(__doc__, PROBES)
     sys.path.insert(0, ROOT)
     from data_pipelines.tokenizer import build_tiny_tokenizer
     from stvl_jax.train.config import load_train_config
@@ -152,9 +167,7 @@ def main() -> int:
     root = a.out or tempfile.mkdtemp(prefix="stride_probe_")
     tokenizer = build_tiny_tokenizer(f"{root}/tokenizer")
     results = {}
-    for kind in a.probes.split(","):
-        if kind not in PROBES:
-            ap.error(f"--probes: unknown probe {kind!r} (choose from {', '.join(PROBES)})")
+    for kind in a.probes:
         paths = write_probe_set(kind, f"{root}/{kind}", a.videos)
         cfg = load_train_config(RECIPE, [f"data.pipeline.index={paths['train']}",
                                          f"data.pipeline.tokenizer={tokenizer}", f"steps={a.steps}",

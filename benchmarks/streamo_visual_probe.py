@@ -1,0 +1,123 @@
+"""Which visual cues does the demo's Streamo SFT learn to read? (docs/training.md, "Where it breaks")
+
+The Streamo counterpart of `stride_visual_probe.py`, on the same probe videos (dark 128 x 128 px, 4 fps, 20 s;
+one thing visible during [s, e)). Each video becomes one Streamo stream with the question "Tell me when it is
+gone." at 0 s: `</Silence>` before the thing shows, `</Standby>` for every second it is visible, `</Response>`
+the second after — every state follows from the current frame alone. Probes:
+  flash, block, square — as in stride_visual_probe.py (whole frame / one merged token of the demo's 56 px
+           frames / a 24 px square, about the synthetic set's larger shapes);
+  pair   — a red and a blue block in two different quarters, each visible for its own 2-4 s, and the question
+           names one of them ("Tell me when the red block is gone."): the same read, plus binding a colour word
+           to a token.
+Per probe, the demo's recipe (configs/train/streamo_tiny.yaml; index, steps and out_dir changed, one device)
+trains on 180 videos, then the demo's streaming evaluation scores the held-out 20 with their pixels and with
+every pixel zeroed (`pixel_control`): a model that does not read the cue scores the same both ways.
+
+    python benchmarks/streamo_visual_probe.py                      # flash, block, square, pair; 300 steps each
+    python benchmarks/streamo_visual_probe.py --probes pair --steps 900
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+
+import numpy as np
+
+from stride_visual_probe import BACKGROUND, DURATION, FPS, RED, SIZE, probe_args, probe_frame, write_splits
+
+PROBES = ("flash", "block", "square", "pair")
+BLUE = (40, 80, 230)
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def pair_frame(red_on: bool, blue_on: bool, quarters: tuple[int, int]) -> np.ndarray:
+    f = np.full((SIZE, SIZE, 3), BACKGROUND, np.uint8)
+    half = SIZE // 2
+    for on, q, rgb in ((red_on, quarters[0], RED), (blue_on, quarters[1], BLUE)):
+        if on:
+            y0, x0 = half * (q // 2), half * (q % 2)
+            f[y0 : y0 + half, x0 : x0 + half] = rgb
+    return f
+
+
+def _span(rng) -> tuple[int, int]:
+    s = int(rng.integers(2, 14))
+    return s, s + int(rng.integers(2, 5))
+
+
+def write_probe_streams(kind: str, out: str, videos: int, system_prompt: str, seed: int = 0) -> dict[str, str]:
+    """Probe videos + Streamo stream records (the demo's layout); every tenth video is held out."""
+    from data_pipelines.formats.streamo import to_stream
+    from data_pipelines.synthetic.render import write_mp4
+
+    rng = np.random.default_rng(seed)
+    os.makedirs(f"{out}/videos", exist_ok=True)
+    rows = {"train": [], "test": []}
+    for v in range(videos):
+        path = os.path.abspath(f"{out}/videos/{kind}_{v:04d}.mp4")
+        if kind == "pair":
+            spans = (_span(rng), _span(rng))
+            quarters = tuple(int(q) for q in rng.choice(4, size=2, replace=False))
+            asked = int(rng.integers(2))
+            write_mp4(path, [pair_frame(*(a <= k / FPS < b for a, b in spans), quarters)
+                             for k in range(DURATION * FPS)], FPS)
+            (s, e), name = spans[asked], ("the red block", "the blue block")[asked]
+        else:
+            (s, e), name = _span(rng), "it"
+            xy = tuple(int(c) for c in rng.integers(20, SIZE - 20, size=2))
+            write_mp4(path, [probe_frame(kind, s <= k / FPS < e, xy) for k in range(DURATION * FPS)], FPS)
+        # Streamo times: turn t shows the frame at t - 1 s; visible at the integer seconds s .. e-1.
+        raw = {"video_path": path, "task_type": f"probe_{kind}",
+               "question": [{"content": f"Tell me when {name} is gone.", "time": "1"}],
+               "response": [{"content": f"{name[0].upper()}{name[1:]} is gone.", "st_time": s + 1, "end_time": e,
+                             "time": ""}]}
+        stream = to_stream(raw, DURATION, system_prompt=system_prompt, video_path=path)
+        stream["task_type"] = raw["task_type"]
+        rows["test" if v % 10 == 0 else "train"].append(stream)
+    return write_splits(rows, out)
+
+
+def main() -> int:
+    a = probe_args(__doc__, PROBES)
+    sys.path.insert(0, ROOT)
+    from data_pipelines.tokenizer import build_tiny_tokenizer
+    from stvl_jax.demo.streamo import DEMO_SYSTEM_PROMPT, TRAIN_CONFIG, evaluate, pixel_control, training_vision
+    from stvl_jax.train.config import load_train_config
+    from stvl_jax.train.trainer import Trainer
+
+    root = a.out or tempfile.mkdtemp(prefix="streamo_probe_")
+    tokenizer = build_tiny_tokenizer(f"{root}/tokenizer")
+    results = {}
+    for kind in a.probes:
+        paths = write_probe_streams(kind, f"{root}/{kind}", a.videos, DEMO_SYSTEM_PROMPT)
+        cfg = load_train_config(TRAIN_CONFIG, [f"data.pipeline.index={paths['train']}",
+                                               f"data.pipeline.tokenizer={tokenizer}", f"steps={a.steps}",
+                                               f"out_dir={root}/{kind}/run", f"checkpoint.every={a.steps}",
+                                               "mesh.data=1", "mesh.fsdp=1", "mesh.tensor=1", "logging.every=50",
+                                               *a.set])
+        trainer = Trainer(cfg)
+        trainer.run()
+        model, vision, eval_dir = trainer.model(), training_vision(cfg), f"{root}/{kind}/eval"
+        result = evaluate(model, tokenizer, paths["test"], eval_dir, vision)
+        control = pixel_control(model, tokenizer, paths["test"], eval_dir, vision, result)
+        m = result["metrics"]
+        results[kind] = {"macro_f1": m["macro_f1"], "majority_macro_f1": m["baseline"]["macro_f1"],
+                         "zeroed_macro_f1": control["macro_f1"], "unchanged_streams": control["unchanged_streams"],
+                         "streams": control["streams"]}
+        print(kind, json.dumps(results[kind]), flush=True)
+    print(f"\n{a.steps} steps, overrides {a.set or 'none'}; held-out streams, state macro-F1")
+    print(f"{'probe':<8} {'pixels':>8} {'zeroed':>8} {'majority':>9} {'unchanged streams':>18}")
+    for kind, r in results.items():
+        print(f"{kind:<8} {r['macro_f1']:>8.3f} {r['zeroed_macro_f1']:>8.3f} {r['majority_macro_f1']:>9.3f} "
+              f"{r['unchanged_streams']:>11} / {r['streams']}")
+    with open(f"{root}/probe_results.json", "w") as f:
+        json.dump({"steps": a.steps, "overrides": a.set, "results": results}, f, indent=1)
+    print(f"results: {root}/probe_results.json")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
