@@ -66,15 +66,14 @@ def write_caption_streams(data: str, out: str) -> dict[str, str]:
 
 
 def train(out: str, index: str, tokenizer: str, steps: int, extra: list[str]):
-    from stvl_jax.config_base import apply_overrides, load_yaml
     from stvl_jax.demo.streamo import TRAIN_CONFIG
-    from stvl_jax.train.config import TrainConfig
+    from stvl_jax.train.config import load_train_config
     from stvl_jax.train.trainer import Trainer
 
     overrides = [f"out_dir={out}", f"data.pipeline.index={index}", f"data.pipeline.tokenizer={tokenizer}",
                  f"steps={steps}", "logging.progress=false", "logging.tensorboard=false",
                  "mesh.data=1", "mesh.fsdp=1", "mesh.tensor=1"] + extra
-    cfg = TrainConfig.from_dict(apply_overrides(load_yaml(TRAIN_CONFIG), overrides), source=TRAIN_CONFIG)
+    cfg = load_train_config(TRAIN_CONFIG, overrides)
     t0 = time.time()
     trainer = Trainer(cfg)
     summary = trainer.run()

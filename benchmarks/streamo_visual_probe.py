@@ -26,7 +26,7 @@ import tempfile
 
 import numpy as np
 
-from stride_visual_probe import BACKGROUND, DURATION, FPS, RED, SIZE, probe_args, probe_frame, write_splits
+from stride_visual_probe import BACKGROUND, DURATION, FPS, RED, SIZE, probe_args, probe_frame, train_probe, write_splits
 
 PROBES = ("flash", "block", "square", "pair")
 BLUE = (40, 80, 230)
@@ -85,21 +85,14 @@ def main() -> int:
     sys.path.insert(0, ROOT)
     from data_pipelines.tokenizer import build_tiny_tokenizer
     from stvl_jax.demo.streamo import DEMO_SYSTEM_PROMPT, TRAIN_CONFIG, evaluate, pixel_control, training_vision
-    from stvl_jax.train.config import load_train_config
-    from stvl_jax.train.trainer import Trainer
 
     root = a.out or tempfile.mkdtemp(prefix="streamo_probe_")
     tokenizer = build_tiny_tokenizer(f"{root}/tokenizer")
     results = {}
     for kind in a.probes:
         paths = write_probe_streams(kind, f"{root}/{kind}", a.videos, DEMO_SYSTEM_PROMPT)
-        cfg = load_train_config(TRAIN_CONFIG, [f"data.pipeline.index={paths['train']}",
-                                               f"data.pipeline.tokenizer={tokenizer}", f"steps={a.steps}",
-                                               f"out_dir={root}/{kind}/run", f"checkpoint.every={a.steps}",
-                                               "mesh.data=1", "mesh.fsdp=1", "mesh.tensor=1", "logging.every=50",
-                                               *a.set])
-        trainer = Trainer(cfg)
-        trainer.run()
+        trainer, cfg = train_probe(TRAIN_CONFIG, paths["train"], tokenizer, a, f"{root}/{kind}/run",
+                                   "mesh.data=1", "mesh.fsdp=1", "mesh.tensor=1")
         model, vision, eval_dir = trainer.model(), training_vision(cfg), f"{root}/{kind}/eval"
         result = evaluate(model, tokenizer, paths["test"], eval_dir, vision)
         control = pixel_control(model, tokenizer, paths["test"], eval_dir, vision, result)

@@ -103,6 +103,19 @@ def probe_args(doc: str, probes) -> argparse.Namespace:
     return a
 
 
+def train_probe(recipe: str, index: str, tokenizer: str, a: argparse.Namespace, run_dir: str, *extra: str):
+    """The recipe trained on a probe's index for `a.steps` (with `a.set` overrides) -> (trainer, config)."""
+    from stvl_jax.train.config import load_train_config
+    from stvl_jax.train.trainer import Trainer
+
+    cfg = load_train_config(recipe, [f"data.pipeline.index={index}", f"data.pipeline.tokenizer={tokenizer}",
+                                     f"steps={a.steps}", f"out_dir={run_dir}", f"checkpoint.every={a.steps}",
+                                     "logging.every=50", *extra, *a.set])
+    trainer = Trainer(cfg)
+    trainer.run()
+    return trainer, cfg
+
+
 def token_signal(model, kind: str, vision) -> tuple[float, float]:
     """(max over merged tokens of |delta|, mean token norm) of the vision tower's output, probe on vs off."""
     from data_pipelines.processor import process_video
@@ -161,19 +174,13 @@ def main() -> int:
     a = probe_args(__doc__, PROBES)
     sys.path.insert(0, ROOT)
     from data_pipelines.tokenizer import build_tiny_tokenizer
-    from stvl_jax.train.config import load_train_config
-    from stvl_jax.train.trainer import Trainer
 
     root = a.out or tempfile.mkdtemp(prefix="stride_probe_")
     tokenizer = build_tiny_tokenizer(f"{root}/tokenizer")
     results = {}
     for kind in a.probes:
         paths = write_probe_set(kind, f"{root}/{kind}", a.videos)
-        cfg = load_train_config(RECIPE, [f"data.pipeline.index={paths['train']}",
-                                         f"data.pipeline.tokenizer={tokenizer}", f"steps={a.steps}",
-                                         f"out_dir={root}/{kind}/run", f"checkpoint.every={a.steps}",
-                                         "logging.every=50", *a.set])
-        Trainer(cfg).run()
+        _, cfg = train_probe(RECIPE, paths["train"], tokenizer, a, f"{root}/{kind}/run")
         results[kind] = held_out_scores(kind, f"{root}/{kind}/run/checkpoints/{a.steps}", paths["test"], cfg)
         print(kind, json.dumps(results[kind]), flush=True)
     print(f"\n{a.steps} steps, overrides {a.set or 'none'}; held-out windows, every slot masked")
