@@ -15,6 +15,7 @@ every pixel zeroed (`pixel_control`): a model that does not read the cue scores 
 
     python benchmarks/streamo_visual_probe.py                      # flash, block, square, pair; 300 steps each
     python benchmarks/streamo_visual_probe.py --probes pair --steps 900
+    python benchmarks/streamo_visual_probe.py --probes square --warmup-probe block   # square after 300 steps on block
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ import tempfile
 
 import numpy as np
 
-from stride_visual_probe import BACKGROUND, DURATION, FPS, RED, SIZE, probe_args, probe_frame, train_probe, write_splits
+from stride_visual_probe import (BACKGROUND, DURATION, FPS, RED, SIZE, probe_args, probe_frame, train_probe,
+                                 warmup_note, warmup_start, write_splits)
 
 PROBES = ("flash", "block", "square", "pair")
 BLUE = (40, 80, 230)
@@ -88,11 +90,14 @@ def main() -> int:
 
     root = a.out or tempfile.mkdtemp(prefix="streamo_probe_")
     tokenizer = build_tiny_tokenizer(f"{root}/tokenizer")
+    one_device = ("mesh.data=1", "mesh.fsdp=1", "mesh.tensor=1")
+    start = warmup_start(TRAIN_CONFIG, lambda kind, out: write_probe_streams(kind, out, a.videos, DEMO_SYSTEM_PROMPT)
+                         ["train"], tokenizer, a, root, *one_device)
     results = {}
     for kind in a.probes:
         paths = write_probe_streams(kind, f"{root}/{kind}", a.videos, DEMO_SYSTEM_PROMPT)
-        trainer, cfg = train_probe(TRAIN_CONFIG, paths["train"], tokenizer, a, f"{root}/{kind}/run",
-                                   "mesh.data=1", "mesh.fsdp=1", "mesh.tensor=1")
+        trainer, cfg = train_probe(TRAIN_CONFIG, paths["train"], tokenizer, a, f"{root}/{kind}/run", *one_device,
+                                   *start)
         model, vision, eval_dir = trainer.model(), training_vision(cfg), f"{root}/{kind}/eval"
         result = evaluate(model, tokenizer, paths["test"], eval_dir, vision)
         control = pixel_control(model, tokenizer, paths["test"], eval_dir, vision, result)
@@ -101,13 +106,14 @@ def main() -> int:
                          "zeroed_macro_f1": control["macro_f1"], "unchanged_streams": control["unchanged_streams"],
                          "streams": control["streams"]}
         print(kind, json.dumps(results[kind]), flush=True)
-    print(f"\n{a.steps} steps, overrides {a.set or 'none'}; held-out streams, state macro-F1")
+    print(f"\n{a.steps} steps{warmup_note(a)}, overrides {a.set or 'none'}; held-out streams, state macro-F1")
     print(f"{'probe':<8} {'pixels':>8} {'zeroed':>8} {'majority':>9} {'unchanged streams':>18}")
     for kind, r in results.items():
         print(f"{kind:<8} {r['macro_f1']:>8.3f} {r['zeroed_macro_f1']:>8.3f} {r['majority_macro_f1']:>9.3f} "
               f"{r['unchanged_streams']:>11} / {r['streams']}")
     with open(f"{root}/probe_results.json", "w") as f:
-        json.dump({"steps": a.steps, "overrides": a.set, "results": results}, f, indent=1)
+        json.dump({"steps": a.steps, "warmup_probe": a.warmup_probe, "warmup_steps": a.warmup_steps, "overrides": a.set,
+                   "results": results}, f, indent=1)
     print(f"results: {root}/probe_results.json")
     return 0
 

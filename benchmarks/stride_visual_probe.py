@@ -16,6 +16,7 @@ token against the background frame pair, beside the tokens' own norm — the sig
 
     python benchmarks/stride_visual_probe.py                            # flash, block, square; 300 steps each
     python benchmarks/stride_visual_probe.py --probes square --steps 1200 --set optim.groups.vision.train=true
+    python benchmarks/stride_visual_probe.py --probes square --warmup-probe block   # square after 300 steps on block
 """
 
 from __future__ import annotations
@@ -93,27 +94,48 @@ def probe_args(doc: str, probes) -> argparse.Namespace:
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--videos", type=int, default=200)
     ap.add_argument("--out", default=None, help="work dir (default: a temp dir)")
+    ap.add_argument("--warmup-probe", default=None, metavar="PROBE",
+                    help="first train the recipe on this probe (--warmup-steps); every probe starts from it")
+    ap.add_argument("--warmup-steps", type=int, default=300)
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="extra overrides of the recipe config, e.g. optim.groups.vision.train=true")
     a = ap.parse_args()
     a.probes = a.probes.split(",")
-    for kind in a.probes:
+    for kind in a.probes + ([a.warmup_probe] if a.warmup_probe else []):
         if kind not in probes:
             ap.error(f"--probes: unknown probe {kind!r} (choose from {', '.join(probes)})")
     return a
 
 
-def train_probe(recipe: str, index: str, tokenizer: str, a: argparse.Namespace, run_dir: str, *extra: str):
-    """The recipe trained on a probe's index for `a.steps` (with `a.set` overrides) -> (trainer, config)."""
+def train_probe(recipe: str, index: str, tokenizer: str, a: argparse.Namespace, run_dir: str, *extra: str,
+                steps: int | None = None):
+    """The recipe trained on a probe's index for `steps` (default `a.steps`; with `a.set` overrides)
+    -> (trainer, config)."""
     from stvl_jax.train.config import load_train_config
     from stvl_jax.train.trainer import Trainer
 
+    steps = steps or a.steps
     cfg = load_train_config(recipe, [f"data.pipeline.index={index}", f"data.pipeline.tokenizer={tokenizer}",
-                                     f"steps={a.steps}", f"out_dir={run_dir}", f"checkpoint.every={a.steps}",
+                                     f"steps={steps}", f"out_dir={run_dir}", f"checkpoint.every={steps}",
                                      "logging.every=50", *extra, *a.set])
     trainer = Trainer(cfg)
     trainer.run()
     return trainer, cfg
+
+
+def warmup_start(recipe: str, write_index, tokenizer: str, a: argparse.Namespace, root: str, *extra: str) -> list[str]:
+    """With `--warmup-probe P`: train the recipe on probe P first (`write_index(P, dir)` -> train index) and return
+    the overrides that start a run from its checkpoint; without it, []."""
+    if not a.warmup_probe:
+        return []
+    run_dir = f"{root}/warmup_{a.warmup_probe}/run"
+    train_probe(recipe, write_index(a.warmup_probe, f"{root}/warmup_{a.warmup_probe}"), tokenizer, a, run_dir, *extra,
+                steps=a.warmup_steps)
+    return ["model.config=null", f"model.checkpoint={run_dir}/checkpoints/{a.warmup_steps}"]
+
+
+def warmup_note(a: argparse.Namespace) -> str:
+    return f" after {a.warmup_steps} warm-up steps on {a.warmup_probe}" if a.warmup_probe else ""
 
 
 def token_signal(model, kind: str, vision) -> tuple[float, float]:
@@ -177,13 +199,14 @@ def main() -> int:
 
     root = a.out or tempfile.mkdtemp(prefix="stride_probe_")
     tokenizer = build_tiny_tokenizer(f"{root}/tokenizer")
+    start = warmup_start(RECIPE, lambda kind, out: write_probe_set(kind, out, a.videos)["train"], tokenizer, a, root)
     results = {}
     for kind in a.probes:
         paths = write_probe_set(kind, f"{root}/{kind}", a.videos)
-        _, cfg = train_probe(RECIPE, paths["train"], tokenizer, a, f"{root}/{kind}/run")
+        _, cfg = train_probe(RECIPE, paths["train"], tokenizer, a, f"{root}/{kind}/run", *start)
         results[kind] = held_out_scores(kind, f"{root}/{kind}/run/checkpoints/{a.steps}", paths["test"], cfg)
         print(kind, json.dumps(results[kind]), flush=True)
-    print(f"\n{a.steps} steps, overrides {a.set or 'none'}; held-out windows, every slot masked")
+    print(f"\n{a.steps} steps{warmup_note(a)}, overrides {a.set or 'none'}; held-out windows, every slot masked")
     print(f"{'probe':<8} {'|dtoken|/|token|':>16} {'F1 pixels':>10} {'F1 zeroed':>10} {'acc pixels':>11} "
           f"{'acc zeroed':>11} {'all-inactive':>13}")
     for kind, r in results.items():
@@ -191,7 +214,8 @@ def main() -> int:
               f"{r['zeroed']['f1']:>10.3f} {r['pixels']['acc']:>11.3f} {r['zeroed']['acc']:>11.3f} "
               f"{r['all_inactive_acc']:>13.3f}")
     with open(f"{root}/probe_results.json", "w") as f:
-        json.dump({"steps": a.steps, "overrides": a.set, "results": results}, f, indent=1)
+        json.dump({"steps": a.steps, "warmup_probe": a.warmup_probe, "warmup_steps": a.warmup_steps, "overrides": a.set,
+                   "results": results}, f, indent=1)
     print(f"results: {root}/probe_results.json")
     return 0
 

@@ -33,8 +33,23 @@ CONFIG_FILE = "stvl_config.json"
 PARAMS_DIR = "params"
 
 
+class _StepMetadataFilter:
+    """Drops Orbax's "Metadata file does not exist" warning: a training step directory keeps its checkpoint
+    metadata one level up (CheckpointManager), so reading its params/ as a model checkpoint always logs it."""
+
+    @staticmethod
+    def filter(record) -> bool:
+        return not str(record.msg).startswith("Metadata file does not exist")
+
+
 def _checkpointer():
+    import logging
+
     import orbax.checkpoint as ocp
+
+    absl_logger = logging.getLogger("absl")
+    if not any(isinstance(f, _StepMetadataFilter) for f in absl_logger.filters):
+        absl_logger.addFilter(_StepMetadataFilter())
 
     th = ocp.type_handlers
     handlers = [(ty, th.NumpyHandler(deepcopy_host_arrays=False) if ty is np.ndarray else th.get_type_handler(ty))

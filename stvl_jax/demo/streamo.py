@@ -33,16 +33,14 @@ def write_streams(data_dir: str, out_dir: str, splits=("train", "val", "test")) 
 
 def train_streamo(workdir: str, streams: dict[str, str], tokenizer: str, *, steps: int | None, log=print):
     """`stvl train configs/train/streamo_tiny.yaml` with the demo's paths; returns (trainer, summary)."""
-    from stvl_jax.config_base import apply_overrides, load_yaml
-    from stvl_jax.train.config import TrainConfig
+    from stvl_jax.train.config import load_train_config
     from stvl_jax.train.trainer import Trainer
 
-    data = load_yaml(os.path.abspath(TRAIN_CONFIG))
     overrides = [f"out_dir={os.path.join(workdir, 'train')}", f"data.pipeline.index={streams['train']}",
                  f"data.pipeline.tokenizer={tokenizer}", "checkpoint.resume=auto"]
     if steps is not None:
         overrides.append(f"steps={steps}")
-    cfg = TrainConfig.from_dict(apply_overrides(data, overrides), source=TRAIN_CONFIG)
+    cfg = load_train_config(os.path.abspath(TRAIN_CONFIG), overrides)
     log(f"  training {cfg.model.config} for {cfg.steps} steps on mesh {cfg.mesh.shape()} "
         f"(batch {cfg.data.batch_size}, lr {cfg.optim.lr}, loss {cfg.loss.kind}) -> {cfg.out_dir}")
     trainer = Trainer(cfg)
