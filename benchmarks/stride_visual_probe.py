@@ -101,9 +101,10 @@ def probe_args(doc: str, probes) -> argparse.Namespace:
                     help="extra overrides of the recipe config, e.g. optim.groups.vision.train=true")
     a = ap.parse_args()
     a.probes = a.probes.split(",")
-    for kind in a.probes + ([a.warmup_probe] if a.warmup_probe else []):
-        if kind not in probes:
-            ap.error(f"--probes: unknown probe {kind!r} (choose from {', '.join(probes)})")
+    for flag, kinds in (("--probes", a.probes), ("--warmup-probe", [a.warmup_probe] if a.warmup_probe else [])):
+        for kind in kinds:
+            if kind not in probes:
+                ap.error(f"{flag}: unknown probe {kind!r} (choose from {', '.join(probes)})")
     return a
 
 
