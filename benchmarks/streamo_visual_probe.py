@@ -28,7 +28,7 @@ import tempfile
 import numpy as np
 
 from stride_visual_probe import (BACKGROUND, DURATION, FPS, RED, SIZE, probe_args, probe_frame, train_probe,
-                                 warmup_note, warmup_start, write_splits)
+                                 report, warmup_start, write_splits)
 
 PROBES = ("flash", "block", "square", "pair")
 BLUE = (40, 80, 230)
@@ -106,15 +106,10 @@ def main() -> int:
                          "zeroed_macro_f1": control["macro_f1"], "unchanged_streams": control["unchanged_streams"],
                          "streams": control["streams"]}
         print(kind, json.dumps(results[kind]), flush=True)
-    print(f"\n{a.steps} steps{warmup_note(a)}, overrides {a.set or 'none'}; held-out streams, state macro-F1")
-    print(f"{'probe':<8} {'pixels':>8} {'zeroed':>8} {'majority':>9} {'unchanged streams':>18}")
-    for kind, r in results.items():
-        print(f"{kind:<8} {r['macro_f1']:>8.3f} {r['zeroed_macro_f1']:>8.3f} {r['majority_macro_f1']:>9.3f} "
-              f"{r['unchanged_streams']:>11} / {r['streams']}")
-    with open(f"{root}/probe_results.json", "w") as f:
-        json.dump({"steps": a.steps, "warmup_probe": a.warmup_probe, "warmup_steps": a.warmup_steps, "overrides": a.set,
-                   "results": results}, f, indent=1)
-    print(f"results: {root}/probe_results.json")
+    report(a, root, results, "held-out streams, state macro-F1",
+           f"{'probe':<8} {'pixels':>8} {'zeroed':>8} {'majority':>9} {'unchanged streams':>18}",
+           lambda kind, r: f"{kind:<8} {r['macro_f1']:>8.3f} {r['zeroed_macro_f1']:>8.3f} "
+                           f"{r['majority_macro_f1']:>9.3f} {r['unchanged_streams']:>11} / {r['streams']}")
     return 0
 
 

@@ -135,8 +135,17 @@ def warmup_start(recipe: str, write_index, tokenizer: str, a: argparse.Namespace
     return ["model.config=null", f"model.checkpoint={run_dir}/checkpoints/{a.warmup_steps}"]
 
 
-def warmup_note(a: argparse.Namespace) -> str:
-    return f" after {a.warmup_steps} warm-up steps on {a.warmup_probe}" if a.warmup_probe else ""
+def report(a: argparse.Namespace, root: str, results: dict, scored: str, header: str, row) -> None:
+    """Print the results table (`row(kind, result)` -> line) and write root/probe_results.json."""
+    warmup = f" after {a.warmup_steps} warm-up steps on {a.warmup_probe}" if a.warmup_probe else ""
+    print(f"\n{a.steps} steps{warmup}, overrides {a.set or 'none'}; {scored}")
+    print(header)
+    for kind, r in results.items():
+        print(row(kind, r))
+    with open(f"{root}/probe_results.json", "w") as f:
+        json.dump({"steps": a.steps, "warmup_probe": a.warmup_probe, "warmup_steps": a.warmup_steps, "overrides": a.set,
+                   "results": results}, f, indent=1)
+    print(f"results: {root}/probe_results.json")
 
 
 def token_signal(model, kind: str, vision) -> tuple[float, float]:
@@ -207,17 +216,12 @@ def main() -> int:
         _, cfg = train_probe(RECIPE, paths["train"], tokenizer, a, f"{root}/{kind}/run", *start)
         results[kind] = held_out_scores(kind, f"{root}/{kind}/run/checkpoints/{a.steps}", paths["test"], cfg)
         print(kind, json.dumps(results[kind]), flush=True)
-    print(f"\n{a.steps} steps{warmup_note(a)}, overrides {a.set or 'none'}; held-out windows, every slot masked")
-    print(f"{'probe':<8} {'|dtoken|/|token|':>16} {'F1 pixels':>10} {'F1 zeroed':>10} {'acc pixels':>11} "
-          f"{'acc zeroed':>11} {'all-inactive':>13}")
-    for kind, r in results.items():
-        print(f"{kind:<8} {r['token_delta']:>7.3f}/{r['token_norm']:<8.3f} {r['pixels']['f1']:>10.3f} "
-              f"{r['zeroed']['f1']:>10.3f} {r['pixels']['acc']:>11.3f} {r['zeroed']['acc']:>11.3f} "
-              f"{r['all_inactive_acc']:>13.3f}")
-    with open(f"{root}/probe_results.json", "w") as f:
-        json.dump({"steps": a.steps, "warmup_probe": a.warmup_probe, "warmup_steps": a.warmup_steps, "overrides": a.set,
-                   "results": results}, f, indent=1)
-    print(f"results: {root}/probe_results.json")
+    report(a, root, results, "held-out windows, every slot masked",
+           f"{'probe':<8} {'|dtoken|/|token|':>16} {'F1 pixels':>10} {'F1 zeroed':>10} {'acc pixels':>11} "
+           f"{'acc zeroed':>11} {'all-inactive':>13}",
+           lambda kind, r: f"{kind:<8} {r['token_delta']:>7.3f}/{r['token_norm']:<8.3f} {r['pixels']['f1']:>10.3f} "
+                           f"{r['zeroed']['f1']:>10.3f} {r['pixels']['acc']:>11.3f} {r['zeroed']['acc']:>11.3f} "
+                           f"{r['all_inactive_acc']:>13.3f}")
     return 0
 
 

@@ -42,14 +42,15 @@ class _StepMetadataFilter:
         return not str(record.msg).startswith("Metadata file does not exist")
 
 
+_STEP_METADATA_FILTER = _StepMetadataFilter()
+
+
 def _checkpointer():
     import logging
 
     import orbax.checkpoint as ocp
 
-    absl_logger = logging.getLogger("absl")
-    if not any(isinstance(f, _StepMetadataFilter) for f in absl_logger.filters):
-        absl_logger.addFilter(_StepMetadataFilter())
+    logging.getLogger("absl").addFilter(_STEP_METADATA_FILTER)  # a no-op when already there
 
     th = ocp.type_handlers
     handlers = [(ty, th.NumpyHandler(deepcopy_host_arrays=False) if ty is np.ndarray else th.get_type_handler(ty))
