@@ -16,6 +16,7 @@ import numpy as np
 from data_pipelines.synthetic.vocabulary import (
     CAPTION_QUESTION, CAPTION_SENTENCE, EVENT_PHRASES, NUMBER_WORDS, STATE_QUERIES, STREAMO_COUNT_ANSWER,
     STREAMO_COUNT_QUESTION, STREAMO_EVENT_ANSWER, STREAMO_EVENT_QUESTION, STREAMO_NARRATION_QUESTION, STRIDE_QUERY,
+    third_person,
 )
 
 EVENT_KINDS = ("enter", "exit", "stop", "bounce", "collide")
@@ -63,9 +64,9 @@ def streamo_raw(gt: dict, rng: np.random.Generator) -> list[dict]:
         responses = [{"content": STREAMO_EVENT_ANSWER.format(ref=ref, sentence=_sentence(a, names)),
                       "st_time": a["span"][0], "end_time": a["span"][1], "time": "",
                       "event_start": a["start"], "event_end": a["end"]} for a in occ]
+        question = STREAMO_EVENT_QUESTION.format(ref=ref, verb=third_person(EVENT_PHRASES[key][0]))
         out.append({**base, "task_type": f"event_{key}", "entity": ent,
-                    "question": [{"content": STREAMO_EVENT_QUESTION.format(ref=ref, verb=EVENT_PHRASES[key][0]),
-                                  "time": str(q_frame + 1)}],
+                    "question": [{"content": question, "time": str(q_frame + 1)}],
                     "response": responses})
     count = _count_question(gt, rng)
     if count:

@@ -43,7 +43,7 @@ STATE_QUERIES = {
     "occluded": "the {ref} is partly hidden",
 }
 
-STREAMO_EVENT_QUESTION = "Tell me when the {ref} {verb}."
+STREAMO_EVENT_QUESTION = "Tell me when the {ref} {verb}."  # verb: third_person(EVENT_PHRASES[k][0])
 STREAMO_EVENT_ANSWER = "The {ref} {sentence}."
 STREAMO_COUNT_QUESTION = "How many shapes can you see right now?"
 STREAMO_COUNT_ANSWER = "I can see {n} {noun}."
@@ -62,6 +62,12 @@ STREAMO_SYSTEM_PROMPT = (
     "Use </Standby> when an event is in progress or the question cannot be answered yet. "
     "Use </Response> when an event has concluded or the information is sufficient, followed by the answer."
 )
+
+
+def third_person(verb_phrase: str) -> str:
+    """'enter the scene' -> 'enters the scene' (every verb of EVENT_PHRASES takes a plain -s)."""
+    verb, _, rest = verb_phrase.partition(" ")
+    return f"{verb}s {rest}".strip()
 
 
 def entity_name(color: str, shape: str) -> str:
@@ -83,7 +89,7 @@ def corpus_lines() -> list[str]:
     for i, ref in enumerate(refs):
         for verb, sentence in EVENT_PHRASES.values():
             other = refs[(i + 7) % len(refs)]
-            lines.append(STREAMO_EVENT_QUESTION.format(ref=ref, verb=verb))
+            lines.append(STREAMO_EVENT_QUESTION.format(ref=ref, verb=third_person(verb)))
             lines.append(STREAMO_EVENT_ANSWER.format(ref=ref, sentence=sentence.format(other=other)))
             lines.append(STRIDE_QUERY.format(ref=ref, verb=verb))
         for q in STATE_QUERIES.values():

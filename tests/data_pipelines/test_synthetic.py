@@ -116,6 +116,21 @@ def test_streamo_labels_follow_what_is_visible(synth_dir):
     assert checked > 5
 
 
+def test_streamo_event_questions_name_the_event_in_the_third_person(synth_dir):
+    """'Tell me when the red circle enters the scene.' (the infinitive is STRIDE's 'When does ... enter ...?')."""
+    expected = {"event_enter": "enters the scene.", "event_reenter": "comes back into the scene.",
+                "event_exit": "leaves the scene.", "event_stop": "stops moving.",
+                "event_bounce": "bounces off the wall.", "event_collide": "bumps into another shape."}
+    seen = set()
+    for split in ("train", "val", "test"):
+        for rec in json.load(open(os.path.join(synth_dir, "streamo", f"raw_{split}.json"))):
+            if rec["task_type"] in expected:
+                q = rec["question"][0]["content"]
+                assert q.startswith("Tell me when the ") and q.endswith(expected[rec["task_type"]]), q
+                seen.add(rec["task_type"])
+    assert {"event_enter", "event_exit"} <= seen
+
+
 def test_derived_files_exist_and_parse(synth_dir):
     for sub in ("stride/train.jsonl", "qvhighlights/train.jsonl", "qvhighlights/yesno_train.jsonl",
                 "masklets/train.jsonl", "captions/train.jsonl", "streamo/stream_train.jsonl"):
