@@ -14,6 +14,7 @@ import argparse
 
 from converters.qwen_vl_io import DTYPE_NAMES
 from converters.verify import DEFAULT_ATOL, DEFAULT_MAX_KL
+from stvl_jax.cli_args import non_negative_float
 
 _DTYPES = ["keep", *DTYPE_NAMES]
 
@@ -50,8 +51,9 @@ def _parser() -> argparse.ArgumentParser:
     ver = sub.add_parser("verify", help="compare HF and stvl-jax logits on a synthetic sample (needs torch)")
     ver.add_argument("--hf", required=True, help="HF model directory")
     ver.add_argument("--ckpt", required=True, help="stvl-jax checkpoint directory")
-    ver.add_argument("--atol", type=float, default=DEFAULT_ATOL, help="max allowed |Δlogit| (fp32)")
-    ver.add_argument("--max-kl", type=float, default=DEFAULT_MAX_KL, help="max allowed per-token KL(HF‖ours)")
+    ver.add_argument("--atol", type=non_negative_float, default=DEFAULT_ATOL, help="max allowed |Δlogit| (fp32)")
+    ver.add_argument("--max-kl", type=non_negative_float, default=DEFAULT_MAX_KL,
+                     help="max allowed per-token KL(HF‖ours)")
     ver.add_argument("--seed", type=int, default=0, help="seed of the synthetic sample")
 
     ins = sub.add_parser("inspect", help="tree of tensor names/shapes/dtypes (HF dir/file or stvl-jax ckpt)")

@@ -20,6 +20,7 @@ import sys
 from collections import Counter
 
 from data_pipelines.errors import AnnotationError
+from stvl_jax.cli_args import non_negative_float, positive_float, positive_int
 
 
 def _read_records(path: str):
@@ -209,9 +210,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("synth", help="write the synthetic space-time video set")
     s.add_argument("--out", required=True)
-    s.add_argument("--videos", type=int, default=64)
+    s.add_argument("--videos", type=positive_int, default=64)
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--workers", type=int, default=None)
+    s.add_argument("--workers", type=positive_int, default=None)
     s.set_defaults(fn=cmd_synth)
     s = sub.add_parser("tokenizer", help="build the tiny Qwen-style tokenizer")
     s.add_argument("--out", required=True)
@@ -219,17 +220,17 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("streamo", help="Streamo raw QA -> stream format (to-stream)")
     s.add_argument("--input", required=True)
     s.add_argument("--out", required=True, help=".json (list) or .jsonl")
-    s.add_argument("--fps", type=float, default=1.0)
+    s.add_argument("--fps", type=positive_float, default=1.0)
     s.add_argument("--video-root", default=None, help="base of relative video paths (default: input's folder)")
     s.add_argument("--strict", action="store_true")
     s.set_defaults(fn=cmd_streamo)
     s = sub.add_parser("stride", help="build STRIDE activation windows (slot GT, categories, masks)")
     s.add_argument("--input", required=True)
     s.add_argument("--out", required=True)
-    s.add_argument("--window", type=int, default=16)
-    s.add_argument("--resolution", type=float, default=1.0)
-    s.add_argument("--fps", type=float, default=1.0)
-    s.add_argument("--modes", type=int, nargs="+", default=[1, 2, 3])
+    s.add_argument("--window", type=positive_int, default=16)
+    s.add_argument("--resolution", type=positive_float, default=1.0)
+    s.add_argument("--fps", type=positive_float, default=1.0)
+    s.add_argument("--modes", type=int, choices=(0, 1, 2, 3), nargs="+", default=[1, 2, 3])
     s.add_argument("--single-sequence", action="store_true")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--video-root", default=None)
@@ -239,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--input", required=True)
     s.add_argument("--out", required=True)
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--margin", type=float, default=0.5)
+    s.add_argument("--margin", type=non_negative_float, default=0.5)
     s.add_argument("--strict", action="store_true")
     s.set_defaults(fn=cmd_qvh_yesno)
     s = sub.add_parser("qvh-yesno-score", help="accuracy of Yes/No predictions ({id, prediction} JSONL)")

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from data_pipelines.errors import AnnotationError
+from stvl_jax.errors import ConfigError
 
 ACTIVATION, ACTIVE, INACTIVE = "<activation>", "<active>", "<inactive>"
 VALUE_TO_GT = {INACTIVE: 0, ACTIVE: 1}
@@ -38,9 +39,9 @@ class StrideWindowConfig:
 
     def __post_init__(self):
         if self.window <= 0 or self.resolution <= 0:
-            raise ValueError("window and resolution must be positive")
+            raise ConfigError(f"window and resolution must be positive, got {self.window} and {self.resolution}")
         if not self.mask_modes or any(m not in (0, 1, 2, 3) for m in self.mask_modes):
-            raise ValueError(f"mask_modes must be a non-empty subset of (0, 1, 2, 3), got {self.mask_modes}")
+            raise ConfigError(f"mask_modes must be a non-empty subset of (0, 1, 2, 3), got {self.mask_modes}")
 
 
 @dataclass(frozen=True)

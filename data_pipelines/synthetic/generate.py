@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from data_pipelines.synthetic.scene import SceneParams
+from stvl_jax.errors import ConfigError
 
 SCHEMA = "stvl-synth/1"
 SPLITS = ("train", "val", "test")
@@ -38,7 +39,7 @@ class SynthConfig:
 
     def __post_init__(self):
         if self.num_videos <= 0:
-            raise ValueError(f"num_videos must be positive, got {self.num_videos}")
+            raise ConfigError(f"num_videos must be positive, got {self.num_videos}")
 
 
 def split_of(index: int) -> str:

@@ -15,6 +15,8 @@ import os
 import sys
 import time
 
+from stvl_jax.cli_args import positive_int
+
 
 def _ensure_devices(n: int) -> None:
     """Simulated CPU devices must be requested before JAX initialises."""
@@ -30,12 +32,13 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="stvl demo", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="runs/demo", help="working directory (default: runs/demo)")
-    p.add_argument("--videos", type=int, default=64, help="synthetic videos to make")
+    p.add_argument("--videos", type=positive_int, default=64, help="synthetic videos to make")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--skip-parity", action="store_true", help="skip the PyTorch parity stage")
-    p.add_argument("--steps", type=int, default=None, help="Streamo training steps (default: the config's)")
+    p.add_argument("--steps", type=positive_int, default=None,
+                   help="Streamo training steps (default: the config's)")
     p.add_argument("--eval-split", default="test", choices=["val", "test"])
-    p.add_argument("--eval-limit", type=int, default=None, help="evaluate at most this many streams")
+    p.add_argument("--eval-limit", type=positive_int, default=None, help="evaluate at most this many streams")
     args = p.parse_args(argv)
     _ensure_devices(8)
 

@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 
+from stvl_jax.cli_args import positive_int
 from stvl_jax.errors import UserError
 
 
@@ -24,7 +25,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", default="val")
     p.add_argument("--tokenizer", default=None, help="tokenizer dir (default: <ckpt>/tokenizer)")
     p.add_argument("--out", required=True, help="output dir for metrics.json and plots")
-    p.add_argument("--limit", type=int, default=None, help="evaluate at most this many samples")
+    p.add_argument("--limit", type=positive_int, default=None, help="evaluate at most this many samples")
     p.add_argument("--mesh", default=None, help="mesh shape data,fsdp,tensor (default: all devices on fsdp)")
 
 
@@ -111,7 +112,7 @@ def _stride_common(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--tokenizer", default=None, help="tokenizer dir (default: <ckpt>/tokenizer)")
     p.add_argument("--out", required=True, help="output dir for <task>_metrics.json and the timelines PNG")
-    p.add_argument("--limit", type=int, default=None, help="evaluate at most this many samples")
+    p.add_argument("--limit", type=positive_int, default=None, help="evaluate at most this many samples")
     add_stream_flags(p).add_argument("--no-fallback", action="store_true",
                                      help="no [0, t_last] answer for streams without a span")
     _zero_pixels_flag(p)
@@ -168,14 +169,14 @@ def main(argv=None) -> int:
     sub = p.add_subparsers(dest="task", required=True)
     s = sub.add_parser("streamo", help="per-second state tokens at 1 FPS with a reused KV cache")
     _common(s)
-    s.add_argument("--max-rounds", type=int, default=120)
+    s.add_argument("--max-rounds", type=positive_int, default=120)
     s.add_argument("--stop-on-first-response", action="store_true")
     _zero_pixels_flag(s)
     s.set_defaults(func=run_streamo)
     q = sub.add_parser("qvh-yesno", help="QVHighlights timestamp Yes/No accuracy (batched generation)")
     _common(q)
-    q.add_argument("--batch-size", type=int, default=8)
-    q.add_argument("--max-frames", type=int, default=16)
+    q.add_argument("--batch-size", type=positive_int, default=8)
+    q.add_argument("--max-frames", type=positive_int, default=16)
     q.set_defaults(func=run_qvh_yesno)
     st = sub.add_parser("stride", help="STRIDE activation task of the synthetic set (span F1 vs baselines)")
     st.add_argument("--ckpt", required=True, help="STRIDE checkpoint")

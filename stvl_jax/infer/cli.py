@@ -21,6 +21,7 @@ import json
 import os
 import sys
 
+from stvl_jax.cli_args import non_negative_float, positive_float, positive_int, probability
 from stvl_jax.errors import InputError
 
 
@@ -33,12 +34,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--tokenizer", default=None, help="tokenizer dir (default <ckpt>/tokenizer)")
     p.add_argument("--answerer", default=None, help="downstream Qwen-VL checkpoint (omit: triggers only)")
     p.add_argument("--answerer-tokenizer", default=None, help="its tokenizer (default <answerer>/tokenizer)")
-    p.add_argument("--max-answer-tokens", type=int, default=48)
-    p.add_argument("--answer-frames", type=int, default=16, help="frames shown to the answerer (even)")
+    p.add_argument("--max-answer-tokens", type=positive_int, default=48)
+    p.add_argument("--answer-frames", type=positive_int, default=16, help="frames shown to the answerer (even)")
     g = add_stream_flags(p)
-    g.add_argument("--margin", type=float, default=1.0)
+    g.add_argument("--margin", type=non_negative_float, default=1.0)
     g.add_argument("--multi-event", action="store_true", help="keep triggering (dvc/tal-style tasks)")
-    g.add_argument("--max-triggers", type=int, default=50)
+    g.add_argument("--max-triggers", type=positive_int, default=50)
     g.add_argument("--cache", choices=("mega", "chunk", "none"), default="mega")
     p.add_argument("--gt", default=None, help="ground-truth span(s) 'S-E[,S-E...]' in seconds for the PNG")
     p.add_argument("--out", default="stream_out", help="output dir (timeline.png, stream.json)")
@@ -48,19 +49,20 @@ def _parser() -> argparse.ArgumentParser:
 def add_stream_flags(p: argparse.ArgumentParser):
     """The detector's flags shared by `stvl stream` and `stvl eval stride|etbench`; returns the stream group."""
     g = p.add_argument_group("stream (defaults: the reference's)")
-    g.add_argument("--fps", type=float, default=1.0)
-    g.add_argument("--chunk", type=int, default=32, help="new frames per step (even)")
-    g.add_argument("--max-window", type=int, default=128, help="frames in a mega-window (even)")
-    g.add_argument("--stride", type=int, default=None, help="frames a full mega-window advances (default --chunk)")
-    g.add_argument("--steps", type=int, default=8)
-    g.add_argument("--confidence", type=float, default=0.75, help="retain threshold (0 disables retain)")
+    g.add_argument("--fps", type=positive_float, default=1.0)
+    g.add_argument("--chunk", type=positive_int, default=32, help="new frames per step (even)")
+    g.add_argument("--max-window", type=positive_int, default=128, help="frames in a mega-window (even)")
+    g.add_argument("--stride", type=positive_int, default=None,
+                   help="frames a full mega-window advances (default --chunk)")
+    g.add_argument("--steps", type=positive_int, default=8)
+    g.add_argument("--confidence", type=probability, default=0.75, help="retain threshold (0 disables retain)")
     g.add_argument("--positions", choices=("correct", "reference"), default="correct",
                    help="slot position ids: continue the cropped prefix, or the reference's cached rope_deltas")
     g.add_argument("--seed", type=int, default=0)
     w = p.add_argument_group("window / processor (default: recorded with the checkpoint)")
-    w.add_argument("--window", type=int, default=None, help="slots (trigger_window_past)")
-    w.add_argument("--resolution", type=float, default=None, help="seconds per slot")
-    w.add_argument("--max-pixels", type=int, default=None, help="pixels per resized frame")
+    w.add_argument("--window", type=positive_int, default=None, help="slots (trigger_window_past)")
+    w.add_argument("--resolution", type=positive_float, default=None, help="seconds per slot")
+    w.add_argument("--max-pixels", type=positive_int, default=None, help="pixels per resized frame")
     return g
 
 

@@ -1,0 +1,37 @@
+"""argparse value types that refuse out-of-range numbers at parse time.
+
+argparse reports a rejected value as `argument --flag: <message>` with the usage line and exit status 2, so a
+bad number names its flag instead of surfacing later as a traceback (or, worse, as silently wrong output:
+`--fps 0` made every Streamo time 0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+
+def _number(kind, text: str, ok, what: str):
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+    if not (math.isfinite(value) and ok(value)):
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    return _number(int, text, lambda v: v > 0, "a positive integer")
+
+
+def positive_float(text: str) -> float:
+    return _number(float, text, lambda v: v > 0, "a positive number")
+
+
+def non_negative_float(text: str) -> float:
+    return _number(float, text, lambda v: v >= 0, "a number >= 0")
+
+
+def probability(text: str) -> float:
+    return _number(float, text, lambda v: 0 <= v <= 1, "a number in [0, 1]")
