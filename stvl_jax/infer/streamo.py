@@ -51,7 +51,7 @@ def user_turn_texts(num_frames: int, questions: Sequence[tuple[int, str]]) -> li
 class StreamoRunner:
     def __init__(self, model, tokenizer, vision: VisionConfig, *, max_rounds: int = 120,
                  max_answer_tokens: int = 32, system_prompt: str | None = STREAMO_SYSTEM_PROMPT,
-                 stop_on_first_response: bool = False, capacity: int = 4096):
+                 stop_on_first_response: bool = False, capacity: int = 256):
         self.model = model
         self.tokenizer = tokenizer
         self.vision = vision
@@ -59,7 +59,7 @@ class StreamoRunner:
         self.max_answer_tokens = max_answer_tokens
         self.system_prompt = system_prompt
         self.stop_on_first_response = stop_on_first_response
-        self.session = ChatSession(model, capacity=capacity)
+        self.session = ChatSession(model, capacity=capacity)  # initial KV slots; grows by doubling
         self.im_end = tokenizer.convert_tokens_to_ids(IM_END)
         self.image_pad = model.config.image_token_id
 

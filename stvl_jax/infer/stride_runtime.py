@@ -28,7 +28,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pydantic
-from flax import nnx
 
 from stvl_jax.config_base import StrictConfig
 from stvl_jax.errors import InputError
@@ -38,6 +37,7 @@ from stvl_jax.models.qwen_vl.text import KVCache
 from stvl_jax.models.qwen_vl.vision_inputs import prepare_vision_inputs
 from stvl_jax.models.stride.sampler import active_span, denoise, shift_history
 from stvl_jax.models.stride.triggers import Segment, TriggerTracker
+from stvl_jax.nn.bound_jit import bind_jit
 from stvl_jax.nn.shapes import bucket
 
 
@@ -92,13 +92,11 @@ class StreamResult:
 
 
 # ------------------------------------------------------------------------------------------- jitted pieces
-@nnx.jit
 def _prefill(model, inputs: ModelInputs, cache: KVCache) -> KVCache:
     _, _, cache = model.forward(inputs, cache, compute_logits=False)
     return cache
 
 
-@nnx.jit(static_argnums=(5, 6, 7))
 def _cached_probs(model, cache: KVCache, crop, slot_ids, positions, label_ids, window, span):
     """Cut the cache at `crop` (traced), append the slot tokens and read p(active) at the last copy. Attention
     runs over the first `span` cache slots only (static, bucketed >= crop + slots: one program per bucket, and a
@@ -111,7 +109,6 @@ def _cached_probs(model, cache: KVCache, crop, slot_ids, positions, label_ids, w
     return jax.nn.softmax(logits.astype(jnp.float32), axis=-1)[:, 1]
 
 
-@nnx.jit(static_argnums=(2, 3))
 def _full_probs(model, inputs: ModelInputs, label_ids, window):
     _, hidden, _ = model.forward(inputs, return_hidden=True, compute_logits=False)
     valid = inputs.attention_mask[0].astype(bool)
@@ -132,6 +129,10 @@ class StrideStream:
         self.prompt = prompt
         self.stride = prompt.stride
         self.cfg = cfg
+        # The denoising loop calls these per step: bound once, no per-call NNX graph traversal.
+        self._jit_prefill = bind_jit(_prefill, model)
+        self._jit_cached_probs = bind_jit(_cached_probs, model, static_argnums=(5, 6, 7))
+        self._jit_full_probs = bind_jit(_full_probs, model, static_argnums=(2, 3))
         if prompt.stride.future:
             raise InputError("trigger_window_future > 0 is not supported (the released code never trains it)")
 
@@ -150,7 +151,7 @@ class StrideStream:
         pos[:, 0, :n] = prefix.positions
         inputs = ModelInputs(ids, mask, pos, self._vision(prefix))
         cache = KVCache.init(self.model.config.text, 1, _padded(length + w), self.model.dtype)
-        return _prefill(self.model, jax.tree.map(jnp.asarray, inputs), cache)
+        return self._jit_prefill(jax.tree.map(jnp.asarray, inputs), cache)
 
     def _predict_cached(self, cache, crop: int, pos_fn) -> Callable[[np.ndarray], np.ndarray]:
         w = self.stride.total_slots
@@ -159,9 +160,9 @@ class StrideStream:
 
         def predict(labels):
             ids = self.prompt.slot_ids(labels)[None]
-            return np.asarray(_cached_probs(self.model, cache, jnp.int32(crop), jnp.asarray(ids),
-                                            jnp.asarray(pos_fn(ids.shape[1])[:, None]),
-                                            self.stride.label_token_ids, w, span))
+            return np.asarray(self._jit_cached_probs(cache, jnp.int32(crop), jnp.asarray(ids),
+                                                     jnp.asarray(pos_fn(ids.shape[1])[:, None]),
+                                                     self.stride.label_token_ids, w, span))
         return predict
 
     def _predict_full(self, prefix: VideoPrefix, pos_fn) -> Callable[[np.ndarray], np.ndarray]:
@@ -180,8 +181,8 @@ class StrideStream:
             pos[:, 0, n:total] = pos_fn(len(slots))
             mask = (np.arange(length) < total).astype(np.int32)[None]
             inputs = ModelInputs(ids, mask, pos, vision)
-            return np.asarray(_full_probs(self.model, jax.tree.map(jnp.asarray, inputs),
-                                          self.stride.label_token_ids, w))
+            return np.asarray(self._jit_full_probs(jax.tree.map(jnp.asarray, inputs),
+                                                   self.stride.label_token_ids, w))
         return predict
 
     def _mega_prefix(self, query: str, frames: np.ndarray, start: int, end: int):

@@ -38,11 +38,12 @@ def test_incremental_session_equals_full_forward(family):
     rng = np.random.default_rng(0)
     chunks = [image_chunk(rng, family, 6, 3), (list(rng.integers(20, 500, 4)), None, None),
               image_chunk(rng, family, 2, 5), image_chunk(rng, family, 1, 2)]
-    session = ChatSession(model, capacity=64, growth=32)  # forces the cache to grow twice
+    session = ChatSession(model, capacity=16)  # the conversation outgrows it: the cache doubles on the way
     last = []
     for ids, pv, grid in chunks:
         last.append(session.append(ids, pixel_values=pv, image_grid_thw=grid))
     all_ids = np.concatenate([c[0] for c in chunks])[None]
+    assert session.cache.capacity >= 4 * 16 and session.cache.capacity < 2 * all_ids.shape[1]
     pvs = [c[1] for c in chunks if c[1] is not None]
     grids = [c[2] for c in chunks if c[2] is not None]
     full = np.asarray(model(input_ids=all_ids, pixel_values=np.concatenate(pvs),
@@ -64,3 +65,20 @@ def test_chunk_ending_in_a_placeholder_is_refused():
     session = ChatSession(tiny("qwen2_5_vl"))
     with pytest.raises(ValueError, match="end with a text token"):
         session.append([7, 3, 5])
+
+
+def test_sessions_share_one_compiled_step_and_see_their_own_weights():
+    """The per-token step is bound to the model once per session (no per-call NNX traversal); a second model
+    of the same structure reuses the compiled program but computes with its own parameters."""
+    from stvl_jax.nn.bound_jit import bind_jit
+
+    cfg = load_model_config("qwen25vl_tiny")
+    a, b = (QwenVLForConditionalGeneration(cfg, rngs=nnx.Rngs(seed)) for seed in (11, 12))
+    ids = list(range(20, 36))
+    sa, sb = ChatSession(a), ChatSession(b)
+    la, lb = sa.append(ids), sb.append(ids)
+    assert sa._step.func is sb._step.func and sb._step.func._cache_size() == 1  # compiled once for both
+    assert not np.allclose(la, lb)
+    np.testing.assert_allclose(lb, np.asarray(b(input_ids=np.asarray([ids])).logits)[0, -1], atol=1e-4)
+    with pytest.raises(ValueError, match="argument 0"):
+        bind_jit(lambda m, x: x, a, static_argnums=(0,))
