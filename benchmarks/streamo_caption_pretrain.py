@@ -9,7 +9,9 @@ tries that, in the demo's own layout (Qwen2.5-VL tiny, one 56 x 56 image per sec
    pixels and with them zeroed: a gap means the backbone now reads the frames.
 2. The demo's Streamo SFT from that checkpoint, then the demo's held-out streaming evaluation and its zero-pixel
    control, plus teacher-forced state probabilities with and without the pixels (mean |dp| at state tokens).
-`--caption-steps 0` runs stage 2 alone from random init (the baseline on the same streams).
+`--caption-steps 0` runs stage 2 alone from random init (the baseline on the same streams). `--mix R` runs no
+caption stage: the SFT's training index holds the Streamo streams and R copies of the caption streams, shuffled
+together, so one run learns both (the focal loss weighs caption text like answer text).
 
     python benchmarks/streamo_caption_pretrain.py --out /tmp/capbench --videos 400
     python benchmarks/streamo_caption_pretrain.py --out /tmp/capbench0 --videos 400 --caption-steps 0
@@ -118,6 +120,7 @@ def main() -> int:
     ap.add_argument("--videos", type=int, default=400)
     ap.add_argument("--caption-steps", type=int, default=250)
     ap.add_argument("--sft-steps", type=int, default=300)
+    ap.add_argument("--mix", type=int, default=0, help="caption streams mixed into the SFT, copies (no stage 1)")
     args = ap.parse_args()
     sys.path.insert(0, ROOT)
     from benchmarks.common import machine
@@ -125,14 +128,23 @@ def main() -> int:
     from data_pipelines.tokenizer import build_tiny_tokenizer
     from stvl_jax.demo.streamo import evaluate, pixel_control, training_vision, write_streams
 
-    print(f"# {machine()}; {args.videos} synthetic videos, caption stage {args.caption_steps} steps, "
-          f"Streamo SFT {args.sft_steps} steps", flush=True)
+    stage1 = f"{args.mix} x captions mixed in" if args.mix else f"caption stage {args.caption_steps} steps"
+    print(f"# {machine()}; {args.videos} synthetic videos, {stage1}, Streamo SFT {args.sft_steps} steps", flush=True)
     data, tok = os.path.join(args.out, "synth"), os.path.join(args.out, "tokenizer")
     generate_dataset(data, SynthConfig(num_videos=args.videos))
     build_tiny_tokenizer(tok)
     streams = write_streams(data, os.path.join(args.out, "streams"))
-    sft_extra = []
-    if args.caption_steps:
+    sft_extra, sft_index = [], streams["train"]
+    if args.mix:
+        captions = write_caption_streams(data, os.path.join(args.out, "captions"))
+        sft_index = os.path.join(args.out, "streams", "train_mixed.jsonl")
+        with open(streams["train"]) as f, open(captions["train"]) as g:
+            lines = f.read().splitlines() + args.mix * g.read().splitlines()
+        np.random.default_rng(0).shuffle(lines)
+        with open(sft_index, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        print(f"mixed index: {len(lines)} streams ({args.mix} x the caption streams)", flush=True)
+    elif args.caption_steps:
         captions = write_caption_streams(data, os.path.join(args.out, "captions"))
         print("caption stage:", flush=True)
         trainer, cfg = train(os.path.join(args.out, "captions_run"), captions["train"], tok, args.caption_steps,
@@ -143,7 +155,7 @@ def main() -> int:
         stage1 = os.path.join(cfg.checkpoint_dir, str(args.caption_steps))
         sft_extra = ["model.config=null", f"model.checkpoint={stage1}"]
     print("Streamo SFT:", flush=True)
-    trainer, cfg = train(os.path.join(args.out, "sft_run"), streams["train"], tok, args.sft_steps, sft_extra)
+    trainer, cfg = train(os.path.join(args.out, "sft_run"), sft_index, tok, args.sft_steps, sft_extra)
     model, vision = trainer.model(), training_vision(cfg)
     _, dp = teacher_forced(model, cfg, streams["test"])
     print(f"  teacher-forced, held-out: mean |dp| of the state tokens when the pixels are zeroed {dp:.3f}")
