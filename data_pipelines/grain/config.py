@@ -39,6 +39,10 @@ class PipelineConfig:
     video_fps: float = 2.0  # chat videos without their own fps
     max_frames: int = 32  # per video (even)
     streamo_fps: float = 1.0
+    # Streamo: each state-only turn is replaced in the input, with this probability, by one of the other two
+    # states (its label keeps the true state), against copying the previous second's state; the streaming
+    # evaluation feeds back the model's own states. Not part of the reference recipe (seed-systems.md §3).
+    streamo_state_noise: float = 0.0
     stride: StrideWindowConfig = field(default_factory=StrideWindowConfig)
     stride_fps: float = 1.0
     media_root: str | None = None
@@ -66,6 +70,8 @@ class PipelineConfig:
             raise ConfigError(f"length_buckets must be increasing and non-empty, got {self.length_buckets}")
         if self.patch_buckets is not None and list(self.patch_buckets) != sorted(set(self.patch_buckets)):
             raise ConfigError(f"patch_buckets must be increasing, got {self.patch_buckets}")
+        if not 0.0 <= self.streamo_state_noise <= 1.0:
+            raise ConfigError(f"streamo_state_noise must be in [0, 1], got {self.streamo_state_noise}")
         if self.max_frames < 2 or self.max_frames % 2:
             raise ConfigError(f"max_frames must be an even number >= 2, got {self.max_frames}")
         if self.shard not in ("jax_process", "none") and not _parse_shard(self.shard):

@@ -19,11 +19,12 @@ import numpy as np
 
 from data_pipelines.errors import AnnotationError, VideoDecodeError
 from data_pipelines.formats import stride as stride_fmt
+from data_pipelines.formats.streamo import STATE_TOKENS
 from data_pipelines.grain.config import PipelineConfig
 from data_pipelines.grain.sources import parse_record
 from data_pipelines.grain.positions import example_positions
 from data_pipelines.grain.text import (
-    SpecialIds, encode, image_placeholder, render_chat, token_types, video_placeholder, vision_pad_counts,
+    IM_END, SpecialIds, encode, image_placeholder, render_chat, token_types, video_placeholder, vision_pad_counts,
 )
 from data_pipelines.processor import process_images, process_video, target_size
 from data_pipelines.video import decode_frames, probe_video, read_video
@@ -221,7 +222,23 @@ class ExampleBuilder:
             if not isinstance(m, dict) or m.get("role") not in ROLES or not isinstance(m.get("content"), str):
                 raise AnnotationError("bad_field", f"bad message {str(m)[:80]!r}", source)
             out.append({"role": m["role"], "content": m["content"].replace("<stream>", image_placeholder())})
-        return self._finish(out, source, images=[(pv, grids)], n_frames=n_stream)
+        ex = self._finish(out, source, images=[(pv, grids)], n_frames=n_stream)
+        if self.cfg.streamo_state_noise > 0:
+            self._noise_states(ex, rng)
+        return ex
+
+    def _noise_states(self, ex: dict, rng: np.random.Generator) -> None:
+        """Replace context state tokens (`streamo_state_noise`); labels align with input_ids (HF shift), so a
+        token's own label, predicted from the positions before it, stays the true state. Only turns that are a
+        state alone: an answer's text is not left behind a state that says there is none."""
+        ids = ex["input_ids"]
+        states = np.asarray(self.tokenizer.convert_tokens_to_ids(list(STATE_TOKENS)), dtype=ids.dtype)
+        alone = np.append(ids[1:] == self.tokenizer.convert_tokens_to_ids(IM_END), False)
+        noise = rng.random(len(ids)) < self.cfg.streamo_state_noise
+        at = np.flatnonzero(np.isin(ex["labels"], states) & alone & noise)
+        cur = (ids[at, None] == states[None]).argmax(1)  # which state each chosen token is
+        ex["input_ids"] = ids = ids.copy()
+        ids[at] = states[(cur + rng.integers(1, len(states), len(at))) % len(states)]  # another one
 
     def _stride(self, rec, source, rng):
         query, vpart, entries = stride_fmt.parse_sample(rec, source)

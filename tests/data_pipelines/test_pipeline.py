@@ -255,3 +255,25 @@ def test_patch_buckets_pad_rows_and_report_valid_count(synth_dir, tiny_tokenizer
     n = int(b["num_valid_video_patches"])
     assert n == b["video_grid_thw"].prod(1).sum() and len(b["pixel_values_videos"]) in (1024, 4096)
     assert (b["pixel_values_videos"][n:] == 0).all()
+
+
+def test_streamo_state_noise_replaces_context_states_and_keeps_labels(synth_dir, tiny_tokenizer):
+    from data_pipelines.formats.streamo import STATE_TOKENS
+    from stvl_jax.errors import ConfigError
+
+    index = os.path.join(synth_dir, "streamo/stream_train.jsonl")
+    clean, noisy, half = (next(make_pipeline(cfg(index, tiny_tokenizer, format="streamo", vision=Q25,
+                                                 streamo_state_noise=p))) for p in (0.0, 1.0, 0.5))
+    for k in clean:
+        if k != "input_ids":
+            np.testing.assert_array_equal(noisy[k], clean[k], err_msg=k)
+    ids, lab = clean["input_ids"], clean["labels"]
+    states = [TINY_TOKEN_IDS[s] for s in STATE_TOKENS]
+    alone = np.isin(lab, states) & (np.roll(ids, -1, axis=1) == TINY_TOKEN_IDS["<|im_end|>"])
+    assert (np.isin(lab, states) & ~alone).any()  # a response with its answer text: left as it is
+    changed = noisy["input_ids"] != ids
+    np.testing.assert_array_equal(changed, alone)  # p = 1: every state-only turn, nothing else
+    assert np.isin(noisy["input_ids"][changed], states).all()
+    assert 0 < (half["input_ids"] != ids).sum() < alone.sum()
+    with pytest.raises(ConfigError, match="streamo_state_noise"):
+        cfg(index, tiny_tokenizer, format="streamo", streamo_state_noise=1.5)
