@@ -135,8 +135,9 @@ def main() -> int:
     build_tiny_tokenizer(tok)
     streams = write_streams(data, os.path.join(args.out, "streams"))
     sft_extra, sft_index = [], streams["train"]
-    if args.mix:
+    if args.mix or args.caption_steps:
         captions = write_caption_streams(data, os.path.join(args.out, "captions"))
+    if args.mix:
         sft_index = os.path.join(args.out, "streams", "train_mixed.jsonl")
         with open(streams["train"]) as f, open(captions["train"]) as g:
             lines = f.read().splitlines() + args.mix * g.read().splitlines()
@@ -145,7 +146,6 @@ def main() -> int:
             f.write("\n".join(lines) + "\n")
         print(f"mixed index: {len(lines)} streams ({args.mix} x the caption streams)", flush=True)
     elif args.caption_steps:
-        captions = write_caption_streams(data, os.path.join(args.out, "captions"))
         print("caption stage:", flush=True)
         trainer, cfg = train(os.path.join(args.out, "captions_run"), captions["train"], tok, args.caption_steps,
                              ["loss.kind=lm", "data.pipeline.length_buckets=[512,768,1024]"])

@@ -19,12 +19,11 @@ import numpy as np
 
 from data_pipelines.errors import AnnotationError, VideoDecodeError
 from data_pipelines.formats import stride as stride_fmt
-from data_pipelines.formats.streamo import STATE_TOKENS
 from data_pipelines.grain.config import PipelineConfig
 from data_pipelines.grain.sources import parse_record
 from data_pipelines.grain.positions import example_positions
 from data_pipelines.grain.text import (
-    IM_END, SpecialIds, encode, image_placeholder, render_chat, token_types, video_placeholder, vision_pad_counts,
+    SpecialIds, encode, image_placeholder, render_chat, token_types, video_placeholder, vision_pad_counts,
 )
 from data_pipelines.processor import process_images, process_video, target_size
 from data_pipelines.video import decode_frames, probe_video, read_video
@@ -232,8 +231,8 @@ class ExampleBuilder:
         token's own label, predicted from the positions before it, stays the true state. Only turns that are a
         state alone: an answer's text is not left behind a state that says there is none."""
         ids = ex["input_ids"]
-        states = np.asarray(self.tokenizer.convert_tokens_to_ids(list(STATE_TOKENS)), dtype=ids.dtype)
-        alone = np.append(ids[1:] == self.tokenizer.convert_tokens_to_ids(IM_END), False)
+        states = np.asarray(self.ids.states, dtype=ids.dtype)
+        alone = np.append(ids[1:] == self.ids.im_end, False)
         noise = rng.random(len(ids)) < self.cfg.streamo_state_noise
         at = np.flatnonzero(np.isin(ex["labels"], states) & alone & noise)
         cur = (ids[at, None] == states[None]).argmax(1)  # which state each chosen token is

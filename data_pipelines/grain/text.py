@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from data_pipelines.formats.streamo import STATE_TOKENS
 from data_pipelines.processor import group_timestamps, tokens_per_grid
 
 VISION_START, VISION_END = "<|vision_start|>", "<|vision_end|>"
@@ -28,18 +29,21 @@ class SpecialIds:
     activation: int
     active: int
     inactive: int
+    im_end: int
+    states: tuple[int, ...]  # Streamo's </Silence>, </Standby>, </Response> (-1 where the tokenizer has none)
 
     @classmethod
     def from_tokenizer(cls, tok) -> "SpecialIds":
         ids = {name: tok.convert_tokens_to_ids(t) for name, t in (
             ("image_pad", IMAGE_PAD), ("video_pad", VIDEO_PAD), ("activation", "<activation>"),
-            ("active", "<active>"), ("inactive", "<inactive>"))}
+            ("active", "<active>"), ("inactive", "<inactive>"), ("im_end", IM_END))}
         unk = getattr(tok, "unk_token_id", None)
         for name in ("image_pad", "video_pad"):
             if ids[name] is None or ids[name] == unk:
                 raise ValueError(f"tokenizer has no {name} token")
         pad = tok.pad_token_id if tok.pad_token_id is not None else tok.convert_tokens_to_ids("<|endoftext|>")
-        return cls(pad=int(pad), **{k: int(v) if v is not None else -1 for k, v in ids.items()})
+        states = tuple(-1 if (i := tok.convert_tokens_to_ids(t)) is None or i == unk else int(i) for t in STATE_TOKENS)
+        return cls(pad=int(pad), states=states, **{k: int(v) if v is not None else -1 for k, v in ids.items()})
 
 
 def image_placeholder() -> str:
