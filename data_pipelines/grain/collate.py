@@ -61,5 +61,5 @@ def collate(examples: list[dict], *, length_buckets, pad_id: int, padding_side: 
             nb = pick_bucket(n, patch_buckets)
             out[count] = np.int32(n)
             if nb > n:
-                out[key] = np.concatenate([out[key], np.zeros((nb - n, out[key].shape[1]), out[key].dtype)])
+                out[key] = np.concatenate([out[key], np.zeros((nb - n, *out[key].shape[1:]), out[key].dtype)])
     return out

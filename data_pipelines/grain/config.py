@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from stvl_jax.errors import ConfigError
 
 from data_pipelines.formats.stride import StrideWindowConfig
-from data_pipelines.processor import PIXEL_DTYPES, VisionConfig
+from data_pipelines.processor import PIXEL_DTYPES, PIXEL_LAYOUTS, VisionConfig
 
 FORMATS = ("chat", "streamo", "stride")
 
@@ -25,6 +25,8 @@ class PipelineConfig:
     pixel_dtype: "float32" (default) = pixel rows normalized exactly as HF's processor; "uint8" = the raw
       pixels in the same row layout (a quarter of the bytes and no normalization on the host), for models
       that normalize on the device (the stvl_jax Qwen-VL vision tower does so for integer pixel values).
+    pixel_layout: "hf" (default) = rows (N, C*T*P*P) as HF's processor; "channels_last" (uint8 only) = rows
+      (N, T*P*P, C), cheaper to build on the host; the stvl_jax vision tower permutes them on the device.
     """
 
     index: str
@@ -32,6 +34,7 @@ class PipelineConfig:
     format: str = "chat"
     vision: VisionConfig = field(default_factory=VisionConfig.qwen3_vl)
     pixel_dtype: str = "float32"  # or "uint8" (see above)
+    pixel_layout: str = "hf"  # or "channels_last" (see above)
     batch_size: int = 4
     length_buckets: tuple[int, ...] = (256, 512, 1024, 2048, 4096)
     padding_side: str = "right"  # "left" for generation
@@ -64,6 +67,10 @@ class PipelineConfig:
             raise ConfigError(f"padding_side must be 'left' or 'right', got {self.padding_side!r}")
         if self.pixel_dtype not in PIXEL_DTYPES:
             raise ConfigError(f"pixel_dtype must be one of {PIXEL_DTYPES}, got {self.pixel_dtype!r}")
+        if self.pixel_layout not in PIXEL_LAYOUTS:
+            raise ConfigError(f"pixel_layout must be one of {PIXEL_LAYOUTS}, got {self.pixel_layout!r}")
+        if self.pixel_layout == "channels_last" and self.pixel_dtype != "uint8":
+            raise ConfigError("pixel_layout='channels_last' needs pixel_dtype='uint8' (rows normalized on the device)")
         if self.batch_size <= 0:
             raise ConfigError(f"batch_size must be positive, got {self.batch_size}")
         if not self.length_buckets or list(self.length_buckets) != sorted(set(self.length_buckets)):

@@ -4,7 +4,8 @@ decode (decord) -> resize (smart_resize, PIL bicubic) -> patchify -> chat text w
 (compact: one pad token per block, expanded by `text.encode`; Qwen3-VL `<t seconds>` per frame group;
 Streamo frames as separate images behind `<Xs-Ys>` tags; STRIDE activation slots) -> tokenize -> labels /
 loss weights -> 3-D position ids (the model's `get_rope_index` rules, `positions.example_positions`). Pixel
-rows are float32 (HF-normalized) or, with `PipelineConfig.pixel_dtype="uint8"`, raw uint8 in the same layout.
+rows are float32 (HF-normalized) or, with `PipelineConfig.pixel_dtype="uint8"`, raw uint8 in the same layout
+or (`pixel_layout="channels_last"`) as (T*P*P, C) blocks.
 
 An example is a dict of unbatched numpy arrays; a bad record becomes {"__skip__": reason, ...} so the main
 process can count it (or raise it in strict mode).
@@ -25,7 +26,7 @@ from data_pipelines.grain.positions import example_positions
 from data_pipelines.grain.text import (
     SpecialIds, encode, image_placeholder, render_chat, token_types, video_placeholder, vision_pad_counts,
 )
-from data_pipelines.processor import process_images, process_video, target_size
+from data_pipelines.processor import process_images, process_video, row_shape, target_size
 from data_pipelines.video import decode_frames, probe_video, read_video
 
 ROLES = ("system", "user", "assistant")
@@ -97,7 +98,7 @@ class ExampleBuilder:
             clip = read_video(path, fps=fps or cfg.video_fps, start=start, end=end, max_frames=cfg.max_frames,
                               num_threads=cfg.decode_threads, timeout_s=cfg.decode_timeout_s)
         size = target_size(clip.frames.shape[1], clip.frames.shape[2], cfg.vision)
-        pv, grid = process_video(clip.frames, cfg.vision, size, dtype=cfg.pixel_dtype)
+        pv, grid = process_video(clip.frames, cfg.vision, size, dtype=cfg.pixel_dtype, layout=cfg.pixel_layout)
         sec_per_grid = cfg.vision.temporal_patch_size / (fps or cfg.video_fps)
         return pv, grid, clip.times, len(clip.frames), sec_per_grid
 
@@ -112,18 +113,18 @@ class ExampleBuilder:
             raise VideoDecodeError(path, "file not found") from None
         except Exception as e:  # PIL.UnidentifiedImageError, truncated files
             raise VideoDecodeError(path, f"not a readable image ({type(e).__name__})") from None
-        return process_images(arr[None], self.cfg.vision, dtype=self.cfg.pixel_dtype)
+        return process_images(arr[None], self.cfg.vision, dtype=self.cfg.pixel_dtype, layout=self.cfg.pixel_layout)
 
     def _finish(self, messages, source, *, images=(), videos=(), sec_per_grid=(), n_frames=0,
                 activation=None) -> dict:
         """Render, tokenize, labels, positions -> example."""
         cfg, ids = self.cfg, self.ids
         vc = cfg.vision
-        d, dtype = vc.patch_size ** 2 * vc.temporal_patch_size * 3, np.dtype(cfg.pixel_dtype)
+        row, dtype = row_shape(vc, cfg.pixel_layout), np.dtype(cfg.pixel_dtype)
         ex = {"num_frames": np.int64(n_frames)}
-        for key, parts, shape, typ in (("pixel_values", [p for p, _ in images], (0, d), dtype),
+        for key, parts, shape, typ in (("pixel_values", [p for p, _ in images], (0, *row), dtype),
                                        ("image_grid_thw", [g for _, g in images], (0, 3), np.int64),
-                                       ("pixel_values_videos", [p for p, _ in videos], (0, d), dtype),
+                                       ("pixel_values_videos", [p for p, _ in videos], (0, *row), dtype),
                                        ("video_grid_thw", [g for _, g in videos], (0, 3), np.int64)):
             ex[key] = (parts[0] if len(parts) == 1 else np.concatenate(parts)) if parts else np.zeros(shape, typ)
         if vc.family == "qwen2_5_vl":
@@ -215,7 +216,8 @@ class ExampleBuilder:
         idx = np.minimum(np.arange(n_stream) * interval, info.num_frames - 1)
         frames = decode_frames(path, idx, num_threads=self.cfg.decode_threads, timeout_s=self.cfg.decode_timeout_s)
         size = target_size(frames.shape[1], frames.shape[2], self.cfg.vision)
-        pv, grids = process_images(frames, self.cfg.vision, size, dtype=self.cfg.pixel_dtype)
+        pv, grids = process_images(frames, self.cfg.vision, size, dtype=self.cfg.pixel_dtype,
+                                    layout=self.cfg.pixel_layout)
         out = []
         for m in msgs:
             if not isinstance(m, dict) or m.get("role") not in ROLES or not isinstance(m.get("content"), str):

@@ -4,7 +4,8 @@
 spans that carry loss (assistant content + its `<|im_end|>`, the ms-swift default). Vision parts are rendered
 compact — one pad token per block — and `encode` tokenizes once, maps spans to token labels via offsets, then
 repeats each pad token to its block's count. Special tokens are split off before the BPE, so this gives the
-same ids as tokenizing the fully expanded text (tested) at a fraction of the cost (the pads are most tokens).
+same ids as tokenizing the fully expanded text (tested) at a fraction of the cost (the pads are most tokens);
+`PieceEncoder` goes further and runs the BPE only on pieces between added tokens it has not seen before.
 """
 
 from __future__ import annotations
@@ -91,6 +92,79 @@ def render_chat(messages: list[dict], add_generation_prompt: bool = False) -> tu
     return "".join(parts), spans
 
 
+class PieceEncoder:
+    """Tokenizes text piece by piece: split at the tokenizer's added tokens, cache the ids of pieces seen before.
+
+    The Rust tokenizer splits added tokens off first and normalizes / pre-tokenizes / BPEs each piece between
+    them on its own, so the pieces' ids concatenated are the ids of the whole text. Two levels: the text is
+    cut into turns at `<|im_start|>` (a whole user turn — `<t seconds>` stamps, placeholders, a fixed question —
+    often repeats across records), and a turn not seen before into the pieces between all added tokens (stamps,
+    role heads, special tokens repeat), so the BPE runs only on new text. Used only where that independence is
+    known to hold: plain added tokens (no lstrip / rstrip / single_word) and no Metaspace pre-tokenizer (whose
+    prefix depends on the piece being first)."""
+
+    TURN_CHARS, PIECE_CHARS = 4096, 256  # longest turn / piece kept in its cache
+    MAX_ENTRIES = 4096  # per cache; a full cache is emptied (unique turns, e.g. answers, fill the turn cache)
+
+    def __init__(self, backend):
+        import re
+
+        self.backend = backend
+        added = backend.get_added_tokens_decoder().values()
+        plain = all(not (t.lstrip or t.rstrip or t.single_word) for t in added)
+        pre = backend.pre_tokenizer.__getstate__().decode() if backend.pre_tokenizer is not None else ""
+        contents = {t.content for t in added}
+        self.ok = bool(contents) and plain and "Metaspace" not in pre
+        # longest first: the Rust splitter takes the leftmost-longest added token
+        alternatives = "|".join(map(re.escape, sorted(contents, key=len, reverse=True)))
+        self.fine = re.compile(f"({alternatives})").split if self.ok else None
+        self.coarse = re.compile(f"({re.escape(IM_START)})").split if IM_START in contents else self.fine
+        self.turns: dict[str, tuple[list[int], np.ndarray]] = {}
+        self.pieces: dict[str, tuple[list[int], np.ndarray]] = {}
+
+    def _bpe(self, piece: str) -> tuple[list[int], np.ndarray]:
+        enc = self.backend.encode(piece, add_special_tokens=False)
+        return enc.ids, np.asarray([o[0] for o in enc.offsets], np.int64)
+
+    def _turn(self, turn: str) -> tuple[list[int], np.ndarray]:
+        return self._join(self.fine(turn), self._bpe, self.pieces, self.PIECE_CHARS)
+
+    def _join(self, parts, encode, cache, max_chars) -> tuple[list[int], np.ndarray]:
+        ids, starts, shifts, pos = [], [], [], 0
+        for part in parts:
+            if not part:
+                continue
+            hit = cache.get(part)
+            if hit is None:
+                hit = encode(part)
+                if len(part) <= max_chars:
+                    if len(cache) >= self.MAX_ENTRIES:
+                        cache.clear()
+                    cache[part] = hit
+            ids += hit[0]
+            starts.append(hit[1])
+            shifts.append((pos, len(hit[0])))
+            pos += len(part)
+        if not shifts:
+            return [], np.zeros(0, np.int64)
+        at, counts = zip(*shifts)
+        return ids, np.concatenate(starts) + np.repeat(at, counts)
+
+    def __call__(self, text: str) -> tuple[list[int], np.ndarray]:
+        """text -> (ids, start offset of each token in text)."""
+        return self._join(self.coarse(text), self._turn, self.turns, self.TURN_CHARS)
+
+
+_PIECE_ENCODERS: dict[int, PieceEncoder] = {}
+
+
+def _piece_encoder(backend) -> PieceEncoder:
+    enc = _PIECE_ENCODERS.get(id(backend))
+    if enc is None or enc.backend is not backend:
+        enc = _PIECE_ENCODERS[id(backend)] = PieceEncoder(backend)
+    return enc
+
+
 def encode(tokenizer, text: str, spans: list[tuple[int, int]], pads: dict[int, list[int]] | None = None
            ) -> tuple[np.ndarray, np.ndarray]:
     """Tokenize -> (input_ids (L,) int32, labels (L,) int32 with -100 outside loss spans).
@@ -100,13 +174,17 @@ def encode(tokenizer, text: str, spans: list[tuple[int, int]], pads: dict[int, l
     record's own text contains a pad token)."""
     backend = getattr(tokenizer, "_tokenizer", None)  # the Rust tokenizer of a fast HF tokenizer
     if backend is not None and backend.truncation is None and backend.padding is None:
-        enc = backend.encode(text, add_special_tokens=False)  # what the HF call runs, minus its Python wrapping
-        ids, offsets = enc.ids, enc.offsets
+        pieces = _piece_encoder(backend)
+        if pieces.ok:
+            ids, starts = pieces(text)
+        else:
+            enc = backend.encode(text, add_special_tokens=False)  # what the HF call runs, minus its Python wrapping
+            ids, starts = enc.ids, [o[0] for o in enc.offsets]
     else:
         enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-        ids, offsets = enc["input_ids"], enc["offset_mapping"]
+        ids, starts = enc["input_ids"], [o[0] for o in enc["offset_mapping"]]
     ids = np.asarray(ids, dtype=np.int32)
-    starts = np.fromiter((o[0] for o in offsets), dtype=np.int64, count=len(ids))
+    starts = np.asarray(starts, dtype=np.int64)
     keep = np.zeros(len(ids), dtype=bool)
     for s, e in spans:
         keep |= (starts >= s) & (starts < e)

@@ -140,7 +140,8 @@ def run_stride(args) -> dict:
         for source, m in by_source.items():
             base = {k: v[task][source] for k, v in result["baselines"].items()}
             print(f"{args.task}{control} {task}/{source}: F1@0.5 {m['F1@0.5']:.3f} "
-                  f"(always-on {base['always_on']['F1@0.5']:.3f}, always-off {base['always_off']['F1@0.5']:.3f}); "
+                  f"(always-on {base['always_on']['F1@0.5']:.3f}, always-off {base['always_off']['F1@0.5']:.3f}, "
+                  f"oracle {base['oracle']['F1@0.5']:.3f}); "
                   f"F1 mean over tIoU {m['F1']:.3f} "
                   f"(always-on {base['always_on']['F1']:.3f}, always-off {base['always_off']['F1']:.3f}); "
                   f"{m['total']} samples")

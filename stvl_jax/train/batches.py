@@ -101,13 +101,17 @@ def _global_vision(config: QwenVLConfig, model_batch: dict, local_vision, pad_pa
         if key.endswith("grid_thw"):
             local = np.zeros((0, 3), np.int64) if local is None else local.astype(np.int64)
         else:
-            # pixels are normalized floats or raw uint8 (normalized on the device): every process must agree
-            kind = -1 if local is None else int(local.dtype == np.uint8)
+            # pixels are normalized floats, raw uint8 rows or raw uint8 channels-last rows (both normalized on
+            # the device): every process must agree
+            kind = -1 if local is None else int(local.dtype == np.uint8) + int(local.ndim == 3)
             kinds = set(allgather(np.asarray([kind], np.int64))[:, 0].tolist()) - {-1}
             if len(kinds) > 1:
-                raise InputError(f"{key}: some processes sent uint8 and others float pixels")
-            dtype = np.uint8 if kinds == {1} else np.float32
-            local = np.zeros((0, config.vision.patch_dim), dtype) if local is None else local.astype(dtype)
+                raise InputError(f"{key}: processes sent pixels of different kinds (float / uint8 / uint8 "
+                                 f"channels-last: {sorted(kinds)})")
+            dtype = np.uint8 if kinds & {1, 2} else np.float32
+            vc = config.vision
+            row = (vc.patch_dim // vc.in_channels, vc.in_channels) if kinds == {2} else (vc.patch_dim,)
+            local = np.zeros((0, *row), dtype) if local is None else local.astype(dtype)
         joined = np.concatenate(allgather_ragged(local))
         raw[key] = joined if len(joined) else None
     bucket_kw = {"buckets": True} if vision_buckets else {}

@@ -1,6 +1,6 @@
 """The pipeline's fast paths equal the reference computations: cached M-RoPE positions vs the model's
 get_rope_index, compact-placeholder tokenization vs tokenizing the expanded text, uint8 rows vs the float32
-rows, the per-epoch shuffle, in-worker batching vs in-process, and the shared-memory ring's lifecycle."""
+rows, channels-last rows vs the HF-layout rows, the per-epoch shuffle, in-worker batching vs in-process, and the shared-memory ring's lifecycle."""
 
 import os
 
@@ -100,11 +100,31 @@ def test_uint8_pixel_rows_normalize_to_the_float32_rows(synth_dir, tiny_tokenize
             np.testing.assert_array_equal(u8[key], f32[key], err_msg=key)
 
 
-def test_pixel_dtype_is_validated(tiny_tokenizer):
+def test_channels_last_rows_are_the_uint8_rows_permuted(synth_dir, tiny_tokenizer):
+    q25 = VisionConfig.qwen2_5_vl(max_pixels=112 * 112)
+    for fmt, index, vision in (("chat", "captions/train.jsonl", VisionConfig.qwen3_vl()),
+                               ("streamo", "streamo/stream_train.jsonl", q25)):
+        c = cfg(os.path.join(synth_dir, index), tiny_tokenizer, format=fmt, vision=vision, pixel_dtype="uint8",
+                patch_buckets=(4096, 65536))
+        hf = next(make_pipeline(c))
+        cl = next(make_pipeline(PipelineConfig(**{**c.__dict__, "pixel_layout": "channels_last"})))
+        tpp = vision.temporal_patch_size * vision.patch_size ** 2
+        for key in ("pixel_values", "pixel_values_videos"):
+            assert cl[key].dtype == np.uint8 and cl[key].shape == (len(hf[key]), tpp, 3)
+            np.testing.assert_array_equal(cl[key].transpose(0, 2, 1).reshape(hf[key].shape), hf[key])
+        for key in set(hf) - {"pixel_values", "pixel_values_videos"}:
+            np.testing.assert_array_equal(cl[key], hf[key], err_msg=key)
+
+
+def test_pixel_dtype_and_layout_are_validated(tiny_tokenizer):
     from stvl_jax.errors import ConfigError
 
     with pytest.raises(ConfigError, match="pixel_dtype"):
         PipelineConfig(index="x.jsonl", tokenizer=tiny_tokenizer, pixel_dtype="float16")
+    with pytest.raises(ConfigError, match="pixel_layout"):
+        PipelineConfig(index="x.jsonl", tokenizer=tiny_tokenizer, pixel_dtype="uint8", pixel_layout="nhwc")
+    with pytest.raises(ConfigError, match="needs pixel_dtype='uint8'"):
+        PipelineConfig(index="x.jsonl", tokenizer=tiny_tokenizer, pixel_layout="channels_last")
 
 
 def test_epoch_shuffle_is_a_fresh_deterministic_permutation_per_epoch():

@@ -1,5 +1,6 @@
-"""uint8 pixel rows (normalized in the vision tower) give the logits of the float32 processor path, for both
-families; the image rows on the float side come from transformers' own processor."""
+"""uint8 pixel rows (normalized in the vision tower), in the HF and the channels-last layout, give the logits of
+the float32 processor path, for both families; the image rows on the float side come from transformers' own
+processor."""
 
 import numpy as np
 import pytest
@@ -67,6 +68,24 @@ def _batches(model, seed=0):
     return f32, u8
 
 
+def _channels_last(model, seed=0):
+    """The uint8 batch of `_batches` with the rows built in the channels-last layout (N, T*P*P, C)."""
+    from data_pipelines.processor import process_images, process_video
+
+    _, u8 = _batches(model, seed)
+    cfg = _processor_config(model)
+    rng = np.random.default_rng(seed)  # the same draws as `_batches`
+    factor = cfg.patch_size * cfg.merge_size
+    images = rng.integers(0, 256, (2, 2 * factor, 3 * factor, 3), dtype=np.uint8)
+    frames = rng.integers(0, 256, (3, 2 * factor, 2 * factor, 3), dtype=np.uint8)
+    img, _ = process_images(images, cfg, dtype=np.uint8, layout="channels_last")
+    vid, _ = process_video(frames, cfg, dtype=np.uint8, layout="channels_last")
+    for rows, hf_rows in ((img, u8["pixel_values"]), (vid, u8["pixel_values_videos"])):
+        assert rows.ndim == 3 and rows.shape[2] == 3
+        np.testing.assert_array_equal(rows.transpose(0, 2, 1).reshape(hf_rows.shape), hf_rows)  # same pixels
+    return u8, dict(u8, pixel_values=img, pixel_values_videos=vid)
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_uint8_pixels_give_the_float32_processor_logits(family):
     model = _model(family)
@@ -76,6 +95,13 @@ def test_uint8_pixels_give_the_float32_processor_logits(family):
     b = np.asarray(model(**u8).logits)
     assert np.isfinite(a).all()
     np.testing.assert_allclose(b, a, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_channels_last_uint8_rows_give_the_same_logits(family):
+    model = _model(family)
+    u8, cl = _channels_last(model)
+    np.testing.assert_array_equal(np.asarray(model(**cl).logits), np.asarray(model(**u8).logits))
 
 
 def test_config_mean_std_override_is_used():
@@ -93,6 +119,14 @@ def test_mixed_or_out_of_range_integer_pixels_are_refused():
     f32, u8 = _batches(model)
     with pytest.raises(InputError, match="both"):
         model(**dict(u8, pixel_values_videos=f32["pixel_values_videos"]))
+    _, cl = _channels_last(model)
+    with pytest.raises(InputError, match="same layout"):
+        model(**dict(cl, pixel_values_videos=u8["pixel_values_videos"]))
+    with pytest.raises(InputError, match="raw uint8"):
+        model(**dict(cl, pixel_values=cl["pixel_values"].astype(np.float32),
+                     pixel_values_videos=cl["pixel_values_videos"].astype(np.float32)))
+    with pytest.raises(InputError, match="T\\*P\\*P, C"):
+        model(**dict(cl, pixel_values=cl["pixel_values"][:, :, :2]))
     with pytest.raises(InputError, match="0..255"):
         model(**dict(u8, pixel_values=u8["pixel_values"].astype(np.int64) + 1,
                      pixel_values_videos=u8["pixel_values_videos"].astype(np.int64)))

@@ -1,6 +1,6 @@
 """`stvl stream` and `stvl eval stride` end to end on a synthetic video with a tiny random STRIDE checkpoint:
 the timeline (stdout, stream.json), the activation-timeline PNG with the ground truth found for the query,
-the downstream answerer called on each trigger, and the evaluation JSON with both baselines."""
+the downstream answerer called on each trigger, and the evaluation JSON with the baselines and the oracle."""
 
 import json
 import os
@@ -56,7 +56,7 @@ def test_eval_stride_reports_metrics_and_baselines(ckpt, tok_dir, synth_dir, tmp
                  "--tokenizer", tok_dir, "--out", str(out), *STREAM_FLAGS]) == 0
     result = json.loads((out / "stride_metrics.json").read_text())
     assert len(result["samples"]) == 2
-    assert set(result["baselines"]) == {"always_on", "always_off"}
+    assert set(result["baselines"]) == {"always_on", "always_off", "oracle"}
     m = result["metrics"]["tvg"]["stvl-synth"]
     assert {"F1@0.5", "F1"} <= set(m) and 0.0 <= m["F1@0.5"] <= 1.0
     assert (out / "stride_timelines.png").is_file()

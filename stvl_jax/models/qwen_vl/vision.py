@@ -122,14 +122,18 @@ class VisionTower(nnx.Module):
     def _normalized_pixels(self, pv: jax.Array) -> jax.Array:
         """Integer (uint8) pixel rows -> float32 normalized exactly as the HF processor does: rescale
         (`float64(v) * (1/255)` -> float32), then `(x - mean_c) / std_c` in float32, as one per-channel table of
-        the 256 values (channel of row element j = j // (T*P*P)). Float rows are already normalized."""
+        the 256 values (channel of row element j = j // (T*P*P)). Channels-last rows (N, T*P*P, C) are
+        normalized per channel, then permuted to the HF layout (N, C*T*P*P). Float rows are already normalized."""
         if not jnp.issubdtype(pv.dtype, jnp.integer):
             return pv
         mean, std = (np.asarray(v, np.float32)[:, None] for v in self.config.image_mean_std)
-        table = ((np.arange(256, dtype=np.float64) * (1 / 255)).astype(np.float32)[None] - mean) / std  # (C, 256)
+        table = jnp.asarray(((np.arange(256, dtype=np.float64) * (1 / 255)).astype(np.float32)[None] - mean) / std)
         vc = self.config.vision
+        if pv.ndim == 3:
+            x = table[np.arange(vc.in_channels), pv.astype(jnp.int32)]  # (N, T*P*P, C)
+            return jnp.swapaxes(x, 1, 2).reshape(pv.shape[0], vc.patch_dim)
         channel = np.arange(vc.patch_dim) // (vc.patch_dim // vc.in_channels)
-        return jnp.asarray(table)[channel[None, :], pv.astype(jnp.int32)]
+        return table[channel[None, :], pv.astype(jnp.int32)]
 
     def __call__(self, inputs: VisionInputs) -> tuple[jax.Array, list[jax.Array]]:
         """Returns merged tokens (M, out_hidden) in processing order (`inputs.merged_order` maps image-then-video

@@ -29,7 +29,7 @@ from stvl_jax.nn.shapes import bucket
 class VisionInputs:
     """Packed vision inputs. N = padded patch rows, M = N / merge^2 merged tokens."""
 
-    pixel_values: jax.Array  # (N, C*T*P*P) float32 normalized, or uint8 (normalized in the vision tower)
+    pixel_values: jax.Array  # (N, C*T*P*P) float32 normalized or uint8, or (N, T*P*P, C) uint8 (channels-last)
     pos_hw: jax.Array  # (N, 2) int32 rotary (row, col)
     frame_layout: SegmentLayout  # attention within each temporal patch
     merged_order: jax.Array  # (M,) int32: merged token k (image/video order) = merger output merged_order[k]
@@ -130,9 +130,13 @@ def prepare_vision_inputs(
             raise InputError(f"{name}: pixel values and grid_thw must be given together")
         grid = _check_grid(f"{name}_grid_thw", grid, merge)
         pv = np.asarray(pv)
-        if pv.ndim != 2 or pv.shape[1] != vc.patch_dim:
+        channels_last = (vc.patch_dim // vc.in_channels, vc.in_channels)
+        if pv.ndim == 3 and pv.shape[1:] == channels_last and not np.issubdtype(pv.dtype, np.integer):
+            raise InputError(f"{name} pixel values in the channels-last layout {pv.shape} must be raw uint8 pixels")
+        if not ((pv.ndim == 2 and pv.shape[1] == vc.patch_dim) or (pv.ndim == 3 and pv.shape[1:] == channels_last)):
             raise InputError(
-                f"{name} pixel values must have shape (patches, {vc.patch_dim}) = (patches, C*T*P*P), got {pv.shape}"
+                f"{name} pixel values must have shape (patches, {vc.patch_dim}) = (patches, C*T*P*P), or raw uint8 "
+                f"(patches, {channels_last[0]}, {channels_last[1]}) = (patches, T*P*P, C), got {pv.shape}"
             )
         if pv.shape[0] != int(grid.prod(-1).sum()):
             raise InputError(
@@ -145,9 +149,9 @@ def prepare_vision_inputs(
         return None
     num_image_tokens = int(grids[0].prod(-1).sum()) // unit if image_grid_thw is not None else 0
     grid = np.concatenate(grids)
-    if len({np.issubdtype(p.dtype, np.integer) for p in pixels}) > 1:
-        raise InputError("image and video pixel values must both be normalized floats or both raw uint8, got "
-                         f"{[str(p.dtype) for p in pixels]}")
+    if len({(np.issubdtype(p.dtype, np.integer), p.ndim) for p in pixels}) > 1:
+        raise InputError("image and video pixel values must both be normalized floats or both raw uint8 in the "
+                         f"same layout, got {[(str(p.dtype), p.shape) for p in pixels]}")
     pv = np.concatenate(pixels)
     if np.issubdtype(pv.dtype, np.integer) and pv.dtype != np.uint8 and pv.size and (pv.min() < 0 or pv.max() > 255):
         raise InputError(f"integer pixel values must be raw 0..255, got {pv.min()}..{pv.max()}")
