@@ -10,7 +10,7 @@ to float32, then `(x - mean) / std` in float32) so results are bit-identical. Pa
 frames; `dtype=np.uint8` stops there (raw pixels in the same row layout, for normalization on the device:
 the model's vision tower does it when it receives integer pixel values). `layout="channels_last"` (uint8 only)
 gives each patch as a (T*P*P, C) block instead — rows (N, T*P*P, C), the same rows in the same order — which
-the host transposes ~4x faster (channel stays innermost, as decoded); the vision tower permutes such rows to
+the host transposes ~3x faster (channel stays innermost, as decoded); the vision tower permutes such rows to
 the HF layout on the device.
 """
 

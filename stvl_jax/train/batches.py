@@ -109,8 +109,7 @@ def _global_vision(config: QwenVLConfig, model_batch: dict, local_vision, pad_pa
                 raise InputError(f"{key}: processes sent pixels of different kinds (float / uint8 / uint8 "
                                  f"channels-last: {sorted(kinds)})")
             dtype = np.uint8 if kinds & {1, 2} else np.float32
-            vc = config.vision
-            row = (vc.patch_dim // vc.in_channels, vc.in_channels) if kinds == {2} else (vc.patch_dim,)
+            row = config.vision.channels_last_row if kinds == {2} else (config.vision.patch_dim,)
             local = np.zeros((0, *row), dtype) if local is None else local.astype(dtype)
         joined = np.concatenate(allgather_ragged(local))
         raw[key] = joined if len(joined) else None

@@ -48,6 +48,11 @@ class VisionConfig(StrictConfig):
         return self.in_channels * self.temporal_patch_size * self.patch_size**2
 
     @property
+    def channels_last_row(self) -> tuple[int, int]:
+        """Shape of one raw uint8 patch row in the channels-last layout: (T*P*P, C)."""
+        return self.temporal_patch_size * self.patch_size**2, self.in_channels
+
+    @property
     def merge_unit(self) -> int:
         return self.spatial_merge_size**2
 

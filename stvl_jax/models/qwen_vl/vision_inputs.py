@@ -130,7 +130,7 @@ def prepare_vision_inputs(
             raise InputError(f"{name}: pixel values and grid_thw must be given together")
         grid = _check_grid(f"{name}_grid_thw", grid, merge)
         pv = np.asarray(pv)
-        channels_last = (vc.patch_dim // vc.in_channels, vc.in_channels)
+        channels_last = vc.channels_last_row
         if pv.ndim == 3 and pv.shape[1:] == channels_last and not np.issubdtype(pv.dtype, np.integer):
             raise InputError(f"{name} pixel values in the channels-last layout {pv.shape} must be raw uint8 pixels")
         if not ((pv.ndim == 2 and pv.shape[1] == vc.patch_dim) or (pv.ndim == 3 and pv.shape[1:] == channels_last)):
