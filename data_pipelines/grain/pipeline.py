@@ -4,7 +4,7 @@ Grain dataset chain: records (sharded by JAX process, shuffled per epoch, repeat
 (decode/patchify/tokenize/positions; Grain's per-record RNG) -> `_Batches` (groups `batch_size` good examples,
 pads them with `collate`, and carries the skip markers met on the way) -> `mp_prefetch` over `worker_count`
 processes. The batching runs in the worker processes, so the main process receives one padded batch per step
-(through a few reusable shared-memory blocks per worker, `shm_ring`, copied out into arrays it owns) and only
+(through a few reusable shared-memory blocks per worker, `shm_ring`, as views of them) and only
 counts skips. The per-record transform runs in the worker's own thread, one record at a time (no read
 threads): one decode thread per worker, as configured by `decode_threads`.
 
@@ -137,10 +137,11 @@ class _BatchesIterator(grain.DatasetIterator):
                 continue
             good.append(ex)
         frames = sum(int(e.pop("num_frames", 0)) for e in good)
+        # in a worker, collate writes straight into a shared-memory slot when one is free
         batch = collate(good, length_buckets=cfg.length_buckets, pad_id=self.pad_id, padding_side=cfg.padding_side,
-                        patch_buckets=cfg.patch_buckets)
-        if self.ring is not None:
-            batch = self.ring.put(batch)
+                        patch_buckets=cfg.patch_buckets, alloc=None if self.ring is None else self.ring.reserve)
+        if self.ring is not None and self.ring.reserved:
+            batch = self.ring.commit(batch)
         return {"batch": batch, "examples": len(good), "frames": frames, "skipped": skipped}
 
     def get_state(self):

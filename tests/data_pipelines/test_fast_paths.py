@@ -174,10 +174,15 @@ def test_shm_ring_reuses_released_slots_and_cleans_up():
     out = r.read(refs[0])
     assert out.keys() == batch.keys() and out["n"] == 7 and out["b"].shape == (0, 5)
     np.testing.assert_array_equal(out["a"], batch["a"])
-    again = w.put(batch)  # released: the same block is rewritten
+    a = out["a"][1:]  # a view of the slot, no copy
+    del out
+    assert w.put(batch) is batch  # slot 0 read, but part of that batch is still alive: not released
+    np.testing.assert_array_equal(a, batch["a"][1:])
+    del a
+    again = w.put(batch)  # released with its last array: the same block is rewritten
     assert again.name == refs[0].name and again.seq == 3
     big = {"a": np.ones((3 << 20,), np.uint8)}
-    r.read(refs[1])
+    r.read(refs[1])  # dropped at once: released
     grown = w.put(big)  # slot 1 grows: a new block, the old one unlinked
     assert grown.name != refs[1].name and refs[1].name not in _blocks()
     assert r.read(grown)["a"].sum() == 3 << 20
