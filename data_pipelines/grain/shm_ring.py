@@ -192,7 +192,9 @@ class RingReader:
 
     def __init__(self, max_open: int = 64):
         self._open: OrderedDict[str, _Mapped] = OrderedDict()
-        self._lock = threading.Lock()  # the release runs in whichever thread frees a batch
+        # the release runs in whichever thread frees a batch, and may run inside a locked section of this one
+        # (a batch in a reference cycle collected by the GC there): reentrant
+        self._lock = threading.RLock()
         self.max_open = max_open
 
     def _map(self, name: str) -> _Mapped:

@@ -193,7 +193,10 @@ def test_shm_ring_reuses_released_slots_and_cleans_up():
     w.mark_exhausted()
     shm_ring._drop_all(w._blocks, w._state)  # what runs at worker exit
     assert last.name in _blocks()
-    np.testing.assert_array_equal(r.read(last)["a"], batch["a"])
+    kept = r.read(last)
+    np.testing.assert_array_equal(kept["a"], batch["a"])
+    assert last.name in _blocks()  # unlinked only once the batch read from it is freed
+    del kept
     assert last.name not in _blocks()
     r.close()
     # without the end of the data (the iterator was closed), exiting unlinks unread blocks too
@@ -201,3 +204,32 @@ def test_shm_ring_reuses_released_slots_and_cleans_up():
     w2.put(batch)
     shm_ring._drop_all(w2._blocks, w2._state)
     assert not (_blocks() - before)
+
+
+@pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="POSIX shared memory in /dev/shm")
+def test_shm_ring_release_inside_the_readers_lock_does_not_deadlock():
+    """A batch in a reference cycle is freed by the GC wherever it runs, possibly while this thread holds the
+    reader's lock (inside `read`): the release must not wait for that lock."""
+    import gc
+    import threading
+
+    from data_pipelines.grain import shm_ring
+
+    w, r = shm_ring.RingWriter(slots=1), shm_ring.RingReader()
+    batch = {"a": np.arange(6, dtype=np.int32)}
+    cycle = [r.read(w.put(batch))]
+    cycle.append(cycle)
+
+    def free_under_lock():
+        nonlocal cycle
+        with r._lock:
+            del cycle
+            gc.collect()  # the finalizer runs here, in this thread
+
+    t = threading.Thread(target=free_under_lock, daemon=True)
+    t.start()
+    t.join(timeout=20)
+    assert not t.is_alive(), "release deadlocked on the reader's lock"
+    assert isinstance(w.put(batch), shm_ring.RingRef)  # the slot was released
+    r.close()
+    w.reset()
