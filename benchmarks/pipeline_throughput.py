@@ -10,17 +10,19 @@ over passes * records / batch batches of an endless stream, timed after the firs
 excluded), once per pixel format (float32 = HF-normalized rows, uint8 = raw rows normalized on the device,
 uint8-cl = raw rows in the channels-last layout (N, T*P*P, C), permuted and normalized on the device).
 
-The machine may be shared, so every repetition measures raw decode and then each pipeline setting back to
-back (interleaved); the table gives medians over repetitions, and the ratios are medians of the per-repetition
-ratios (each pipeline run against the raw decode of its own repetition). "per core" divides by the number of
-worker processes (the issue's target: >= 0.9). Two decoders on this machine do not decode twice as fast as
-one, so for N > 1 workers raw decode also runs in N processes at once (disjoint shares of the videos, started
-together): "vs raw xN" is the pipeline with N workers against that, the same parallelism on both sides. CPU columns: CPU ms per frame of the decoding processes (this
-process for raw decode, the workers for the pipeline) and of the main process, and "cpu eff" = raw decode's
-CPU per frame / the pipeline's (workers + main): frames per CPU-second relative to raw decode, the per-core
-ratio without the noise of other jobs competing for the cores; "best eff" is the same ratio of each side's
-smallest CPU per frame over the repetitions (interference only ever adds time, so the minimum is the least
-disturbed figure, as timeit reasons). The load average is printed before and after.
+The machine may be shared, so every repetition measures raw decode and then each pipeline setting back to back
+(interleaved); the table gives medians over repetitions, and the ratios are medians of the per-repetition ratios
+(each pipeline run against the raw decode of its own repetition). "per core" divides by the number of worker
+processes (the issue's target: >= 0.9). Two decoders on this machine do not decode twice as fast as one, so for N
+> 1 workers raw decode also runs in N processes at once (disjoint shares of the videos, started together): "vs
+raw xN" is the pipeline with N workers against that, the same parallelism on both sides. The pipeline reads
+decord's frame buffer without `asnumpy`'s copy (DLPack); the "no copy" row decodes that way too ("vs no-copy":
+the pipeline per core against it), so the pipeline's gain from it can be told from the rest. CPU columns: CPU ms
+per frame of the decoding processes (this process for raw decode, the workers for the pipeline) and of the main
+process, and "cpu eff" = raw decode's CPU per frame / the pipeline's (workers + main): frames per CPU-second
+relative to raw decode, the per-core ratio without the noise of other jobs competing for the cores; "best eff" is
+the same ratio of each side's smallest CPU per frame over the repetitions (interference only ever adds time, so
+the minimum is the least disturbed figure, as timeit reasons). The load average is printed before and after.
 """
 
 from __future__ import annotations
@@ -48,14 +50,19 @@ def decode_jobs(index: str, fps: float, max_frames: int) -> list[tuple[str, list
     return jobs
 
 
-def raw_decode(jobs, passes: int) -> dict:
+def raw_decode(jobs, passes: int, copy: bool = True) -> dict:
+    """decord decode of `jobs`; copy=False reads decord's buffer without the `asnumpy` copy (as the pipeline)."""
     import decord
+    import numpy as np
+
+    from data_pipelines.video import _DecordFrames
 
     n, c, t = 0, time.process_time(), time.perf_counter()
     for _ in range(passes):
         for path, idx in jobs:
             vr = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=1)
-            n += len(vr.get_batch(idx).asnumpy())
+            nd = vr.get_batch(idx)
+            n += len(nd.asnumpy() if copy else np.from_dlpack(_DecordFrames(nd)))
     wall, cpu = time.perf_counter() - t, time.process_time() - c
     return {"fps": n / wall, "frames": n, "worker_cpu_ms": 1e3 * cpu / n, "main_cpu_ms": 0.0}
 
@@ -158,10 +165,11 @@ def main(argv=None) -> int:
     settings = [(w, d) for d in a.pixels.split(",") for w in (int(x) for x in a.workers.split(","))]
     load0 = os.getloadavg()
     parallel = sorted({w for w, _ in settings if w > 1})
-    raw_runs, runs = [], {s: [] for s in settings}
+    raw_runs, raw_nocopy, runs = [], [], {s: [] for s in settings}
     raw_par = {w: [] for w in parallel}  # raw decode in w processes at once
     for rep in range(a.reps):
         raw_runs.append(raw_decode(jobs, a.passes))
+        raw_nocopy.append(raw_decode(jobs, a.passes, copy=False))
         for w in parallel:
             raw_par[w].append(raw_decode_parallel(jobs, a.passes, w))
         for s in settings:
@@ -181,28 +189,32 @@ def main(argv=None) -> int:
           f"{a.reps} interleaved reps")
     print(f"load average (1/5/15 min): before {load0[0]:.2f}/{load0[1]:.2f}/{load0[2]:.2f}, "
           f"after {load1[0]:.2f}/{load1[1]:.2f}/{load1[2]:.2f}")
-    head = (f"{'':<34}{'frames/s':>9}{'vs raw':>8}{'per core':>10}{'range/core':>13}{'vs raw xN':>11}"
+    head = (f"{'':<34}{'frames/s':>9}{'vs raw':>8}{'per core':>10}{'range/core':>13}{'vs raw xN':>11}{'vs no-copy':>11}"
             f"{'cpu ms/fr':>11}{'main ms/fr':>11}{'cpu eff':>9}{'best eff':>10}")
     print(head)
     r = raw_runs
     raw_best = min(x["worker_cpu_ms"] for x in r)
     print(f"{'raw decord decode (1 thread)':<34}{med(x['fps'] for x in r):>9.0f}{1.0:>8.2f}{1.0:>10.2f}{'':>13}"
-          f"{1.0:>11.2f}{med(x['worker_cpu_ms'] for x in r):>11.3f}{'':>11}{1.0:>9.2f}{1.0:>10.2f}")
-    for w, rs in raw_par.items():
+          f"{1.0:>11.2f}{'':>11}{med(x['worker_cpu_ms'] for x in r):>11.3f}{'':>11}{1.0:>9.2f}{1.0:>10.2f}")
+    for name, rs, w in (("raw decode, no copy (DLPack)", raw_nocopy, 1),
+                        *((f"raw decode, {w} processes at once", rs, w) for w, rs in raw_par.items())):
         ratios = [x["fps"] / y["fps"] for x, y in zip(rs, r)]
         per_core = [q / w for q in ratios]
         eff = [y["worker_cpu_ms"] / x["worker_cpu_ms"] for x, y in zip(rs, r)]
-        print(f"{f'raw decode, {w} processes at once':<34}{med(x['fps'] for x in rs):>9.0f}{med(ratios):>8.2f}"
-              f"{med(per_core):>10.2f}{f'{min(per_core):.2f}-{max(per_core):.2f}':>13}{1.0:>11.2f}"
+        print(f"{name:<34}{med(x['fps'] for x in rs):>9.0f}{med(ratios):>8.2f}"
+              f"{med(per_core):>10.2f}{f'{min(per_core):.2f}-{max(per_core):.2f}':>13}"
+              f"{med(ratios) if w == 1 else 1.0:>11.2f}{'':>11}"
               f"{med(x['worker_cpu_ms'] for x in rs):>11.3f}{'':>11}{med(eff):>9.2f}"
               f"{raw_best / min(x['worker_cpu_ms'] for x in rs):>10.2f}")
     for (w, d), rs in runs.items():
         ratios = [x["fps"] / y["fps"] for x, y in zip(rs, r)]
         per_core = [q / max(w, 1) for q in ratios]  # 0 workers: all in this process, one core
         same_n = [x["fps"] / y["fps"] for x, y in zip(rs, raw_par.get(w, r))]
+        no_copy = [x["fps"] / y["fps"] / max(w, 1) for x, y in zip(rs, raw_nocopy)]
         eff = [y["worker_cpu_ms"] / (x["worker_cpu_ms"] + x["main_cpu_ms"]) for x, y in zip(rs, r)]
         print(f"{f'pipeline {d}, {w} worker(s)':<34}{med(x['fps'] for x in rs):>9.0f}{med(ratios):>8.2f}"
-              f"{med(per_core):>10.2f}{f'{min(per_core):.2f}-{max(per_core):.2f}':>13}{med(same_n):>11.2f}"
+              f"{med(per_core):>10.2f}{f'{min(per_core):.2f}-{max(per_core):.2f}':>13}"
+              f"{med(same_n):>11.2f}{med(no_copy):>11.2f}"
               f"{med(x['worker_cpu_ms'] for x in rs):>11.3f}{med(x['main_cpu_ms'] for x in rs):>11.3f}{med(eff):>9.2f}"
               f"{raw_best / min(x['worker_cpu_ms'] + x['main_cpu_ms'] for x in rs):>10.2f}")
     return 0

@@ -196,8 +196,25 @@ def _with_timeout(fn: Callable[[], T], timeout_s: float | None, path: str) -> T:
     return box["value"]
 
 
-def decode_frames(path: str, indices, *, num_threads: int = 1, timeout_s: float | None = DEFAULT_TIMEOUT_S) -> np.ndarray:
-    """Decode the given source frame indices with decord -> (T, H, W, 3) uint8. Probes with PyAV first."""
+class _DecordFrames:
+    """DLPack view of a decord NDArray: numpy reads decord's buffer, which the capsule keeps alive."""
+
+    __slots__ = ("nd",)
+
+    def __init__(self, nd):
+        self.nd = nd
+
+    def __dlpack__(self, stream=None, **_):
+        return self.nd.to_dlpack()
+
+    def __dlpack_device__(self):
+        return (1, 0)  # kDLCPU, device 0
+
+
+def decode_frames(path: str, indices, *, num_threads: int = 1, timeout_s: float | None = DEFAULT_TIMEOUT_S,
+                  copy: bool = True) -> np.ndarray:
+    """Decode the given source frame indices with decord -> (T, H, W, 3) uint8. Probes with PyAV first.
+    `copy=False` returns a read-only array over decord's own buffer (no copy; for callers that only read)."""
     info = probe_video(path)
     indices = np.asarray(indices, dtype=np.int64)
     if indices.size == 0:
@@ -213,7 +230,8 @@ def decode_frames(path: str, indices, *, num_threads: int = 1, timeout_s: float 
         if n <= 0:
             raise VideoDecodeError(path, "decoder reports no frames")
         # The container's frame count can disagree with what decord indexes; clamp, never read past the end.
-        return vr.get_batch(np.minimum(indices, n - 1).tolist()).asnumpy()
+        nd = vr.get_batch(np.minimum(indices, n - 1).tolist())
+        return nd.asnumpy() if copy else np.from_dlpack(_DecordFrames(nd))
 
     try:
         frames = _with_timeout(run, timeout_s, path)
@@ -237,14 +255,16 @@ def read_video(
     max_frames: int | None = None,
     num_threads: int = 1,
     timeout_s: float | None = DEFAULT_TIMEOUT_S,
+    copy: bool = True,
 ) -> VideoClip:
-    """Probe, pick frames for [start, end) at `fps` (or `num_frames`), decode. See `sample_indices`."""
+    """Probe, pick frames for [start, end) at `fps` (or `num_frames`), decode. See `sample_indices`; `copy`:
+    `decode_frames`."""
     info = probe_video(path)
     try:
         idx = sample_indices(info, fps=fps, start=start, end=end, num_frames=num_frames, max_frames=max_frames)
     except ValueError as e:
         raise VideoDecodeError(path, str(e)) from None
-    frames = decode_frames(path, idx, num_threads=num_threads, timeout_s=timeout_s)
+    frames = decode_frames(path, idx, num_threads=num_threads, timeout_s=timeout_s, copy=copy)
     return VideoClip(frames=frames, indices=idx, times=idx / info.fps, info=info)
 
 

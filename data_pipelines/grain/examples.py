@@ -93,10 +93,10 @@ class ExampleBuilder:
             dur = (info.duration if end is None else end) - (start or 0.0)
             n = stride_fmt.clip_frame_count(dur, fps or 1.0, cfg.max_frames)
             clip = read_video(path, start=start, end=end, num_frames=n,
-                              num_threads=cfg.decode_threads, timeout_s=cfg.decode_timeout_s)
+                              num_threads=cfg.decode_threads, timeout_s=cfg.decode_timeout_s, copy=False)
         else:
             clip = read_video(path, fps=fps or cfg.video_fps, start=start, end=end, max_frames=cfg.max_frames,
-                              num_threads=cfg.decode_threads, timeout_s=cfg.decode_timeout_s)
+                              num_threads=cfg.decode_threads, timeout_s=cfg.decode_timeout_s, copy=False)
         size = target_size(clip.frames.shape[1], clip.frames.shape[2], cfg.vision)
         pv, grid = process_video(clip.frames, cfg.vision, size, dtype=cfg.pixel_dtype, layout=cfg.pixel_layout)
         sec_per_grid = cfg.vision.temporal_patch_size / (fps or cfg.video_fps)
@@ -214,7 +214,8 @@ class ExampleBuilder:
         if n_stream > n_turns + 1:  # the reference tolerates a mismatch of one frame (repeats the last)
             raise AnnotationError("time_out_of_range", f"{n_stream} stream turns but the video has {n_turns} s", source)
         idx = np.minimum(np.arange(n_stream) * interval, info.num_frames - 1)
-        frames = decode_frames(path, idx, num_threads=self.cfg.decode_threads, timeout_s=self.cfg.decode_timeout_s)
+        frames = decode_frames(path, idx, num_threads=self.cfg.decode_threads, timeout_s=self.cfg.decode_timeout_s,
+                               copy=False)
         size = target_size(frames.shape[1], frames.shape[2], self.cfg.vision)
         pv, grids = process_images(frames, self.cfg.vision, size, dtype=self.cfg.pixel_dtype,
                                     layout=self.cfg.pixel_layout)

@@ -38,6 +38,23 @@ def test_decoded_frames_match_decord_direct(synth_dir):
     np.testing.assert_array_equal(decode_frames(path, idx), ref)
 
 
+def test_uncopied_frames_are_read_only_views_that_outlive_the_decoder(synth_dir):
+    import gc
+
+    paths = [os.path.join(synth_dir, "videos", f"synth_{i:05d}.mp4") for i in range(4)]
+    idx = [0, 3, 7, 20]
+    views = [decode_frames(p, idx, copy=False) for p in paths]  # readers and NDArrays are gone after each call
+    gc.collect()
+    again = [decode_frames(p, [1, 2, 5, 9, 11], copy=False) for p in paths]  # decord allocates anew meanwhile
+    for p, v, a in zip(paths, views, again):
+        assert not v.flags.writeable and v.shape == (4, *v.shape[1:]) and a.shape[0] == 5
+        np.testing.assert_array_equal(v, decode_frames(p, idx))
+    with pytest.raises(ValueError, match="read-only"):
+        views[0][0, 0, 0] = 1
+    clip = read_video(paths[0], fps=2.0, copy=False)
+    np.testing.assert_array_equal(clip.frames, read_video(paths[0], fps=2.0).frames)
+
+
 def test_sample_indices_rejects_bad_clips(synth_dir):
     info = probe_video(os.path.join(synth_dir, "videos", "synth_00001.mp4"))
     for kw in ({"start": 5.0, "end": 2.0}, {"start": -1.0}, {"start": float("nan")}, {"fps": 0.0}):
