@@ -53,16 +53,15 @@ def decode_jobs(index: str, fps: float, max_frames: int) -> list[tuple[str, list
 def raw_decode(jobs, passes: int, copy: bool = True) -> dict:
     """decord decode of `jobs`; copy=False reads decord's buffer without the `asnumpy` copy (as the pipeline)."""
     import decord
-    import numpy as np
 
-    from data_pipelines.video import _DecordFrames
+    from data_pipelines.video import frames_view
 
     n, c, t = 0, time.process_time(), time.perf_counter()
     for _ in range(passes):
         for path, idx in jobs:
             vr = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=1)
             nd = vr.get_batch(idx)
-            n += len(nd.asnumpy() if copy else np.from_dlpack(_DecordFrames(nd)))
+            n += len(nd.asnumpy() if copy else frames_view(nd))
     wall, cpu = time.perf_counter() - t, time.process_time() - c
     return {"fps": n / wall, "frames": n, "worker_cpu_ms": 1e3 * cpu / n, "main_cpu_ms": 0.0}
 

@@ -197,7 +197,7 @@ def _with_timeout(fn: Callable[[], T], timeout_s: float | None, path: str) -> T:
 
 
 class _DecordFrames:
-    """DLPack view of a decord NDArray: numpy reads decord's buffer, which the capsule keeps alive."""
+    """DLPack protocol over a decord NDArray (decord only has `to_dlpack`)."""
 
     __slots__ = ("nd",)
 
@@ -209,6 +209,11 @@ class _DecordFrames:
 
     def __dlpack_device__(self):
         return (1, 0)  # kDLCPU, device 0
+
+
+def frames_view(nd) -> np.ndarray:
+    """Read-only numpy view of a decord NDArray's buffer, no copy; the DLPack capsule keeps the buffer alive."""
+    return np.from_dlpack(_DecordFrames(nd))
 
 
 def decode_frames(path: str, indices, *, num_threads: int = 1, timeout_s: float | None = DEFAULT_TIMEOUT_S,
@@ -231,7 +236,7 @@ def decode_frames(path: str, indices, *, num_threads: int = 1, timeout_s: float 
             raise VideoDecodeError(path, "decoder reports no frames")
         # The container's frame count can disagree with what decord indexes; clamp, never read past the end.
         nd = vr.get_batch(np.minimum(indices, n - 1).tolist())
-        return nd.asnumpy() if copy else np.from_dlpack(_DecordFrames(nd))
+        return nd.asnumpy() if copy else frames_view(nd)
 
     try:
         frames = _with_timeout(run, timeout_s, path)

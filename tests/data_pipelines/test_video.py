@@ -47,7 +47,7 @@ def test_uncopied_frames_are_read_only_views_that_outlive_the_decoder(synth_dir)
     gc.collect()
     again = [decode_frames(p, [1, 2, 5, 9, 11], copy=False) for p in paths]  # decord allocates anew meanwhile
     for p, v, a in zip(paths, views, again):
-        assert not v.flags.writeable and v.shape == (4, *v.shape[1:]) and a.shape[0] == 5
+        assert not v.flags.writeable and len(v) == 4 and len(a) == 5
         np.testing.assert_array_equal(v, decode_frames(p, idx))
     with pytest.raises(ValueError, match="read-only"):
         views[0][0, 0, 0] = 1

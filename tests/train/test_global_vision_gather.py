@@ -53,13 +53,13 @@ def _vision_arrays(host) -> dict[str, np.ndarray]:
 
 
 def _worker(pid: int, port: int, out: str) -> None:
-    import jax
-
-    jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    jax.distributed.initialize(coordinator_address=f"localhost:{port}", num_processes=2, process_id=pid)
     from stvl_jax.errors import InputError
     from stvl_jax.sharding import make_mesh
     from stvl_jax.train.batches import prepare_host_batch
+    from stvl_jax.train.config import DistributedConfig
+    from stvl_jax.train.distributed import initialize
+
+    initialize(DistributedConfig(coordinator_address=f"localhost:{port}", num_processes=2, process_id=pid))
 
     config, mesh = _model_config(), make_mesh({"data": 4})
     result = {}
