@@ -1,7 +1,7 @@
 """Frames/s of raw decord decode vs the full Grain pipeline on the synthetic set (1 and 2 workers).
 
     python benchmarks/pipeline_throughput.py [--data DIR | --videos 64 --size 128] [--fps 2] [--max-frames 32]
-                                             [--passes 4] [--reps 5] [--pixels float32,uint8,uint8-cl]
+                                             [--passes 4] [--reps 5] [--pixels float32,uint8,uint8-cl] [--cpus 0]
 
 Raw decode: the same frame indices the pipeline samples, decoded with decord (1 thread) in this process.
 Pipeline: `make_pipeline` over the caption chat index (decode -> resize -> patchify -> chat template ->
@@ -23,6 +23,11 @@ process, and "cpu eff" = raw decode's CPU per frame / the pipeline's (workers + 
 relative to raw decode, the per-core ratio without the noise of other jobs competing for the cores; "best eff" is
 the same ratio of each side's smallest CPU per frame over the repetitions (interference only ever adds time, so
 the minimum is the least disturbed figure, as timeit reasons). The load average is printed before and after.
+
+`--cpus 0` pins this process and every process it starts (the workers, the raw decoders) to the listed cores
+(`os.sched_setaffinity`, inherited). With one core, raw decode (decord's helper threads included) and the
+pipeline (worker, its threads and the main process) each get exactly that core: "per core" taken literally,
+and steadier on a quiet host than letting either side spill onto the second core (a busy host still moves it).
 """
 
 from __future__ import annotations
@@ -144,7 +149,17 @@ def main(argv=None) -> int:
     p.add_argument("--reps", type=int, default=5, help="interleaved repetitions (medians are reported)")
     p.add_argument("--workers", default="1,2")
     p.add_argument("--pixels", default="float32,uint8,uint8-cl", help=f"pixel formats, of {sorted(PIXELS)}")
+    p.add_argument("--cpus", default=None, help="comma-separated cores to pin every process to (e.g. 0)")
     a = p.parse_args(argv)
+    if a.cpus is not None:
+        have = os.sched_getaffinity(0)
+        try:
+            cpus = {int(c) for c in a.cpus.split(",")}
+        except ValueError:
+            p.error(f"--cpus {a.cpus!r}: expected comma-separated core numbers")
+        if not cpus or not cpus <= have:
+            p.error(f"--cpus {a.cpus!r}: this process may run on cores {sorted(have)}")
+        os.sched_setaffinity(0, cpus)
     tmp = tempfile.mkdtemp(prefix="stvl_bench_")
     data = a.data
     if data is None:
@@ -179,7 +194,9 @@ def main(argv=None) -> int:
     load1 = os.getloadavg()
 
     med = statistics.median
-    print(f"machine: {platform.machine()} {os.cpu_count()} CPU cores, python {platform.python_version()}")
+    pinned = sorted(os.sched_getaffinity(0))
+    print(f"machine: {platform.machine()} {os.cpu_count()} CPU cores, python {platform.python_version()}; "
+          f"processes on cores {','.join(map(str, pinned))}")
     from data_pipelines.video import probe_video
 
     info = probe_video(jobs[0][0])
