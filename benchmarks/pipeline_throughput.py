@@ -157,7 +157,7 @@ def main(argv=None) -> int:
             cpus = {int(c) for c in a.cpus.split(",")}
         except ValueError:
             p.error(f"--cpus {a.cpus!r}: expected comma-separated core numbers")
-        if not cpus or not cpus <= have:
+        if not cpus <= have:
             p.error(f"--cpus {a.cpus!r}: this process may run on cores {sorted(have)}")
         os.sched_setaffinity(0, cpus)
     tmp = tempfile.mkdtemp(prefix="stvl_bench_")
