@@ -157,8 +157,6 @@ def main(argv=None) -> int:
     p.add_argument("--pixels", default="float32,uint8,uint8-cl", help=f"pixel formats, of {sorted(PIXELS)}")
     p.add_argument("--cpus", default=None, help="comma-separated cores to pin every process to (e.g. 0)")
     a = p.parse_args(argv)
-    if a.source_fps <= 0 or 100 % a.source_fps:
-        p.error(f"--source-fps {a.source_fps}: the generator needs a divisor of 100 (e.g. 4, 20, 25, 50)")
     if a.cpus is not None:
         have = os.sched_getaffinity(0)
         try:
@@ -173,9 +171,13 @@ def main(argv=None) -> int:
     if data is None:
         from data_pipelines.synthetic import SynthConfig, generate_dataset
         from data_pipelines.synthetic.scene import SceneParams
+        from stvl_jax.errors import ConfigError
 
         data = os.path.join(tmp, "synth")
-        scene = SceneParams(size=a.size, fps=a.source_fps)
+        try:
+            scene = SceneParams(size=a.size, fps=a.source_fps)
+        except ConfigError as e:
+            p.error(f"--source-fps {a.source_fps}: {e}")
         generate_dataset(data, SynthConfig(num_videos=a.videos, seed=0, scene=scene))
     from data_pipelines.tokenizer import build_tiny_tokenizer
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from data_pipelines.synthetic.vocabulary import PALETTE, SHAPES, SIZES
+from stvl_jax.errors import ConfigError
 
 SIM_HZ = 100  # simulation steps per second (frame times are multiples of 1/fps, fps must divide SIM_HZ)
 SQUARE_HALF = 0.85  # a square's half side relative to its size radius (similar area to the circle)
@@ -41,6 +42,10 @@ class SceneParams:
     p_exit_reenter: float = 0.4
     p_collide_pair: float = 0.4
     p_occluder: float = 0.5
+
+    def __post_init__(self):
+        if self.fps <= 0 or SIM_HZ % self.fps:  # frames must fall on simulation steps
+            raise ConfigError(f"scene fps must divide {SIM_HZ} (e.g. 4, 20, 25, 50), got {self.fps}")
 
 
 @dataclass
@@ -79,8 +84,6 @@ class Scene:
 
 def sample_scene(rng: np.random.Generator, p: SceneParams) -> Scene:
     """Draw entities (distinct colours, repeated shapes likely), lanes, scripts and occluders."""
-    if SIM_HZ % p.fps:
-        raise ValueError(f"fps must divide {SIM_HZ}, got {p.fps}")
     W = H = p.size
     duration = int(rng.integers(p.min_duration, p.max_duration + 1))
     n = int(rng.integers(p.min_entities, p.max_entities + 1))

@@ -153,3 +153,15 @@ def test_repeated_contacts_merge_into_one_action():
     assert [(a["start"], a["end"], a["contacts"]) for a in bounces] == [(1.5, 3.4, 3), (5.5, 6.5, 1)]
     collides = [a for a in acts if a["action"] == "collide"]
     assert [(a["entity"], a["other"], a["start"], a["end"]) for a in collides] == [(1, 2, 1.7, 2.7), (2, 1, 1.7, 2.7)]
+
+
+def test_scene_fps_off_the_simulation_clock_is_refused_up_front():
+    import pytest
+
+    from data_pipelines.synthetic.scene import SceneParams
+    from stvl_jax.errors import ConfigError
+
+    assert SceneParams(fps=25).fps == 25
+    for fps in (24, 0, -4):
+        with pytest.raises(ConfigError, match=f"scene fps must divide 100.*got {fps}"):
+            SceneParams(fps=fps)
