@@ -11,7 +11,9 @@ the second after — every state follows from the current frame alone. Probes:
            to a token.
 Per probe, the demo's recipe (configs/train/streamo_tiny.yaml; index, steps and out_dir changed, one device)
 trains on 180 videos, then the demo's streaming evaluation scores the held-out 20 with their pixels and with
-every pixel zeroed (`pixel_control`): a model that does not read the cue scores the same both ways.
+every pixel zeroed (`pixel_control`): a model that does not read the cue scores the same both ways. For pair, it
+also counts which block the streamed `</Standby>` seconds follow (`pair_following`): the named one (binding) or
+the other, split by which shows first — tracking whichever block appears first scores ~0.7 without any binding.
 
     python benchmarks/streamo_visual_probe.py                      # flash, block, square, pair; 300 steps each
     python benchmarks/streamo_visual_probe.py --probes pair --steps 900
@@ -78,8 +80,30 @@ def write_probe_streams(kind: str, out: str, videos: int, system_prompt: str, se
                              "time": ""}]}
         stream = to_stream(raw, DURATION, system_prompt=system_prompt, video_path=path)
         stream["task_type"] = raw["task_type"]
+        if kind == "pair":  # for `pair_following` (the pipeline reads only messages and videos)
+            stream["pair_spans"] = {"named": spans[asked], "other": spans[1 - asked]}
         rows["test" if v % 10 == 0 else "train"].append(stream)
     return write_splits(rows, out)
+
+
+def pair_following(streams_path: str, result: dict) -> dict[str, dict[str, int]]:
+    """Which block the streamed `</Standby>` seconds follow, by which block shows first: a model that binds the
+    colour word follows the named one in every row; one that tracks whichever block appears first scores well
+    only when that is the named one. {"named first" | "other first" | "same start": {"named" | "other" | "neither": streams}}."""
+    spans = {}
+    with open(streams_path) as f:
+        for line in f:
+            rec = json.loads(line)
+            spans[rec["videos"][0]] = rec["pair_spans"]
+    out = {k: {"named": 0, "other": 0, "neither": 0} for k in ("named first", "other first", "same start")}
+    for s in result["streams"]:
+        sp = spans[s["video"]]
+        pred = np.array([p == "</Standby>" for p in s["pred"]])
+        on = {k: np.array([a <= t < b for t in range(len(pred))]) for k, (a, b) in sp.items()}
+        follows = next((k for k in ("named", "other") if (pred == on[k]).all()), "neither")
+        a, b = sp["named"][0], sp["other"][0]
+        out["named first" if a < b else "other first" if b < a else "same start"][follows] += 1
+    return out
 
 
 def main() -> int:
@@ -105,6 +129,8 @@ def main() -> int:
         results[kind] = {"macro_f1": m["macro_f1"], "majority_macro_f1": m["baseline"]["macro_f1"],
                          "zeroed_macro_f1": control["macro_f1"], "unchanged_streams": control["unchanged_streams"],
                          "streams": control["streams"]}
+        if kind == "pair":
+            results[kind]["following"] = pair_following(paths["test"], result)
         print(kind, json.dumps(results[kind]), flush=True)
     report(a, root, results, "held-out streams, state macro-F1",
            f"{'probe':<8} {'pixels':>8} {'zeroed':>8} {'majority':>9} {'unchanged streams':>18}",

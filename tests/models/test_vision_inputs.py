@@ -78,3 +78,24 @@ def test_bucketed_batches_share_one_program_and_keep_the_tokens(preset):
         return merged[np.asarray(vi.merged_order)[:tokens]]
 
     np.testing.assert_allclose(real_tokens(nine), real_tokens(inputs(9, False)), rtol=1e-5, atol=1e-6)
+
+
+def test_empty_vision_parts_are_no_parts():
+    """A batch whose rows hold no image (a text-only chat batch: the pipeline's (0, row) pixel arrays and (0, 3)
+    grids) has no vision inputs, and an empty image part beside a video leaves the video's inputs unchanged."""
+    import jax
+
+    from stvl_jax.models.qwen_vl.presets import load_model_config
+    from stvl_jax.models.qwen_vl.vision_inputs import prepare_vision_inputs
+
+    config = load_model_config("qwen25vl_tiny")
+    empty = {"pixel_values": np.zeros((0, config.vision.patch_dim), np.float32),
+             "image_grid_thw": np.zeros((0, 3), np.int64)}
+    assert prepare_vision_inputs(config, **empty) is None
+    video = {"pixel_values_videos": np.random.default_rng(0).normal(size=(32, config.vision.patch_dim)),
+             "video_grid_thw": np.array([[2, 4, 4]])}
+    alone, beside = prepare_vision_inputs(config, **video), prepare_vision_inputs(config, **empty, **video)
+    assert int(beside.num_image_tokens) == 0
+    assert jax.tree.structure(alone) == jax.tree.structure(beside)
+    for a, b in zip(jax.tree.leaves(alone), jax.tree.leaves(beside)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

@@ -119,7 +119,7 @@ def prepare_vision_inputs(
     jit across batches of different frame counts); pad_to_multiple: additionally round the rows up."""
     vc = config.vision
     merge, unit = vc.spatial_merge_size, vc.merge_unit
-    pixels, grids = [], []
+    pixels, grids, num_image_tokens = [], [], 0
     for name, pv, grid in (
         ("image", pixel_values, image_grid_thw),
         ("video", pixel_values_videos, video_grid_thw),
@@ -143,11 +143,14 @@ def prepare_vision_inputs(
                 f"{name} pixel values have {pv.shape[0]} patch rows but {name}_grid_thw {grid.tolist()} "
                 f"describes {int(grid.prod(-1).sum())}"
             )
+        if not len(grid):  # an empty part (a batch without images, say) is no part
+            continue
         pixels.append(pv)
         grids.append(grid)
+        if name == "image":
+            num_image_tokens = int(grid.prod(-1).sum()) // unit
     if not pixels:
         return None
-    num_image_tokens = int(grids[0].prod(-1).sum()) // unit if image_grid_thw is not None else 0
     grid = np.concatenate(grids)
     if len({(np.issubdtype(p.dtype, np.integer), p.ndim) for p in pixels}) > 1:
         raise InputError("image and video pixel values must both be normalized floats or both raw uint8 in the "
