@@ -89,7 +89,8 @@ def write_probe_streams(kind: str, out: str, videos: int, system_prompt: str, se
 def pair_following(streams_path: str, result: dict) -> dict[str, dict[str, int]]:
     """Which block the streamed `</Standby>` seconds follow, by which block shows first: a model that binds the
     colour word follows the named one in every row; one that tracks whichever block appears first scores well
-    only when that is the named one. {"named first" | "other first" | "same start": {"named" | "other" | "neither": streams}}."""
+    only when that is the named one.
+    -> {"named first" | "other first" | "same start": {"named" | "other" | "neither": streams}}."""
     spans = {}
     with open(streams_path) as f:
         for line in f:
