@@ -125,7 +125,7 @@ class OptimConfig(StrictConfig):
 class FocalConfig(StrictConfig):
     gamma: float = pydantic.Field(default=2.0, ge=0)
     state_token_ids: tuple[int, ...] = ()  # the three state tokens (</Silence>, </Standby>, </Response>)
-    alpha_scope: Literal["batch", "sequence"] = "batch"  # class counts per micro-batch or per row
+    alpha_scope: Literal["batch", "sequence", "none"] = "batch"  # class counts per micro-batch / per row / no alpha
 
 
 class StrideLossConfig(StrictConfig):

@@ -12,7 +12,7 @@ token's loss is multiplied by its weight.
   the three state tokens the token loss is multiplied by alpha_c * (1 - p_t)^gamma with
   alpha_c = (state tokens in the batch / state tokens of class c) / classes present; other tokens weight 1.
   `alpha_scope="batch"` counts over the micro-batch, `"sequence"` per row (ms-swift ran batch size 1 per
-  device, where the two agree).
+  device, where the two agree); `"none"`: alpha_c = 1.
 
 Register a custom loss with `@register_loss("name")` and select it with `loss.kind=name`; it receives the
 logits, every non-model batch field (`targets`: labels, loss_weights, ... as (B, L) arrays) and the
@@ -109,7 +109,10 @@ def lm_loss(out, targets: Mapping[str, jax.Array], cfg: LossConfig) -> LossOutpu
 
 
 def focal_alpha(is_class: jax.Array, scope: str) -> jax.Array:
-    """is_class: (B, T, C) bool, loss token i has state class c. -> alpha (B, T, C) for the formula above."""
+    """is_class: (B, T, C) bool, loss token i has state class c. -> alpha (B, T, C) for the formula above
+    (scope "none": 1, the focal term without class weights)."""
+    if scope == "none":
+        return jnp.ones(is_class.shape, jnp.float32)
     axes = (0, 1) if scope == "batch" else (1,)
     count = jnp.sum(is_class, axis=axes, keepdims=True).astype(jnp.float32)  # (1|B, 1, C)
     total = jnp.sum(count, axis=-1, keepdims=True)

@@ -40,7 +40,7 @@ def ref_focal(logits, labels, weights, gamma, scope):
     for b, y, w, ce, p in items:
         if y in STATE:
             counts = Counter(yy for bb, yy, *_ in items if yy in STATE and (scope == "batch" or bb == b))
-            alpha = (sum(counts.values()) / counts[y]) / len(counts)
+            alpha = 1.0 if scope == "none" else (sum(counts.values()) / counts[y]) / len(counts)
             total += w * alpha * (1 - p) ** gamma * ce
         else:
             total += w * ce
@@ -87,7 +87,7 @@ def test_lm_loss_uses_next_token_shift():
     assert float(shifted.tokens) == 0  # the first label is never predicted
 
 
-@pytest.mark.parametrize("scope", ["batch", "sequence"])
+@pytest.mark.parametrize("scope", ["batch", "sequence", "none"])
 @pytest.mark.parametrize("gamma", [2.0, 0.0, 1.5])
 def test_focal_loss_matches_reference(scope, gamma):
     logits, labels, weights = _case(2)
