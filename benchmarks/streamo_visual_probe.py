@@ -9,6 +9,10 @@ the second after — every state follows from the current frame alone. Probes:
   pair   — a red and a blue block in two different quarters, each visible for its own 2-4 s, and the question
            names one of them ("Tell me when the red block is gone."): the same read, plus binding a colour word
            to a token.
+  pair_text — the pair streams without pixels: each frame replaced by a line naming what it shows ("red block.
+           blue block." / "nothing."; `data.pipeline.format=chat`), scored teacher-forced (no frames to stream)
+           at the seconds where only the unnamed block has shown (`</Silence>` is right): does the LLM bind the
+           question's colour word at all?
 Per probe, the demo's recipe (configs/train/streamo_tiny.yaml; index, steps and out_dir changed, one device)
 trains on 180 videos, then the demo's streaming evaluation scores the held-out 20 with their pixels and with
 every pixel zeroed (`pixel_control`): a model that does not read the cue scores the same both ways. For pair, it
@@ -32,7 +36,7 @@ import numpy as np
 from stride_visual_probe import (BACKGROUND, DURATION, FPS, RED, SIZE, probe_args, probe_frame, train_probe,
                                  report, warmup_start, write_splits)
 
-PROBES = ("flash", "block", "square", "pair")
+PROBES = ("flash", "block", "square", "pair", "pair_text")
 BLUE = (40, 80, 230)
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -52,6 +56,12 @@ def _span(rng) -> tuple[int, int]:
     return s, s + int(rng.integers(2, 5))
 
 
+def _pair_line(t: int, spans, quarters) -> str:
+    """Second t of a pair video as text, blocks in quarter order: "red block. blue block." / "nothing."."""
+    shown = [name for _, name, (a, b) in sorted(zip(quarters, ("red block", "blue block"), spans)) if a <= t < b]
+    return ". ".join(shown) + "." if shown else "nothing."
+
+
 def write_probe_streams(kind: str, out: str, videos: int, system_prompt: str, seed: int = 0) -> dict[str, str]:
     """Probe videos + Streamo stream records (the demo's layout); every tenth video is held out."""
     from data_pipelines.formats.streamo import to_stream
@@ -62,12 +72,13 @@ def write_probe_streams(kind: str, out: str, videos: int, system_prompt: str, se
     rows = {"train": [], "test": []}
     for v in range(videos):
         path = os.path.abspath(f"{out}/videos/{kind}_{v:04d}.mp4")
-        if kind == "pair":
+        if kind in ("pair", "pair_text"):  # the same draws: pair_text is pair with the frames as text
             spans = (_span(rng), _span(rng))
             quarters = tuple(int(q) for q in rng.choice(4, size=2, replace=False))
             asked = int(rng.integers(2))
-            write_mp4(path, [pair_frame(*(a <= k / FPS < b for a, b in spans), quarters)
-                             for k in range(DURATION * FPS)], FPS)
+            if kind == "pair":
+                write_mp4(path, [pair_frame(*(a <= k / FPS < b for a, b in spans), quarters)
+                                 for k in range(DURATION * FPS)], FPS)
             (s, e), name = spans[asked], ("the red block", "the blue block")[asked]
         else:
             (s, e), name = _span(rng), "it"
@@ -80,8 +91,14 @@ def write_probe_streams(kind: str, out: str, videos: int, system_prompt: str, se
                              "time": ""}]}
         stream = to_stream(raw, DURATION, system_prompt=system_prompt, video_path=path)
         stream["task_type"] = raw["task_type"]
-        if kind == "pair":  # for `pair_following` (the pipeline reads only messages and videos)
+        if kind in ("pair", "pair_text"):  # for `pair_following` (the pipeline reads only messages and videos)
             stream["pair_spans"] = {"named": spans[asked], "other": spans[1 - asked]}
+        if kind == "pair_text":
+            stream.pop("videos")
+            lines = iter(_pair_line(t, spans, quarters) for t in range(DURATION))
+            for m in stream["messages"]:
+                while "<stream>" in m["content"]:
+                    m["content"] = m["content"].replace("<stream>", next(lines), 1)
         rows["test" if v % 10 == 0 else "train"].append(stream)
     return write_splits(rows, out)
 
@@ -107,12 +124,43 @@ def pair_following(streams_path: str, result: dict) -> dict[str, dict[str, int]]
     return out
 
 
+def text_binding(model, cfg, streams_path: str) -> dict:
+    """pair_text, teacher-forced over the held-out streams: state accuracy, and the states predicted at the
+    seconds where the unnamed block is shown and the named one has not been yet (`</Silence>` is right there;
+    `</Standby>` is tracking whichever block shows first)."""
+    from data_pipelines.grain import make_pipeline
+    from data_pipelines.grain.config import PipelineConfig
+    from stvl_jax.train.batches import split_targets
+
+    with open(streams_path) as f:
+        spans = [json.loads(line)["pair_spans"] for line in f]
+    state_ids = list(cfg.loss.focal.state_token_ids)
+    names = ("</Silence>", "</Standby>", "</Response>")
+    d = dict(cfg.data.pipeline, index=streams_path, batch_size=1, worker_count=0, num_epochs=1, shuffle=False)
+    right = total = 0
+    at_distractor = dict.fromkeys(names, 0)
+    with make_pipeline(PipelineConfig.from_dict(d)) as it:
+        for sp, batch in zip(spans, it):
+            inputs, targets = split_targets(batch)
+            labels = targets["labels"][0, 1:]
+            at = np.flatnonzero(np.isin(labels, state_ids))  # one state per second, in order
+            logits = np.asarray(model(**inputs).logits[0, :-1])[at][:, state_ids]
+            pred = np.asarray(state_ids)[logits.argmax(-1)]
+            right, total = right + int((pred == labels[at]).sum()), total + len(at)
+            (a, _), (c, d_) = sp["named"], sp["other"]
+            for t in range(c, min(d_, a, len(at))):
+                at_distractor[names[state_ids.index(int(pred[t]))]] += 1
+    return {"teacher_forced_state_accuracy": right / total, "states_with_only_the_other_block_shown": at_distractor}
+
+
 def main() -> int:
     a = probe_args(__doc__, PROBES)
     sys.path.insert(0, ROOT)
     from data_pipelines.tokenizer import build_tiny_tokenizer
     from stvl_jax.demo.streamo import DEMO_SYSTEM_PROMPT, TRAIN_CONFIG, evaluate, pixel_control, training_vision
 
+    if a.warmup_probe == "pair_text":
+        sys.exit("--warmup-probe pair_text: the warm-up trains on frames; pair_text has none")
     root = a.out or tempfile.mkdtemp(prefix="streamo_probe_")
     tokenizer = build_tiny_tokenizer(f"{root}/tokenizer")
     one_device = ("mesh.data=1", "mesh.fsdp=1", "mesh.tensor=1")
@@ -121,8 +169,13 @@ def main() -> int:
     results = {}
     for kind in a.probes:
         paths = write_probe_streams(kind, f"{root}/{kind}", a.videos, DEMO_SYSTEM_PROMPT)
+        text = ("data.pipeline.format=chat",) if kind == "pair_text" else ()
         trainer, cfg = train_probe(TRAIN_CONFIG, paths["train"], tokenizer, a, f"{root}/{kind}/run", *one_device,
-                                   *start)
+                                   *start, *text)
+        if text:
+            results[kind] = text_binding(trainer.model(), cfg, paths["test"])
+            print(kind, json.dumps(results[kind]), flush=True)
+            continue
         model, vision, eval_dir = trainer.model(), training_vision(cfg), f"{root}/{kind}/eval"
         result = evaluate(model, tokenizer, paths["test"], eval_dir, vision)
         control = pixel_control(model, tokenizer, paths["test"], eval_dir, vision, result)
@@ -136,7 +189,10 @@ def main() -> int:
     report(a, root, results, "held-out streams, state macro-F1",
            f"{'probe':<8} {'pixels':>8} {'zeroed':>8} {'majority':>9} {'unchanged streams':>18}",
            lambda kind, r: f"{kind:<8} {r['macro_f1']:>8.3f} {r['zeroed_macro_f1']:>8.3f} "
-                           f"{r['majority_macro_f1']:>9.3f} {r['unchanged_streams']:>11} / {r['streams']}")
+                           f"{r['majority_macro_f1']:>9.3f} {r['unchanged_streams']:>11} / {r['streams']}"
+                           if "macro_f1" in r else
+                           f"{kind:<8} teacher-forced state accuracy {r['teacher_forced_state_accuracy']:.3f}; "
+                           f"only the other block shown so far: {r['states_with_only_the_other_block_shown']}")
     return 0
 
 

@@ -29,3 +29,22 @@ def test_pair_following_tells_binding_from_tracking_the_first_block(tmp_path):
         "other first": {"named": 1, "other": 1, "neither": 0},
         "same start": {"named": 0, "other": 0, "neither": 1},
     }
+
+
+def test_pair_text_streams_are_the_pair_streams_with_each_frame_as_a_line(tmp_path):
+    from streamo_visual_probe import write_probe_streams
+
+    text = write_probe_streams("pair_text", str(tmp_path / "text"), 10, "sys")
+    with open(text["train"]) as f:
+        rows = [json.loads(line) for line in f]
+    for row in rows:
+        assert "videos" not in row
+        named, other = row["pair_spans"]["named"], row["pair_spans"]["other"]
+        named_colour = "red" if "red" in row["messages"][1]["content"].split("\n")[0] else "blue"
+        other_colour = "blue" if named_colour == "red" else "red"
+        lines = [m["content"].split("\n")[-1] for m in row["messages"] if m["role"] == "user"]
+        assert len(lines) == 20  # one per second
+        for t, line in enumerate(lines):
+            shown = {c for c, (a, b) in ((named_colour, named), (other_colour, other)) if a <= t < b}
+            described = set() if line == "nothing." else set(line.replace(" block", "").rstrip(".").split(". "))
+            assert described == shown, (t, line, shown)
