@@ -19,8 +19,9 @@ every pixel zeroed (`pixel_control`): a model that does not read the cue scores 
 also counts which block the streamed `</Standby>` seconds follow (`pair_following`): the named one (binding) or
 the other, split by which shows first — tracking whichever block appears first scores ~0.7 without any binding.
 
-    python benchmarks/streamo_visual_probe.py                      # flash, block, square, pair; 300 steps each
+    python benchmarks/streamo_visual_probe.py                      # every probe; 300 steps each
     python benchmarks/streamo_visual_probe.py --probes pair --steps 900
+    python benchmarks/streamo_visual_probe.py --probes pair_text --set loss.kind=lm   # binding in text, plain CE
     python benchmarks/streamo_visual_probe.py --probes square --warmup-probe block   # square after 300 steps on block
 """
 
