@@ -129,18 +129,18 @@ def text_binding(model, cfg, streams_path: str) -> dict:
     """pair_text, teacher-forced over the held-out streams: state accuracy, and the states predicted at the
     seconds where the unnamed block is shown and the named one has not been yet (`</Silence>` is right there;
     `</Standby>` is tracking whichever block shows first)."""
+    from data_pipelines.formats.streamo import STATE_TOKENS
     from data_pipelines.grain import make_pipeline
     from data_pipelines.grain.config import PipelineConfig
     from stvl_jax.train.batches import split_targets
 
     with open(streams_path) as f:
         spans = [json.loads(line)["pair_spans"] for line in f]
-    state_ids = list(cfg.loss.focal.state_token_ids)
-    names = ("</Silence>", "</Standby>", "</Response>")
-    d = dict(cfg.data.pipeline, index=streams_path, batch_size=1, worker_count=0, num_epochs=1, shuffle=False)
+    state_ids = list(cfg.loss.focal.state_token_ids)  # in STATE_TOKENS order
+    pipe = dict(cfg.data.pipeline, index=streams_path, batch_size=1, worker_count=0, num_epochs=1, shuffle=False)
     right = total = 0
-    at_distractor = dict.fromkeys(names, 0)
-    with make_pipeline(PipelineConfig.from_dict(d)) as it:
+    at_distractor = dict.fromkeys(STATE_TOKENS, 0)
+    with make_pipeline(PipelineConfig.from_dict(pipe)) as it:
         for sp, batch in zip(spans, it):
             inputs, targets = split_targets(batch)
             labels = targets["labels"][0, 1:]
@@ -148,10 +148,18 @@ def text_binding(model, cfg, streams_path: str) -> dict:
             logits = np.asarray(model(**inputs).logits[0, :-1])[at][:, state_ids]
             pred = np.asarray(state_ids)[logits.argmax(-1)]
             right, total = right + int((pred == labels[at]).sum()), total + len(at)
-            (a, _), (c, d_) = sp["named"], sp["other"]
-            for t in range(c, min(d_, a, len(at))):
-                at_distractor[names[state_ids.index(int(pred[t]))]] += 1
+            named_start, (other_start, other_end) = sp["named"][0], sp["other"]
+            for t in range(other_start, min(other_end, named_start, len(at))):
+                at_distractor[STATE_TOKENS[state_ids.index(int(pred[t]))]] += 1
     return {"teacher_forced_state_accuracy": right / total, "states_with_only_the_other_block_shown": at_distractor}
+
+
+def _report_row(kind: str, r: dict) -> str:
+    if "macro_f1" not in r:  # pair_text: teacher-forced, no streams
+        return (f"{kind:<8} teacher-forced state accuracy {r['teacher_forced_state_accuracy']:.3f}; "
+                f"only the other block shown so far: {r['states_with_only_the_other_block_shown']}")
+    return (f"{kind:<8} {r['macro_f1']:>8.3f} {r['zeroed_macro_f1']:>8.3f} {r['majority_macro_f1']:>9.3f} "
+            f"{r['unchanged_streams']:>11} / {r['streams']}")
 
 
 def main() -> int:
@@ -188,12 +196,7 @@ def main() -> int:
             results[kind]["following"] = pair_following(paths["test"], result)
         print(kind, json.dumps(results[kind]), flush=True)
     report(a, root, results, "held-out streams, state macro-F1",
-           f"{'probe':<8} {'pixels':>8} {'zeroed':>8} {'majority':>9} {'unchanged streams':>18}",
-           lambda kind, r: f"{kind:<8} {r['macro_f1']:>8.3f} {r['zeroed_macro_f1']:>8.3f} "
-                           f"{r['majority_macro_f1']:>9.3f} {r['unchanged_streams']:>11} / {r['streams']}"
-                           if "macro_f1" in r else
-                           f"{kind:<8} teacher-forced state accuracy {r['teacher_forced_state_accuracy']:.3f}; "
-                           f"only the other block shown so far: {r['states_with_only_the_other_block_shown']}")
+           f"{'probe':<8} {'pixels':>8} {'zeroed':>8} {'majority':>9} {'unchanged streams':>18}", _report_row)
     return 0
 
 
