@@ -13,6 +13,9 @@ the second after — every state follows from the current frame alone. Probes:
            blue block." / "nothing."; `data.pipeline.format=chat`), scored teacher-forced (no frames to stream)
            at the seconds where only the unnamed block has shown (`</Silence>` is right): does the LLM bind the
            question's colour word at all?
+  pair_caption — a warm-up only (`--warmup-probe pair_caption`): the pair videos with every state replaced by
+           that second's line as the answer (" red block." / " nothing."), the question by "What is shown?": a
+           caption stage that ties the blocks' pixels to the colour words before the pair probe proper.
 Per probe, the demo's recipe (configs/train/streamo_tiny.yaml; index, steps and out_dir changed, one device)
 trains on 180 videos, then the demo's streaming evaluation scores the held-out 20 with their pixels and with
 every pixel zeroed (`pixel_control`): a model that does not read the cue scores the same both ways. For pair, it
@@ -23,6 +26,7 @@ the other, split by which shows first — tracking whichever block appears first
     python benchmarks/streamo_visual_probe.py --probes pair --steps 900
     python benchmarks/streamo_visual_probe.py --probes pair_text --set loss.kind=lm   # binding in text, plain CE
     python benchmarks/streamo_visual_probe.py --probes square --warmup-probe block   # square after 300 steps on block
+    python benchmarks/streamo_visual_probe.py --probes pair --videos 2000 --warmup-probe pair_caption
 """
 
 from __future__ import annotations
@@ -38,6 +42,8 @@ from stride_visual_probe import (BACKGROUND, DURATION, FPS, RED, SIZE, probe_arg
                                  report, warmup_start, write_splits)
 
 PROBES = ("flash", "block", "square", "pair", "pair_text")
+WARMUP_ONLY = ("pair_caption",)
+PAIR_KINDS = ("pair", "pair_text", "pair_caption")  # the same draws per video: one scene, three renderings
 BLUE = (40, 80, 230)
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -58,9 +64,11 @@ def _span(rng) -> tuple[int, int]:
 
 
 def _pair_line(t: int, spans, quarters) -> str:
-    """Second t of a pair video as text, blocks in quarter order: "red block. blue block." / "nothing."."""
+    """Second t of a pair video as text, blocks in quarter order: " red block. blue block." / " nothing.".
+    The leading space makes a line's first colour word the same token as in the question (" red"): at the
+    start of a line the tiny tokenizer splits it ("r", "ed"), which the LLM would have to learn to match."""
     shown = [name for _, name, (a, b) in sorted(zip(quarters, ("red block", "blue block"), spans)) if a <= t < b]
-    return ". ".join(shown) + "." if shown else "nothing."
+    return " " + (". ".join(shown) + "." if shown else "nothing.")
 
 
 def write_probe_streams(kind: str, out: str, videos: int, system_prompt: str, seed: int = 0) -> dict[str, str]:
@@ -73,11 +81,11 @@ def write_probe_streams(kind: str, out: str, videos: int, system_prompt: str, se
     rows = {"train": [], "test": []}
     for v in range(videos):
         path = os.path.abspath(f"{out}/videos/{kind}_{v:04d}.mp4")
-        if kind in ("pair", "pair_text"):  # the same draws: pair_text is pair with the frames as text
+        if kind in PAIR_KINDS:
             spans = (_span(rng), _span(rng))
             quarters = tuple(int(q) for q in rng.choice(4, size=2, replace=False))
             asked = int(rng.integers(2))
-            if kind == "pair":
+            if kind != "pair_text":
                 write_mp4(path, [pair_frame(*(a <= k / FPS < b for a, b in spans), quarters)
                                  for k in range(DURATION * FPS)], FPS)
             (s, e), name = spans[asked], ("the red block", "the blue block")[asked]
@@ -92,8 +100,14 @@ def write_probe_streams(kind: str, out: str, videos: int, system_prompt: str, se
                              "time": ""}]}
         stream = to_stream(raw, DURATION, system_prompt=system_prompt, video_path=path)
         stream["task_type"] = raw["task_type"]
-        if kind in ("pair", "pair_text"):  # for `pair_following` (the pipeline reads only messages and videos)
+        if kind in PAIR_KINDS:  # for `pair_following` (the pipeline reads only messages and videos)
             stream["pair_spans"] = {"named": spans[asked], "other": spans[1 - asked]}
+        if kind == "pair_caption":
+            answers = [m for m in stream["messages"] if m["role"] == "assistant"]
+            for t, m in enumerate(answers):
+                m["content"] = _pair_line(t, spans, quarters)
+            first_user = stream["messages"][1]
+            first_user["content"] = first_user["content"].replace(raw["question"][0]["content"], "What is shown?")
         if kind == "pair_text":
             stream.pop("videos")
             lines = iter(_pair_line(t, spans, quarters) for t in range(DURATION))
@@ -163,7 +177,7 @@ def _report_row(kind: str, r: dict) -> str:
 
 
 def main() -> int:
-    a = probe_args(__doc__, PROBES)
+    a = probe_args(__doc__, PROBES, WARMUP_ONLY)
     sys.path.insert(0, ROOT)
     from data_pipelines.tokenizer import build_tiny_tokenizer
     from stvl_jax.demo.streamo import DEMO_SYSTEM_PROMPT, TRAIN_CONFIG, evaluate, pixel_control, training_vision

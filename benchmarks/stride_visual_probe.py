@@ -87,8 +87,9 @@ def write_splits(rows: dict[str, list[dict]], out: str) -> dict[str, str]:
     return paths
 
 
-def probe_args(doc: str, probes) -> argparse.Namespace:
-    """The command line shared by the probe benchmarks (probes must be among `probes`)."""
+def probe_args(doc: str, probes, warmup_only=()) -> argparse.Namespace:
+    """The command line shared by the probe benchmarks (probes must be among `probes`; a warm-up may also be one
+    of `warmup_only`)."""
     ap = argparse.ArgumentParser(description=doc.splitlines()[0])
     ap.add_argument("--probes", default=",".join(probes))
     ap.add_argument("--steps", type=int, default=300)
@@ -101,10 +102,11 @@ def probe_args(doc: str, probes) -> argparse.Namespace:
                     help="extra overrides of the recipe config, e.g. optim.groups.vision.train=true")
     a = ap.parse_args()
     a.probes = a.probes.split(",")
-    for flag, kinds in (("--probes", a.probes), ("--warmup-probe", [a.warmup_probe] if a.warmup_probe else [])):
+    for flag, kinds, known in (("--probes", a.probes, probes),
+                               ("--warmup-probe", [a.warmup_probe] if a.warmup_probe else [], (*probes, *warmup_only))):
         for kind in kinds:
-            if kind not in probes:
-                ap.error(f"{flag}: unknown probe {kind!r} (choose from {', '.join(probes)})")
+            if kind not in known:
+                ap.error(f"{flag}: unknown probe {kind!r} (choose from {', '.join(known)})")
     return a
 
 

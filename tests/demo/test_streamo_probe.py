@@ -46,5 +46,63 @@ def test_pair_text_streams_are_the_pair_streams_with_each_frame_as_a_line(tmp_pa
         assert len(lines) == 20  # one per second
         for t, line in enumerate(lines):
             shown = {c for c, (a, b) in ((named_colour, named), (other_colour, other)) if a <= t < b}
+            assert line.startswith(" "), line  # so the first colour word is the question's token, see below
+            line = line[1:]
             described = set() if line == "nothing." else set(line.replace(" block", "").rstrip(".").split(". "))
             assert described == shown, (t, line, shown)
+
+
+def test_pair_text_colour_words_are_the_questions_tokens(tmp_path):
+    """The LLM should only have to match a colour token, not learn that a split word ("r" "ed" at the start
+    of a line, with the tiny tokenizer) is the question's " red"."""
+    from streamo_visual_probe import write_probe_streams
+    from transformers import AutoTokenizer
+
+    from data_pipelines.tokenizer import build_tiny_tokenizer
+
+    tok = AutoTokenizer.from_pretrained(build_tiny_tokenizer(str(tmp_path / "tok")))
+    colour = {c: tok(f" {c}")["input_ids"] for c in ("red", "blue")}
+    assert all(len(ids) == 1 for ids in colour.values())
+    text = write_probe_streams("pair_text", str(tmp_path / "text"), 10, "sys")
+    with open(text["train"]) as f:
+        rows = [json.loads(line) for line in f]
+    seen = 0
+    for row in rows:
+        for m in row["messages"]:
+            if m["role"] != "user":
+                continue
+            ids = tok(m["content"])["input_ids"]
+            for c, (cid,) in colour.items():
+                n = m["content"].count(c)
+                assert ids.count(cid) == n, (m["content"], c)
+                seen += n
+    assert seen > 0
+
+
+def test_pair_caption_streams_answer_each_second_with_its_line(tmp_path):
+    """The caption warm-up shows the pair videos (same draws) and answers every second with pair_text's line."""
+    from streamo_visual_probe import write_probe_streams
+
+    cap = write_probe_streams("pair_caption", str(tmp_path / "cap"), 10, "sys")
+    text = write_probe_streams("pair_text", str(tmp_path / "text"), 10, "sys")
+    with open(cap["train"]) as f, open(text["train"]) as g:
+        pairs = [(json.loads(a), json.loads(b)) for a, b in zip(f, g, strict=True)]
+    for c, t in pairs:
+        assert os.path.isfile(c["videos"][0]) and c["pair_spans"] == t["pair_spans"]
+        assert c["messages"][1]["content"].startswith("What is shown?\n<0s-1s>\n<stream>")
+        answers = [m["content"] for m in c["messages"] if m["role"] == "assistant"]
+        lines = [m["content"].split("\n")[-1] for m in t["messages"] if m["role"] == "user"]
+        assert answers == lines
+
+
+def test_pair_caption_is_a_warm_up_only(monkeypatch):
+    import pytest
+    from streamo_visual_probe import PROBES, WARMUP_ONLY
+    from stride_visual_probe import probe_args
+
+    monkeypatch.setattr(sys, "argv", ["probe", "--probes", "pair", "--warmup-probe", "pair_caption"])
+    assert probe_args("doc", PROBES, WARMUP_ONLY).warmup_probe == "pair_caption"
+    monkeypatch.setattr(sys, "argv", ["probe", "--probes", "pair_caption"])
+    with pytest.raises(SystemExit):
+        probe_args("doc", PROBES, WARMUP_ONLY)
+    assert "pair_caption" not in PROBES  # so not in the default run (every probe)
