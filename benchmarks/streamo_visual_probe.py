@@ -9,8 +9,8 @@ the second after — every state follows from the current frame alone. Probes:
   pair   — a red and a blue block in two different quarters, each visible for its own 2-4 s, and the question
            names one of them ("Tell me when the red block is gone."): the same read, plus binding a colour word
            to a token.
-  pair_text — the pair streams without pixels: each frame replaced by a line naming what it shows ("red block.
-           blue block." / "nothing."; `data.pipeline.format=chat`), scored teacher-forced (no frames to stream)
+  pair_text — the pair streams without pixels: each frame replaced by a line naming what it shows (" red block.
+           blue block." / " nothing."; `data.pipeline.format=chat`), scored teacher-forced (no frames to stream)
            at the seconds where only the unnamed block has shown (`</Silence>` is right): does the LLM bind the
            question's colour word at all?
   pair_caption — a warm-up only (`--warmup-probe pair_caption`): the pair videos with every state replaced by
@@ -42,7 +42,8 @@ from stride_visual_probe import (BACKGROUND, DURATION, FPS, RED, SIZE, probe_arg
                                  report, warmup_start, write_splits)
 
 PROBES = ("flash", "block", "square", "pair", "pair_text")
-WARMUP_ONLY = ("pair_caption",)
+# warm-ups train on frames: not pair_text (none), but the caption stage pair_caption (no states to score)
+WARMUPS = ("flash", "block", "square", "pair", "pair_caption")
 PAIR_KINDS = ("pair", "pair_text", "pair_caption")  # the same draws per video: one scene, three renderings
 BLUE = (40, 80, 230)
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -177,13 +178,11 @@ def _report_row(kind: str, r: dict) -> str:
 
 
 def main() -> int:
-    a = probe_args(__doc__, PROBES, WARMUP_ONLY)
+    a = probe_args(__doc__, PROBES, WARMUPS)
     sys.path.insert(0, ROOT)
     from data_pipelines.tokenizer import build_tiny_tokenizer
     from stvl_jax.demo.streamo import DEMO_SYSTEM_PROMPT, TRAIN_CONFIG, evaluate, pixel_control, training_vision
 
-    if a.warmup_probe == "pair_text":
-        sys.exit("--warmup-probe pair_text: the warm-up trains on frames; pair_text has none")
     root = a.out or tempfile.mkdtemp(prefix="streamo_probe_")
     tokenizer = build_tiny_tokenizer(f"{root}/tokenizer")
     one_device = ("mesh.data=1", "mesh.fsdp=1", "mesh.tensor=1")

@@ -87,9 +87,9 @@ def write_splits(rows: dict[str, list[dict]], out: str) -> dict[str, str]:
     return paths
 
 
-def probe_args(doc: str, probes, warmup_only=()) -> argparse.Namespace:
-    """The command line shared by the probe benchmarks (probes must be among `probes`; a warm-up may also be one
-    of `warmup_only`)."""
+def probe_args(doc: str, probes, warmups=None) -> argparse.Namespace:
+    """The command line shared by the probe benchmarks (probes must be among `probes`, a warm-up among `warmups`,
+    by default the same)."""
     ap = argparse.ArgumentParser(description=doc.splitlines()[0])
     ap.add_argument("--probes", default=",".join(probes))
     ap.add_argument("--steps", type=int, default=300)
@@ -103,10 +103,10 @@ def probe_args(doc: str, probes, warmup_only=()) -> argparse.Namespace:
     a = ap.parse_args()
     a.probes = a.probes.split(",")
     for flag, kinds, known in (("--probes", a.probes, probes),
-                               ("--warmup-probe", [a.warmup_probe] if a.warmup_probe else [], (*probes, *warmup_only))):
+                               ("--warmup-probe", [a.warmup_probe] if a.warmup_probe else [], warmups or probes)):
         for kind in kinds:
             if kind not in known:
-                ap.error(f"{flag}: unknown probe {kind!r} (choose from {', '.join(known)})")
+                ap.error(f"{flag}: {kind!r} is not among {', '.join(known)}")
     return a
 
 

@@ -95,14 +95,17 @@ def test_pair_caption_streams_answer_each_second_with_its_line(tmp_path):
         assert answers == lines
 
 
-def test_pair_caption_is_a_warm_up_only(monkeypatch):
+def test_warm_ups_train_on_frames(monkeypatch):
+    """pair_caption is a warm-up only (no states to score); pair_text cannot be one (no frames)."""
     import pytest
-    from streamo_visual_probe import PROBES, WARMUP_ONLY
+    from streamo_visual_probe import PROBES, WARMUPS
     from stride_visual_probe import probe_args
 
     monkeypatch.setattr(sys, "argv", ["probe", "--probes", "pair", "--warmup-probe", "pair_caption"])
-    assert probe_args("doc", PROBES, WARMUP_ONLY).warmup_probe == "pair_caption"
-    monkeypatch.setattr(sys, "argv", ["probe", "--probes", "pair_caption"])
-    with pytest.raises(SystemExit):
-        probe_args("doc", PROBES, WARMUP_ONLY)
-    assert "pair_caption" not in PROBES  # so not in the default run (every probe)
+    assert probe_args("doc", PROBES, WARMUPS).warmup_probe == "pair_caption"
+    for argv in (["--probes", "pair_caption"], ["--probes", "pair", "--warmup-probe", "pair_text"]):
+        monkeypatch.setattr(sys, "argv", ["probe", *argv])
+        with pytest.raises(SystemExit):
+            probe_args("doc", PROBES, WARMUPS)
+    monkeypatch.setattr(sys, "argv", ["probe"])
+    assert "pair_caption" not in probe_args("doc", PROBES, WARMUPS).probes  # not in the default run
