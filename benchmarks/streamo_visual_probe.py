@@ -10,12 +10,17 @@ the second after — every state follows from the current frame alone. Probes:
            names one of them ("Tell me when the red block is gone."): the same read, plus binding a colour word
            to a token.
   pair_text — the pair streams without pixels: each frame replaced by a line naming what it shows (" red block.
-           blue block." / " nothing."; `data.pipeline.format=chat`), scored teacher-forced (no frames to stream)
-           at the seconds where only the unnamed block has shown (`</Silence>` is right): does the LLM bind the
-           question's colour word at all?
+           blue block." / " nothing."; `data.pipeline.format=chat`), scored teacher-forced (no frames to stream;
+           `teacher_forced_binding`, also run on pair): at the unnamed block's first second, before the named one
+           shows, only the question's colour word tells `</Silence>` from `</Standby>`: does the LLM bind it at all?
   pair_caption — a warm-up only (`--warmup-probe pair_caption`): the pair videos with every state replaced by
            that second's line as the answer (" red block." / " nothing."), the question by "What is shown?": a
            caption stage that ties the blocks' pixels to the colour words before the pair probe proper.
+  pair_align — a warm-up only (`--warmup-probe pair_align`): no stream training; the vision tower and merger of
+           a freshly initialised model learn (MSE, clean rendered pair frames) to output, at the merged token of
+           each shown block, the LLM's own input embedding of its colour word (" red" / " blue"; empty tokens: 0),
+           and the probe's SFT then keeps them frozen (`optim.groups.merger.train=false`). The pixels then reach
+           the LLM as the very embedding the question's word has, as in pair_text: does that make binding learnable?
 Per probe, the demo's recipe (configs/train/streamo_tiny.yaml; index, steps and out_dir changed, one device)
 trains on 180 videos, then the demo's streaming evaluation scores the held-out 20 with their pixels and with
 every pixel zeroed (`pixel_control`): a model that does not read the cue scores the same both ways. For pair, it
@@ -27,6 +32,7 @@ the other, split by which shows first — tracking whichever block appears first
     python benchmarks/streamo_visual_probe.py --probes pair_text --set loss.kind=lm   # binding in text, plain CE
     python benchmarks/streamo_visual_probe.py --probes square --warmup-probe block   # square after 300 steps on block
     python benchmarks/streamo_visual_probe.py --probes pair --videos 2000 --warmup-probe pair_caption
+    python benchmarks/streamo_visual_probe.py --probes pair --videos 2000 --warmup-probe pair_align
 """
 
 from __future__ import annotations
@@ -43,9 +49,10 @@ from stride_visual_probe import (BACKGROUND, DURATION, FPS, RED, SIZE, probe_arg
 
 PROBES = ("flash", "block", "square", "pair", "pair_text")
 # warm-ups train on frames: not pair_text (none), but the caption stage pair_caption (no states to score)
-WARMUPS = ("flash", "block", "square", "pair", "pair_caption")
+WARMUPS = ("flash", "block", "square", "pair", "pair_caption", "pair_align")
 PAIR_KINDS = ("pair", "pair_text", "pair_caption")  # the same draws per video: one scene, three renderings
 BLUE = (40, 80, 230)
+COLOUR_WORDS = (" red", " blue")  # pair_frame's order
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -119,6 +126,68 @@ def write_probe_streams(kind: str, out: str, videos: int, system_prompt: str, se
     return write_splits(rows, out)
 
 
+def aligned_vision_start(recipe: str, tokenizer: str, root: str, steps: int, batch: int = 64, seed: int = 0):
+    """pair_align: train visual/* of a fresh model so that each merged token of a pair frame equals the LLM's
+    input embedding of the colour word of the block drawn there (0 where none); save the whole model.
+    -> (overrides starting the probe's SFT from it with vision and merger frozen, final MSE per token)."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+    from flax import nnx
+    from transformers import AutoTokenizer
+
+    from data_pipelines.processor import process_images
+    from stvl_jax.demo.streamo import training_vision
+    from stvl_jax.models.qwen_vl.loading import save_model
+    from stvl_jax.models.qwen_vl.model import QwenVLForConditionalGeneration
+    from stvl_jax.models.qwen_vl.vision_inputs import prepare_vision_inputs
+    from stvl_jax.train.config import load_train_config
+    from stvl_jax.train.init import model_config
+
+    cfg = load_train_config(recipe, [f"data.pipeline.tokenizer={tokenizer}", f"seed={seed}"])
+    config, vision = model_config(cfg.model), training_vision(cfg)
+    tok = AutoTokenizer.from_pretrained(tokenizer)
+    ids = [tok.encode(w, add_special_tokens=False) for w in COLOUR_WORDS]
+    if any(len(i) != 1 for i in ids):
+        raise SystemExit(f"pair_align: the colour words {COLOUR_WORDS} must be single tokens, got {ids}")
+    model = QwenVLForConditionalGeneration(config, rngs=nnx.Rngs(seed))
+    words = np.asarray(model.language_model.embed_tokens.embedding[...])[[i[0] for i in ids]]  # (2, D)
+    rng = np.random.default_rng(seed)
+
+    def sample():  # merged tokens of a 2 x 2 grid are in raster order, as pair_frame's quarters
+        frames, targets = [], np.zeros((batch, 4, words.shape[1]), np.float32)
+        for b in range(batch):
+            quarters, shown = tuple(int(q) for q in rng.choice(4, 2, replace=False)), rng.random(2) < 0.6
+            frames.append(pair_frame(*(bool(s) for s in shown), quarters))
+            for c in np.flatnonzero(shown):
+                targets[b, quarters[c]] = words[c]
+        pv, grid = process_images(np.stack(frames), vision)
+        return prepare_vision_inputs(config, pixel_values=pv, image_grid_thw=grid), jnp.asarray(targets.reshape(
+            -1, words.shape[1]))
+
+    graph, params = nnx.split(model.visual)
+    tx = optax.adam(optax.warmup_cosine_decay_schedule(0.0, 2e-3, 50, steps))
+
+    def loss_fn(p, vin, y):
+        return ((nnx.merge(graph, p)(vin)[0] - y) ** 2).sum(-1).mean()
+
+    @jax.jit
+    def step(p, opt_state, vin, y):
+        loss, grads = jax.value_and_grad(loss_fn)(p, vin, y)
+        updates, opt_state = tx.update(grads, opt_state, p)
+        return optax.apply_updates(p, updates), opt_state, loss
+
+    opt_state = tx.init(params)
+    for _ in range(steps):
+        params, opt_state, loss = step(params, opt_state, *sample())
+    mse = float(loss_fn(params, *sample()))
+    print(f"pair_align: {steps} steps, held-out MSE per token {mse:.2e} (colour-word embedding squared norm "
+          f"{float((words ** 2).sum(-1).mean()):.2e})", flush=True)
+    nnx.update(model.visual, params)
+    ckpt = save_model(model, None, f"{root}/warmup_pair_align/model", overwrite=True)
+    return ["model.config=null", f"model.checkpoint={ckpt}", "optim.groups.merger.train=false"], mse
+
+
 def pair_following(streams_path: str, result: dict) -> dict[str, dict[str, int]]:
     """Which block the streamed `</Standby>` seconds follow, by which block shows first: a model that binds the
     colour word follows the named one in every row; one that tracks whichever block appears first scores well
@@ -140,10 +209,27 @@ def pair_following(streams_path: str, result: dict) -> dict[str, dict[str, int]]
     return out
 
 
-def text_binding(model, cfg, streams_path: str) -> dict:
-    """pair_text, teacher-forced over the held-out streams: state accuracy, and the states predicted at the
-    seconds where the unnamed block is shown and the named one has not been yet (`</Silence>` is right there;
-    `</Standby>` is tracking whichever block shows first)."""
+def binding_counts(pred: list[str], spans: dict) -> dict[str, list[int]]:
+    """Teacher-forced states of one pair stream -> {case: [right, seconds]} for the seconds that tell binding
+    apart: the other block's first second while the named one has not shown (`</Silence>` is right; only the
+    colour word can tell), its later such seconds (`</Silence>` follows from the gold `</Silence>` just before
+    them: copying the previous state suffices), and the named block's first second (`</Standby>`)."""
+    (named_start, _), (other_start, other_end) = spans["named"], spans["other"]
+    out = {"other block, first second": [0, 0], "other block, later seconds": [0, 0],
+           "named block, first second": [0, 0]}
+    for t in range(other_start, min(other_end, named_start, len(pred))):
+        c = out["other block, first second" if t == other_start else "other block, later seconds"]
+        c[0], c[1] = c[0] + (pred[t] == "</Silence>"), c[1] + 1
+    if named_start < len(pred):
+        c = out["named block, first second"]
+        c[0], c[1] = c[0] + (pred[named_start] == "</Standby>"), c[1] + 1
+    return out
+
+
+def teacher_forced_binding(model, cfg, streams_path: str) -> dict:
+    """The held-out pair streams (pixels or pair_text lines), teacher-forced: state accuracy and, summed over
+    the streams, `binding_counts`. Binding shows at "other block, first second"; the later seconds only need
+    the gold previous state copied (a high count there read as binding in stop 23's notes; it was not)."""
     from data_pipelines.formats.streamo import STATE_TOKENS
     from data_pipelines.grain import make_pipeline
     from data_pipelines.grain.config import PipelineConfig
@@ -154,7 +240,7 @@ def text_binding(model, cfg, streams_path: str) -> dict:
     state_ids = list(cfg.loss.focal.state_token_ids)  # in STATE_TOKENS order
     pipe = dict(cfg.data.pipeline, index=streams_path, batch_size=1, worker_count=0, num_epochs=1, shuffle=False)
     right = total = 0
-    at_distractor = dict.fromkeys(STATE_TOKENS, 0)
+    counts = {}
     with make_pipeline(PipelineConfig.from_dict(pipe)) as it:
         for sp, batch in zip(spans, it):
             inputs, targets = split_targets(batch)
@@ -163,18 +249,20 @@ def text_binding(model, cfg, streams_path: str) -> dict:
             logits = np.asarray(model(**inputs).logits[0, :-1])[at][:, state_ids]
             pred = np.asarray(state_ids)[logits.argmax(-1)]
             right, total = right + int((pred == labels[at]).sum()), total + len(at)
-            named_start, (other_start, other_end) = sp["named"][0], sp["other"]
-            for t in range(other_start, min(other_end, named_start, len(at))):
-                at_distractor[STATE_TOKENS[state_ids.index(int(pred[t]))]] += 1
-    return {"teacher_forced_state_accuracy": right / total, "states_with_only_the_other_block_shown": at_distractor}
+            for case, (r, n) in binding_counts([STATE_TOKENS[state_ids.index(int(p))] for p in pred], sp).items():
+                counts[case] = [a + b for a, b in zip(counts.get(case, [0, 0]), (r, n))]
+    return {"teacher_forced_state_accuracy": right / total, "teacher_forced_binding": counts}
 
 
 def _report_row(kind: str, r: dict) -> str:
-    if "macro_f1" not in r:  # pair_text: teacher-forced, no streams
-        return (f"{kind:<8} teacher-forced state accuracy {r['teacher_forced_state_accuracy']:.3f}; "
-                f"only the other block shown so far: {r['states_with_only_the_other_block_shown']}")
+    forced = ""
+    if "teacher_forced_binding" in r:
+        forced = (f"\n{'':<8} teacher-forced state accuracy {r['teacher_forced_state_accuracy']:.3f}; right / seconds: "
+                  + ", ".join(f"{case} {a} / {n}" for case, (a, n) in r["teacher_forced_binding"].items()))
+    if "macro_f1" not in r:  # pair_text: teacher-forced only, no streams
+        return f"{kind:<8} (no streams){forced}"
     return (f"{kind:<8} {r['macro_f1']:>8.3f} {r['zeroed_macro_f1']:>8.3f} {r['majority_macro_f1']:>9.3f} "
-            f"{r['unchanged_streams']:>11} / {r['streams']}")
+            f"{r['unchanged_streams']:>11} / {r['streams']}{forced}")
 
 
 def main() -> int:
@@ -186,8 +274,12 @@ def main() -> int:
     root = a.out or tempfile.mkdtemp(prefix="streamo_probe_")
     tokenizer = build_tiny_tokenizer(f"{root}/tokenizer")
     one_device = ("mesh.data=1", "mesh.fsdp=1", "mesh.tensor=1")
-    start = warmup_start(TRAIN_CONFIG, lambda kind, out: write_probe_streams(kind, out, a.videos, DEMO_SYSTEM_PROMPT)
-                         ["train"], tokenizer, a, root, *one_device)
+    if a.warmup_probe == "pair_align":
+        start, _ = aligned_vision_start(TRAIN_CONFIG, tokenizer, root, a.warmup_steps)
+    else:
+        start = warmup_start(TRAIN_CONFIG, lambda kind, out: write_probe_streams(kind, out, a.videos,
+                                                                                   DEMO_SYSTEM_PROMPT)["train"],
+                             tokenizer, a, root, *one_device)
     results = {}
     for kind in a.probes:
         paths = write_probe_streams(kind, f"{root}/{kind}", a.videos, DEMO_SYSTEM_PROMPT)
@@ -195,7 +287,7 @@ def main() -> int:
         trainer, cfg = train_probe(TRAIN_CONFIG, paths["train"], tokenizer, a, f"{root}/{kind}/run", *one_device,
                                    *start, *text)
         if text:
-            results[kind] = text_binding(trainer.model(), cfg, paths["test"])
+            results[kind] = teacher_forced_binding(trainer.model(), cfg, paths["test"])
             print(kind, json.dumps(results[kind]), flush=True)
             continue
         model, vision, eval_dir = trainer.model(), training_vision(cfg), f"{root}/{kind}/eval"
@@ -207,6 +299,7 @@ def main() -> int:
                          "streams": control["streams"]}
         if kind == "pair":
             results[kind]["following"] = pair_following(paths["test"], result)
+            results[kind].update(teacher_forced_binding(model, cfg, paths["test"]))
         print(kind, json.dumps(results[kind]), flush=True)
     report(a, root, results, "held-out streams, state macro-F1",
            f"{'probe':<8} {'pixels':>8} {'zeroed':>8} {'majority':>9} {'unchanged streams':>18}", _report_row)

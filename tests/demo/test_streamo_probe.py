@@ -109,3 +109,44 @@ def test_warm_ups_train_on_frames(monkeypatch):
             probe_args("doc", PROBES, WARMUPS)
     monkeypatch.setattr(sys, "argv", ["probe"])
     assert "pair_caption" not in probe_args("doc", PROBES, WARMUPS).probes  # not in the default run
+
+
+def test_binding_counts_separate_the_first_second_from_copying_the_previous_state():
+    """Only the other block's first second needs the colour word; later ones follow from the gold state before."""
+    from streamo_visual_probe import binding_counts
+
+    R = "</Response>"
+    spans = {"named": (6, 8), "other": (2, 5)}
+    copies = [Q, Q, S, Q, Q, Q, S, S, R, Q]  # fires at the other block, then copies the gold Silence
+    binds = [Q, Q, Q, Q, Q, Q, S, S, R, Q]
+    assert binding_counts(copies, spans) == {"other block, first second": [0, 1], "other block, later seconds": [2, 2],
+                                             "named block, first second": [1, 1]}
+    assert binding_counts(binds, spans)["other block, first second"] == [1, 1]
+    assert binding_counts(binds, {"named": (1, 3), "other": (2, 5)})["other block, first second"] == [0, 0]
+
+
+def test_pair_align_outputs_the_colour_words_embedding_at_each_block(tmp_path):
+    """The aligned-vision warm-up: a red block's merged token ~ the LLM's own " red" input embedding, 0 elsewhere."""
+    import numpy as np
+    from streamo_visual_probe import aligned_vision_start, pair_frame
+    from transformers import AutoTokenizer
+
+    from data_pipelines.processor import process_images
+    from data_pipelines.tokenizer import build_tiny_tokenizer
+    from stvl_jax import load_model
+    from stvl_jax.demo.streamo import TRAIN_CONFIG, training_vision
+    from stvl_jax.models.qwen_vl.vision_inputs import prepare_vision_inputs
+    from stvl_jax.train.config import load_train_config
+
+    tok_dir = build_tiny_tokenizer(str(tmp_path / "tok"))
+    overrides, mse = aligned_vision_start(TRAIN_CONFIG, tok_dir, str(tmp_path), steps=150, batch=16)
+    assert "optim.groups.merger.train=false" in overrides
+    model = load_model(overrides[1].split("=", 1)[1])
+    red = AutoTokenizer.from_pretrained(tok_dir).encode(" red", add_special_tokens=False)[0]
+    word = np.asarray(model.language_model.embed_tokens.embedding[...])[red]
+    vision = training_vision(load_train_config(TRAIN_CONFIG, [f"data.pipeline.tokenizer={tok_dir}"]))
+    pv, grid = process_images(pair_frame(True, False, (2, 0))[None], vision)
+    tokens = np.asarray(model.visual(prepare_vision_inputs(model.config, pixel_values=pv, image_grid_thw=grid))[0])
+    assert tokens.shape == (4, word.size)
+    assert np.linalg.norm(tokens[2] - word) < 0.2 * np.linalg.norm(word), mse
+    assert all(np.linalg.norm(tokens[q]) < 0.2 * np.linalg.norm(word) for q in (0, 1, 3))
