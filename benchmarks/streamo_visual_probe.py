@@ -215,21 +215,24 @@ def binding_counts(pred: list[str], spans: dict) -> dict[str, list[int]]:
     colour word can tell), its later such seconds (`</Silence>` follows from the gold `</Silence>` just before
     them: copying the previous state suffices), and the named block's first second (`</Standby>`)."""
     (named_start, _), (other_start, other_end) = spans["named"], spans["other"]
-    out = {"other block, first second": [0, 0], "other block, later seconds": [0, 0],
-           "named block, first second": [0, 0]}
+    out = {case: [0, 0] for case in ("other block, first second", "other block, later seconds",
+                                     "named block, first second")}
+
+    def count(case: str, right: bool) -> None:
+        out[case][0] += int(right)
+        out[case][1] += 1
+
     for t in range(other_start, min(other_end, named_start, len(pred))):
-        c = out["other block, first second" if t == other_start else "other block, later seconds"]
-        c[0], c[1] = c[0] + (pred[t] == "</Silence>"), c[1] + 1
+        count(f"other block, {'first second' if t == other_start else 'later seconds'}", pred[t] == "</Silence>")
     if named_start < len(pred):
-        c = out["named block, first second"]
-        c[0], c[1] = c[0] + (pred[named_start] == "</Standby>"), c[1] + 1
+        count("named block, first second", pred[named_start] == "</Standby>")
     return out
 
 
 def teacher_forced_binding(model, cfg, streams_path: str) -> dict:
     """The held-out pair streams (pixels or pair_text lines), teacher-forced: state accuracy and, summed over
     the streams, `binding_counts`. Binding shows at "other block, first second"; the later seconds only need
-    the gold previous state copied (a high count there read as binding in stop 23's notes; it was not)."""
+    the gold previous state copied, so a high count there is not binding."""
     from data_pipelines.formats.streamo import STATE_TOKENS
     from data_pipelines.grain import make_pipeline
     from data_pipelines.grain.config import PipelineConfig

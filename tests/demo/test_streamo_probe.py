@@ -148,5 +148,5 @@ def test_pair_align_outputs_the_colour_words_embedding_at_each_block(tmp_path):
     pv, grid = process_images(pair_frame(True, False, (2, 0))[None], vision)
     tokens = np.asarray(model.visual(prepare_vision_inputs(model.config, pixel_values=pv, image_grid_thw=grid))[0])
     assert tokens.shape == (4, word.size)
-    assert np.linalg.norm(tokens[2] - word) < 0.2 * np.linalg.norm(word), mse
-    assert all(np.linalg.norm(tokens[q]) < 0.2 * np.linalg.norm(word) for q in (0, 1, 3))
+    assert np.linalg.norm(tokens[2] - word) < 0.05 * np.linalg.norm(word), mse  # 0.02 measured
+    assert all(np.linalg.norm(tokens[q]) < 0.05 * np.linalg.norm(word) for q in (0, 1, 3))  # <= 0.007
