@@ -56,6 +56,7 @@ def from_hf_dict(d: dict[str, Any]) -> QwenVLConfig:
             rms_norm_eps=text.get("rms_norm_eps", 1e-6), rope_theta=theta, mrope_section=tuple(section),
             mrope_interleaved=interleaved, attention_bias=(text.get("attention_bias", False) if qwen3 else True),
             qk_norm=qwen3, max_position_embeddings=text.get("max_position_embeddings", 128000),
+            initializer_range=text.get("initializer_range", 0.02),
         )
         vc = VisionConfig(
             depth=vis["depth"], hidden_size=vis["hidden_size"], intermediate_size=vis["intermediate_size"],
@@ -70,6 +71,7 @@ def from_hf_dict(d: dict[str, Any]) -> QwenVLConfig:
             window_size=None if qwen3 else vis.get("window_size", 112),
             fullatt_block_indexes=() if qwen3 else tuple(vis.get("fullatt_block_indexes", ())),
             tokens_per_second=None if qwen3 else vis.get("tokens_per_second", 4),
+            initializer_range=vis.get("initializer_range", 0.02),
         )
         return QwenVLConfig(
             family=family, vision=vc, text=tc,
@@ -99,7 +101,7 @@ def to_hf_dict(config: QwenVLConfig, *, torch_dtype: str | None = None) -> dict[
         num_attention_heads=tc.num_attention_heads, num_key_value_heads=tc.num_key_value_heads,
         hidden_act=tc.hidden_act, rms_norm_eps=tc.rms_norm_eps,
         max_position_embeddings=tc.max_position_embeddings, rope_parameters=rope,
-        tie_word_embeddings=config.tie_word_embeddings,
+        tie_word_embeddings=config.tie_word_embeddings, initializer_range=tc.initializer_range,
     )
     if qwen3:
         text.update(head_dim=tc.head_dim, attention_bias=tc.attention_bias)
@@ -108,7 +110,7 @@ def to_hf_dict(config: QwenVLConfig, *, torch_dtype: str | None = None) -> dict[
         hidden_size=vc.hidden_size, intermediate_size=vc.intermediate_size, num_heads=vc.num_heads,
         out_hidden_size=vc.out_hidden_size, in_channels=vc.in_channels, patch_size=vc.patch_size,
         temporal_patch_size=vc.temporal_patch_size, spatial_merge_size=vc.spatial_merge_size,
-        hidden_act=vc.hidden_act,
+        hidden_act=vc.hidden_act, initializer_range=vc.initializer_range,
     )
     if qwen3:
         vision.update(num_position_embeddings=vc.num_position_embeddings,

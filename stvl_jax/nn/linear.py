@@ -20,7 +20,8 @@ from stvl_jax.sharding import constrain
 class Linear(nnx.Module):
     """y = x @ kernel (+ bias). `in_features` contract the last `len(in_shape)` dims of x.
 
-    kernel: (*in_shape, *out_shape) with logical axes `in_axes + out_axes`.
+    kernel: (*in_shape, *out_shape) with logical axes `in_axes + out_axes`, drawn from N(0, init_std^2) as HF's
+    `_init_weights` does with the config's `initializer_range`; bias zeros.
     """
 
     def __init__(
@@ -34,12 +35,13 @@ class Linear(nnx.Module):
         dtype=jnp.float32,
         param_dtype=jnp.float32,
         precision=None,
+        init_std: float = 0.02,
         rngs: nnx.Rngs,
     ):
         self.in_shape = (in_shape,) if isinstance(in_shape, int) else tuple(in_shape)
         self.out_shape = (out_shape,) if isinstance(out_shape, int) else tuple(out_shape)
         self.kernel = param(
-            rngs, normal(0.02), self.in_shape + self.out_shape, tuple(in_axes) + tuple(out_axes), param_dtype
+            rngs, normal(init_std), self.in_shape + self.out_shape, tuple(in_axes) + tuple(out_axes), param_dtype
         )
         self.bias = param(rngs, zeros, self.out_shape, tuple(out_axes), param_dtype) if use_bias else None
         self.dtype = dtype
@@ -63,8 +65,8 @@ class Embed(nnx.Module):
     """Token embedding table (vocab, embed); `attend` computes logits against it (tied LM head)."""
 
     def __init__(self, num_embeddings: int, features: int, *, dtype=jnp.float32, param_dtype=jnp.float32,
-                 precision=None, rngs: nnx.Rngs):
-        self.embedding = param(rngs, normal(0.02), (num_embeddings, features), ("vocab", "embed"), param_dtype)
+                 precision=None, init_std: float = 0.02, rngs: nnx.Rngs):
+        self.embedding = param(rngs, normal(init_std), (num_embeddings, features), ("vocab", "embed"), param_dtype)
         self.dtype = dtype
         self.precision = precision
 

@@ -28,8 +28,8 @@ class GatedMLP(nnx.Module):
 
     def __init__(self, dim: int, hidden: int, *, act: str = "silu", use_bias: bool = False,
                  embed_axis: str = "embed", mlp_axis: str = "mlp", dtype=jnp.float32, param_dtype=jnp.float32,
-                 rngs: nnx.Rngs):
-        kw = dict(use_bias=use_bias, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+                 init_std: float = 0.02, rngs: nnx.Rngs):
+        kw = dict(use_bias=use_bias, dtype=dtype, param_dtype=param_dtype, init_std=init_std, rngs=rngs)
         self.gate_proj = Linear(dim, hidden, in_axes=(embed_axis,), out_axes=(mlp_axis,), **kw)
         self.up_proj = Linear(dim, hidden, in_axes=(embed_axis,), out_axes=(mlp_axis,), **kw)
         self.down_proj = Linear(hidden, dim, in_axes=(mlp_axis,), out_axes=(embed_axis,), **kw)
@@ -44,8 +44,8 @@ class MLP(nnx.Module):
 
     def __init__(self, dim: int, hidden: int, out: int | None = None, *, act: str = "gelu", use_bias: bool = True,
                  in_axis: str = "embed", mlp_axis: str = "mlp", out_axis: str | None = None, dtype=jnp.float32,
-                 param_dtype=jnp.float32, rngs: nnx.Rngs):
-        kw = dict(use_bias=use_bias, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+                 param_dtype=jnp.float32, init_std: float = 0.02, rngs: nnx.Rngs):
+        kw = dict(use_bias=use_bias, dtype=dtype, param_dtype=param_dtype, init_std=init_std, rngs=rngs)
         self.fc1 = Linear(dim, hidden, in_axes=(in_axis,), out_axes=(mlp_axis,), **kw)
         self.fc2 = Linear(hidden, out or dim, in_axes=(mlp_axis,), out_axes=(out_axis or in_axis,), **kw)
         self.act = act

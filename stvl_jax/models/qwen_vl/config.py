@@ -38,6 +38,7 @@ class VisionConfig(StrictConfig):
     # family's processor default (`QwenVLConfig.image_mean_std`). Float pixel values arrive normalized.
     image_mean: tuple[float, float, float] | None = None
     image_std: tuple[float, float, float] | None = None
+    initializer_range: float = pydantic.Field(default=0.02, gt=0)  # std of freshly initialised weights (as HF)
 
     @property
     def head_dim(self) -> int:
@@ -93,6 +94,7 @@ class TextConfig(StrictConfig):
     attention_bias: bool = False  # q/k/v bias (Qwen2.5-VL: True)
     qk_norm: bool = False  # per-head RMSNorm on q and k before RoPE (Qwen3-VL: True)
     max_position_embeddings: int = 128000
+    initializer_range: float = pydantic.Field(default=0.02, gt=0)  # std of freshly initialised weights (as HF)
 
     @pydantic.model_validator(mode="after")
     def _check(self):

@@ -65,7 +65,7 @@ class QwenVLForConditionalGeneration(nnx.Module):
         if not config.tie_word_embeddings:
             self.lm_head = Linear(config.text.hidden_size, config.text.vocab_size, in_axes=("embed",),
                                   out_axes=("vocab",), dtype=dtype, param_dtype=param_dtype, precision=precision,
-                                  rngs=rngs)
+                                  init_std=config.text.initializer_range, rngs=rngs)
 
     def build_options(self) -> dict:
         """Constructor options (besides config/rngs), to rebuild an equivalent model (e.g. after a resize)."""

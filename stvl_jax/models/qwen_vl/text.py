@@ -50,7 +50,7 @@ class KVCache:
 
 class TextAttention(nnx.Module):
     def __init__(self, c: TextConfig, *, dtype, param_dtype, precision=None, rngs: nnx.Rngs):
-        kw = dict(dtype=dtype, param_dtype=param_dtype, precision=precision, rngs=rngs)
+        kw = dict(dtype=dtype, param_dtype=param_dtype, precision=precision, init_std=c.initializer_range, rngs=rngs)
         h, kv, hd = c.num_attention_heads, c.num_key_value_heads, c.head_dim
         self.q_proj = Linear(c.hidden_size, (h, hd), in_axes=("embed",), out_axes=("heads", "head_dim"),
                              use_bias=c.attention_bias, **kw)
@@ -92,7 +92,7 @@ class DecoderLayer(nnx.Module):
         self.post_attention_layernorm = RMSNorm(c.hidden_size, eps=c.rms_norm_eps, param_dtype=param_dtype,
                                                 rngs=rngs)
         self.mlp = GatedMLP(c.hidden_size, c.intermediate_size, act=c.hidden_act, use_bias=False, dtype=dtype,
-                            param_dtype=param_dtype, rngs=rngs)
+                            param_dtype=param_dtype, init_std=c.initializer_range, rngs=rngs)
 
     def __call__(self, x, cos, sin, mask, cache_kv=None, cache_index=None):
         h, cache_kv = self.self_attn(self.input_layernorm(x), cos, sin, mask, cache_kv, cache_index)
@@ -108,7 +108,7 @@ class TextModel(nnx.Module):
         self.dtype = dtype
         self.remat = remat
         self.embed_tokens = Embed(c.vocab_size, c.hidden_size, dtype=dtype, param_dtype=param_dtype,
-                                  precision=precision, rngs=rngs)
+                                  precision=precision, init_std=c.initializer_range, rngs=rngs)
         self.layers = make_stack(
             lambda r: DecoderLayer(c, dtype=dtype, param_dtype=param_dtype, precision=precision, rngs=r),
             c.num_hidden_layers, rngs)

@@ -32,9 +32,11 @@ from stvl_jax.sharding import constrain
 
 
 class VisionAttention(nnx.Module):
-    def __init__(self, dim: int, num_heads: int, *, dtype, param_dtype, precision=None, rngs: nnx.Rngs):
+    def __init__(self, dim: int, num_heads: int, *, dtype, param_dtype, precision=None, init_std: float = 0.02,
+                 rngs: nnx.Rngs):
         hd = dim // num_heads
-        kw = dict(use_bias=True, dtype=dtype, param_dtype=param_dtype, precision=precision, rngs=rngs)
+        kw = dict(use_bias=True, dtype=dtype, param_dtype=param_dtype, precision=precision, init_std=init_std,
+                  rngs=rngs)
         self.q_proj = Linear(dim, (num_heads, hd), in_axes=("vis_embed",), out_axes=("vis_heads", "head_dim"), **kw)
         self.k_proj = Linear(dim, (num_heads, hd), in_axes=("vis_embed",), out_axes=("vis_heads", "head_dim"), **kw)
         self.v_proj = Linear(dim, (num_heads, hd), in_axes=("vis_embed",), out_axes=("vis_heads", "head_dim"), **kw)
@@ -53,7 +55,7 @@ class VisionAttention(nnx.Module):
 class VisionBlock(nnx.Module):
     def __init__(self, config: QwenVLConfig, *, dtype, param_dtype, precision=None, rngs: nnx.Rngs):
         vc = config.vision
-        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        kw = dict(dtype=dtype, param_dtype=param_dtype, init_std=vc.initializer_range, rngs=rngs)
         if config.family == "qwen3_vl":
             self.norm1 = LayerNorm(vc.hidden_size, eps=1e-6, param_dtype=param_dtype, rngs=rngs)
             self.norm2 = LayerNorm(vc.hidden_size, eps=1e-6, param_dtype=param_dtype, rngs=rngs)
@@ -85,7 +87,7 @@ class PatchMerger(nnx.Module):
         self.postshuffle_norm = postshuffle_norm
         self.mlp = MLP(self.merged_dim, self.merged_dim, vc.out_hidden_size, act="gelu", use_bias=True,
                        in_axis="vis_merge", mlp_axis="vis_mlp", out_axis="embed", dtype=dtype,
-                       param_dtype=param_dtype, rngs=rngs)
+                       param_dtype=param_dtype, init_std=vc.initializer_range, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         """x: (N, hidden) -> (N / merge^2, out_hidden)."""
@@ -106,9 +108,9 @@ class VisionTower(nnx.Module):
         qwen3 = config.family == "qwen3_vl"
         self.patch_embed = Linear(vc.patch_dim, vc.hidden_size, in_axes=("conv_in",), out_axes=("vis_embed",),
                                   use_bias=qwen3, dtype=dtype, param_dtype=param_dtype, precision=precision,
-                                  rngs=rngs)
+                                  init_std=vc.initializer_range, rngs=rngs)
         if qwen3:
-            self.pos_embed = param(rngs, normal(0.02), (vc.num_position_embeddings, vc.hidden_size),
+            self.pos_embed = param(rngs, normal(vc.initializer_range), (vc.num_position_embeddings, vc.hidden_size),
                                    ("pos_table", "vis_embed"), param_dtype)
         self.blocks = make_stack(
             lambda r: VisionBlock(config, dtype=dtype, param_dtype=param_dtype, precision=precision, rngs=r),
