@@ -1,6 +1,7 @@
 """Per-layer parity against the HF torch modules: text rotary (M-RoPE), decoder layer (attention + MLP),
 vision rotary, vision block, mergers, the whole vision tower with DeepStack features and window attention."""
 
+import copy
 import functools
 
 import jax
@@ -66,13 +67,29 @@ def test_decoder_layer_with_padding_mask(family):
     additive = np.where(allowed, 0.0, np.finfo(np.float32).min).astype(np.float32)[:, None]
     emb = tm.model.language_model.rotary_emb(torch.zeros(1), torch.from_numpy(pos))
     ref_layer = tm.model.language_model.layers[1]
-    with torch.no_grad():
-        ref = ref_layer(torch.from_numpy(x), position_embeddings=emb, attention_mask=torch.from_numpy(additive))
-    ref = t2n(ref[0] if isinstance(ref, tuple) else ref)
+
+    def run_ref(module, dtype, mask_min):
+        mask = torch.from_numpy(np.where(allowed, 0.0, mask_min)[:, None]).to(dtype)
+        with torch.no_grad():
+            out = module(torch.from_numpy(x).to(dtype), position_embeddings=tuple(e.to(dtype) for e in emb),
+                         attention_mask=mask)
+        return t2n(out[0] if isinstance(out, tuple) else out).astype(np.float64)
+
+    ref = run_ref(ref_layer, torch.float32, np.finfo(np.float32).min)
+    exact = run_ref(copy.deepcopy(ref_layer).double(), torch.float64, np.finfo(np.float64).min)
     cos, sin = ours.language_model.rope(jnp.asarray(pos))
     out, _ = layer(ours.language_model.layers, 1)(jnp.asarray(x), cos, sin, jnp.asarray(allowed))
-    err = np.abs(np.asarray(out) - ref)[valid].max()
-    assert err < 1e-5
+    out = np.asarray(out, np.float64)
+
+    def err(a, b):
+        return np.abs(a - b)[valid].max()
+
+    # Outputs reach ~20 here, so fp32 rounding alone is ~1e-5 and differs between CPUs: the yardstick is
+    # transformers' own fp32 error against a float64 run of the same layer, not a fixed absolute bound.
+    torch_err = err(ref, exact)
+    assert 0 < torch_err < 1e-5 * np.abs(exact)[valid].max()
+    assert err(out, exact) <= 2 * torch_err
+    assert err(out, ref) <= 2 * torch_err
 
 
 def vision_grid_inputs(tm, grid, seed=0):
