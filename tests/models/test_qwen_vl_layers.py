@@ -64,7 +64,6 @@ def test_decoder_layer_with_padding_mask(family):
     valid[1, :3] = False  # left padding in row 1
     causal = np.tril(np.ones((length, length), bool))
     allowed = causal[None] & valid[:, None, :]
-    additive = np.where(allowed, 0.0, np.finfo(np.float32).min).astype(np.float32)[:, None]
     emb = tm.model.language_model.rotary_emb(torch.zeros(1), torch.from_numpy(pos))
     ref_layer = tm.model.language_model.layers[1]
 

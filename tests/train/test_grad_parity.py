@@ -54,9 +54,8 @@ def test_train_step_gradients_equal_torch(family, tie):
     from converters.qwen_vl_convert import params_from_hf
     from stvl_jax.sharding import make_mesh
     from stvl_jax.train.batches import place_host_batch, prepare_host_batch
-    from stvl_jax.train.config import LossConfig
+    from stvl_jax.train.config import GROUP_NAMES, LossConfig
     from stvl_jax.train.losses import get_loss
-    from stvl_jax.train.config import GROUP_NAMES
     from stvl_jax.train.state import ModelSpec, abstract_train_state, init_train_state, train_state_shardings
     from stvl_jax.train.step import make_step_fns
 
@@ -75,8 +74,8 @@ def test_train_step_gradients_equal_torch(family, tie):
     spec = ModelSpec.create(config, trainable_groups=GROUP_NAMES)
     tx = optax.sgd(1.0)
     shardings = train_state_shardings(abstract_train_state(spec, tx), spec, mesh)
-    placed = {k: jax.device_put(jnp.asarray(v), s) for k, v in start.items()
-              for s in [{**shardings.params, **shardings.frozen}[k]]}
+    param_shardings = {**shardings.params, **shardings.frozen}
+    placed = {k: jax.device_put(jnp.asarray(v), param_shardings[k]) for k, v in start.items()}
     state = init_train_state(spec, tx, mesh, 0, params=placed)
     assert not state.frozen
     loss_cfg = LossConfig(kind="lm")
