@@ -32,7 +32,7 @@ from stvl_jax.sharding import constrain
 
 
 class VisionAttention(nnx.Module):
-    def __init__(self, dim: int, num_heads: int, *, dtype, param_dtype, precision=None, init_std: float = 0.02,
+    def __init__(self, dim: int, num_heads: int, *, dtype, param_dtype, init_std: float, precision=None,
                  rngs: nnx.Rngs):
         hd = dim // num_heads
         kw = dict(use_bias=True, dtype=dtype, param_dtype=param_dtype, precision=precision, init_std=init_std,
