@@ -12,7 +12,8 @@ Pipeline: `make_pipeline` over the caption chat index (decode -> resize -> patch
 tokenize -> labels -> M-RoPE positions -> bucket padding -> batch), frames delivered per second of wall time
 over passes * records / batch batches of an endless stream, timed after the first batch (worker start-up
 excluded), once per pixel format (float32 = HF-normalized rows, uint8 = raw rows normalized on the device,
-uint8-cl = raw rows in the channels-last layout (N, T*P*P, C), permuted and normalized on the device).
+uint8-cl = raw rows in the channels-last layout (N, T*P*P, C), permuted and normalized on the device, frames =
+the decoded frames' bytes, patchified by a gather on the device).
 
 The machine may be shared, so every repetition measures raw decode and then each pipeline setting back to back
 (interleaved); the table gives medians over repetitions, and the ratios are medians of the per-repetition ratios
@@ -117,7 +118,8 @@ def _children_cpu() -> float:
     return total
 
 
-PIXELS = {"float32": ("float32", "hf"), "uint8": ("uint8", "hf"), "uint8-cl": ("uint8", "channels_last")}
+PIXELS = {"float32": ("float32", "hf"), "uint8": ("uint8", "hf"), "uint8-cl": ("uint8", "channels_last"),
+          "frames": ("uint8", "frames")}
 
 
 def pipeline_run(index: str, tok: str, fps: float, max_frames: int, workers: int, passes: int, pixels: str,
@@ -154,7 +156,7 @@ def main(argv=None) -> int:
     p.add_argument("--passes", type=int, default=4, help="epochs over the index per measurement")
     p.add_argument("--reps", type=int, default=5, help="interleaved repetitions (medians are reported)")
     p.add_argument("--workers", default="1,2")
-    p.add_argument("--pixels", default="float32,uint8,uint8-cl", help=f"pixel formats, of {sorted(PIXELS)}")
+    p.add_argument("--pixels", default="float32,uint8,uint8-cl,frames", help=f"pixel formats, of {sorted(PIXELS)}")
     p.add_argument("--cpus", default=None, help="comma-separated cores to pin every process to (e.g. 0)")
     a = p.parse_args(argv)
     if a.cpus is not None:

@@ -11,7 +11,10 @@ frames; `dtype=np.uint8` stops there (raw pixels in the same row layout, for nor
 the model's vision tower does it when it receives integer pixel values). `layout="channels_last"` (uint8 only)
 gives each patch as a (T*P*P, C) block instead — rows (N, T*P*P, C), the same rows in the same order — which
 the host transposes ~3x faster (channel stays innermost, as decoded); the vision tower permutes such rows to
-the HF layout on the device.
+the HF layout on the device. `layout="frames"` (uint8 only) does not patchify at all: the resized frames
+themselves, flattened to bytes (an image once, a video's frames padded to whole temporal patches); the model
+gathers the patch rows on the device (`vision_inputs.frame_offsets`). For an unresized video that is a view
+of the decoded frames, so the host never touches the pixels before batching.
 """
 
 from __future__ import annotations
@@ -121,13 +124,13 @@ _LUTS: dict = {}
 
 
 PIXEL_DTYPES = ("float32", "uint8")
-PIXEL_LAYOUTS = ("hf", "channels_last")
+PIXEL_LAYOUTS = ("hf", "channels_last", "frames")
 
 
 def row_shape(cfg: VisionConfig, layout: str = "hf") -> tuple[int, ...]:
-    """Shape of one patch row: (C*T*P*P,) in the HF layout, (T*P*P, C) channels-last."""
+    """Shape of one patch row: (C*T*P*P,) in the HF layout, (T*P*P, C) channels-last; frames are flat bytes, ()."""
     tpp = cfg.temporal_patch_size * cfg.patch_size**2
-    return (3 * tpp,) if layout == "hf" else (tpp, 3)
+    return {"hf": (3 * tpp,), "channels_last": (tpp, 3), "frames": ()}[layout]
 
 
 def normalize_rows(rows: np.ndarray, cfg: VisionConfig) -> np.ndarray:
@@ -144,12 +147,14 @@ def normalize_rows(rows: np.ndarray, cfg: VisionConfig) -> np.ndarray:
 
 def _patchify(frames: np.ndarray, cfg: VisionConfig, layout: str = "hf") -> tuple[np.ndarray, tuple[int, int, int]]:
     """(G*T, H, W, C) (G groups of T frames, any dtype) -> (G*h*w, C*T*P*P) rows and grid (G, h, w);
-    channels-last: (G*h*w, T*P*P, C) rows."""
+    channels-last: (G*h*w, T*P*P, C) rows; frames: the frames' bytes, (G*T*H*W*C,) (a view when contiguous)."""
     p, m, tp = cfg.patch_size, cfg.merge_size, cfg.temporal_patch_size
     n, hh, ww, c = frames.shape
     g, gh, gw = n // tp, hh // p, ww // p
-    if gh % m or gw % m:
+    if hh % (p * m) or ww % (p * m):
         raise ValueError(f"frame size {hh}x{ww} is not a multiple of patch*merge = {p * m}")
+    if layout == "frames":
+        return frames.reshape(-1), (g, gh, gw)
     x = frames.reshape(g, tp, gh // m, m, p, gw // m, m, p, c)
     if layout == "channels_last":  # -> (g, gh/m, gw/m, m, m, T, P, P, C)
         return x.transpose(0, 2, 5, 3, 6, 1, 4, 7, 8).reshape(g * gh * gw, tp * p * p, c), (g, gh, gw)
@@ -164,8 +169,8 @@ def _rows(frames: np.ndarray, cfg: VisionConfig, dtype, layout: str) -> tuple[np
         raise ValueError(f"pixel dtype must be one of {PIXEL_DTYPES}, got {dtype!r}")
     if layout not in PIXEL_LAYOUTS:
         raise ValueError(f"pixel layout must be one of {PIXEL_LAYOUTS}, got {layout!r}")
-    if layout == "channels_last" and np.dtype(dtype) != np.uint8:
-        raise ValueError("the channels_last pixel layout is for raw uint8 rows (normalized on the device)")
+    if layout != "hf" and np.dtype(dtype) != np.uint8:
+        raise ValueError(f"the {layout} pixel layout is for raw uint8 pixels (normalized on the device)")
     rows, grid = _patchify(frames, cfg, layout)
     return (rows if np.dtype(dtype) == np.uint8 else normalize_rows(rows, cfg)), grid
 
@@ -176,13 +181,15 @@ def process_images(frames: np.ndarray, cfg: VisionConfig, size: tuple[int, int] 
 
     Each image is its own grid entry (1, h, w); the frame is repeated over the temporal patch.
     `dtype=np.uint8` returns the raw pixels in the same layout (normalized later, e.g. on the device);
-    `layout="channels_last"` (uint8 only) returns (N*h*w, T*P*P, C) rows.
+    `layout="channels_last"` (uint8 only) returns (N*h*w, T*P*P, C) rows; `layout="frames"` (uint8 only) the
+    resized images' bytes, (N*H*W*3,), each image once.
     """
     size = size or target_size(frames.shape[1], frames.shape[2], cfg)
-    x = np.repeat(resize_frames(frames, size), cfg.temporal_patch_size, axis=0)
-    pv, (g, gh, gw) = _rows(x, cfg, dtype, layout)
-    grid = np.tile(np.array([[1, gh, gw]], dtype=np.int64), (g, 1))
-    return pv, grid
+    x = resize_frames(frames, size)
+    if layout != "frames":  # frames: each image once, repeated over the temporal patch on the device
+        x = np.repeat(x, cfg.temporal_patch_size, axis=0)
+    pv, (_, gh, gw) = _rows(x, cfg, dtype, layout)
+    return pv, np.tile(np.array([[1, gh, gw]], dtype=np.int64), (len(frames), 1))
 
 
 def process_video(frames: np.ndarray, cfg: VisionConfig, size: tuple[int, int] | None = None, *,
@@ -191,7 +198,8 @@ def process_video(frames: np.ndarray, cfg: VisionConfig, size: tuple[int, int] |
 
     Frames are paired along time (temporal patch); an odd count repeats the last frame (as HF does).
     `dtype=np.uint8` returns the raw pixels in the same layout; `layout="channels_last"` (uint8 only) returns
-    (t*h*w, T*P*P, C) rows.
+    (t*h*w, T*P*P, C) rows; `layout="frames"` (uint8 only) the resized frames' bytes, (t*T*H*W*3,), a view of
+    `frames` when they need neither resizing nor padding.
     """
     size = size or target_size(frames.shape[1], frames.shape[2], cfg)
     frames = resize_frames(frames, size)

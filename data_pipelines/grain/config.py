@@ -26,7 +26,9 @@ class PipelineConfig:
       pixels in the same row layout (a quarter of the bytes and no normalization on the host), for models
       that normalize on the device (the stvl_jax Qwen-VL vision tower does so for integer pixel values).
     pixel_layout: "hf" (default) = rows (N, C*T*P*P) as HF's processor; "channels_last" (uint8 only) = rows
-      (N, T*P*P, C), cheaper to build on the host; the stvl_jax vision tower permutes them on the device.
+      (N, T*P*P, C), cheaper to build on the host; the stvl_jax vision tower permutes them on the device;
+      "frames" (uint8 only) = the frames themselves as flat bytes, no patchify on the host at all (the stvl_jax
+      vision tower gathers the patch rows on the device; not for transformers, which expects HF rows).
     """
 
     index: str
@@ -34,7 +36,7 @@ class PipelineConfig:
     format: str = "chat"
     vision: VisionConfig = field(default_factory=VisionConfig.qwen3_vl)
     pixel_dtype: str = "float32"  # or "uint8" (see above)
-    pixel_layout: str = "hf"  # or "channels_last" (see above)
+    pixel_layout: str = "hf"  # or "channels_last", "frames" (see above)
     batch_size: int = 4
     length_buckets: tuple[int, ...] = (256, 512, 1024, 2048, 4096)
     padding_side: str = "right"  # "left" for generation
@@ -69,8 +71,12 @@ class PipelineConfig:
             raise ConfigError(f"pixel_dtype must be one of {PIXEL_DTYPES}, got {self.pixel_dtype!r}")
         if self.pixel_layout not in PIXEL_LAYOUTS:
             raise ConfigError(f"pixel_layout must be one of {PIXEL_LAYOUTS}, got {self.pixel_layout!r}")
-        if self.pixel_layout == "channels_last" and self.pixel_dtype != "uint8":
-            raise ConfigError("pixel_layout='channels_last' needs pixel_dtype='uint8' (rows normalized on the device)")
+        if self.pixel_layout != "hf" and self.pixel_dtype != "uint8":
+            raise ConfigError(f"pixel_layout={self.pixel_layout!r} needs pixel_dtype='uint8' (pixels normalized on "
+                              f"the device)")
+        if self.pixel_layout == "frames" and self.patch_buckets is not None:
+            raise ConfigError("patch_buckets pad patch rows, and pixel_layout='frames' has none (flat frame bytes); "
+                              "the model pads frames to static sizes itself (vision buckets)")
         if self.batch_size <= 0:
             raise ConfigError(f"batch_size must be positive, got {self.batch_size}")
         if not self.length_buckets or list(self.length_buckets) != sorted(set(self.length_buckets)):

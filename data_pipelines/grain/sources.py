@@ -7,6 +7,7 @@ malformed line becomes a counted skip instead of a crashed source.
 from __future__ import annotations
 
 import json
+import mmap
 import os
 
 import numpy as np
@@ -15,36 +16,40 @@ from data_pipelines.errors import AnnotationError
 
 
 class JsonlSource:
-    """One record per non-empty line. The offsets are scanned once at construction (O(file) read)."""
+    """One record per non-empty line. The offsets are scanned once at construction (O(file) read); lines are
+    then read from a read-only memory map of the file (a seek + buffered readline per record cost ~0.15 ms
+    in a worker, ~3 % of decoding a 28-frame 128-px clip)."""
 
     def __init__(self, path: str):
         self.path = os.fspath(path)
         if not os.path.isfile(self.path):
             raise AnnotationError("missing_file", f"index file not found: {self.path}")
-        offsets, lines = [], []
+        offsets, ends, lines = [], [], []
         with open(self.path, "rb") as f:
             pos, lineno = 0, 0
             for line in f:
                 lineno += 1
                 if line.strip():
                     offsets.append(pos)
+                    ends.append(pos + len(line))
                     lines.append(lineno)
                 pos += len(line)
         self._offsets = np.asarray(offsets, dtype=np.int64)
+        self._ends = np.asarray(ends, dtype=np.int64)
         self._lines = np.asarray(lines, dtype=np.int64)
-        self._fh = None
+        self._map = None
 
     def __len__(self) -> int:
         return len(self._offsets)
 
     def __getitem__(self, i: int) -> dict:
-        if self._fh is None:  # opened lazily: the source is pickled into worker processes
-            self._fh = open(self.path, "rb")
-        self._fh.seek(int(self._offsets[i]))
-        return {"key": f"{self.path}:{int(self._lines[i])}", "data": self._fh.readline()}
+        if self._map is None:  # mapped lazily: the source is pickled into worker processes
+            with open(self.path, "rb") as f:
+                self._map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        return {"key": f"{self.path}:{int(self._lines[i])}", "data": self._map[self._offsets[i]:self._ends[i]]}
 
     def __getstate__(self):
-        return {**self.__dict__, "_fh": None}
+        return {**self.__dict__, "_map": None}
 
     def __repr__(self) -> str:
         return f"JsonlSource({self.path!r}, {len(self)} records)"

@@ -101,15 +101,15 @@ def _global_vision(config: QwenVLConfig, model_batch: dict, local_vision, pad_pa
         if key.endswith("grid_thw"):
             local = np.zeros((0, 3), np.int64) if local is None else local.astype(np.int64)
         else:
-            # pixels are normalized floats, raw uint8 rows or raw uint8 channels-last rows (both normalized on
-            # the device): every process must agree
-            kind = -1 if local is None else int(local.dtype == np.uint8) + int(local.ndim == 3)
+            # pixels are normalized floats, or raw uint8 (normalized on the device) as rows, channels-last rows
+            # or whole frames' bytes: every process must agree
+            kind = -1 if local is None else (0 if local.dtype != np.uint8 else {1: 3, 2: 1, 3: 2}[local.ndim])
             kinds = set(allgather(np.asarray([kind], np.int64))[:, 0].tolist()) - {-1}
             if len(kinds) > 1:
                 raise InputError(f"{key}: processes sent pixels of different kinds (float / uint8 / uint8 "
-                                 f"channels-last: {sorted(kinds)})")
-            dtype = np.uint8 if kinds & {1, 2} else np.float32
-            row = config.vision.channels_last_row if kinds == {2} else (config.vision.patch_dim,)
+                                 f"channels-last / uint8 frames: {sorted(kinds)})")
+            dtype = np.uint8 if kinds & {1, 2, 3} else np.float32
+            row = {2: config.vision.channels_last_row, 3: ()}.get(max(kinds, default=0), (config.vision.patch_dim,))
             local = np.zeros((0, *row), dtype) if local is None else local.astype(dtype)
         joined = np.concatenate(allgather_ragged(local))
         raw[key] = joined if len(joined) else None

@@ -116,6 +116,35 @@ def test_channels_last_rows_are_the_uint8_rows_permuted(synth_dir, tiny_tokenize
             np.testing.assert_array_equal(cl[key], hf[key], err_msg=key)
 
 
+def test_frames_layout_gathers_into_the_channels_last_rows(synth_dir, tiny_tokenizer):
+    """pixel_layout="frames": the batch holds the (resized) frames' bytes; gathering the patch rows from them as
+    the model does on the device gives the channels-last batch's rows, and every other field is unchanged."""
+    from stvl_jax.models.qwen_vl.vision import gather_frame_rows
+    from stvl_jax.models.qwen_vl.vision_inputs import frame_offsets
+
+    q25 = VisionConfig.qwen2_5_vl(max_pixels=112 * 112)  # 128 px frames resized to 112
+    for fmt, index, vision in (("chat", "captions/train.jsonl", VisionConfig.qwen3_vl()),
+                               ("streamo", "streamo/stream_train.jsonl", q25)):
+        c = cfg(os.path.join(synth_dir, index), tiny_tokenizer, format=fmt, vision=vision, pixel_dtype="uint8",
+                pixel_layout="channels_last")
+        cl = next(make_pipeline(c))
+        fr = next(make_pipeline(PipelineConfig(**{**c.__dict__, "pixel_layout": "frames"})))
+        for key, grid_key, per_group in (("pixel_values", "image_grid_thw", 1),
+                                         ("pixel_values_videos", "video_grid_thw", vision.temporal_patch_size)):
+            grid = fr[grid_key]
+            assert fr[key].dtype == np.uint8 and fr[key].ndim == 1
+            offsets, strides, nbytes = frame_offsets(grid, np.full(len(grid), per_group), vision.patch_size,
+                                                     vision.temporal_patch_size, vision.merge_size)
+            assert len(fr[key]) == nbytes and len(cl[key]) == len(offsets)
+            if len(grid):
+                rows = gather_frame_rows(fr[key], offsets.astype(np.int32), strides.astype(np.int32),
+                                         vision.patch_size, 3)
+                np.testing.assert_array_equal(np.asarray(rows), cl[key], err_msg=f"{fmt} {key}")
+        assert len(fr["image_grid_thw"]) + len(fr["video_grid_thw"]) > 0
+        for key in set(cl) - {"pixel_values", "pixel_values_videos"}:
+            np.testing.assert_array_equal(fr[key], cl[key], err_msg=key)
+
+
 def test_pixel_dtype_and_layout_are_validated(tiny_tokenizer):
     from stvl_jax.errors import ConfigError
 
@@ -123,8 +152,12 @@ def test_pixel_dtype_and_layout_are_validated(tiny_tokenizer):
         PipelineConfig(index="x.jsonl", tokenizer=tiny_tokenizer, pixel_dtype="float16")
     with pytest.raises(ConfigError, match="pixel_layout"):
         PipelineConfig(index="x.jsonl", tokenizer=tiny_tokenizer, pixel_dtype="uint8", pixel_layout="nhwc")
-    with pytest.raises(ConfigError, match="needs pixel_dtype='uint8'"):
-        PipelineConfig(index="x.jsonl", tokenizer=tiny_tokenizer, pixel_layout="channels_last")
+    for layout in ("channels_last", "frames"):
+        with pytest.raises(ConfigError, match="needs pixel_dtype='uint8'"):
+            PipelineConfig(index="x.jsonl", tokenizer=tiny_tokenizer, pixel_layout=layout)
+    with pytest.raises(ConfigError, match="patch_buckets"):
+        PipelineConfig(index="x.jsonl", tokenizer=tiny_tokenizer, pixel_dtype="uint8", pixel_layout="frames",
+                       patch_buckets=(4096,))
 
 
 def test_epoch_shuffle_is_a_fresh_deterministic_permutation_per_epoch():

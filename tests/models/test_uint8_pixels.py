@@ -1,6 +1,6 @@
-"""uint8 pixel rows (normalized in the vision tower), in the HF and the channels-last layout, give the logits of
-the float32 processor path, for both families; the image rows on the float side come from transformers' own
-processor."""
+"""uint8 pixel rows (normalized in the vision tower), in the HF and the channels-last layout, and uint8 whole frames
+(patchified on the device), give the logits of the float32 processor path, for both families; the image rows on
+the float side come from transformers' own processor."""
 
 import numpy as np
 import pytest
@@ -84,6 +84,68 @@ def _channels_last(model, seed=0):
         assert rows.ndim == 3 and rows.shape[2] == 3
         np.testing.assert_array_equal(rows.transpose(0, 2, 1).reshape(hf_rows.shape), hf_rows)  # same pixels
     return u8, dict(u8, pixel_values=img, pixel_values_videos=vid)
+
+
+def _frames(model, seed=0):
+    """The uint8 batch of `_batches` with the pixels as whole frames (flat bytes, `layout="frames"`)."""
+    from data_pipelines.processor import process_images, process_video
+
+    u8, cl = _channels_last(model, seed)
+    cfg = _processor_config(model)
+    rng = np.random.default_rng(seed)  # the same draws as `_batches`
+    factor = cfg.patch_size * cfg.merge_size
+    images = rng.integers(0, 256, (2, 2 * factor, 3 * factor, 3), dtype=np.uint8)
+    frames = rng.integers(0, 256, (3, 2 * factor, 2 * factor, 3), dtype=np.uint8)
+    img, img_grid = process_images(images, cfg, dtype=np.uint8, layout="frames")
+    vid, vid_grid = process_video(frames, cfg, dtype=np.uint8, layout="frames")
+    np.testing.assert_array_equal(img, images.reshape(-1))  # each image once, as given
+    np.testing.assert_array_equal(vid, np.concatenate([frames, frames[-1:]]).reshape(-1))  # odd: last repeated
+    np.testing.assert_array_equal(img_grid, u8["image_grid_thw"])
+    np.testing.assert_array_equal(vid_grid, u8["video_grid_thw"])
+    return cl, dict(u8, pixel_values=img, pixel_values_videos=vid)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_frames_are_gathered_into_the_channels_last_rows(family):
+    """The device gather of whole frames yields exactly the host's channels-last rows, in the same (for
+    Qwen2.5-VL window-permuted) order, with row and byte padding from buckets."""
+    from stvl_jax.models.qwen_vl.vision import gather_frame_rows
+    from stvl_jax.models.qwen_vl.vision_inputs import prepare_vision_inputs
+
+    model = _model(family)
+    cl, fr = _frames(model)
+    vc = model.config.vision
+    keys = ("pixel_values", "image_grid_thw", "pixel_values_videos", "video_grid_thw")
+    want = prepare_vision_inputs(model.config, buckets=True, pad_to_multiple=64, **{k: cl[k] for k in keys})
+    got = prepare_vision_inputs(model.config, buckets=True, pad_to_multiple=64, **{k: fr[k] for k in keys})
+    n = int(np.concatenate([cl["image_grid_thw"], cl["video_grid_thw"]]).prod(-1).sum())
+    assert got.pixel_values.ndim == 1 and got.frame_offsets.shape == (len(want.pixel_values), 2)
+    assert len(want.pixel_values) > n  # bucket padding is exercised
+    rows = np.asarray(gather_frame_rows(got.pixel_values, got.frame_offsets, got.line_stride, vc.patch_size, 3))
+    np.testing.assert_array_equal(rows[:n], want.pixel_values[:n])
+    np.testing.assert_array_equal(got.pos_hw, want.pos_hw)
+    np.testing.assert_array_equal(got.merged_order, want.merged_order)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_frames_give_the_same_logits(family):
+    model = _model(family)
+    cl, fr = _frames(model)
+    np.testing.assert_array_equal(np.asarray(model(**fr).logits), np.asarray(model(**cl).logits))
+
+
+def test_frames_of_the_wrong_size_or_kind_are_refused():
+    from stvl_jax.errors import InputError
+
+    model = _model("qwen3_vl")
+    cl, fr = _frames(model)
+    with pytest.raises(InputError, match="frame bytes but video_grid_thw"):
+        model(**dict(fr, pixel_values_videos=fr["pixel_values_videos"][:-3]))
+    with pytest.raises(InputError, match="raw uint8"):
+        model(**dict(fr, pixel_values=fr["pixel_values"].astype(np.float32),
+                     pixel_values_videos=fr["pixel_values_videos"].astype(np.float32)))
+    with pytest.raises(InputError, match="same layout"):
+        model(**dict(fr, pixel_values=cl["pixel_values"]))
 
 
 @pytest.mark.parametrize("family", FAMILIES)

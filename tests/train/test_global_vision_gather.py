@@ -1,7 +1,7 @@
 """Multi-process vision gather (`stvl_jax.train.batches._global_vision`): two real CPU processes (gloo), each
 holding half of a global batch, must prepare exactly the vision inputs one process prepares from the whole
-batch — for float32 rows, raw uint8 rows and raw uint8 channels-last rows — and refuse processes that send
-pixels of different kinds.
+batch — for float32 rows, raw uint8 rows, raw uint8 channels-last rows and raw uint8 whole frames — and refuse
+processes that send pixels of different kinds.
 
 Run as a script, this file is one of the two processes: `python test_global_vision_gather.py PID PORT OUT`."""
 
@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 BATCH, IMAGE_GRID, VIDEO_GRID = 4, (1, 4, 4), (2, 4, 4)
-KINDS = ("float32", "uint8", "channels_last")
+KINDS = ("float32", "uint8", "channels_last", "frames")
 
 
 def _model_config():
@@ -37,10 +37,15 @@ def _batch(config, kind: str, process_index: int = 0, process_count: int = 1) ->
     if kind == "float32":
         return batch
     local = BATCH // process_count
-    row = config.vision.channels_last_row if kind == "channels_last" else (config.vision.patch_dim,)
+    vc = config.vision
     for key, grid in (("pixel_values", IMAGE_GRID), ("pixel_values_videos", VIDEO_GRID)):
+        # frames: flat bytes, one frame per temporal patch of an image, T of a video
+        per_patch = (vc.patch_size**2 * vc.in_channels * (1 if key == "pixel_values" else vc.temporal_patch_size),)
+        row = {"channels_last": vc.channels_last_row, "frames": per_patch}.get(kind, (vc.patch_dim,))
         blocks = [np.random.default_rng([7, len(key), g]).integers(0, 256, (int(np.prod(grid)), *row), np.uint8)
                   for g in range(process_index * local, (process_index + 1) * local)]
+        if kind == "frames":
+            blocks = [b.reshape(-1) for b in blocks]
         batch[key] = np.concatenate(blocks)
     return batch
 
@@ -100,7 +105,7 @@ def test_two_processes_gather_the_one_process_vision_inputs(tmp_path):
     for kind in KINDS:
         whole = _batch(config, kind)
         assert whole["pixel_values"].dtype == (np.float32 if kind == "float32" else np.uint8)
-        assert whole["pixel_values"].ndim == (3 if kind == "channels_last" else 2)
+        assert whole["pixel_values"].ndim == {"channels_last": 3, "frames": 1}.get(kind, 2)
         expected = _vision_arrays(prepare_host_batch(config, whole, mesh))
         for pid in (0, 1):
             got = dict(np.load(f"{out}.{pid}.{kind}.npz"))

@@ -31,6 +31,18 @@ from stvl_jax.nn.stack import make_stack, run_stack
 from stvl_jax.sharding import constrain
 
 
+def gather_frame_rows(frames: jax.Array, offsets: jax.Array, line_stride: jax.Array, patch: int,
+                      channels: int) -> jax.Array:
+    """Flat frame bytes (S,) uint8 -> channels-last patch rows (N, T*P*P, C): row n's temporal slot k is the
+    P x P patch whose top-left pixel is at byte offsets[n, k], lines line_stride[n] bytes apart
+    (`vision_inputs.frame_offsets`). The host ships decoded frames as they are; patchifying is this gather."""
+    p, c = jnp.arange(patch, dtype=jnp.int32), jnp.arange(channels, dtype=jnp.int32)
+    within = p[None, :, None, None] * line_stride[:, None, None, None] + p[None, None, :, None] * channels + c
+    idx = offsets[:, :, None, None, None] + within[:, None]  # (N, T, P, P, C)
+    n, t = offsets.shape
+    return jnp.take(frames, idx, mode="clip").reshape(n, t * patch * patch, channels)
+
+
 class VisionAttention(nnx.Module):
     def __init__(self, dim: int, num_heads: int, *, dtype, param_dtype, init_std: float, precision=None,
                  rngs: nnx.Rngs):
@@ -141,7 +153,10 @@ class VisionTower(nnx.Module):
         """Returns merged tokens (M, out_hidden) in processing order (`inputs.merged_order` maps image-then-video
         order to it), and one (M, out_hidden) DeepStack feature per tapped block (Qwen3-VL)."""
         vc = self.config.vision
-        x = self.patch_embed(self._normalized_pixels(inputs.pixel_values))  # (N, hidden)
+        pv = inputs.pixel_values
+        if inputs.frame_offsets is not None:  # whole frames: patchify on the device
+            pv = gather_frame_rows(pv, inputs.frame_offsets, inputs.line_stride, vc.patch_size, vc.in_channels)
+        x = self.patch_embed(self._normalized_pixels(pv))  # (N, hidden)
         if inputs.interp_index is not None:
             table = self.pos_embed[...].astype(jnp.float32)
             pos = jnp.sum(table[inputs.interp_index] * inputs.interp_weight[..., None], axis=1)

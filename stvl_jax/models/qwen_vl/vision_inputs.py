@@ -8,7 +8,10 @@ Grid sizes decide shapes, gathers and attention segments, so they are resolved h
   `SegmentLayout`s; Qwen2.5-VL rows are permuted into window order here (the permutation is per merge unit,
   so permuting raw patches equals permuting embeddings) and `merged_order` undoes it after the merger;
 - optional padding of the patch count to a multiple (fewer shapes to compile); padded rows are in no segment
-  and are never placed into the text sequence.
+  and are never placed into the text sequence;
+- pixels given as whole frames (flat uint8 bytes, the data pipeline's `pixel_layout="frames"`): no host
+  patchify; `frame_offsets` gives, per patch row, where its T patches start in those bytes, and the vision
+  tower gathers the rows on the device (`gather_frame_rows`).
 """
 
 from __future__ import annotations
@@ -37,6 +40,10 @@ class VisionInputs:
     interp_index: jax.Array | None = None  # (N, 4) int32, Qwen3-VL position-table taps
     interp_weight: jax.Array | None = None  # (N, 4) float32
     window_layout: SegmentLayout | None = None  # Qwen2.5-VL window attention
+    # pixels as flat frame bytes (pixel_values (S,) uint8): per patch row, the byte offset of its patch in each
+    # of its T frames, and the byte stride between its pixel lines (the frame width * C)
+    frame_offsets: jax.Array | None = None  # (N, T) int32
+    line_stride: jax.Array | None = None  # (N,) int32
 
 
 def _check_grid(name: str, grid: np.ndarray, merge: int) -> np.ndarray:
@@ -55,6 +62,31 @@ def merge_block_rows_cols(h: int, w: int, merge: int) -> tuple[np.ndarray, np.nd
     rows, cols = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
     shape = (h // merge, merge, w // merge, merge)
     return rows.reshape(shape).transpose(0, 2, 1, 3).ravel(), cols.reshape(shape).transpose(0, 2, 1, 3).ravel()
+
+
+def frame_offsets(grid: np.ndarray, frames_per_group: np.ndarray, patch: int, temporal: int, merge: int,
+                  channels: int = 3) -> tuple[np.ndarray, np.ndarray, int]:
+    """Flat frame bytes -> where each patch row's pixels are (see `vision.gather_frame_rows`).
+
+    grid: (n, 3) (t, h, w) in patches; frames_per_group: (n,) frames stored per temporal group (T for a video,
+    1 for an image, which the gather repeats). Entries' frames are consecutive (H, W, C) uint8 images, entry
+    after entry. Returns offsets (rows, T) int64 of each row's top-left pixel in its T frames, in the rows' order
+    (groups, then merge blocks, as `merge_block_rows_cols`), line strides (rows,) int64, and the total bytes.
+    """
+    offsets, strides, base = [], [], 0
+    for (t, h, w), fpg in zip(grid, frames_per_group):
+        line = w * patch * channels
+        frame = h * patch * line
+        r, c = merge_block_rows_cols(h, w, merge)
+        in_frame = r * patch * line + c * patch * channels  # (h*w,)
+        # frame index of temporal slot k in group g: g*fpg + min(k, fpg-1) (an image repeats its one frame)
+        slot = np.arange(t)[:, None] * fpg + np.minimum(np.arange(temporal), fpg - 1)[None, :]  # (t, T)
+        offsets.append((base + slot[:, None, :] * frame + in_frame[None, :, None]).reshape(-1, temporal))
+        strides.append(np.full(t * h * w, line, np.int64))
+        base += t * fpg * frame
+    if not offsets:
+        return np.zeros((0, temporal), np.int64), np.zeros((0,), np.int64), 0
+    return np.concatenate(offsets), np.concatenate(strides), base
 
 
 def _bilinear_taps(index: np.ndarray, size: int, side: int) -> tuple[np.ndarray, np.ndarray]:
@@ -119,7 +151,7 @@ def prepare_vision_inputs(
     jit across batches of different frame counts); pad_to_multiple: additionally round the rows up."""
     vc = config.vision
     merge, unit = vc.spatial_merge_size, vc.merge_unit
-    pixels, grids, num_image_tokens = [], [], 0
+    pixels, grids, frames_per_group, num_image_tokens = [], [], [], 0
     for name, pv, grid in (
         ("image", pixel_values, image_grid_thw),
         ("video", pixel_values_videos, video_grid_thw),
@@ -133,12 +165,21 @@ def prepare_vision_inputs(
         channels_last = vc.channels_last_row
         if pv.ndim == 3 and pv.shape[1:] == channels_last and not np.issubdtype(pv.dtype, np.integer):
             raise InputError(f"{name} pixel values in the channels-last layout {pv.shape} must be raw uint8 pixels")
-        if not ((pv.ndim == 2 and pv.shape[1] == vc.patch_dim) or (pv.ndim == 3 and pv.shape[1:] == channels_last)):
+        if pv.ndim == 1:  # whole frames, flat bytes
+            if not np.issubdtype(pv.dtype, np.integer):
+                raise InputError(f"{name} pixel values as flat frame bytes {pv.shape} must be raw uint8 pixels")
+            fpg = 1 if name == "image" else vc.temporal_patch_size
+            want = int((grid.prod(-1) * fpg).sum()) * vc.patch_size**2 * vc.in_channels
+            if pv.shape[0] != want:
+                raise InputError(f"{name} pixel values have {pv.shape[0]} frame bytes but {name}_grid_thw "
+                                 f"{grid.tolist()} describes {want} ({fpg} frame(s) per temporal patch)")
+        elif not ((pv.ndim == 2 and pv.shape[1] == vc.patch_dim) or (pv.ndim == 3 and pv.shape[1:] == channels_last)):
             raise InputError(
                 f"{name} pixel values must have shape (patches, {vc.patch_dim}) = (patches, C*T*P*P), or raw uint8 "
-                f"(patches, {channels_last[0]}, {channels_last[1]}) = (patches, T*P*P, C), got {pv.shape}"
+                f"(patches, {channels_last[0]}, {channels_last[1]}) = (patches, T*P*P, C), or raw uint8 frame "
+                f"bytes (frames*H*W*C,), got {pv.shape}"
             )
-        if pv.shape[0] != int(grid.prod(-1).sum()):
+        elif pv.shape[0] != int(grid.prod(-1).sum()):
             raise InputError(
                 f"{name} pixel values have {pv.shape[0]} patch rows but {name}_grid_thw {grid.tolist()} "
                 f"describes {int(grid.prod(-1).sum())}"
@@ -147,6 +188,7 @@ def prepare_vision_inputs(
             continue
         pixels.append(pv)
         grids.append(grid)
+        frames_per_group.append(np.full(len(grid), 1 if name == "image" else vc.temporal_patch_size))
         if name == "image":
             num_image_tokens = int(grid.prod(-1).sum()) // unit
     if not pixels:
@@ -159,7 +201,15 @@ def prepare_vision_inputs(
     if np.issubdtype(pv.dtype, np.integer) and pv.dtype != np.uint8 and pv.size and (pv.min() < 0 or pv.max() > 255):
         raise InputError(f"integer pixel values must be raw 0..255, got {pv.min()}..{pv.max()}")
     pv = pv.astype(np.uint8 if np.issubdtype(pv.dtype, np.integer) else np.float32, copy=False)
-    n = pv.shape[0]
+    n = int(grid.prod(-1).sum())
+    if pv.ndim == 1:  # rows_of: the per-row arrays, which follow the rows through permutation and padding
+        offsets, strides, _ = frame_offsets(grid, np.concatenate(frames_per_group), vc.patch_size,
+                                            vc.temporal_patch_size, merge, vc.in_channels)
+        if len(pv) and offsets.max() + strides.max() * vc.patch_size >= 2**31:
+            raise InputError(f"{len(pv)} bytes of frames in one batch: the device gather indexes them with int32")
+        rows_of = {"frame_offsets": offsets.astype(np.int32), "line_stride": strides.astype(np.int32)}
+    else:
+        rows_of = {"pixel_values": pv}
 
     rows, cols = zip(*(merge_block_rows_cols(h, w, merge) for _, h, w in grid))
     pos_hw = np.concatenate(
@@ -176,7 +226,8 @@ def prepare_vision_inputs(
         window_merged = vc.window_size // merge // vc.patch_size
         perm_units, window_of_unit = window_permutation(grid, merge, window_merged)
         row_perm = (perm_units[:, None] * unit + np.arange(unit)).ravel()
-        pv, pos_hw = pv[row_perm], pos_hw[row_perm]
+        pos_hw = pos_hw[row_perm]
+        rows_of = {k: v[row_perm] for k, v in rows_of.items()}
         # frames stay contiguous and in order under the permutation, so frame_ids need no change
         window_ids = np.repeat(window_of_unit, unit)
         merged_order = np.argsort(perm_units)
@@ -193,12 +244,14 @@ def prepare_vision_inputs(
 
     merged_order = np.concatenate([merged_order, np.arange(n // unit, (n + pad) // unit)]).astype(np.int32)
     out = dict(
-        pixel_values=padded(pv),
+        **{k: padded(v) for k, v in rows_of.items()},
         pos_hw=padded(pos_hw),
         frame_layout=SegmentLayout.from_segment_ids(padded(frame_ids, -1), bucket_segments=buckets),
         merged_order=merged_order,
         num_image_tokens=np.int32(num_image_tokens),
     )
+    if pv.ndim == 1:  # frame bytes: padded to a bucket too, or each batch's byte count would compile anew
+        out["pixel_values"] = np.pad(pv, (0, (bucket(len(pv)) if buckets else len(pv)) - len(pv)))
     if config.family == "qwen3_vl":
         out["interp_index"] = padded(extra["interp_index"])
         out["interp_weight"] = padded(extra["interp_weight"])
