@@ -31,6 +31,15 @@ def _processor_config(model):
     return preset(patch_size=c.vision.patch_size, image_mean=mean, image_std=std, min_pixels=16, max_pixels=64 * 64)
 
 
+def _media(cfg, seed):
+    """(rng after the draws, two images (2, H, W, 3), a video of 3 frames — odd: the last frame is repeated)."""
+    rng = np.random.default_rng(seed)
+    factor = cfg.patch_size * cfg.merge_size
+    images = rng.integers(0, 256, (2, 2 * factor, 3 * factor, 3), dtype=np.uint8)
+    frames = rng.integers(0, 256, (3, 2 * factor, 2 * factor, 3), dtype=np.uint8)
+    return rng, images, frames
+
+
 def _batches(model, seed=0):
     """The same images and video as (float32 batch from the HF processor / our float path, uint8 batch)."""
     from transformers import Qwen2VLImageProcessorPil
@@ -38,10 +47,7 @@ def _batches(model, seed=0):
     from data_pipelines.processor import process_images, process_video
 
     cfg = _processor_config(model)
-    rng = np.random.default_rng(seed)
-    factor = cfg.patch_size * cfg.merge_size
-    images = rng.integers(0, 256, (2, 2 * factor, 3 * factor, 3), dtype=np.uint8)
-    frames = rng.integers(0, 256, (3, 2 * factor, 2 * factor, 3), dtype=np.uint8)  # odd: last frame repeated
+    rng, images, frames = _media(cfg, seed)
     hf = Qwen2VLImageProcessorPil(patch_size=cfg.patch_size, merge_size=cfg.merge_size,
                                   temporal_patch_size=cfg.temporal_patch_size, image_mean=list(cfg.image_mean),
                                   image_std=list(cfg.image_std),
@@ -74,10 +80,7 @@ def _channels_last(model, seed=0):
 
     _, u8 = _batches(model, seed)
     cfg = _processor_config(model)
-    rng = np.random.default_rng(seed)  # the same draws as `_batches`
-    factor = cfg.patch_size * cfg.merge_size
-    images = rng.integers(0, 256, (2, 2 * factor, 3 * factor, 3), dtype=np.uint8)
-    frames = rng.integers(0, 256, (3, 2 * factor, 2 * factor, 3), dtype=np.uint8)
+    _, images, frames = _media(cfg, seed)  # the same draws as `_batches`
     img, _ = process_images(images, cfg, dtype=np.uint8, layout="channels_last")
     vid, _ = process_video(frames, cfg, dtype=np.uint8, layout="channels_last")
     for rows, hf_rows in ((img, u8["pixel_values"]), (vid, u8["pixel_values_videos"])):
@@ -92,10 +95,7 @@ def _frames(model, seed=0):
 
     u8, cl = _channels_last(model, seed)
     cfg = _processor_config(model)
-    rng = np.random.default_rng(seed)  # the same draws as `_batches`
-    factor = cfg.patch_size * cfg.merge_size
-    images = rng.integers(0, 256, (2, 2 * factor, 3 * factor, 3), dtype=np.uint8)
-    frames = rng.integers(0, 256, (3, 2 * factor, 2 * factor, 3), dtype=np.uint8)
+    _, images, frames = _media(cfg, seed)  # the same draws as `_batches`
     img, img_grid = process_images(images, cfg, dtype=np.uint8, layout="frames")
     vid, vid_grid = process_video(frames, cfg, dtype=np.uint8, layout="frames")
     np.testing.assert_array_equal(img, images.reshape(-1))  # each image once, as given

@@ -32,7 +32,7 @@ from stvl_jax.nn.shapes import bucket
 class VisionInputs:
     """Packed vision inputs. N = padded patch rows, M = N / merge^2 merged tokens."""
 
-    pixel_values: jax.Array  # (N, C*T*P*P) float32 normalized or uint8, or (N, T*P*P, C) uint8 (channels-last)
+    pixel_values: jax.Array  # (N, C*T*P*P) float32 or uint8, (N, T*P*P, C) uint8 (channels-last), or (S,) uint8 frames
     pos_hw: jax.Array  # (N, 2) int32 rotary (row, col)
     frame_layout: SegmentLayout  # attention within each temporal patch
     merged_order: jax.Array  # (M,) int32: merged token k (image/video order) = merger output merged_order[k]
