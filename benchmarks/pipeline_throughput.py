@@ -2,7 +2,7 @@
 
     python benchmarks/pipeline_throughput.py [--data DIR | --videos 64 --size 128 --source-fps 4] [--fps 2]
                                              [--max-frames 32] [--passes 4] [--reps 5]
-                                             [--pixels float32,uint8,uint8-cl] [--cpus 0]
+                                             [--pixels float32,uint8,uint8-cl,frames] [--cpus 0]
 
 Raw decode: the same frame indices the pipeline samples, decoded with decord (1 thread) in this process.
 Without `--data` a set is generated at `--size` px and `--source-fps` (default 4, the embedded default set's:
