@@ -125,6 +125,13 @@ def test_frames_are_gathered_into_the_channels_last_rows(family):
     np.testing.assert_array_equal(rows[:n], want.pixel_values[:n])
     np.testing.assert_array_equal(got.pos_hw, want.pos_hw)
     np.testing.assert_array_equal(got.merged_order, want.merged_order)
+    # the bytes' length follows the padded row count alone (static shapes under jit), whatever the frames
+    row_bytes = vc.temporal_patch_size * vc.patch_size**2 * 3
+    assert got.pixel_values.shape == (len(want.pixel_values) * row_bytes,)
+    video_only = prepare_vision_inputs(model.config, buckets=True, pad_to_multiple=128, **{
+        k: fr[k] for k in ("pixel_values_videos", "video_grid_thw")})
+    assert len(video_only.frame_offsets) == len(got.frame_offsets) == 128
+    assert video_only.pixel_values.shape == got.pixel_values.shape
 
 
 @pytest.mark.parametrize("family", FAMILIES)

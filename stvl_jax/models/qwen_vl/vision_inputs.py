@@ -250,8 +250,10 @@ def prepare_vision_inputs(
         merged_order=merged_order,
         num_image_tokens=np.int32(num_image_tokens),
     )
-    if pv.ndim == 1:  # frame bytes: padded to a bucket too, or each batch's byte count would compile anew
-        out["pixel_values"] = np.pad(pv, (0, (bucket(len(pv)) if buckets else len(pv)) - len(pv)))
+    if pv.ndim == 1:  # frame bytes: a length fixed by the padded row count (a row reads at most T patches), so
+        # bucketed or multiple-padded rows give static shapes for the bytes too, not one program per byte count
+        out["pixel_values"] = np.pad(pv, (0, target * vc.temporal_patch_size * vc.patch_size**2 * vc.in_channels
+                                          - len(pv)))
     if config.family == "qwen3_vl":
         out["interp_index"] = padded(extra["interp_index"])
         out["interp_weight"] = padded(extra["interp_weight"])
