@@ -58,25 +58,26 @@ def test_uncopied_frames_are_read_only_views_that_outlive_the_decoder(synth_dir)
 def test_each_thread_keeps_only_its_last_reader_until_the_next_is_open(synth_dir, monkeypatch):
     """decode_frames frees a reader once the next one is open (cheaper decoding, see `_last_reader`): at most one
     reader per thread outlives its call, and it is released by the next call, not leaked."""
+    import threading
     import weakref
 
     import decord
 
     from data_pipelines import video
 
-    opened = []
+    opened = []  # (weak reference to each reader, whether the previous one was alive when it opened)
 
-    class Reader(decord.VideoReader):  # decord's class has no weakref slot of its own to hook; a subclass does
+    class Reader(decord.VideoReader):
         def __init__(self, *a, **kw):
             super().__init__(*a, **kw)
-            opened.append((weakref.ref(self), len(opened) and opened[-1][0]() is not None))
+            opened.append((weakref.ref(self), bool(opened) and opened[-1][0]() is not None))
 
     monkeypatch.setattr(decord, "VideoReader", Reader)
-    monkeypatch.setattr(video, "_last_reader", __import__("threading").local())
+    monkeypatch.setattr(video, "_last_reader", threading.local())
     paths = [os.path.join(synth_dir, "videos", f"synth_{i:05d}.mp4") for i in range(3)]
     for p in paths:
         decode_frames(p, [0, 2], timeout_s=None, copy=False)
-    assert [prev_alive for _, prev_alive in opened] == [0, True, True]  # each open happened before the free
+    assert [prev_alive for _, prev_alive in opened] == [False, True, True]  # each open came before the free
     assert [r() is None for r, _ in opened] == [True, True, False]  # only the last reader is still held
     decode_frames(paths[0], [1], timeout_s=None)
     assert opened[2][0]() is None
