@@ -101,15 +101,16 @@ def _global_vision(config: QwenVLConfig, model_batch: dict, local_vision, pad_pa
         if key.endswith("grid_thw"):
             local = np.zeros((0, 3), np.int64) if local is None else local.astype(np.int64)
         else:
-            # pixels are normalized floats, or raw uint8 (normalized on the device) as rows, channels-last rows
-            # or whole frames' bytes: every process must agree
-            kind = -1 if local is None else (0 if local.dtype != np.uint8 else {1: 3, 2: 1, 3: 2}[local.ndim])
+            # pixels are normalized floats (kind 0), or raw uint8 (normalized on the device) whose rank is the
+            # kind: 1 whole frames' bytes, 2 rows, 3 channels-last rows. Every process must agree
+            kind = -1 if local is None else (local.ndim if local.dtype == np.uint8 else 0)
             kinds = set(allgather(np.asarray([kind], np.int64))[:, 0].tolist()) - {-1}
             if len(kinds) > 1:
-                raise InputError(f"{key}: processes sent pixels of different kinds (float / uint8 / uint8 "
-                                 f"channels-last / uint8 frames: {sorted(kinds)})")
-            dtype = np.uint8 if kinds & {1, 2, 3} else np.float32
-            row = {2: config.vision.channels_last_row, 3: ()}.get(max(kinds, default=0), (config.vision.patch_dim,))
+                raise InputError(f"{key}: processes sent pixels of different kinds (0 float, uint8 as 1 frames / "
+                                 f"2 rows / 3 channels-last rows: {sorted(kinds)})")
+            kind = next(iter(kinds), 0)
+            dtype = np.uint8 if kind else np.float32
+            row = {1: (), 3: config.vision.channels_last_row}.get(kind, (config.vision.patch_dim,))
             local = np.zeros((0, *row), dtype) if local is None else local.astype(dtype)
         joined = np.concatenate(allgather_ragged(local))
         raw[key] = joined if len(joined) else None

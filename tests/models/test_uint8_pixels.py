@@ -74,15 +74,22 @@ def _batches(model, seed=0):
     return f32, u8
 
 
-def _channels_last(model, seed=0):
-    """The uint8 batch of `_batches` with the rows built in the channels-last layout (N, T*P*P, C)."""
+def _processed(model, layout, seed=0):
+    """`_batches`' images and video (the same draws) as uint8 in `layout`:
+    (images, frames, image pixels, image grid, video pixels, video grid)."""
     from data_pipelines.processor import process_images, process_video
 
-    _, u8 = _batches(model, seed)
     cfg = _processor_config(model)
-    _, images, frames = _media(cfg, seed)  # the same draws as `_batches`
-    img, _ = process_images(images, cfg, dtype=np.uint8, layout="channels_last")
-    vid, _ = process_video(frames, cfg, dtype=np.uint8, layout="channels_last")
+    _, images, frames = _media(cfg, seed)
+    img, img_grid = process_images(images, cfg, dtype=np.uint8, layout=layout)
+    vid, vid_grid = process_video(frames, cfg, dtype=np.uint8, layout=layout)
+    return images, frames, img, img_grid, vid, vid_grid
+
+
+def _channels_last(model, seed=0):
+    """The uint8 batch of `_batches` with the rows built in the channels-last layout (N, T*P*P, C)."""
+    _, u8 = _batches(model, seed)
+    _, _, img, _, vid, _ = _processed(model, "channels_last", seed)
     for rows, hf_rows in ((img, u8["pixel_values"]), (vid, u8["pixel_values_videos"])):
         assert rows.ndim == 3 and rows.shape[2] == 3
         np.testing.assert_array_equal(rows.transpose(0, 2, 1).reshape(hf_rows.shape), hf_rows)  # same pixels
@@ -91,13 +98,8 @@ def _channels_last(model, seed=0):
 
 def _frames(model, seed=0):
     """The uint8 batch of `_batches` with the pixels as whole frames (flat bytes, `layout="frames"`)."""
-    from data_pipelines.processor import process_images, process_video
-
     u8, cl = _channels_last(model, seed)
-    cfg = _processor_config(model)
-    _, images, frames = _media(cfg, seed)  # the same draws as `_batches`
-    img, img_grid = process_images(images, cfg, dtype=np.uint8, layout="frames")
-    vid, vid_grid = process_video(frames, cfg, dtype=np.uint8, layout="frames")
+    images, frames, img, img_grid, vid, vid_grid = _processed(model, "frames", seed)
     np.testing.assert_array_equal(img, images.reshape(-1))  # each image once, as given
     np.testing.assert_array_equal(vid, np.concatenate([frames, frames[-1:]]).reshape(-1))  # odd: last repeated
     np.testing.assert_array_equal(img_grid, u8["image_grid_thw"])
@@ -134,13 +136,6 @@ def test_frames_are_gathered_into_the_channels_last_rows(family):
     assert video_only.pixel_values.shape == got.pixel_values.shape
 
 
-@pytest.mark.parametrize("family", FAMILIES)
-def test_frames_give_the_same_logits(family):
-    model = _model(family)
-    cl, fr = _frames(model)
-    np.testing.assert_array_equal(np.asarray(model(**fr).logits), np.asarray(model(**cl).logits))
-
-
 def test_frames_of_the_wrong_size_or_kind_are_refused():
     from stvl_jax.errors import InputError
 
@@ -167,10 +162,12 @@ def test_uint8_pixels_give_the_float32_processor_logits(family):
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_channels_last_uint8_rows_give_the_same_logits(family):
+@pytest.mark.parametrize("layout", [_channels_last, _frames], ids=["channels_last", "frames"])
+def test_uint8_layouts_give_the_same_logits(family, layout):
+    """channels-last rows give the HF-layout uint8 rows' logits; whole frames give the channels-last rows'."""
     model = _model(family)
-    u8, cl = _channels_last(model)
-    np.testing.assert_array_equal(np.asarray(model(**cl).logits), np.asarray(model(**u8).logits))
+    reference, batch = layout(model)
+    np.testing.assert_array_equal(np.asarray(model(**batch).logits), np.asarray(model(**reference).logits))
 
 
 def test_config_mean_std_override_is_used():

@@ -114,7 +114,7 @@ def test_two_processes_gather_the_one_process_vision_inputs(tmp_path):
                 np.testing.assert_array_equal(got[name], value, err_msg=f"{kind} {name} (process {pid})")
     for pid in (0, 1):
         mixed = json.loads(Path(f"{out}.{pid}.json").read_text())["mixed"]
-        assert "processes sent pixels of different kinds" in mixed and "[1, 2]" in mixed, mixed
+        assert "processes sent pixels of different kinds" in mixed and "[2, 3]" in mixed, mixed
 
 
 if __name__ == "__main__":
