@@ -1,10 +1,12 @@
-"""Video IO: PyAV probe (cheap validation), decord decode with fps resampling, [start, end] clipping and
-frame-index / timestamp bookkeeping; every failure is a `VideoDecodeError` naming the file, never a hang.
+"""Video IO: decord decode with fps resampling, [start, end] clipping and frame-index / timestamp bookkeeping;
+every failure is a `VideoDecodeError` naming the file, never a hang.
 
-Why both libraries: decord is the fast random-access decoder, but on a bad file it can raise from deep inside
-its threaded decoder (or, for some inputs, block); PyAV parses the container first and fails cleanly on empty,
-non-video and header-truncated files. Decord calls run under a watchdog thread (`timeout_s`), and
-`check_video_isolated` decodes a file in a child process that can be killed (hangs, segfaults).
+Decoding opens the file once, with decord, and picks the frames from decord's own frame count and rate
+(`decode_clip`). Decord refuses bad files with C++ traces (and for some inputs might block), so its calls run
+under a watchdog thread (`timeout_s`), and a refusal is explained by a PyAV probe (`probe_video`: it parses the
+container and fails cleanly on empty, non-video and header-truncated files; also the metadata reader of the
+format converters). `check_video_isolated` decodes a file in a child process that can be killed (hangs,
+segfaults).
 
 Times are seconds from the start of the file; a frame's time is `index / fps` (the convention of the HF
 Qwen-VL processors, which compute timestamps as `frames_indices / fps`).
@@ -12,6 +14,7 @@ Qwen-VL processors, which compute timestamps as `frames_indices / fps`).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import queue
@@ -24,6 +27,7 @@ from typing import Callable, TypeVar
 import numpy as np
 
 from data_pipelines.errors import VideoDecodeError
+from stvl_jax.errors import InputError
 
 T = TypeVar("T")
 
@@ -61,9 +65,8 @@ class VideoClip:
 _PROBE_CACHE: dict[tuple[str, float, int], VideoInfo] = {}
 
 
-def probe_video(path: str) -> VideoInfo:
-    """Open the container with PyAV and check it holds a decodable video stream. Cached per (path, mtime, size)."""
-    path = os.fspath(path)
+def _stat_file(path: str) -> os.stat_result:
+    """The checks that need no decoder: exists, regular file, not empty."""
     try:
         st = os.stat(path)
     except FileNotFoundError:
@@ -74,6 +77,13 @@ def probe_video(path: str) -> VideoInfo:
         raise VideoDecodeError(path, "not a regular file")
     if st.st_size == 0:
         raise VideoDecodeError(path, "file is empty (0 bytes)")
+    return st
+
+
+def probe_video(path: str) -> VideoInfo:
+    """Open the container with PyAV and check it holds a decodable video stream. Cached per (path, mtime, size)."""
+    path = os.fspath(path)
+    st = _stat_file(path)
     key = (path, st.st_mtime, st.st_size)
     if key in _PROBE_CACHE:
         return _PROBE_CACHE[key]
@@ -223,39 +233,76 @@ def frames_view(nd) -> np.ndarray:
 _last_reader = threading.local()
 
 
-def decode_frames(path: str, indices, *, num_threads: int = 1, timeout_s: float | None = DEFAULT_TIMEOUT_S,
-                  copy: bool = True) -> np.ndarray:
-    """Decode the given source frame indices with decord -> (T, H, W, 3) uint8. Probes with PyAV first.
-    `copy=False` returns a read-only array over decord's own buffer (no copy; for callers that only read)."""
-    info = probe_video(path)
-    indices = np.asarray(indices, dtype=np.int64)
-    if indices.size == 0:
-        raise ValueError("no frame indices to decode")
-    if indices.min() < 0 or indices.max() >= info.num_frames:
-        raise VideoDecodeError(path, f"frame index out of range [0, {info.num_frames})")
+class _Refused:
+    """What `select` raised inside the decode job: re-raised as is by the caller (not a decoder failure)."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException):
+        self.error = error
+
+
+def decode_clip(path: str, select: Callable[[VideoInfo], np.ndarray], *, num_threads: int = 1,
+                timeout_s: float | None = DEFAULT_TIMEOUT_S, copy: bool = True) -> VideoClip:
+    """Open `path` with decord, pick source frame indices `select(info)` from the decoder's own frame count and
+    rate, decode them -> VideoClip; one job on the decode thread (watchdog: `timeout_s`).
+
+    The decoder's metadata is used, not a PyAV probe (a probe costs ~8 % of decoding a short clip again); the
+    probe only explains a file decord refuses. `info.width/height` are the decoded frames'. Whatever `select`
+    raises propagates unchanged, except a plain ValueError (an empty or invalid clip): a VideoDecodeError naming
+    the file. `copy=False`: the frames are a read-only array over decord's own buffer (for callers that only read).
+    """
+    path = os.fspath(path)
+    _stat_file(path)
 
     def run():
         import decord
 
         vr = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=num_threads)
         _last_reader.reader = vr  # the previous reader is freed here, after this one is open (see above)
-        n = len(vr)
-        if n <= 0:
-            raise VideoDecodeError(path, "decoder reports no frames")
-        # The container's frame count can disagree with what decord indexes; clamp, never read past the end.
-        nd = vr.get_batch(np.minimum(indices, n - 1).tolist())
-        return nd.asnumpy() if copy else frames_view(nd)
+        fps = float(vr.get_avg_fps())
+        if not (fps > 0 and math.isfinite(fps)):
+            raise VideoDecodeError(path, "video stream has no frame rate")
+        info = VideoInfo(path=path, num_frames=len(vr), fps=fps, width=0, height=0)
+        try:
+            idx = np.asarray(select(info), dtype=np.int64)
+        except BaseException as e:  # noqa: BLE001 - the caller's own refusal, re-raised there
+            return _Refused(e)
+        nd = vr.get_batch(idx.tolist())
+        return info, idx, nd.asnumpy() if copy else frames_view(nd)
 
     try:
-        frames = _with_timeout(run, timeout_s, path)
+        out = _with_timeout(run, timeout_s, path)
     except VideoDecodeError:
         raise
-    except Exception as e:  # decord raises RuntimeError/DECORDError with C++ traces; keep the first line
+    except Exception as e:  # decord raises RuntimeError/DECORDError with C++ traces
+        probe_video(path)  # raises the container-level reason (not a video, no stream, ...) when there is one
         first = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
         raise VideoDecodeError(path, f"decode failed ({type(e).__name__}: {first[:200]})") from None
-    if frames.ndim != 4 or frames.shape[0] != len(indices) or frames.shape[-1] != 3:
+    if isinstance(out, _Refused):
+        if isinstance(out.error, ValueError) and not isinstance(out.error, InputError):  # sample_indices'
+            raise VideoDecodeError(path, str(out.error)) from None
+        raise out.error
+    info, idx, frames = out
+    if frames.ndim != 4 or frames.shape[0] != len(idx) or frames.shape[-1] != 3:
         raise VideoDecodeError(path, f"decoder returned frames of shape {frames.shape}")
-    return frames
+    info = dataclasses.replace(info, width=int(frames.shape[2]), height=int(frames.shape[1]))
+    return VideoClip(frames=frames, indices=idx, times=idx / info.fps, info=info)
+
+
+def decode_frames(path: str, indices, *, num_threads: int = 1, timeout_s: float | None = DEFAULT_TIMEOUT_S,
+                  copy: bool = True) -> np.ndarray:
+    """Decode the given source frame indices -> (T, H, W, 3) uint8 (`copy`: see `decode_clip`)."""
+    indices = np.asarray(indices, dtype=np.int64)
+    if indices.size == 0:
+        raise ValueError("no frame indices to decode")
+
+    def check(info: VideoInfo) -> np.ndarray:
+        if indices.min() < 0 or indices.max() >= info.num_frames:
+            raise VideoDecodeError(path, f"frame index out of range [0, {info.num_frames})")
+        return indices
+
+    return decode_clip(path, check, num_threads=num_threads, timeout_s=timeout_s, copy=copy).frames
 
 
 def read_video(
@@ -270,15 +317,11 @@ def read_video(
     timeout_s: float | None = DEFAULT_TIMEOUT_S,
     copy: bool = True,
 ) -> VideoClip:
-    """Probe, pick frames for [start, end) at `fps` (or `num_frames`), decode. See `sample_indices`; `copy`:
-    `decode_frames`."""
-    info = probe_video(path)
-    try:
-        idx = sample_indices(info, fps=fps, start=start, end=end, num_frames=num_frames, max_frames=max_frames)
-    except ValueError as e:
-        raise VideoDecodeError(path, str(e)) from None
-    frames = decode_frames(path, idx, num_threads=num_threads, timeout_s=timeout_s, copy=copy)
-    return VideoClip(frames=frames, indices=idx, times=idx / info.fps, info=info)
+    """Pick frames for [start, end) at `fps` (or `num_frames`) and decode them. See `sample_indices`; `copy`:
+    `decode_clip`."""
+    return decode_clip(path, lambda info: sample_indices(info, fps=fps, start=start, end=end, num_frames=num_frames,
+                                                         max_frames=max_frames),
+                       num_threads=num_threads, timeout_s=timeout_s, copy=copy)
 
 
 _CHILD = (

@@ -27,7 +27,7 @@ from data_pipelines.grain.text import (
     SpecialIds, encode, image_placeholder, render_chat, token_types, video_placeholder, vision_pad_counts,
 )
 from data_pipelines.processor import process_images, process_video, row_shape, target_size
-from data_pipelines.video import decode_frames, probe_video, read_video
+from data_pipelines.video import VideoInfo, decode_clip, sample_indices
 
 ROLES = ("system", "user", "assistant")
 
@@ -79,24 +79,26 @@ class ExampleBuilder:
     def _video(self, part: dict, source: str, fps: float | None = None, start=None, end=None, even_linspace=False):
         """Decode one video part -> (pixel_values, grid (1,3), frame times (T,) seconds, n_frames)."""
         path = self._path(part.get("path") or part.get("video"), source)
-        info = probe_video(path)
         for name, t in (("start", start), ("end", end)):
             if t is not None:
                 if not isinstance(t, (int, float)) or math.isnan(t):
                     raise AnnotationError("nan_time" if isinstance(t, float) else "bad_time", f"video {name} {t!r}", source)
                 if t < 0:
                     raise AnnotationError("negative_time", f"video {name} {t} < 0", source)
-                if t > info.duration + 1e-6:
-                    raise AnnotationError("time_out_of_range", f"video {name} {t} s > duration {info.duration:.2f} s", source)
         cfg = self.cfg
-        if even_linspace:  # STRIDE: an even number of frames spread over the clip at <= fps
-            dur = (info.duration if end is None else end) - (start or 0.0)
-            n = stride_fmt.clip_frame_count(dur, fps or 1.0, cfg.max_frames)
-            clip = read_video(path, start=start, end=end, num_frames=n,
-                              num_threads=cfg.decode_threads, timeout_s=cfg.decode_timeout_s, copy=False)
-        else:
-            clip = read_video(path, fps=fps or cfg.video_fps, start=start, end=end, max_frames=cfg.max_frames,
-                              num_threads=cfg.decode_threads, timeout_s=cfg.decode_timeout_s, copy=False)
+
+        def select(info: VideoInfo) -> np.ndarray:  # runs once the decoder has the file open
+            for name, t in (("start", start), ("end", end)):
+                if t is not None and t > info.duration + 1e-6:
+                    raise AnnotationError("time_out_of_range", f"video {name} {t} s > duration {info.duration:.2f} s",
+                                          source)
+            if even_linspace:  # STRIDE: an even number of frames spread over the clip at <= fps
+                dur = (info.duration if end is None else end) - (start or 0.0)
+                n = stride_fmt.clip_frame_count(dur, fps or 1.0, cfg.max_frames)
+                return sample_indices(info, start=start, end=end, num_frames=n)
+            return sample_indices(info, fps=fps or cfg.video_fps, start=start, end=end, max_frames=cfg.max_frames)
+
+        clip = decode_clip(path, select, num_threads=cfg.decode_threads, timeout_s=cfg.decode_timeout_s, copy=False)
         size = target_size(clip.frames.shape[1], clip.frames.shape[2], cfg.vision)
         pv, grid = process_video(clip.frames, cfg.vision, size, dtype=cfg.pixel_dtype, layout=cfg.pixel_layout)
         sec_per_grid = cfg.vision.temporal_patch_size / (fps or cfg.video_fps)
@@ -203,19 +205,22 @@ class ExampleBuilder:
         if not isinstance(rec, dict) or not isinstance(rec.get("messages"), list) or not rec.get("videos"):
             raise AnnotationError("missing_field", "stream record needs 'messages' and 'videos'", source)
         path = self._path(rec["videos"][0], source)
-        info = probe_video(path)
-        interval = max(1, int(info.fps / self.cfg.streamo_fps))
-        n_turns = info.num_frames // interval
         msgs = rec["messages"]
         n_stream = sum(m.get("content", "").count("<stream>") for m in msgs if isinstance(m, dict)
                        and isinstance(m.get("content"), str))
         if n_stream == 0:
             raise AnnotationError("missing_field", "stream record has no <stream> turns", source)
-        if n_stream > n_turns + 1:  # the reference tolerates a mismatch of one frame (repeats the last)
-            raise AnnotationError("time_out_of_range", f"{n_stream} stream turns but the video has {n_turns} s", source)
-        idx = np.minimum(np.arange(n_stream) * interval, info.num_frames - 1)
-        frames = decode_frames(path, idx, num_threads=self.cfg.decode_threads, timeout_s=self.cfg.decode_timeout_s,
-                               copy=False)
+
+        def select(info: VideoInfo) -> np.ndarray:  # one frame per turn, every int(video fps / streamo fps)-th
+            interval = max(1, int(info.fps / self.cfg.streamo_fps))
+            n_turns = info.num_frames // interval
+            if n_stream > n_turns + 1:  # the reference tolerates a mismatch of one frame (repeats the last)
+                raise AnnotationError("time_out_of_range", f"{n_stream} stream turns but the video has {n_turns} s",
+                                      source)
+            return np.minimum(np.arange(n_stream) * interval, info.num_frames - 1)
+
+        frames = decode_clip(path, select, num_threads=self.cfg.decode_threads, timeout_s=self.cfg.decode_timeout_s,
+                             copy=False).frames
         size = target_size(frames.shape[1], frames.shape[2], self.cfg.vision)
         pv, grids = process_images(frames, self.cfg.vision, size, dtype=self.cfg.pixel_dtype,
                                     layout=self.cfg.pixel_layout)

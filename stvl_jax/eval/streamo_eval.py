@@ -12,7 +12,7 @@ import numpy as np
 from tqdm import tqdm
 
 from data_pipelines.formats.streamo import STATE_TOKENS, STREAM_PLACEHOLDER
-from data_pipelines.video import decode_frames, probe_video
+from data_pipelines.video import decode_clip
 from stvl_jax.eval.metrics import classification_report
 from stvl_jax.infer.streamo import StreamoRunner, parse_state
 
@@ -36,10 +36,11 @@ def parse_stream_record(record: dict) -> dict:
 
 def stream_frames(path: str, num_turns: int, fps: float = 1.0) -> np.ndarray:
     """The frames the training pipeline shows for each turn (every int(video_fps / fps)-th frame)."""
-    info = probe_video(path)
-    interval = max(1, int(info.fps / fps))
-    idx = np.minimum(np.arange(num_turns) * interval, info.num_frames - 1)
-    return decode_frames(path, idx)
+    def select(info):
+        interval = max(1, int(info.fps / fps))
+        return np.minimum(np.arange(num_turns) * interval, info.num_frames - 1)
+
+    return decode_clip(path, select).frames
 
 
 def first_response(states) -> int | None:
