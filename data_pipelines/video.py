@@ -247,7 +247,7 @@ def decode_clip(path: str, select: Callable[[VideoInfo], np.ndarray], *, num_thr
     """Open `path` with decord, pick source frame indices `select(info)` from the decoder's own frame count and
     rate, decode them -> VideoClip; one job on the decode thread (watchdog: `timeout_s`).
 
-    The decoder's metadata is used, not a PyAV probe (a probe costs ~8 % of decoding a short clip again); the
+    The decoder's metadata is used, not a PyAV probe (a second open: ~8 % of a default-set clip's decode); the
     probe only explains a file decord refuses. `info.width/height` are the decoded frames'. Whatever `select`
     raises propagates unchanged, except a plain ValueError (an empty or invalid clip): a VideoDecodeError naming
     the file. `copy=False`: the frames are a read-only array over decord's own buffer (for callers that only read).
@@ -265,7 +265,11 @@ def decode_clip(path: str, select: Callable[[VideoInfo], np.ndarray], *, num_thr
             raise VideoDecodeError(path, "video stream has no frame rate")
         info = VideoInfo(path=path, num_frames=len(vr), fps=fps, width=0, height=0)
         try:
-            idx = np.asarray(select(info), dtype=np.int64)
+            idx = np.asarray(select(info), dtype=np.int64).reshape(-1)
+            if idx.size == 0:
+                raise ValueError("no frame indices to decode")
+            if idx.min() < 0 or idx.max() >= info.num_frames:
+                raise VideoDecodeError(path, f"frame index out of range [0, {info.num_frames})")
         except BaseException as e:  # noqa: BLE001 - the caller's own refusal, re-raised there
             return _Refused(e)
         nd = vr.get_batch(idx.tolist())
@@ -293,16 +297,7 @@ def decode_clip(path: str, select: Callable[[VideoInfo], np.ndarray], *, num_thr
 def decode_frames(path: str, indices, *, num_threads: int = 1, timeout_s: float | None = DEFAULT_TIMEOUT_S,
                   copy: bool = True) -> np.ndarray:
     """Decode the given source frame indices -> (T, H, W, 3) uint8 (`copy`: see `decode_clip`)."""
-    indices = np.asarray(indices, dtype=np.int64)
-    if indices.size == 0:
-        raise ValueError("no frame indices to decode")
-
-    def check(info: VideoInfo) -> np.ndarray:
-        if indices.min() < 0 or indices.max() >= info.num_frames:
-            raise VideoDecodeError(path, f"frame index out of range [0, {info.num_frames})")
-        return indices
-
-    return decode_clip(path, check, num_threads=num_threads, timeout_s=timeout_s, copy=copy).frames
+    return decode_clip(path, lambda info: indices, num_threads=num_threads, timeout_s=timeout_s, copy=copy).frames
 
 
 def read_video(

@@ -113,7 +113,8 @@ def test_decoding_opens_the_file_once_and_takes_decords_metadata(synth_dir, monk
 
 
 def test_clip_selection_errors(synth_dir):
-    """What `select` raises reaches the caller as is; a plain ValueError (an empty clip) names the file."""
+    """What `select` raises reaches the caller as is; a plain ValueError (an empty clip), no indices and
+    indices outside the video are VideoDecodeErrors naming the file."""
     from data_pipelines.errors import AnnotationError
     from data_pipelines.video import decode_clip
 
@@ -127,6 +128,11 @@ def test_clip_selection_errors(synth_dir):
     with pytest.raises(VideoDecodeError, match="invalid clip") as e:
         read_video(path, start=500.0)
     assert e.value.path == path
+    with pytest.raises(VideoDecodeError, match="no frame indices"):
+        decode_clip(path, lambda info: [])
+    for bad in ([0, -1], [0, 10_000]):  # decord itself would wrap a negative index
+        with pytest.raises(VideoDecodeError, match="out of range"):
+            decode_frames(path, bad)
 
 
 def test_sample_indices_rejects_bad_clips(synth_dir):
