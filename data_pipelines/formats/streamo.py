@@ -19,6 +19,8 @@ import math
 import os
 from typing import Any
 
+import numpy as np
+
 from data_pipelines.errors import AnnotationError
 from data_pipelines.synthetic.vocabulary import STREAMO_SYSTEM_PROMPT
 
@@ -129,10 +131,20 @@ def build_frame_states(num_frames: int, questions: list, responses: list, fps: f
     return states, qmap
 
 
+def _stream_interval(video_fps: float, fps: float) -> int:
+    """Source frames per turn: int(video_fps / fps), at least 1 (the reference's sampling)."""
+    return max(1, int(video_fps / fps)) if fps > 0 else 1
+
+
 def stream_num_frames(total_frames: int, video_fps: float, fps: float = 1.0) -> int:
     """Turns in the stream: total_frames // int(video_fps / fps) (the reference's count)."""
-    interval = max(1, int(video_fps / fps)) if fps > 0 else 1
-    return total_frames // interval
+    return total_frames // _stream_interval(video_fps, fps)
+
+
+def stream_frame_indices(num_turns: int, total_frames: int, video_fps: float, fps: float = 1.0) -> np.ndarray:
+    """The source frame shown at each turn: every int(video_fps / fps)-th frame, the last one repeated past the
+    end (the reference tolerates one turn more than the video has)."""
+    return np.minimum(np.arange(num_turns) * _stream_interval(video_fps, fps), total_frames - 1)
 
 
 def to_stream(record: dict, num_frames: int, *, fps: float = 1.0, system_prompt: str | None = None,

@@ -20,6 +20,7 @@ import numpy as np
 
 from data_pipelines.errors import AnnotationError, VideoDecodeError
 from data_pipelines.formats import stride as stride_fmt
+from data_pipelines.formats import streamo as streamo_fmt
 from data_pipelines.grain.config import PipelineConfig
 from data_pipelines.grain.sources import parse_record
 from data_pipelines.grain.positions import example_positions
@@ -211,13 +212,12 @@ class ExampleBuilder:
         if n_stream == 0:
             raise AnnotationError("missing_field", "stream record has no <stream> turns", source)
 
-        def select(info: VideoInfo) -> np.ndarray:  # one frame per turn, every int(video fps / streamo fps)-th
-            interval = max(1, int(info.fps / self.cfg.streamo_fps))
-            n_turns = info.num_frames // interval
+        def select(info: VideoInfo) -> np.ndarray:  # one frame per turn
+            n_turns = streamo_fmt.stream_num_frames(info.num_frames, info.fps, self.cfg.streamo_fps)
             if n_stream > n_turns + 1:  # the reference tolerates a mismatch of one frame (repeats the last)
                 raise AnnotationError("time_out_of_range", f"{n_stream} stream turns but the video has {n_turns} s",
                                       source)
-            return np.minimum(np.arange(n_stream) * interval, info.num_frames - 1)
+            return streamo_fmt.stream_frame_indices(n_stream, info.num_frames, info.fps, self.cfg.streamo_fps)
 
         frames = decode_clip(path, select, num_threads=self.cfg.decode_threads, timeout_s=self.cfg.decode_timeout_s,
                              copy=False).frames

@@ -11,7 +11,7 @@ from collections import Counter
 import numpy as np
 from tqdm import tqdm
 
-from data_pipelines.formats.streamo import STATE_TOKENS, STREAM_PLACEHOLDER
+from data_pipelines.formats.streamo import STATE_TOKENS, STREAM_PLACEHOLDER, stream_frame_indices
 from data_pipelines.video import decode_clip
 from stvl_jax.eval.metrics import classification_report
 from stvl_jax.infer.streamo import StreamoRunner, parse_state
@@ -36,11 +36,7 @@ def parse_stream_record(record: dict) -> dict:
 
 def stream_frames(path: str, num_turns: int, fps: float = 1.0) -> np.ndarray:
     """The frames the training pipeline shows for each turn (every int(video_fps / fps)-th frame)."""
-    def select(info):
-        interval = max(1, int(info.fps / fps))
-        return np.minimum(np.arange(num_turns) * interval, info.num_frames - 1)
-
-    return decode_clip(path, select).frames
+    return decode_clip(path, lambda info: stream_frame_indices(num_turns, info.num_frames, info.fps, fps)).frames
 
 
 def first_response(states) -> int | None:

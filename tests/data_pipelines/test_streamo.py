@@ -6,7 +6,7 @@ import pytest
 
 from data_pipelines.errors import AnnotationError
 from data_pipelines.formats.streamo import (
-    RESPONSE, SILENCE, STANDBY, build_frame_states, parse_time, stream_num_frames, to_stream,
+    RESPONSE, SILENCE, STANDBY, build_frame_states, parse_time, stream_frame_indices, stream_num_frames, to_stream,
 )
 
 S, B = SILENCE, STANDBY
@@ -100,3 +100,9 @@ def test_num_frames_is_total_frames_div_interval():
     assert stream_num_frames(50, 4.0, 1.0) == 12
     assert stream_num_frames(59, 29.97, 1.0) == 2
     assert math.isclose(stream_num_frames(30, 30.0, 2.0), 2)
+
+
+def test_frame_indices_are_every_interval_th_frame_the_last_repeated():
+    assert stream_frame_indices(3, 50, 4.0, 1.0).tolist() == [0, 4, 8]
+    assert stream_frame_indices(5, 10, 4.0, 1.0).tolist() == [0, 4, 8, 9, 9]  # past the end: the last frame
+    assert stream_frame_indices(3, 59, 29.97, 1.0).tolist() == [0, 29, 58]  # int(29.97) = 29 frames per turn

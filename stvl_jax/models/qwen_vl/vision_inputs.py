@@ -165,10 +165,10 @@ def prepare_vision_inputs(
         channels_last = vc.channels_last_row
         if pv.ndim == 3 and pv.shape[1:] == channels_last and not np.issubdtype(pv.dtype, np.integer):
             raise InputError(f"{name} pixel values in the channels-last layout {pv.shape} must be raw uint8 pixels")
+        fpg = 1 if name == "image" else vc.temporal_patch_size  # frames stored per temporal patch
         if pv.ndim == 1:  # whole frames, flat bytes
             if not np.issubdtype(pv.dtype, np.integer):
                 raise InputError(f"{name} pixel values as flat frame bytes {pv.shape} must be raw uint8 pixels")
-            fpg = 1 if name == "image" else vc.temporal_patch_size
             want = int((grid.prod(-1) * fpg).sum()) * vc.patch_size**2 * vc.in_channels
             if pv.shape[0] != want:
                 raise InputError(f"{name} pixel values have {pv.shape[0]} frame bytes but {name}_grid_thw "
@@ -188,7 +188,7 @@ def prepare_vision_inputs(
             continue
         pixels.append(pv)
         grids.append(grid)
-        frames_per_group.append(np.full(len(grid), 1 if name == "image" else vc.temporal_patch_size))
+        frames_per_group.append(np.full(len(grid), fpg))
         if name == "image":
             num_image_tokens = int(grid.prod(-1).sum()) // unit
     if not pixels:
