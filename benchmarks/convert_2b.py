@@ -81,7 +81,6 @@ def child(step: str, src: str, dst: str) -> None:
         base = _status("VmRSS")
         t = time.perf_counter()
         model = transformers.Qwen3VLForConditionalGeneration.from_pretrained(src, dtype=torch.bfloat16)
-        n = sum(p.numel() for p in model.parameters())
     else:
         import jax  # noqa: F401 - counted in the baseline, as for torch above
 

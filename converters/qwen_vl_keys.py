@@ -41,7 +41,7 @@ class Entry:
 def key_map(config: QwenVLConfig) -> list[Entry]:
     vc, tc = config.vision, config.text
     qwen3 = config.family == "qwen3_vl"
-    D, VH = vc.hidden_size, vc.num_heads
+    D = vc.hidden_size
     E = []
 
     def add(hf, ours, hook, shape, layers=None):

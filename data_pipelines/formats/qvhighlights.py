@@ -89,7 +89,8 @@ def to_yesno(rec: dict, rng: np.random.Generator, margin: float = 0.5, source: s
         if rec.get("video"):
             item["video"] = rec["video"]
             item["messages"] = [
-                {"role": "user", "content": [{"type": "video", "path": rec["video"]}, {"type": "text", "text": question}]},
+                {"role": "user", "content": [{"type": "video", "path": rec["video"]},
+                                             {"type": "text", "text": question}]},
                 {"role": "assistant", "content": answer},
             ]
         out.append(item)

@@ -45,7 +45,8 @@ def parse_time(value: Any, fps: float = 1.0, *, field: str = "time", source: str
     elif isinstance(value, str):
         t = _parse_time_string(value.strip(), fps, field, source)
     else:
-        raise AnnotationError("bad_time", f"{field} must be a number or time string, got {type(value).__name__}", source)
+        raise AnnotationError("bad_time", f"{field} must be a number or time string, got {type(value).__name__}",
+                              source)
     if t < 0 or (isinstance(value, (int, float)) and value < 0):
         raise AnnotationError("negative_time", f"{field} is negative ({value!r})", source)
     return t

@@ -87,7 +87,8 @@ def parse_entries(entries, source: str = "") -> list[ActivationEntry]:
         if end < start:
             raise AnnotationError("bad_span", f"activation entry ends before it starts: {e!r}", source)
         if value not in VALUE_TO_GT or not isinstance(mask, bool):
-            raise AnnotationError("bad_field", f"entry value must be <active>/<inactive> and mask a bool: {e!r}", source)
+            raise AnnotationError("bad_field", f"entry value must be <active>/<inactive> and mask a bool: {e!r}",
+                                  source)
         out.append(ActivationEntry(start, end, value, mask))
     return out
 
@@ -275,7 +276,8 @@ def parse_sample(record, source: str = "") -> tuple[str, dict, list[ActivationEn
     if not texts or not all(isinstance(t, str) and t for t in texts):
         raise AnnotationError("missing_field", "STRIDE sample needs a non-empty text part", source)
     if len(videos) != 1 or len(acts) != 1:
-        raise AnnotationError("missing_field", "STRIDE sample needs exactly one video and one activation_output", source)
+        raise AnnotationError("missing_field", "STRIDE sample needs exactly one video and one activation_output",
+                              source)
     v = videos[0]
     for key in ("path", "start_seconds", "end_seconds"):
         if key not in v:

@@ -34,7 +34,9 @@ ROLES = ("system", "user", "assistant")
 
 
 class ExampleBuilder:
-    """Callable (item, rng) -> example | skip marker (rng: Grain's per-record generator). Picklable; loads the tokenizer lazily per process."""
+    """Callable (item, rng) -> example | skip marker (rng: Grain's per-record generator).
+
+    Picklable; loads the tokenizer lazily per process."""
 
     def __init__(self, cfg: PipelineConfig):
         self.cfg = cfg
@@ -83,7 +85,8 @@ class ExampleBuilder:
         for name, t in (("start", start), ("end", end)):
             if t is not None:
                 if not isinstance(t, (int, float)) or math.isnan(t):
-                    raise AnnotationError("nan_time" if isinstance(t, float) else "bad_time", f"video {name} {t!r}", source)
+                    code = "nan_time" if isinstance(t, float) else "bad_time"
+                    raise AnnotationError(code, f"video {name} {t!r}", source)
                 if t < 0:
                     raise AnnotationError("negative_time", f"video {name} {t} < 0", source)
         cfg = self.cfg
@@ -139,7 +142,8 @@ class ExampleBuilder:
         except ValueError as e:  # the record's own text holds vision pad tokens
             raise AnnotationError("bad_field", str(e), source) from None
         if len(input_ids) > cfg.length_buckets[-1]:
-            raise AnnotationError("too_long", f"{len(input_ids)} tokens > largest bucket {cfg.length_buckets[-1]}", source)
+            raise AnnotationError("too_long", f"{len(input_ids)} tokens > largest bucket {cfg.length_buckets[-1]}",
+                                  source)
         types = token_types(input_ids, ids)
         ex.update(input_ids=input_ids, labels=labels, mm_token_type_ids=types,
                   loss_weights=(labels != -100).astype(np.float32))
@@ -190,7 +194,8 @@ class ExampleBuilder:
                     pieces.append(image_placeholder())
                 elif kind == "video":
                     fps = part.get("fps")
-                    pv, grid, times, n, spg = self._video(part, source, fps=fps, start=part.get("start"), end=part.get("end"))
+                    pv, grid, times, n, spg = self._video(part, source, fps=fps, start=part.get("start"),
+                                                          end=part.get("end"))
                     videos.append((pv, grid))
                     secs.append(spg)
                     n_frames += n

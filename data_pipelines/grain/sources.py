@@ -109,4 +109,5 @@ def parse_record(item: dict):
     try:
         return json.loads(item["data"])
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise AnnotationError("bad_json", f"malformed JSON ({e.msg if hasattr(e, 'msg') else e})", item["key"]) from None
+        msg = e.msg if hasattr(e, "msg") else e
+        raise AnnotationError("bad_json", f"malformed JSON ({msg})", item["key"]) from None

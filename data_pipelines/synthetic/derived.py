@@ -77,7 +77,8 @@ def streamo_raw(gt: dict, rng: np.random.Generator) -> list[dict]:
     if narr:
         out.append({**base, "task_type": "narration",
                     "question": [{"content": STREAMO_NARRATION_QUESTION, "time": "0"}],
-                    "response": [{"content": STREAMO_EVENT_ANSWER.format(ref=names[a["entity"]], sentence=_sentence(a, names)),
+                    "response": [{"content": STREAMO_EVENT_ANSWER.format(ref=names[a["entity"]],
+                                                                         sentence=_sentence(a, names)),
                                   "st_time": s[0], "end_time": s[1], "time": "", "event_start": a["start"],
                                   "event_end": a["end"]} for a, s in narr]})
     return out

@@ -125,8 +125,10 @@ def generate_dataset(out_dir: str, cfg: SynthConfig = SynthConfig(), *, workers:
         n_turns = {r["vid"]: stream_num_frames(r["num_frames"], r["fps"], 1.0) for r in rs}
         stream = (to_stream(x, n_turns[x["video_name"][:-4]]) for x in raw)
         counts[f"streamo/raw_{split}"] = len(raw)
-        counts[f"streamo/stream_{split}"] = _write_jsonl(os.path.join(out_dir, "streamo", f"stream_{split}.jsonl"), stream)
-        for key, sub in (("stride", "stride"), ("qvh", "qvhighlights"), ("masklets", "masklets"), ("captions", "captions")):
+        counts[f"streamo/stream_{split}"] = _write_jsonl(os.path.join(out_dir, "streamo", f"stream_{split}.jsonl"),
+                                                         stream)
+        for key, sub in (("stride", "stride"), ("qvh", "qvhighlights"), ("masklets", "masklets"),
+                         ("captions", "captions")):
             counts[f"{sub}/{split}"] = _write_jsonl(os.path.join(out_dir, sub, f"{split}.jsonl"),
                                                     (x for r in rs for x in r[key]))
         yes_rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 2, SPLITS.index(split)]))
@@ -136,7 +138,8 @@ def generate_dataset(out_dir: str, cfg: SynthConfig = SynthConfig(), *, workers:
                 yesno += to_yesno(rec, yes_rng)
             except ValueError:  # AnnotationError: window too short / covers the video; not a balanced pair
                 counts["qvhighlights/yesno_skipped"] = counts.get("qvhighlights/yesno_skipped", 0) + 1
-        counts[f"qvhighlights/yesno_{split}"] = _write_jsonl(os.path.join(out_dir, "qvhighlights", f"yesno_{split}.jsonl"), yesno)
+        yesno_path = os.path.join(out_dir, "qvhighlights", f"yesno_{split}.jsonl")
+        counts[f"qvhighlights/yesno_{split}"] = _write_jsonl(yesno_path, yesno)
     manifest = {
         "schema": SCHEMA, "seed": cfg.seed, "num_videos": cfg.num_videos, "config": asdict(cfg),
         "splits": {s: [r["vid"] for r in results if r["split"] == s] for s in SPLITS},

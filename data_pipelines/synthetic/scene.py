@@ -96,7 +96,8 @@ def sample_scene(rng: np.random.Generator, p: SceneParams) -> Scene:
         r = SIZES[size]
         entities.append(Entity(
             id=i + 1, category=str(rng.choice(shape_pool)), color=str(colors[i]), size=size, radius=r,
-            lane_y=float(rng.uniform(r + 3, H - r - 3)), layer=int(i), speed=float(rng.uniform(p.min_speed, p.max_speed)),
+            lane_y=float(rng.uniform(r + 3, H - r - 3)), layer=int(i),
+            speed=float(rng.uniform(p.min_speed, p.max_speed)),
         ))
     order = rng.permutation(n)
     for j, i in enumerate(order):

@@ -86,7 +86,8 @@ def evaluate(model, tokenizer_dir: str, streams_path: str, out_dir: str, vision,
     log(f"  macro-F1 per task: {format_per_task(m)}")
     rt = m["response_timing"]
     log(f"  responses: {rt['responded']}/{rt['streams_with_response']} streams answered, "
-        f"{100 * rt['within_1s']:.0f}% within 1 s of the ground truth; median {m['median_turn_latency_ms']:.0f} ms/turn")
+        f"{100 * rt['within_1s']:.0f}% within 1 s of the ground truth; "
+        f"median {m['median_turn_latency_ms']:.0f} ms/turn")
     return result
 
 

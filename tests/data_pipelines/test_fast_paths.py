@@ -1,6 +1,7 @@
 """The pipeline's fast paths equal the reference computations: cached M-RoPE positions vs the model's
 get_rope_index, compact-placeholder tokenization vs tokenizing the expanded text, uint8 rows vs the float32
-rows, channels-last rows vs the HF-layout rows, the per-epoch shuffle, in-worker batching vs in-process, and the shared-memory ring's lifecycle."""
+rows, channels-last rows vs the HF-layout rows, the per-epoch shuffle, in-worker batching vs in-process, and the
+shared-memory ring's lifecycle."""
 
 import os
 
@@ -9,7 +10,6 @@ import pytest
 
 from data_pipelines.grain import PipelineConfig, make_pipeline
 from data_pipelines.processor import VisionConfig
-from data_pipelines.tokenizer import TINY_TOKEN_IDS
 
 
 def cfg(index, tok, **kw):

@@ -42,12 +42,17 @@ def hf_positions(batch, family):
 
         conf = Qwen2_5_VLConfig()
         conf.vision_config.tokens_per_second = 2
-    fake = types.SimpleNamespace(config=conf, get_vision_position_ids=lambda *a, **k: M.get_vision_position_ids(None, *a, **k))
-    t = lambda k: torch.from_numpy(np.asarray(batch[k]).astype(np.int64)) if len(batch.get(k, [])) else None
+    fake = types.SimpleNamespace(config=conf,
+                                 get_vision_position_ids=lambda *a, **k: M.get_vision_position_ids(None, *a, **k))
+
+    def t(k):
+        return torch.from_numpy(np.asarray(batch[k]).astype(np.int64)) if len(batch.get(k, [])) else None
+
     kw = dict(input_ids=t("input_ids"), mm_token_type_ids=t("mm_token_type_ids"), image_grid_thw=t("image_grid_thw"),
               video_grid_thw=t("video_grid_thw"), attention_mask=t("attention_mask"))
     if family == "qwen2_5_vl":
-        kw["second_per_grid_ts"] = torch.from_numpy(batch["second_per_grid_ts"]) if len(batch["second_per_grid_ts"]) else None
+        secs = batch["second_per_grid_ts"]
+        kw["second_per_grid_ts"] = torch.from_numpy(secs) if len(secs) else None
     pos, _ = M.get_rope_index(fake, **kw)
     return pos.numpy()
 
@@ -55,10 +60,12 @@ def hf_positions(batch, family):
 def lead_positions(batch, family):
     from stvl_jax.models.qwen_vl.positions import get_rope_index
 
-    return get_rope_index(batch["input_ids"], image_grid_thw=batch["image_grid_thw"], video_grid_thw=batch["video_grid_thw"],
-                          attention_mask=batch["attention_mask"], mm_token_type_ids=batch["mm_token_type_ids"],
+    return get_rope_index(batch["input_ids"], image_grid_thw=batch["image_grid_thw"],
+                          video_grid_thw=batch["video_grid_thw"], attention_mask=batch["attention_mask"],
+                          mm_token_type_ids=batch["mm_token_type_ids"],
                           second_per_grid_ts=batch.get("second_per_grid_ts"), family=family,
-                          image_token_id=TINY_TOKEN_IDS["<|image_pad|>"], video_token_id=TINY_TOKEN_IDS["<|video_pad|>"])[0]
+                          image_token_id=TINY_TOKEN_IDS["<|image_pad|>"],
+                          video_token_id=TINY_TOKEN_IDS["<|video_pad|>"])[0]
 
 
 CASES = [("chat", "captions/train.jsonl", Q3), ("chat", "captions/train.jsonl", Q25),

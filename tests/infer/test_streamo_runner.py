@@ -37,7 +37,6 @@ def test_sliding_window_reencodes_kept_rounds_with_the_question(setup):
     turns = runner.run(frames, texts, question="Tell me when it stops.")
     assert [t.second for t in turns] == list(range(7))
     # after the last overflow the context is: system, rounds 4 and 5 (question re-inserted into round 4), round 6
-    grid = (1, 4, 4)
     msgs = [{"role": "system", "content": "SYS"}]
     for k, t in enumerate(turns[4:6]):
         user = ("Tell me when it stops.\n" if k == 0 else "") + t.user

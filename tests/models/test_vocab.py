@@ -1,6 +1,5 @@
 """Vocabulary resize: old-token logits unchanged, new rows neutral (mean), tied and untied, grow and shrink."""
 
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx

@@ -2,7 +2,6 @@
 multipliers, and the peak table."""
 
 import numpy as np
-import pytest
 
 from stvl_jax.models.qwen_vl.presets import load_model_config
 from stvl_jax.train.flops import (KernelSizes, forward_flops, peak_flops_per_device, train_multipliers,

@@ -9,7 +9,6 @@ import subprocess
 import sys
 import time
 
-import pytest
 
 from stvl_jax.train.metrics import format_loss, read_metrics
 
