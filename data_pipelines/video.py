@@ -36,7 +36,8 @@ DEFAULT_TIMEOUT_S = 60.0
 
 @dataclass(frozen=True)
 class VideoInfo:
-    """Container facts from the probe. `num_frames` is the decodable frame count reported by the stream."""
+    """Container facts from the probe. `num_frames`: the stream's frame count, or round(duration * fps) where the
+    container stores none (Matroska, WebM)."""
 
     path: str
     num_frames: int
@@ -80,6 +81,20 @@ def _stat_file(path: str) -> os.stat_result:
     return st
 
 
+def _frames_from_duration(container, stream, fps: float) -> int | None:
+    """Frame count of a stream whose header stores none (Matroska and WebM never do): round(duration * fps) from
+    the stream's duration, else the container's. OpenCV's CAP_PROP_FRAME_COUNT rule, which Streamo's own
+    converter counts turns with; on the files of the tests it equals the packet count decord indexes. None when
+    neither duration is known: decord refuses such a file ("broken metadata")."""
+    if stream.duration and stream.time_base:
+        seconds = float(stream.duration * stream.time_base)
+    elif container.duration and container.duration > 0:
+        seconds = container.duration / 1_000_000  # AV_TIME_BASE units
+    else:
+        return None
+    return max(0, int(math.floor(seconds * fps + 0.5))) if fps > 0 and math.isfinite(fps) else 0
+
+
 def probe_video(path: str) -> VideoInfo:
     """Open the container with PyAV and check it holds a decodable video stream. Cached per (path, mtime, size)."""
     path = os.fspath(path)
@@ -96,9 +111,7 @@ def probe_video(path: str) -> VideoInfo:
             stream = container.streams.video[0]
             rate = stream.average_rate or stream.guessed_rate
             fps = float(rate) if rate else 0.0
-            n = int(stream.frames or 0)
-            if n <= 0 and stream.duration and stream.time_base and fps > 0:
-                n = int(round(float(stream.duration * stream.time_base) * fps))
+            n = int(stream.frames or 0) or _frames_from_duration(container, stream, fps)
             width, height = int(stream.codec_context.width), int(stream.codec_context.height)
     except VideoDecodeError:
         raise
@@ -106,6 +119,9 @@ def probe_video(path: str) -> VideoInfo:
         raise VideoDecodeError(path, f"not a readable video container ({type(e).__name__}: {e})") from None
     if fps <= 0 or not math.isfinite(fps):
         raise VideoDecodeError(path, "video stream has no frame rate")
+    if n is None:
+        raise VideoDecodeError(path, "the container stores neither a frame count nor a duration (decord refuses "
+                                     "such a file; remuxing writes one: ffmpeg -i IN -c copy OUT.mkv)")
     if n <= 0:
         raise VideoDecodeError(path, "video stream has no frames")
     if width <= 0 or height <= 0:
