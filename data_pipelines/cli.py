@@ -2,7 +2,8 @@
 
     stvl data synth --out DIR [--videos N] [--seed S] [--workers W]
     stvl data tokenizer --out DIR
-    stvl data streamo --input raw.json --out stream.jsonl [--fps 1] [--video-root DIR] [--strict]
+    stvl data streamo --input raw.json --out stream.jsonl [--fps 1] [--video-root DIR] [--system-prompt TEXT]
+                      [--refuse-past-end] [--strict]
     stvl data stride --input samples.jsonl --out windows.jsonl [--window 16] [--modes 1 2 3] [--seed S]
     stvl data qvh-yesno --input qvh.jsonl --out yesno.jsonl [--seed S] [--margin 0.5]
     stvl data qvh-yesno-score --samples yesno.jsonl --predictions preds.jsonl
@@ -24,20 +25,19 @@ from stvl_jax.cli_args import non_negative_float, positive_float, positive_int
 
 
 def _read_records(path: str):
-    """Yield (source, record-or-error) from a JSON list or JSONL file; malformed lines yield AnnotationError."""
+    """Yield (source, record-or-error): a `.json` file is one JSON document (a list of records, or one record
+    object; JSON Lines under a .json name are read as lines), anything else JSON Lines; a malformed line yields
+    an AnnotationError."""
     if not os.path.isfile(path):
         raise AnnotationError("missing_file", f"input file not found: {path}")
-    with open(path, "rb") as f:
-        head = f.read(1).lstrip()
-        f.seek(0)
-        if path.endswith(".json") and head == b"[":
-            try:
-                data = json.load(f)
-            except json.JSONDecodeError as e:
-                raise AnnotationError("bad_json", f"malformed JSON ({e.msg})", path) from None
-            for i, rec in enumerate(data):
-                yield f"{path}[{i}]", rec
+    if path.endswith(".json"):
+        data = _read_json_document(path)
+        if data is not None:
+            records = data if isinstance(data, list) else [data]
+            for i, rec in enumerate(records):
+                yield (f"{path}[{i}]" if isinstance(data, list) else path), rec
             return
+    with open(path, "rb") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue
@@ -48,11 +48,37 @@ def _read_records(path: str):
                 yield src, AnnotationError("bad_json", "malformed JSON line", src)
 
 
+def _read_json_document(path: str):
+    """The file's JSON value (a list or an object); None for JSON Lines (objects, one a line) under a .json name."""
+    with open(path, "rb") as f:
+        raw = f.read()
+    try:
+        data = json.loads(raw)
+    except UnicodeDecodeError:
+        raise AnnotationError("bad_json", "not UTF-8 text", path) from None
+    except json.JSONDecodeError as e:
+        if e.msg == "Extra data" and raw.lstrip()[:1] == b"{":
+            return None
+        raise AnnotationError("bad_json", f"malformed JSON ({e.msg}, line {e.lineno} column {e.colno})",
+                              path) from None
+    if not isinstance(data, (list, dict)):
+        raise AnnotationError("bad_json", f"a .json input holds a list of records or one record object, "
+                              f"not a {type(data).__name__}", path)
+    return data
+
+
 class _Run:
-    """Counts processed / skipped records per reason; strict mode re-raises."""
+    """Counts processed / skipped records per reason, and items dropped from kept records; strict mode re-raises
+    a record's error."""
 
     def __init__(self, strict: bool):
         self.strict, self.ok, self.skipped, self.first = strict, 0, Counter(), {}
+        self.dropped, self.first_dropped = Counter(), {}
+
+    def drop(self, note: AnnotationError) -> None:
+        """An item a converter left out of a record it kept (e.g. a Streamo answer past the video's end)."""
+        self.dropped[note.reason] += 1
+        self.first_dropped.setdefault(note.reason, str(note))
 
     def skip(self, err: Exception, source: str) -> None:
         if self.strict:
@@ -68,13 +94,16 @@ class _Run:
         print(f"{what}: wrote {self.ok}, skipped {sum(self.skipped.values())}", file=sys.stderr)
         for reason, n in sorted(self.skipped.items()):
             print(f"  {reason}: {n}  (first: {self.first[reason]})", file=sys.stderr)
+        for reason, n in sorted(self.dropped.items()):
+            print(f"  dropped from kept records: {reason}: {n}  (first: {self.first_dropped[reason]})",
+                  file=sys.stderr)
 
 
-def _convert_each(a, desc: str, convert) -> int:
+def _convert_each(a, desc: str, convert, run: _Run | None = None) -> int:
     """Run convert(index, source, record) -> list of rows over the input; skip/count bad records; write."""
     from data_pipelines.errors import VideoDecodeError
 
-    run, rows = _Run(a.strict), []
+    run, rows = run or _Run(a.strict), []
     for i, (src, rec) in enumerate(_progress(list(_read_records(a.input)), desc)):
         try:
             if isinstance(rec, Exception):
@@ -124,8 +153,17 @@ def cmd_streamo(a) -> int:
     from data_pipelines.formats.streamo import convert_record
 
     root = a.video_root or os.path.dirname(os.path.abspath(a.input))
-    return _convert_each(a, "streamo to-stream",
-                         lambda i, src, rec: [convert_record(rec, video_root=root, fps=a.fps, source=src)])
+    run = _Run(a.strict)
+
+    def convert(i, src, rec):
+        dropped = []  # counted only once the record is kept
+        out = convert_record(rec, video_root=root, fps=a.fps, system_prompt=a.system_prompt, source=src,
+                             past_end="refuse" if a.refuse_past_end else "drop", dropped=dropped)
+        for note in dropped:
+            run.drop(note)
+        return [out]
+
+    return _convert_each(a, "streamo to-stream", convert, run)
 
 
 def cmd_stride(a) -> int:
@@ -222,6 +260,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help=".json (list) or .jsonl")
     s.add_argument("--fps", type=positive_float, default=1.0)
     s.add_argument("--video-root", default=None, help="base of relative video paths (default: input's folder)")
+    s.add_argument("--system-prompt", default=None,
+                   help="system message of every stream (default: Streamo's own prompt, verbatim)")
+    s.add_argument("--refuse-past-end", action="store_true",
+                   help="skip a record with a question or response time past the video's end (default: keep "
+                        "it, drop that question or answer as Streamo's converter does, and count it)")
     s.add_argument("--strict", action="store_true")
     s.set_defaults(fn=cmd_streamo)
     s = sub.add_parser("stride", help="build STRIDE activation windows (slot GT, categories, masks)")

@@ -1,16 +1,23 @@
 """Streamo `to-stream` conversion: raw QA (question/response times) -> per-second multi-turn chat.
 
-Rules (seed-systems.md §3), with frame i = the turn showing `<is-(i+1)s>`:
+Rules (those of Streamo's own converter), with frame i = the turn showing `<is-(i+1)s>`:
 - every frame starts `</Silence>`;
 - a question at time q goes to frame q-1 (q=0 -> frame 0); a later question at the same frame replaces it;
 - a response with st_time/end_time: frames st-1 .. end-1 are `</Standby>`, frame `end` (the turn after
-  end_time) is `</Response> answer` (dropped when that turn is past the video);
+  end_time) is `</Response> answer`;
 - a response with only `time` t: `</Response> answer` at frame t-1;
 - responses are applied in order, later ones overwrite earlier states;
 - if no question maps to frame 0, the first question is also put at frame 0 (so it can appear twice);
-- numeric times are cast with int() (seconds); strings parse as int, float*fps, MM:SS or HH:MM:SS.
-Validation beyond the reference (bad-input policy): unparseable, negative, NaN times, and times past the
-end of the video raise `AnnotationError` (the batch converter skips and counts them).
+- numeric times are cast with int() (seconds); strings parse as int, float*fps, MM:SS or HH:MM:SS;
+- the system message is Streamo's own prompt, verbatim (`STREAMO_SYSTEM_PROMPT`), unless one is given;
+- the video is `video_path`, else `videos` (a list: its first path; a string: that path).
+Past the last turn (as the reference): a question is dropped; a response keeps its `</Standby>` turns inside
+the video and loses its answer. The record is kept and each dropped item reported (`dropped=`: reasons
+`question_past_end`, `response_past_end`); `past_end="refuse"` refuses a record with a time past the video
+instead (`AnnotationError` time_out_of_range). An answer whose turn is the one after the last is dropped in
+both modes (the annotation itself is inside the video).
+Validation beyond the reference (bad-input policy): unparseable, negative and NaN times and a span ending
+before it starts raise `AnnotationError` (the batch converter skips and counts them).
 """
 
 from __future__ import annotations
@@ -22,12 +29,38 @@ from typing import Any
 import numpy as np
 
 from data_pipelines.errors import AnnotationError
-from data_pipelines.synthetic.vocabulary import STREAMO_SYSTEM_PROMPT
 
 SILENCE, STANDBY, RESPONSE = "</Silence>", "</Standby>", "</Response>"
 STATE_TOKENS = (SILENCE, STANDBY, RESPONSE)
 STREAM_PLACEHOLDER = "<stream>"
 DEFAULT_QUESTION = "Find all significant events in the video and describe them."
+PAST_END_MODES = ("drop", "refuse")
+
+# Streamo's system prompt, character for character (leading newline and trailing spaces included): the one its
+# converter writes into every training stream and its inference script sends, so a model trained here sees what
+# Streamo checkpoints saw. The demo and the probes pass their own one-line prompt.
+STREAMO_SYSTEM_PROMPT = (
+    "\n"
+    "You are a helpful assistant specializing in streaming video analysis. \n"
+    "You will receive input frame by frame, each labeled with absolute time intervals \n"
+    "in the exact format <Xs-Ys> (e.g., <0s-1s>). Follow these rules precisely:\n"
+    "\n"
+    "1. Use </Silence> when:\n"
+    "   - No relevant event has started, OR\n"
+    "   - The current input is irrelevant to the given question.  \n"
+    "\n"
+    "2. Use </Standby> when:\n"
+    "   - An event is in progress but has not yet completed, OR\n"
+    "   - The current input is relevant but the question cannot yet be answered.  \n"
+    "\n"
+    "3. Use </Response> only when:\n"
+    "   - An event has fully concluded, OR\n"
+    "   - The available information is sufficient to fully answer the question.\n"
+    "   Provide a complete description at this point.  \n"
+    "\n"
+    "Do not provide partial answers or speculate beyond the given information.  \n"
+    "Whenever you deliver an answer, begin with </Response>.\n"
+)
 
 
 def parse_time(value: Any, fps: float = 1.0, *, field: str = "time", source: str = "") -> int | None:
@@ -87,18 +120,25 @@ def _frame(t: int) -> int:
     return max(0, t - 1)
 
 
-def build_frame_states(num_frames: int, questions: list, responses: list, fps: float = 1.0,
-                       source: str = "") -> tuple[list[str], dict[int, str]]:
-    """Per-frame assistant states and {frame: question}. See the module docstring for the rules."""
+def build_frame_states(num_frames: int, questions: list, responses: list, fps: float = 1.0, source: str = "",
+                       *, past_end: str = "drop", dropped: list | None = None) -> tuple[list[str], dict[int, str]]:
+    """Per-frame assistant states and {frame: question}. See the module docstring for the rules; `dropped`
+    (a list) receives one `AnnotationError` per question or response dropped past the last turn."""
+    if past_end not in PAST_END_MODES:
+        raise ValueError(f"past_end must be one of {PAST_END_MODES}, got {past_end!r}")
     if num_frames <= 0:
         raise AnnotationError("empty_video", "video has no frames at the requested fps", source)
     states = [SILENCE] * num_frames
     qmap: dict[int, str] = {}
+    last = num_frames - 1
 
-    def in_range(t: int, field: str):
-        if _frame(t) >= num_frames:
-            raise AnnotationError("time_out_of_range", f"{field}={t} s is past the end of the video "
-                                  f"({num_frames} s at this fps)", source)
+    def past_the_end(kind: str, field: str, t: int, what: str) -> None:
+        """A time past the last turn: refused, or dropped and reported."""
+        msg = f"{field}={t} s is past the end of the video ({num_frames} turns at {fps:g} fps)"
+        if past_end == "refuse":
+            raise AnnotationError("time_out_of_range", msg, source)
+        if dropped is not None:
+            dropped.append(AnnotationError(f"{kind}_past_end", f"{msg}: {what}", source))
 
     for q in questions:
         if not isinstance(q, dict):
@@ -106,8 +146,10 @@ def build_frame_states(num_frames: int, questions: list, responses: list, fps: f
         t = parse_time(q.get("time"), fps, field="question.time", source=source)
         content = q.get("content") or ""
         if content and t is not None:
-            in_range(t, "question.time")
-            qmap[_frame(t)] = content
+            if _frame(t) > last:
+                past_the_end("question", "question.time", t, "question dropped")
+            else:
+                qmap[_frame(t)] = content
     for r in responses:
         if not isinstance(r, dict):
             raise AnnotationError("bad_field", "each response must be an object", source)
@@ -118,16 +160,24 @@ def build_frame_states(num_frames: int, questions: list, responses: list, fps: f
         if st is not None and end is not None:
             if end < st:
                 raise AnnotationError("bad_span", f"response end_time {end} < st_time {st}", source)
-            in_range(st, "response.st_time")
-            in_range(end, "response.end_time")
+            if _frame(st) > last:
+                past_the_end("response", "response.st_time", st, "response dropped")
+            elif _frame(end) > last:
+                past_the_end("response", "response.end_time", end, "answer dropped, standby turns inside the "
+                             "video kept")
             for i in range(_frame(st), min(_frame(end) + 1, num_frames)):
                 states[i] = STANDBY
             resp = _frame(end) + 1
-            if resp < num_frames and content:
+            if resp <= last and content:
                 states[resp] = f"{RESPONSE} {content}"
+            elif resp == num_frames and content and dropped is not None:  # the turn after the last one
+                dropped.append(AnnotationError(
+                    "response_past_end", f"response.end_time={end} s ends the video: its answer turn would be "
+                    f"the one after the last ({num_frames} turns at {fps:g} fps), answer dropped", source))
         elif t is not None:
-            in_range(t, "response.time")
-            if content:
+            if _frame(t) > last:
+                past_the_end("response", "response.time", t, "answer dropped")
+            elif content:
                 states[_frame(t)] = f"{RESPONSE} {content}"
     return states, qmap
 
@@ -149,14 +199,19 @@ def stream_frame_indices(num_turns: int, total_frames: int, video_fps: float, fp
 
 
 def to_stream(record: dict, num_frames: int, *, fps: float = 1.0, system_prompt: str | None = None,
-              video_path: str | None = None, source: str = "") -> dict:
-    """One raw Streamo record -> {"messages": [...], "videos": [path], video_name/task_type/source}."""
+              video_path: str | None = None, source: str = "", past_end: str = "drop",
+              dropped: list | None = None) -> dict:
+    """One raw Streamo record -> {"messages": [...], "videos": [path], video_name/task_type/source}.
+
+    `system_prompt`: None -> Streamo's own (`STREAMO_SYSTEM_PROMPT`). `past_end`, `dropped`: `build_frame_states`.
+    """
     if not isinstance(record, dict):
         raise AnnotationError("bad_record", "record must be a JSON object", source)
     questions, responses = record.get("question", []), record.get("response", [])
     if not isinstance(questions, list) or not isinstance(responses, list):
         raise AnnotationError("bad_field", "'question' and 'response' must be lists", source)
-    states, qmap = build_frame_states(num_frames, questions, responses, fps, source)
+    states, qmap = build_frame_states(num_frames, questions, responses, fps, source, past_end=past_end,
+                                      dropped=dropped)
     if 0 not in qmap:
         first = questions[0].get("content") if questions else None
         qmap[0] = first or DEFAULT_QUESTION
@@ -173,19 +228,28 @@ def to_stream(record: dict, num_frames: int, *, fps: float = 1.0, system_prompt:
 
 
 def record_video_path(record: dict, source: str = "") -> str:
-    path = record.get("video_path") or (record.get("videos") or [None])[0]
+    """`video_path`, else `videos`: a list's first path, or a string as the one path."""
+    if not isinstance(record, dict):
+        raise AnnotationError("bad_record", "record must be a JSON object", source)
+    path = record.get("video_path")
     if not path:
-        raise AnnotationError("missing_field", "record has no 'video_path'", source)
+        videos = record.get("videos")
+        path = videos[0] if isinstance(videos, list) and videos else videos
+    if not path:
+        raise AnnotationError("missing_field", "record has no 'video_path' (nor 'videos')", source)
+    if not isinstance(path, str):
+        raise AnnotationError("bad_field", f"the video path must be a string, got {type(path).__name__}", source)
     return path
 
 
 def convert_record(record: dict, *, video_root: str, fps: float = 1.0, system_prompt: str | None = None,
-                   source: str = "") -> dict:
-    """Resolve the video (relative to video_root), count its turns with the PyAV probe, convert."""
+                   source: str = "", past_end: str = "drop", dropped: list | None = None) -> dict:
+    """Resolve the video (relative to video_root), count its turns with the PyAV probe, convert (`to_stream`)."""
     from data_pipelines.video import probe_video
 
     rel = record_video_path(record, source)
     path = rel if os.path.isabs(rel) else os.path.normpath(os.path.join(video_root, rel))
     info = probe_video(path)
     n = stream_num_frames(info.num_frames, info.fps, fps)
-    return to_stream(record, n, fps=fps, system_prompt=system_prompt, video_path=rel, source=source)
+    return to_stream(record, n, fps=fps, system_prompt=system_prompt, video_path=rel, source=source,
+                     past_end=past_end, dropped=dropped)

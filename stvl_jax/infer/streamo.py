@@ -16,10 +16,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from data_pipelines.formats.streamo import STATE_TOKENS
+from data_pipelines.formats.streamo import STATE_TOKENS, STREAMO_SYSTEM_PROMPT
 from data_pipelines.grain.text import IM_END, encode, image_placeholder, render_chat
 from data_pipelines.processor import VisionConfig, process_images, target_size
-from data_pipelines.synthetic.vocabulary import STREAMO_SYSTEM_PROMPT
 from stvl_jax.infer.session import ChatSession
 
 

@@ -1,12 +1,16 @@
-"""Streamo to-stream: one test per rule, expected states written by hand from the reference rules."""
+"""Streamo to-stream: one test per rule, expected states written by hand from the rules of the reference converter
+(maifoundations/Streamo scripts/convert_streaming_video.py, `to-stream`)."""
 
+import inspect
+import json
 import math
 
 import pytest
 
 from data_pipelines.errors import AnnotationError
 from data_pipelines.formats.streamo import (
-    RESPONSE, SILENCE, STANDBY, build_frame_states, parse_time, stream_frame_indices, stream_num_frames, to_stream,
+    RESPONSE, SILENCE, STANDBY, build_frame_states, parse_time, record_video_path, stream_frame_indices,
+    stream_num_frames, to_stream,
 )
 
 S, B = SILENCE, STANDBY
@@ -88,12 +92,14 @@ def test_bad_times_raise_with_reason(value, reason):
     assert e.value.reason == reason
 
 
-def test_times_past_the_video_are_errors():
+def test_times_past_the_video_are_errors_when_refused():
     with pytest.raises(AnnotationError) as e:
-        states(5, [{"content": "q", "time": "9"}], [])
+        build_frame_states(5, [{"content": "q", "time": "9"}], [], past_end="refuse")
     assert e.value.reason == "time_out_of_range"
-    with pytest.raises(AnnotationError):
-        states(5, [], [{"content": "r", "st_time": 2, "end_time": 7}])
+    for r in ({"content": "r", "st_time": 2, "end_time": 7}, {"content": "r", "time": 6}):
+        with pytest.raises(AnnotationError) as e:
+            build_frame_states(5, [], [r], past_end="refuse")
+        assert e.value.reason == "time_out_of_range" and "past the end" in str(e.value)
 
 
 def test_num_frames_is_total_frames_div_interval():
@@ -106,3 +112,99 @@ def test_frame_indices_are_every_interval_th_frame_the_last_repeated():
     assert stream_frame_indices(3, 50, 4.0, 1.0).tolist() == [0, 4, 8]
     assert stream_frame_indices(5, 10, 4.0, 1.0).tolist() == [0, 4, 8, 9, 9]  # past the end: the last frame
     assert stream_frame_indices(3, 59, 29.97, 1.0).tolist() == [0, 29, 58]  # int(29.97) = 29 frames per turn
+
+
+def test_a_response_past_the_end_drops_only_that_answer_and_is_reported():
+    """Reference `build_frame_states`: a `time` response whose frame is past the last is skipped; a span keeps its
+    </Standby> turns up to the last frame and loses its answer; the other answers stay."""
+    rs = [{"content": "early", "time": "2"}, {"content": "late", "time": "9"},
+          {"content": "cut", "st_time": 4, "end_time": 8}]
+    dropped = []
+    st, _ = build_frame_states(5, [], rs, dropped=dropped)
+    assert st == [S, f"{RESPONSE} early", S, B, B]  # the span's standby inside the video is kept
+    assert [d.reason for d in dropped] == ["response_past_end", "response_past_end"]
+    assert "response.time=9" in str(dropped[0]) and "response.end_time=8" in str(dropped[1])
+
+
+def test_a_span_starting_past_the_end_leaves_no_trace():
+    """Reference `build_frame_states`: the standby range starts past the video, so it is empty."""
+    dropped = []
+    st, _ = build_frame_states(4, [], [{"content": "x", "st_time": 6, "end_time": 7}], dropped=dropped)
+    assert st == [S] * 4 and [d.reason for d in dropped] == ["response_past_end"]
+    assert "response.st_time=6" in str(dropped[0])
+
+
+def test_a_question_past_the_end_is_dropped_and_the_record_kept():
+    """Reference `build_frame_states`: a question whose frame is past the last is not put in the question map."""
+    dropped = []
+    rec = {"video_path": "v.mp4", "question": [{"content": "A", "time": "2"}, {"content": "B", "time": "9"}],
+           "response": [{"content": "yes", "time": "3"}]}
+    out = to_stream(rec, 4, dropped=dropped)
+    users = [m["content"] for m in out["messages"] if m["role"] == "user"]
+    assert users == ["A\n<0s-1s>\n<stream>", "A\n<1s-2s>\n<stream>", "<2s-3s>\n<stream>", "<3s-4s>\n<stream>"]
+    assert [d.reason for d in dropped] == ["question_past_end"]
+
+
+def test_a_first_question_past_the_end_still_opens_the_stream():
+    """Reference `convert_format_to_stream`: with no question at frame 0, the first question's text goes there,
+    even when its own time was past the video."""
+    out = to_stream({"video_path": "v", "question": [{"content": "Q", "time": "9"}], "response": []}, 3)
+    assert out["messages"][1]["content"] == "Q\n<0s-1s>\n<stream>"
+
+
+def test_an_answer_on_the_turn_after_the_last_is_dropped_and_reported_in_both_modes():
+    """Reference `build_frame_states`: the answer goes on the turn after end_time, skipped when that is past the
+    video; the annotation itself is inside the video, so the refuse mode does not refuse it."""
+    for mode in ("drop", "refuse"):
+        dropped = []
+        st, _ = build_frame_states(4, [], [{"content": "x", "st_time": 3, "end_time": 4}], past_end=mode,
+                                   dropped=dropped)
+        assert st == [S, S, B, B] and [d.reason for d in dropped] == ["response_past_end"]
+
+
+def test_past_end_mode_is_checked():
+    with pytest.raises(ValueError, match="past_end"):
+        build_frame_states(4, [], [], past_end="clip")
+
+
+def test_videos_as_a_string_is_one_path():
+    """The reference reads `videos[0] if isinstance(videos, list) else videos` (maifoundations/Streamo
+    scripts/convert_streaming_video.py, convert_format_to_stream)."""
+    rec = {"question": [], "response": []}
+    assert record_video_path({**rec, "videos": "clips/a.mp4"}) == "clips/a.mp4"
+    assert record_video_path({**rec, "videos": ["b.mp4", "c.mp4"]}) == "b.mp4"
+    assert to_stream({**rec, "videos": "clips/a.mp4"}, 1)["videos"] == ["clips/a.mp4"]
+    for bad, reason in (({}, "missing_field"), ({"videos": []}, "missing_field"), ({"videos": [3]}, "bad_field")):
+        with pytest.raises(AnnotationError) as e:
+            record_video_path({**rec, **bad})
+        assert e.value.reason == reason
+
+
+# Streamo's system prompt as it appears, JSON-escaped, in every record of maifoundations/Streamo
+# dataset/example/stream_format.json (the converter's DEFAULT_SYSTEM_PROMPT; inference.py's SYSTEM is the same).
+UPSTREAM_PROMPT_JSON = (
+    r'"\nYou are a helpful assistant specializing in streaming video analysis. \nYou will receive input frame by '
+    r'frame, each labeled with absolute time intervals \nin the exact format <Xs-Ys> (e.g., <0s-1s>). Follow these '
+    r'rules precisely:\n\n1. Use </Silence> when:\n   - No relevant event has started, OR\n   - The current input is '
+    r'irrelevant to the given question.  \n\n2. Use </Standby> when:\n   - An event is in progress but has not yet '
+    r'completed, OR\n   - The current input is relevant but the question cannot yet be answered.  \n\n3. Use '
+    r'</Response> only when:\n   - An event has fully concluded, OR\n   - The available information is sufficient '
+    r'to fully answer the question.\n   Provide a complete description at this point.  \n\nDo not provide partial '
+    r'answers or speculate beyond the given information.  \nWhenever you deliver an answer, begin with '
+    r'</Response>.\n"'
+)
+
+
+def test_the_default_system_prompt_is_streamos_own_verbatim():
+    """Reference `convert_format_to_stream`: `system_prompt or DEFAULT_SYSTEM_PROMPT`."""
+    rec = {"video_path": "v", "question": [], "response": []}
+    assert to_stream(rec, 1)["messages"][0] == {"role": "system", "content": json.loads(UPSTREAM_PROMPT_JSON)}
+    assert to_stream(rec, 1, system_prompt="Be brief.")["messages"][0]["content"] == "Be brief."
+
+
+def test_the_streaming_runtime_defaults_to_the_same_prompt():
+    """maifoundations/Streamo inference.py sends the same prompt; our runtime must match the converted data."""
+    from stvl_jax.infer.streamo import StreamoRunner
+
+    default = inspect.signature(StreamoRunner).parameters["system_prompt"].default
+    assert default == json.loads(UPSTREAM_PROMPT_JSON)
