@@ -13,7 +13,7 @@ The first-step loss of both sides is printed as a consistency check.
     stvl bench train_step [--reps 5] [--frames 16] [--size 224] [--freeze-vision]
 
 On a GPU (bf16, a Qwen3-VL-2B-shaped step, MFU against the datasheet peak) use the trainer itself:
-    stvl train configs/train/qwen3vl_2b_mfu.yaml     (see docs/benchmarks.md)
+    stvl train qwen3vl_2b_mfu     (see docs/benchmarks.md)
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Streamo `to-stream` conversion: raw QA (question/response times) -> per-second multi-turn chat.
 
-Rules (seed-systems.md §3), with frame i = the turn showing `<is-(i+1)s>`:
+Rules (Streamo's to-stream converter), with frame i = the turn showing `<is-(i+1)s>`:
 - every frame starts `</Silence>`;
 - a question at time q goes to frame q-1 (q=0 -> frame 0); a later question at the same frame replaces it;
 - a response with st_time/end_time: frames st-1 .. end-1 are `</Standby>`, frame `end` (the turn after

@@ -1,6 +1,7 @@
-"""Why the tiny random-init LLM does not bind a question's word to what it is shown (docs/training.md, "The
-binding plateau"): dense text tasks on the demo's LLM (tiny Qwen2.5-VL, text only), trained by the project's
-step (`stvl_jax.train.step`, AdamW with warmup + cosine, next-token CE on the answer tokens only).
+"""Why the tiny random-init LLM does not bind a question's word to what it is shown (research/notes/
+streamo_learnability.md, "the binding plateau"): dense text tasks on the demo's LLM (tiny Qwen2.5-VL, text
+only), trained by the project's step (`stvl_jax.train.step`, AdamW with warmup + cosine, next-token CE on the
+answer tokens only).
 
 Each sequence is a query word then `--lines` lines of two words, each line followed by its answer:
 

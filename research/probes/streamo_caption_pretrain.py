@@ -1,8 +1,9 @@
 """Does a caption stage make the demo's tiny Streamo model read the video?
 
 The demo's Streamo SFT (configs/train/streamo_tiny.yaml) gives the same greedy outputs with every pixel zeroed
-(docs/training.md). Vision-language models are normally aligned on captions before instruction tuning, so this
-tries that, in the demo's own layout (Qwen2.5-VL tiny, one 56 x 56 image per second behind `<Xs-Ys>` tags):
+(research/notes/streamo_learnability.md). Vision-language models are normally aligned on captions before
+instruction tuning, so this tries that, in the demo's own layout (Qwen2.5-VL tiny, one 56 x 56 image per second
+behind `<Xs-Ys>` tags):
 1. Caption stage: the same model and optimizer on per-second caption streams made from the synthetic ground
    truth ("red circle on the left moving right. blue square in the middle standing still." for every second),
    ordinary LM loss on every caption. Held-out (test split) caption loss and token accuracy are printed with the

@@ -1,4 +1,4 @@
-"""Which visual cues does the demo's Streamo SFT learn to read? (docs/training.md, "Where it breaks")
+"""Which visual cues does the demo's Streamo SFT learn to read? (research/notes/streamo_learnability.md)
 
 The Streamo counterpart of `stride_visual_probe.py`, on the same probe videos (dark 128 x 128 px, 4 fps, 20 s;
 one thing visible during [s, e)). Each video becomes one Streamo stream with the question "Tell me when it is

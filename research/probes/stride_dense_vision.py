@@ -1,6 +1,6 @@
 """Does a vision tower pre-trained on the synthetic set's ground truth make the tiny STRIDE recipe read the video?
 
-docs/stride.md ("Where it breaks") traced the recipe's missed F1 target to random vision features. This tests
+research/notes/stride_learnability.md traced the recipe's missed F1 target to random vision features. This tests
 the remedy it proposed, in two stages on a synthetic set (`stvl data synth`):
 1. Dense vision pre-training: the tiny model's vision tower, merger and DeepStack merger learn, per merged token
    of a temporal patch (two frames 1 s apart, the recipe's 64 px frames), for each of the 8 palette colours:

@@ -1,4 +1,5 @@
-"""How strong must a visual change be before the tiny STRIDE recipe learns to read it? (docs/stride.md)
+"""How strong must a visual change be before the tiny STRIDE recipe learns to read it?
+(research/notes/stride_learnability.md)
 
 Each probe is a set of 20 s videos (128 x 128, 4 fps) on a dark background in which one thing is visible during
 [s, e) (2-4 s) and the query asks when ("When is it visible?"); the STRIDE windows are cut before, inside and
