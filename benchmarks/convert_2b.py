@@ -1,7 +1,7 @@
 """Checkpoint conversion at 2B scale: time and peak RAM of `stvl convert import` / `export` and `load_model` on a
 Qwen3-VL-2B-shaped bf16 checkpoint with random weights, next to transformers' `from_pretrained` on the same files.
 
-    python benchmarks/convert_2b.py [--workdir /tmp/stvl_convert_2b] [--max-shard-size 2GB] [--keep]
+    stvl bench convert_2b [--workdir /tmp/stvl_convert_2b] [--max-shard-size 2GB] [--keep]
 
 The HF checkpoint is written tensor by tensor (no torch model is built). Each measured step runs in a fresh
 child process that reports its own wall time and peak RSS (VmHWM) plus its RSS before the step (Python +
@@ -21,9 +21,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 
 def qwen3_vl_2b_config():
@@ -104,7 +101,7 @@ def child(step: str, src: str, dst: str) -> None:
 
 
 def run_child(step: str, src: Path, dst: Path) -> dict:
-    cmd = [sys.executable, __file__, "--child", step, str(src), str(dst)]
+    cmd = [sys.executable, "-m", "benchmarks.convert_2b", "--child", step, str(src), str(dst)]
     res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "JAX_PLATFORMS": "cpu"})
     if res.returncode:
         raise SystemExit(f"{step} failed:\n{res.stderr[-3000:]}")

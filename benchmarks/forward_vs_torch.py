@@ -4,7 +4,7 @@ One batch: a 16-frame video (8 temporal patches of 14x14 patches at 224 px) betw
 forwards are timed interleaved; the script prints both medians, their ratio (torch / JAX, >1 = JAX faster)
 and the max |Δlogit|. CPU numbers are only meaningful as a ratio.
 
-    python benchmarks/forward_vs_torch.py [--reps 10] [--frames 16] [--size 224] [--dtype float32]
+    stvl bench forward_vs_torch [--reps 10] [--frames 16] [--size 224] [--dtype float32]
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import argparse
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
@@ -57,7 +56,7 @@ def main(argv=None) -> int:
     from flax import nnx
     from transformers import Qwen3VLForConditionalGeneration
 
-    from common import interleaved, machine, median, qwen3_vl_50m_hf_config
+    from benchmarks.common import interleaved, machine, median, qwen3_vl_50m_hf_config
     from converters.qwen_vl_config import from_hf_dict
     from converters.qwen_vl_convert import load_flat_params, params_from_hf
     from stvl_jax.models.qwen_vl.model import QwenVLForConditionalGeneration, _jit_forward

@@ -1,8 +1,8 @@
 """Frames/s of raw decord decode vs the full Grain pipeline on the synthetic set (1 and 2 workers).
 
-    python benchmarks/pipeline_throughput.py [--data DIR | --videos 64 --size 128 --source-fps 4] [--fps 2]
-                                             [--max-frames 32] [--passes 4] [--reps 5]
-                                             [--pixels float32,uint8,uint8-cl,frames] [--cpus 0]
+    stvl bench pipeline_throughput [--data DIR | --videos 64 --size 128 --source-fps 4] [--fps 2]
+                                   [--max-frames 32] [--passes 4] [--reps 5]
+                                   [--pixels float32,uint8,uint8-cl,frames] [--cpus 0]
 
 Raw decode: the same frame indices the pipeline samples, decoded with decord (1 thread) in this process.
 Without `--data` a set is generated at `--size` px and `--source-fps` (default 4, the embedded default set's:
@@ -45,8 +45,6 @@ import statistics
 import sys
 import tempfile
 import time
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def decode_jobs(index: str, fps: float, max_frames: int) -> list[tuple[str, list[int]]]:

@@ -9,19 +9,16 @@ time per model call (forward) and the ratios none / mega and chunk / mega. Spans
 so every chunk runs exactly one diffusion (retain step + 8 unmasking steps) and the three passes do the same
 number of forwards. Weights are random (timing only); prompts are synthetic token ids, so no tokenizer is needed.
 
-    python benchmarks/stride_latency.py                               # tiny STRIDE on CPU (fp32)
-    python benchmarks/stride_latency.py --preset qwen3vl_2b --dtype bfloat16 --window 256 --chunk 32 \\
+    stvl bench stride_latency                                # tiny STRIDE on CPU (fp32)
+    stvl bench stride_latency --preset qwen3vl_2b --dtype bfloat16 --window 256 --chunk 32 \\
         --max-window 128 --frames 256 --size 512 --modes mega,chunk   # 2B-shaped, on a GPU
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 
 class SyntheticPrompt:
@@ -79,7 +76,7 @@ def main(argv=None) -> int:
     import numpy as np
     from flax import nnx
 
-    from common import machine
+    from benchmarks.common import machine
     from stvl_jax.infer.stride_runtime import StreamConfig, StrideStream
     from stvl_jax.models.qwen_vl.model import QwenVLForConditionalGeneration
     from stvl_jax.models.qwen_vl.presets import load_model_config

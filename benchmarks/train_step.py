@@ -10,10 +10,10 @@ over a peak measured here: the fp32 2048^3 numpy matmul rate (the fastest of num
 datasheet peak applies), timed in the same interleaved rotation as the steps so that both see the same load.
 The first-step loss of both sides is printed as a consistency check.
 
-    python benchmarks/train_step.py [--reps 5] [--frames 16] [--size 224] [--freeze-vision]
+    stvl bench train_step [--reps 5] [--frames 16] [--size 224] [--freeze-vision]
 
 On a GPU (bf16, a Qwen3-VL-2B-shaped step, MFU against the datasheet peak) use the trainer itself:
-    stvl train configs/train/qwen3vl_2b_mfu.yaml     (see docs/benchmarks.md)
+    stvl train qwen3vl_2b_mfu     (see docs/benchmarks.md)
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ import argparse
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 LR, WD, CLIP = 1e-5, 0.01, 1.0
@@ -125,7 +124,7 @@ def main(argv=None) -> int:
 
     import torch
 
-    from common import interleaved, machine, median, torch_qwen3_vl_50m
+    from benchmarks.common import interleaved, machine, median, torch_qwen3_vl_50m
     from forward_vs_torch import make_batch
     from stvl_jax.train.flops import KernelSizes, forward_flops, train_multipliers, train_step_flops
 

@@ -1,4 +1,5 @@
-"""`stvl bench NAME [ARGS...]`: run one of the scripts in `benchmarks/` (they print ratios side by side).
+"""`stvl bench NAME [ARGS...]`: run one of the product benchmarks, the modules of the `benchmarks` package (they
+print ratios side by side; figures in docs/benchmarks.md). Installed with the wheel, so this works from anywhere.
 
     stvl bench list
     stvl bench forward_vs_torch --reps 10
@@ -8,15 +9,13 @@ from __future__ import annotations
 
 import runpy
 import sys
-from pathlib import Path
 
+from stvl_jax import packaged
 from stvl_jax.errors import UserError
-
-BENCH_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 def available() -> list[str]:
-    return sorted(p.stem for p in BENCH_DIR.glob("*.py") if p.stem != "common" and not p.stem.startswith("_"))
+    return packaged.benchmark_names()
 
 
 def main(argv: list[str]) -> int:
@@ -24,13 +23,11 @@ def main(argv: list[str]) -> int:
         print("usage: stvl bench NAME [ARGS...]\n\nbenchmarks:\n" + "\n".join(f"  {n}" for n in available()))
         return 0
     name, rest = argv[0], argv[1:]
-    script = BENCH_DIR / f"{name}.py"
-    if not script.is_file():
+    if name not in available():
         raise UserError(f"no benchmark {name!r}; available: {available()}")
-    sys.argv = [str(script), *rest]
-    sys.path.insert(0, str(BENCH_DIR))
+    sys.argv = [f"stvl bench {name}", *rest]
     try:
-        runpy.run_path(str(script), run_name="__main__")
+        runpy.run_module(f"benchmarks.{name}", run_name="__main__", alter_sys=True)
     except SystemExit as e:
-        return int(e.code or 0)
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     return 0

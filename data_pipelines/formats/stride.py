@@ -1,4 +1,4 @@
-"""STRIDE activation windows: slot ground truth, slot categories and the masking modes (seed-systems §1.3-1.4).
+"""STRIDE activation windows: slot ground truth, slot categories and the masking modes, as in STRIDE's reference.
 
 A window has W slots of `resolution` seconds ending at the last frame time t_last: slot i covers
 [t_last - W*res + i*res, +res). Entries (start, end, value, mask) assign slots first-wins (a slot overlaps an

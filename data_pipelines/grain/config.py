@@ -46,7 +46,7 @@ class PipelineConfig:
     streamo_fps: float = 1.0
     # Streamo: each state-only turn is replaced in the input, with this probability, by one of the other two
     # states (its label keeps the true state), against copying the previous second's state; the streaming
-    # evaluation feeds back the model's own states. Not part of the reference recipe (seed-systems.md §3).
+    # evaluation feeds back the model's own states. Not part of Streamo's recipe.
     streamo_state_noise: float = 0.0
     stride: StrideWindowConfig = field(default_factory=StrideWindowConfig)
     stride_fps: float = 1.0

@@ -4,7 +4,7 @@ Layout under the output directory (paths inside files are relative to the file's
     manifest.json                 seed, config, splits, file list, counts
     videos/<vid>.mp4              H.264 (libx264, yuv444p)
     annotations/<vid>.json        per-video ground truth (schema stvl-synth-video/1)
-    streamo/raw_<split>.json      Streamo raw QA (list, the reference's format.json)
+    streamo/raw_<split>.json      Streamo raw QA (list, Streamo's raw annotation format)
     streamo/stream_<split>.jsonl  the same after `to-stream` (1 fps)
     stride/<split>.jsonl          STRIDE activation samples
     qvhighlights/<split>.jsonl    QVHighlights-format records

@@ -10,7 +10,7 @@ from data_pipelines.formats.streamo import convert_record
 
 # One line instead of Streamo's paragraph: on two CPU cores every token of every sample costs training time.
 DEMO_SYSTEM_PROMPT = "Answer each second with </Silence>, </Standby> or </Response>."
-TRAIN_CONFIG = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "train", "streamo_tiny.yaml")
+TRAIN_CONFIG = "streamo_tiny"  # the packaged configs/train/streamo_tiny.yaml (stvl_jax.packaged)
 
 
 def write_streams(data_dir: str, out_dir: str, splits=("train", "val", "test")) -> dict[str, str]:
@@ -40,7 +40,7 @@ def train_streamo(workdir: str, streams: dict[str, str], tokenizer: str, *, step
                  f"data.pipeline.tokenizer={tokenizer}", "checkpoint.resume=auto"]
     if steps is not None:
         overrides.append(f"steps={steps}")
-    cfg = load_train_config(os.path.abspath(TRAIN_CONFIG), overrides)
+    cfg = load_train_config(TRAIN_CONFIG, overrides)
     log(f"  training {cfg.model.config} for {cfg.steps} steps on mesh {cfg.mesh.shape()} "
         f"(batch {cfg.data.batch_size}, lr {cfg.optim.lr}, loss {cfg.loss.kind}) -> {cfg.out_dir}")
     trainer = Trainer(cfg)

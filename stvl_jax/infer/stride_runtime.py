@@ -1,6 +1,6 @@
 """STRIDE's streaming detector: 1-FPS frames -> chunks -> denoised activation windows -> triggers.
 
-Loop (seed-systems.md §1.6): the cursor advances `chunk_size` frames per step; the frames in view run from
+Loop (STRIDE's reference): the cursor advances `chunk_size` frames per step; the frames in view run from
 `stack_start` to the cursor, at most `max_window` of them (beyond that `stack_start` moves by `stride`). Each
 chunk denoises the slot window ending at its last frame (`models.stride.sampler.denoise`) and feeds the
 resulting span to the trigger tracker (`models.stride.triggers`).
@@ -42,7 +42,7 @@ from stvl_jax.nn.shapes import bucket
 
 
 class StreamConfig(StrictConfig):
-    """Runtime settings; defaults are the reference's (scripts/etbench.sh)."""
+    """Runtime settings; defaults are the reference's (its ET-Bench evaluation script)."""
 
     fps: float = pydantic.Field(default=1.0, gt=0)
     chunk_size: int = pydantic.Field(default=32, gt=0)  # new frames per step (even)

@@ -1,7 +1,7 @@
 """`stvl train CONFIG [key=value ...] [--resume]` — see docs/training.md.
 
     stvl train configs/train/qwen3vl_tiny_synthetic.yaml steps=50 optim.lr=3e-4 out_dir=runs/try
-    stvl train configs/train/qwen3vl_tiny_synthetic.yaml out_dir=runs/try --resume   # from the last checkpoint
+    stvl train qwen3vl_tiny_synthetic out_dir=runs/try --resume   # the packaged config, from the last checkpoint
 
 User errors (unknown config key, missing checkpoint, indivisible batch) surface as `UserError`s, which the `stvl`
 dispatcher prints as one line (exit status 2).
@@ -17,7 +17,8 @@ from stvl_jax.sharding import ShardingError
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="stvl train", description="Train a Qwen-VL model from a typed YAML config.")
-    p.add_argument("config", help="train config YAML (configs/train/*.yaml)")
+    p.add_argument("config", help="a train config YAML path, or the name of a packaged one (configs/train: "
+                   "qwen3vl_tiny_synthetic, streamo_tiny, stride_tiny, ...)")
     p.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides, e.g. optim.lr=1e-4")
     p.add_argument("--resume", action="store_true",
                    help="continue from the latest checkpoint in checkpoint.dir (fails if there is none)")

@@ -203,7 +203,12 @@ class TrainConfig(StrictConfig):
 
 
 def load_train_config(path: str | Path, overrides=()) -> TrainConfig:
-    """Read a YAML train config with `a.b=c` overrides; raises `ConfigError` with one clear message."""
+    """Read a YAML train config (a file path, or the name of a packaged one: `streamo_tiny` =
+    configs/train/streamo_tiny.yaml, see `stvl_jax.packaged`) with `a.b=c` overrides; raises `ConfigError` with
+    one clear message."""
+    from stvl_jax import packaged
+
+    path = packaged.resolve_config(path, "train")
     cfg = load_config(TrainConfig, path, overrides)
     if cfg.data.kind == "grain" and not cfg.data.pipeline:
         raise ConfigError(f"{path}: data.kind=grain needs data.pipeline (index, tokenizer, ...)")

@@ -8,7 +8,7 @@ Loss tokens: positions whose (shifted) label is not -100 and whose `loss_weights
 token's loss is multiplied by its weight.
 
 - `lm`: cross-entropy on assistant tokens (the pipeline puts -100 elsewhere).
-- `streamo_focal` (Streamo's `stream_focal_loss`, seed-systems.md §3): per-token CE; where the label is one of
+- `streamo_focal` (Streamo's `stream_focal_loss`): per-token CE; where the label is one of
   the three state tokens the token loss is multiplied by alpha_c * (1 - p_t)^gamma with
   alpha_c = (state tokens in the batch / state tokens of class c) / classes present; other tokens weight 1.
   `alpha_scope="batch"` counts over the micro-batch, `"sequence"` per row (ms-swift ran batch size 1 per

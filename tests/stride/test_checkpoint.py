@@ -5,15 +5,11 @@ STRIDE model with the recorded window, gives HF's logits on the two label rows, 
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 pytestmark = pytest.mark.torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/qwen_vl_helpers.py
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""STRIDE settings: the activation window and its three added tokens (seed-systems.md §1.2-1.3).
+"""STRIDE settings: the activation window and its three added tokens, as in STRIDE's reference implementation.
 
 A STRIDE model is a Qwen3-VL whose vocabulary holds three extra tokens: `<activation>` (the mask),
 `<active>` (label 1) and `<inactive>` (label 0). The window has `window` past slots of `resolution` seconds
@@ -26,7 +26,7 @@ HF_KEYS = {"trigger_window_past": "window", "trigger_window_future": "future",
 class StrideConfig(StrictConfig):
     """Window geometry + token ids. `label_token_ids` orders the 2-way head as (class 0, class 1)."""
 
-    window: int = pydantic.Field(default=256, gt=0)  # trigger_window_past (train.sh: 256)
+    window: int = pydantic.Field(default=256, gt=0)  # trigger_window_past (the reference's training script: 256)
     future: int = pydantic.Field(default=0, ge=0)  # trigger_window_future
     resolution: float = pydantic.Field(default=1.0, gt=0)  # seconds per slot
     single_sequence: bool = False  # True: the slot string is written once

@@ -1,6 +1,6 @@
 """STRIDE's head and loss: the LM head restricted to the two label rows, read at the slot positions.
 
-There is no separate head (seed-systems.md §1.2): hidden states at `<activation>` positions go through the LM
+There is no separate head (as in STRIDE): hidden states at `<activation>` positions go through the LM
 head and only the columns of `<inactive>` and `<active>` are kept -> 2-way logits (class 0 = inactive). Labels
 are predicted in place (the hidden state at a masked slot token predicts that slot, no shift).
 

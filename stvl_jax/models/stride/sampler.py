@@ -1,4 +1,4 @@
-"""STRIDE's confidence-based unmasking of one activation window (host side; seed-systems.md §1.6).
+"""STRIDE's confidence-based unmasking of one activation window (host side; as in STRIDE's reference streaming loop).
 
 Slots start masked, except `fixed` ones (unseen, or before the last completed segment), which are given as
 clean `<inactive>`. With a slot history (the previous chunk's final labels, time-aligned) and a confidence

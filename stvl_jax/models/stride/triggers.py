@@ -1,4 +1,4 @@
-"""From per-chunk activation spans to completed segments (triggers) (seed-systems.md §1.6).
+"""From per-chunk activation spans to completed segments (triggers), as in STRIDE's reference streaming loop.
 
 Each chunk yields at most one span (first to last active slot, absolute seconds). Against the pending
 (incomplete) segment it is merged when they overlap; otherwise the pending one is discarded as a false

@@ -1,8 +1,9 @@
 """Does a caption stage make the demo's tiny Streamo model read the video?
 
 The demo's Streamo SFT (configs/train/streamo_tiny.yaml) gives the same greedy outputs with every pixel zeroed
-(docs/training.md). Vision-language models are normally aligned on captions before instruction tuning, so this
-tries that, in the demo's own layout (Qwen2.5-VL tiny, one 56 x 56 image per second behind `<Xs-Ys>` tags):
+(research/notes/streamo_learnability.md). Vision-language models are normally aligned on captions before
+instruction tuning, so this tries that, in the demo's own layout (Qwen2.5-VL tiny, one 56 x 56 image per second
+behind `<Xs-Ys>` tags):
 1. Caption stage: the same model and optimizer on per-second caption streams made from the synthetic ground
    truth ("red circle on the left moving right. blue square in the middle standing still." for every second),
    ordinary LM loss on every caption. Held-out (test split) caption loss and token accuracy are printed with the
@@ -13,8 +14,8 @@ tries that, in the demo's own layout (Qwen2.5-VL tiny, one 56 x 56 image per sec
 caption stage: the SFT's training index holds the Streamo streams and R copies of the caption streams, shuffled
 together, so one run learns both (the focal loss weighs caption text like answer text).
 
-    python benchmarks/streamo_caption_pretrain.py --out /tmp/capbench --videos 400
-    python benchmarks/streamo_caption_pretrain.py --out /tmp/capbench0 --videos 400 --caption-steps 0
+    python -m research.probes.streamo_caption_pretrain --out /tmp/capbench --videos 400
+    python -m research.probes.streamo_caption_pretrain --out /tmp/capbench0 --videos 400 --caption-steps 0
 """
 
 from __future__ import annotations
@@ -22,12 +23,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 
 import numpy as np
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MOTION = {"move_left": "moving left", "move_right": "moving right", "stop": "standing still"}
 MIN_AREA = 20  # source pixels: smaller slivers at the frame edge are not named
 
@@ -122,7 +121,6 @@ def main() -> int:
     ap.add_argument("--sft-steps", type=int, default=300)
     ap.add_argument("--mix", type=int, default=0, help="caption streams mixed into the SFT, copies (no stage 1)")
     args = ap.parse_args()
-    sys.path.insert(0, ROOT)
     from benchmarks.common import machine
     from data_pipelines.synthetic.generate import SynthConfig, generate_dataset
     from data_pipelines.tokenizer import build_tiny_tokenizer

@@ -1,6 +1,7 @@
-"""Why the tiny random-init LLM does not bind a question's word to what it is shown (docs/training.md, "The
-binding plateau"): dense text tasks on the demo's LLM (tiny Qwen2.5-VL, text only), trained by the project's
-step (`stvl_jax.train.step`, AdamW with warmup + cosine, next-token CE on the answer tokens only).
+"""Why the tiny random-init LLM does not bind a question's word to what it is shown (research/notes/
+streamo_learnability.md, "the binding plateau"): dense text tasks on the demo's LLM (tiny Qwen2.5-VL, text
+only), trained by the project's step (`stvl_jax.train.step`, AdamW with warmup + cosine, next-token CE on the
+answer tokens only).
 
 Each sequence is a query word then `--lines` lines of two words, each line followed by its answer:
 
@@ -15,15 +16,14 @@ independent of it): y is an equality of two tokens, an XOR for a gradient, with 
 initialisation. The two copy tasks have one. The script prints the held-out answer accuracy per task and
 `text.initializer_range`, and the first step at which it reached `--target`.
 
-    python benchmarks/binding_plateau.py                                  # defaults: 8 words, 600 steps
-    python benchmarks/binding_plateau.py --tasks member --init 0.02,0.088 --seeds 0,1,2 --steps 1000
+    python -m research.probes.binding_plateau                                  # defaults: 8 words, 600 steps
+    python -m research.probes.binding_plateau --tasks member --init 0.02,0.088 --seeds 0,1,2 --steps 1000
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 
@@ -148,8 +148,7 @@ def main() -> int:
         ap.error(f"--init / --seeds / --word-ids: {e}")
     if len(set(words.tolist())) != len(words) or len(words) < 3 or (words <= NO).any():
         ap.error(f"the words must be at least 3 distinct ids above the markers' {NO}, got {words.tolist()}")
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    from common import machine
+    from benchmarks.common import machine
 
     print(f"{machine()}; {a.steps} steps of {a.batch} x {a.lines} answers, {len(words)} words, lr {a.lr}",
           flush=True)

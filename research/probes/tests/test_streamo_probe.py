@@ -1,13 +1,11 @@
-"""The pair probe's binding breakdown (benchmarks/streamo_visual_probe.py): which block a stream's predicted
+"""The pair probe's binding breakdown (research/probes/streamo_visual_probe.py): which block a stream's predicted
 `</Standby>` seconds follow, split by which block shows first."""
 
 import json
 import os
 import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "benchmarks"))
-
-from streamo_visual_probe import pair_following  # noqa: E402
+from research.probes.streamo_visual_probe import pair_following
 
 S, Q = "</Standby>", "</Silence>"
 
@@ -32,7 +30,7 @@ def test_pair_following_tells_binding_from_tracking_the_first_block(tmp_path):
 
 
 def test_pair_text_streams_are_the_pair_streams_with_each_frame_as_a_line(tmp_path):
-    from streamo_visual_probe import write_probe_streams
+    from research.probes.streamo_visual_probe import write_probe_streams
 
     text = write_probe_streams("pair_text", str(tmp_path / "text"), 10, "sys")
     with open(text["train"]) as f:
@@ -55,7 +53,7 @@ def test_pair_text_streams_are_the_pair_streams_with_each_frame_as_a_line(tmp_pa
 def test_pair_text_colour_words_are_the_questions_tokens(tmp_path):
     """The LLM should only have to match a colour token, not learn that a split word ("r" "ed" at the start
     of a line, with the tiny tokenizer) is the question's " red"."""
-    from streamo_visual_probe import write_probe_streams
+    from research.probes.streamo_visual_probe import write_probe_streams
     from transformers import AutoTokenizer
 
     from data_pipelines.tokenizer import build_tiny_tokenizer
@@ -81,7 +79,7 @@ def test_pair_text_colour_words_are_the_questions_tokens(tmp_path):
 
 def test_pair_caption_streams_answer_each_second_with_its_line(tmp_path):
     """The caption warm-up shows the pair videos (same draws) and answers every second with pair_text's line."""
-    from streamo_visual_probe import write_probe_streams
+    from research.probes.streamo_visual_probe import write_probe_streams
 
     cap = write_probe_streams("pair_caption", str(tmp_path / "cap"), 10, "sys")
     text = write_probe_streams("pair_text", str(tmp_path / "text"), 10, "sys")
@@ -98,8 +96,8 @@ def test_pair_caption_streams_answer_each_second_with_its_line(tmp_path):
 def test_warm_ups_train_on_frames(monkeypatch):
     """pair_caption is a warm-up only (no states to score); pair_text cannot be one (no frames)."""
     import pytest
-    from streamo_visual_probe import PROBES, WARMUPS
-    from stride_visual_probe import probe_args
+    from research.probes.streamo_visual_probe import PROBES, WARMUPS
+    from research.probes.stride_visual_probe import probe_args
 
     monkeypatch.setattr(sys, "argv", ["probe", "--probes", "pair", "--warmup-probe", "pair_caption"])
     assert probe_args("doc", PROBES, WARMUPS).warmup_probe == "pair_caption"
@@ -113,7 +111,7 @@ def test_warm_ups_train_on_frames(monkeypatch):
 
 def test_binding_counts_separate_the_first_second_from_copying_the_previous_state():
     """Only the other block's first second needs the colour word; later ones follow from the gold state before."""
-    from streamo_visual_probe import binding_counts
+    from research.probes.streamo_visual_probe import binding_counts
 
     R = "</Response>"
     spans = {"named": (6, 8), "other": (2, 5)}
@@ -128,7 +126,7 @@ def test_binding_counts_separate_the_first_second_from_copying_the_previous_stat
 def test_pair_align_outputs_the_colour_words_embedding_at_each_block(tmp_path):
     """The aligned-vision warm-up: a red block's merged token ~ the LLM's own " red" input embedding, 0 elsewhere."""
     import numpy as np
-    from streamo_visual_probe import aligned_vision_start, pair_frame
+    from research.probes.streamo_visual_probe import aligned_vision_start, pair_frame
     from transformers import AutoTokenizer
 
     from data_pipelines.processor import process_images

@@ -1,4 +1,5 @@
-"""How strong must a visual change be before the tiny STRIDE recipe learns to read it? (docs/stride.md)
+"""How strong must a visual change be before the tiny STRIDE recipe learns to read it?
+(research/notes/stride_learnability.md)
 
 Each probe is a set of 20 s videos (128 x 128, 4 fps) on a dark background in which one thing is visible during
 [s, e) (2-4 s) and the query asks when ("When is it visible?"); the STRIDE windows are cut before, inside and
@@ -14,9 +15,9 @@ zero: active-slot F1 and accuracy (a model that ignores the video scores the sam
 what the probe changes in the (frozen, randomly initialised) vision tower's output tokens, |delta| per merged
 token against the background frame pair, beside the tokens' own norm — the signal the LLM has to read.
 
-    python benchmarks/stride_visual_probe.py                            # flash, block, square; 300 steps each
-    python benchmarks/stride_visual_probe.py --probes square --steps 1200 --set optim.groups.vision.train=true
-    python benchmarks/stride_visual_probe.py --probes square --warmup-probe block   # square after 300 steps on block
+    python -m research.probes.stride_visual_probe                            # flash, block, square; 300 steps each
+    python -m research.probes.stride_visual_probe --probes square --steps 1200 --set optim.groups.vision.train=true
+    python -m research.probes.stride_visual_probe --probes square --warmup-probe block   # square after block
 """
 
 from __future__ import annotations
@@ -32,8 +33,7 @@ import numpy as np
 
 PROBES = ("flash", "block", "square")
 SIZE, FPS, DURATION = 128, 4, 20
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RECIPE = os.path.join(ROOT, "configs/train/stride_tiny.yaml")
+RECIPE = "stride_tiny"  # the packaged configs/train/stride_tiny.yaml
 RED, BACKGROUND = (230, 40, 40), 24
 
 
@@ -206,7 +206,6 @@ def held_out_scores(kind: str | None, ckpt: str, index: str, cfg) -> dict:
 
 def main() -> int:
     a = probe_args(__doc__, PROBES)
-    sys.path.insert(0, ROOT)
     from data_pipelines.tokenizer import build_tiny_tokenizer
 
     root = a.out or tempfile.mkdtemp(prefix="stride_probe_")

@@ -1,6 +1,6 @@
 """Does a vision tower pre-trained on the synthetic set's ground truth make the tiny STRIDE recipe read the video?
 
-docs/stride.md ("Where it breaks") traced the recipe's missed F1 target to random vision features. This tests
+research/notes/stride_learnability.md traced the recipe's missed F1 target to random vision features. This tests
 the remedy it proposed, in two stages on a synthetic set (`stvl data synth`):
 1. Dense vision pre-training: the tiny model's vision tower, merger and DeepStack merger learn, per merged token
    of a temporal patch (two frames 1 s apart, the recipe's 64 px frames), for each of the 8 palette colours:
@@ -12,8 +12,8 @@ the remedy it proposed, in two stages on a synthetic set (`stvl data synth`):
    the recipe), then held-out test windows with every slot masked, scored with the pixels and with the pixels
    zeroed (benchmarks/stride_visual_probe.py's scoring): equal scores mean the video is not read.
 
-    python benchmarks/stride_dense_vision.py --data data/synth --tokenizer data/tokenizer
-    python benchmarks/stride_dense_vision.py --data data/synth --tokenizer data/tokenizer --steps 3600
+    python -m research.probes.stride_dense_vision --data data/synth --tokenizer data/tokenizer
+    python -m research.probes.stride_dense_vision --data data/synth --tokenizer data/tokenizer --steps 3600
 """
 
 from __future__ import annotations
@@ -26,8 +26,7 @@ import time
 
 import numpy as np
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RECIPE = os.path.join(ROOT, "configs/train/stride_tiny.yaml")
+RECIPE = "stride_tiny"  # the packaged configs/train/stride_tiny.yaml
 MIN_PIXELS_IN_TOKEN = 30  # source pixels of an entity's mask inside a token's area for "present"
 MOVE_PX = 3.0  # source pixels of horizontal centre shift between the two frames for "moved"
 
@@ -177,9 +176,7 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=1200, help="STRIDE recipe steps")
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
-    sys.path.insert(0, ROOT)
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from stride_visual_probe import held_out_scores
+    from research.probes.stride_visual_probe import held_out_scores
 
     from data_pipelines.grain import PipelineConfig
     from stvl_jax.models.qwen_vl.loading import save_model

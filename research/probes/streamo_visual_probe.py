@@ -1,4 +1,4 @@
-"""Which visual cues does the demo's Streamo SFT learn to read? (docs/training.md, "Where it breaks")
+"""Which visual cues does the demo's Streamo SFT learn to read? (research/notes/streamo_learnability.md)
 
 The Streamo counterpart of `stride_visual_probe.py`, on the same probe videos (dark 128 x 128 px, 4 fps, 20 s;
 one thing visible during [s, e)). Each video becomes one Streamo stream with the question "Tell me when it is
@@ -27,12 +27,12 @@ every pixel zeroed (`pixel_control`): a model that does not read the cue scores 
 also counts which block the streamed `</Standby>` seconds follow (`pair_following`): the named one (binding) or
 the other, split by which shows first — tracking whichever block appears first scores ~0.7 without any binding.
 
-    python benchmarks/streamo_visual_probe.py                      # every probe; 300 steps each
-    python benchmarks/streamo_visual_probe.py --probes pair --steps 900
-    python benchmarks/streamo_visual_probe.py --probes pair_text --set loss.kind=lm   # binding in text, plain CE
-    python benchmarks/streamo_visual_probe.py --probes square --warmup-probe block   # square after 300 steps on block
-    python benchmarks/streamo_visual_probe.py --probes pair --videos 2000 --warmup-probe pair_caption
-    python benchmarks/streamo_visual_probe.py --probes pair --videos 2000 --warmup-probe pair_align
+    python -m research.probes.streamo_visual_probe                      # every probe; 300 steps each
+    python -m research.probes.streamo_visual_probe --probes pair --steps 900
+    python -m research.probes.streamo_visual_probe --probes pair_text --set loss.kind=lm   # binding in text, plain CE
+    python -m research.probes.streamo_visual_probe --probes square --warmup-probe block   # square after block
+    python -m research.probes.streamo_visual_probe --probes pair --videos 2000 --warmup-probe pair_caption
+    python -m research.probes.streamo_visual_probe --probes pair --videos 2000 --warmup-probe pair_align
 """
 
 from __future__ import annotations
@@ -44,8 +44,8 @@ import tempfile
 
 import numpy as np
 
-from stride_visual_probe import (BACKGROUND, DURATION, FPS, RED, SIZE, probe_args, probe_frame, train_probe,
-                                 report, warmup_start, write_splits)
+from research.probes.stride_visual_probe import (BACKGROUND, DURATION, FPS, RED, SIZE, probe_args, probe_frame,
+                                                 report, train_probe, warmup_start, write_splits)
 
 PROBES = ("flash", "block", "square", "pair", "pair_text")
 # warm-ups train on frames: not pair_text (none), but the caption stage pair_caption (no states to score)
@@ -53,7 +53,6 @@ WARMUPS = ("flash", "block", "square", "pair", "pair_caption", "pair_align")
 PAIR_KINDS = ("pair", "pair_text", "pair_caption")  # the same draws per video: one scene, three renderings
 BLUE = (40, 80, 230)
 COLOUR_WORDS = (" red", " blue")  # pair_frame's order
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def pair_frame(red_on: bool, blue_on: bool, quarters: tuple[int, int]) -> np.ndarray:
@@ -270,7 +269,6 @@ def _report_row(kind: str, r: dict) -> str:
 
 def main() -> int:
     a = probe_args(__doc__, PROBES, WARMUPS)
-    sys.path.insert(0, ROOT)
     from data_pipelines.tokenizer import build_tiny_tokenizer
     from stvl_jax.demo.streamo import DEMO_SYSTEM_PROMPT, TRAIN_CONFIG, evaluate, pixel_control, training_vision
 
