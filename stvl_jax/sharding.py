@@ -160,16 +160,6 @@ def state_shardings(state, mesh: Mesh):
     return jax.tree.map(one, state, is_leaf=_is_variable)
 
 
-def state_specs(state, mesh: Mesh | None = None):
-    """PartitionSpec tree (as pure values) for an nnx State."""
-
-    def one(v):
-        value = v.get_value()
-        return logical_to_spec(logical_axes_of(v), tuple(value.shape), mesh)
-
-    return jax.tree.map(one, state, is_leaf=_is_variable)
-
-
 @dataclasses.dataclass(frozen=True)
 class ShardingReport:
     total_params: int
@@ -215,36 +205,6 @@ def constrain(x: jax.Array, logical_axes: Iterable[str | None]) -> jax.Array:
         return x
     spec = logical_to_spec(tuple(logical_axes), x.shape, mesh)
     return jax.lax.with_sharding_constraint(x, spec)
-
-
-def shard_batch(batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
-    """Place a host batch on the mesh: batch-major arrays over `act_batch`, position ids (3,B,L) over dim 1,
-    packed vision arrays over `vis_patch`; everything else replicated. Fails clearly on indivisible batches."""
-    data_size = _mesh_axis_size(mesh, tuple(a for a in LOGICAL_AXIS_RULES["act_batch"] if a in mesh.shape))
-    out = {}
-    for key, value in batch.items():
-        if value is None:
-            out[key] = None
-            continue
-        value = np.asarray(value)
-        if key in BATCH_MAJOR_KEYS:
-            if value.shape[0] % data_size:
-                raise ShardingError(
-                    f"batch field {key!r} has batch size {value.shape[0]}, not divisible by the data-parallel "
-                    f"mesh size {data_size} (data x fsdp); pad the batch or change the mesh"
-                )
-            axes = ("act_batch",) + (None,) * (value.ndim - 1)
-        elif key == "position_ids" and value.ndim == 3:
-            axes = (None, "act_batch", None)
-        else:
-            axes = (None,) * value.ndim
-        out[key] = jax.device_put(value, named_sharding(mesh, axes, value.shape))
-    return out
-
-
-BATCH_MAJOR_KEYS = frozenset(
-    {"input_ids", "attention_mask", "labels", "loss_weights", "mm_token_type_ids", "token_type_ids"}
-)
 
 
 def place_on_mesh(model, mesh: Mesh):
