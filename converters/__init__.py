@@ -13,6 +13,6 @@
 
 from converters.qwen_vl_config import from_hf_dict, to_hf_dict
 from converters.qwen_vl_io import export_hf, import_hf
-from converters.verify import verify
 
-__all__ = ["export_hf", "from_hf_dict", "import_hf", "to_hf_dict", "verify"]
+# `verify` stays `converters.verify.verify`: re-exporting it here would shadow its module
+__all__ = ["export_hf", "from_hf_dict", "import_hf", "to_hf_dict"]
