@@ -10,3 +10,9 @@
     inspect_tree      key/shape/dtype trees of HF and stvl-jax checkpoints
     cli               `stvl convert {import,export,verify,inspect}`
 """
+
+from converters.qwen_vl_config import from_hf_dict, to_hf_dict
+from converters.qwen_vl_io import export_hf, import_hf
+
+# `verify` stays `converters.verify.verify`: re-exporting it here would shadow its module
+__all__ = ["export_hf", "from_hf_dict", "import_hf", "to_hf_dict"]

@@ -16,7 +16,7 @@ import sys
 _COMMANDS = {
     "demo": ("stvl_jax.demo", "main", "run the main job end to end on the embedded default"),
     "convert": ("converters.cli", "main", "import/export/verify/inspect HF <-> Orbax checkpoints"),
-    "data": ("data_pipelines.cli", "main", "make the synthetic set and convert annotation formats"),
+    "data": ("stvl_jax.data_cli", "main", "make the synthetic set and convert annotation formats"),
     "train": ("stvl_jax.train.cli", "main", "train from a typed YAML config"),
     "eval": ("stvl_jax.eval.cli", "main", "sharded evaluation"),
     "stream": ("stvl_jax.infer.cli", "main", "proactive streaming inference on a video"),

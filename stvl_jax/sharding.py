@@ -91,6 +91,18 @@ def make_mesh(shape: Mapping[str, int] | Sequence[int] | None = None, devices=No
     return Mesh(dev, MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES))
 
 
+def auto_mesh(mesh: Mesh | None) -> Mesh | None:
+    """`mesh` with Auto axis types (the same devices and axis names; the mesh itself when it already is Auto).
+
+    Every entry point that takes a mesh goes through this, so a mesh built the plain JAX way
+    (`jax.make_mesh(...)`, Explicit axes by default) works: the model constrains activations by logical name
+    and leaves the rest to the partitioner, which is Auto-axis semantics (docs/design.md, "Meshes").
+    """
+    if mesh is None or all(t == AxisType.Auto for t in mesh.axis_types):
+        return mesh
+    return Mesh(mesh.devices, mesh.axis_names, axis_types=(AxisType.Auto,) * len(mesh.axis_names))
+
+
 def _mesh_axis_size(mesh, axes: tuple[str, ...]) -> int:
     return int(np.prod([mesh.shape[a] for a in axes])) if axes else 1
 
@@ -133,7 +145,20 @@ def logical_to_spec(
 
 
 def named_sharding(mesh: Mesh, logical_axes: Sequence[str | None], shape: Sequence[int] | None = None):
-    return NamedSharding(mesh, logical_to_spec(logical_axes, shape, mesh))
+    """NamedSharding on `auto_mesh(mesh)` from logical axes (`()`: replicated); dims the mesh does not divide are
+    replicated."""
+    return NamedSharding(auto_mesh(mesh), logical_to_spec(logical_axes, shape, mesh))
+
+
+def host_to_mesh(x, mesh: Mesh, logical_axes: Sequence[str | None], global_shape: Sequence[int] | None = None
+                 ) -> jax.Array:
+    """THE way a host (numpy) batch array goes onto the mesh: a global `jax.Array` laid out by logical axes.
+
+    One process: `x` is the whole array. Several processes: each passes its own rows of the sharded dimension and
+    `global_shape` the global shape (`jax.make_array_from_process_local_data`)."""
+    x = np.asarray(x)
+    shape = tuple(x.shape if global_shape is None else global_shape)
+    return jax.make_array_from_process_local_data(named_sharding(mesh, logical_axes, shape), x, shape)
 
 
 def _is_variable(x) -> bool:
@@ -160,46 +185,56 @@ def state_shardings(state, mesh: Mesh):
     return jax.tree.map(one, state, is_leaf=_is_variable)
 
 
-def state_specs(state, mesh: Mesh | None = None):
-    """PartitionSpec tree (as pure values) for an nnx State."""
-
-    def one(v):
-        value = v.get_value()
-        return logical_to_spec(logical_axes_of(v), tuple(value.shape), mesh)
-
-    return jax.tree.map(one, state, is_leaf=_is_variable)
-
-
 @dataclasses.dataclass(frozen=True)
 class ShardingReport:
     total_params: int
     replicated_params: int  # params in arrays with no sharded dimension
-    fallbacks: tuple[str, ...]  # "path: logical axis -> replicated (dim N not divisible by M)"
+    # "path (shape): logical axis dim N not divisible by mesh axes (M) -> kept / replicated", one per dimension
+    fallbacks: tuple[str, ...]
+    mesh_shape: dict = dataclasses.field(default_factory=dict)
 
     @property
     def replicated_fraction(self) -> float:
         return self.replicated_params / max(self.total_params, 1)
 
+    def summary(self, max_lines: int = 12) -> str:
+        """The block the trainer prints at start ('' when the rules table applied everywhere as written)."""
+        if not self.fallbacks:
+            return ""
+        lines = [f"sharding on mesh {self.mesh_shape}: {len(self.fallbacks)} parameter dimension(s) left unsharded "
+                 f"because the mesh does not divide them ({100 * self.replicated_fraction:.1f}% of the parameters "
+                 f"are fully replicated):"]
+        lines += [f"  {f}" for f in self.fallbacks[:max_lines]]
+        if len(self.fallbacks) > max_lines:
+            lines.append(f"  ... and {len(self.fallbacks) - max_lines} more")
+        return "\n".join(lines)
+
 
 def describe_shardings(state, mesh: Mesh) -> ShardingReport:
-    """Summarise how a State is laid out on `mesh` (MaxText-style sharding tolerance check)."""
+    """How the rules table lays out `state` (an nnx State, or a flat {path: Variable} dict, abstract or concrete)
+    on `mesh`: every dimension the mesh does not divide (replicated instead; MaxText-style tolerance check)."""
     from flax import nnx
 
+    items = state.items() if isinstance(state, dict) else nnx.to_flat_state(state)
     total = replicated = 0
     fallbacks = []
-    for path, v in nnx.to_flat_state(state) if hasattr(nnx, "to_flat_state") else state.flat_state():
-        value = v.get_value()
-        size = int(np.prod(value.shape))
+    for path, v in items:
+        shape = tuple(v.get_value().shape)
+        size = int(np.prod(shape))
         total += size
         axes = logical_axes_of(v)
-        spec = logical_to_spec(axes, tuple(value.shape), mesh)
+        spec = logical_to_spec(axes, shape, mesh)
         full = logical_to_spec(axes, None, mesh)
         if all(s is None for s in spec):
             replicated += size
-        for name, got, want in zip(axes, spec, full):
+        name_of = path if isinstance(path, str) else "/".join(map(str, path))
+        for dim, (name, got, want) in enumerate(zip(axes, spec, full)):
             if got != want:
-                fallbacks.append(f"{'/'.join(map(str, path))}: {name} -> {got} (wanted {want})")
-    return ShardingReport(total, replicated, tuple(fallbacks))
+                want_axes = (want,) if isinstance(want, str) else tuple(want)
+                fallbacks.append(f"{name_of} {shape}: {name} dim {shape[dim]} not divisible by "
+                                 f"{' x '.join(want_axes)} ({_mesh_axis_size(mesh, want_axes)}) -> "
+                                 f"{'replicated' if got is None else f'sharded over {got} only'}")
+    return ShardingReport(total, replicated, tuple(fallbacks), dict(mesh.shape))
 
 
 def current_mesh():
@@ -217,40 +252,11 @@ def constrain(x: jax.Array, logical_axes: Iterable[str | None]) -> jax.Array:
     return jax.lax.with_sharding_constraint(x, spec)
 
 
-def shard_batch(batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
-    """Place a host batch on the mesh: batch-major arrays over `act_batch`, position ids (3,B,L) over dim 1,
-    packed vision arrays over `vis_patch`; everything else replicated. Fails clearly on indivisible batches."""
-    data_size = _mesh_axis_size(mesh, tuple(a for a in LOGICAL_AXIS_RULES["act_batch"] if a in mesh.shape))
-    out = {}
-    for key, value in batch.items():
-        if value is None:
-            out[key] = None
-            continue
-        value = np.asarray(value)
-        if key in BATCH_MAJOR_KEYS:
-            if value.shape[0] % data_size:
-                raise ShardingError(
-                    f"batch field {key!r} has batch size {value.shape[0]}, not divisible by the data-parallel "
-                    f"mesh size {data_size} (data x fsdp); pad the batch or change the mesh"
-                )
-            axes = ("act_batch",) + (None,) * (value.ndim - 1)
-        elif key == "position_ids" and value.ndim == 3:
-            axes = (None, "act_batch", None)
-        else:
-            axes = (None,) * value.ndim
-        out[key] = jax.device_put(value, named_sharding(mesh, axes, value.shape))
-    return out
-
-
-BATCH_MAJOR_KEYS = frozenset(
-    {"input_ids", "attention_mask", "labels", "loss_weights", "mm_token_type_ids", "token_type_ids"}
-)
-
-
 def place_on_mesh(model, mesh: Mesh):
-    """Move an nnx model's Variables onto `mesh` as the rules table says (in place); sets `model.mesh`."""
+    """Move an nnx model's Variables onto `mesh` as the rules table says (in place); sets `model.mesh` (Auto)."""
     from flax import nnx
 
+    mesh = auto_mesh(mesh)
     state = nnx.state(model)
     nnx.update(model, jax.device_put(state, state_shardings(state, mesh)))
     model.mesh = mesh

@@ -8,7 +8,6 @@ from jax.sharding import PartitionSpec as P
 
 from stvl_jax.sharding import (
     LOGICAL_AXIS_RULES, ShardingError, describe_shardings, logical_to_spec, make_mesh, place_on_mesh,
-    shard_batch,
 )
 
 
@@ -48,15 +47,6 @@ def test_make_mesh_shapes():
         make_mesh({"data": 4, "fsdp": 4})
     with pytest.raises(ShardingError, match="unknown mesh axes"):
         make_mesh({"model": 8})
-
-
-def test_shard_batch_rejects_indivisible_batch(mesh):
-    with pytest.raises(ShardingError, match="not divisible"):
-        shard_batch({"input_ids": np.zeros((3, 4), np.int32)}, mesh)
-    out = shard_batch({"input_ids": np.zeros((4, 4), np.int32), "position_ids": np.zeros((3, 4, 4), np.int32)},
-                      mesh)
-    assert out["input_ids"].sharding.spec == P(("data", "fsdp"), None)
-    assert out["position_ids"].sharding.spec == P(None, ("data", "fsdp"), None)
 
 
 def test_every_rule_targets_known_mesh_axes():

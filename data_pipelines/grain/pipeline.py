@@ -16,7 +16,6 @@ following batches.
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 
 import grain
@@ -242,14 +241,6 @@ class BatchIterator:
         self._it.set_state(state["grain"])
         self.skipped = Counter(state["skipped"])
         self.examples, self.frames, self.batches = state["examples"], state["frames"], state["batches"]
-
-    def save_state(self, path: str) -> None:
-        with open(path, "w") as f:
-            json.dump(self.get_state(), f)
-
-    def load_state(self, path: str) -> None:
-        with open(path) as f:
-            self.set_state(json.load(f))
 
     def close(self) -> None:
         """Stop the worker processes (also done when the iterator is garbage-collected)."""

@@ -16,8 +16,7 @@ def run_parity(workdir: str, video_path: str, tokenizer_dir: str, mesh, *, new_t
     from transformers import AutoTokenizer, Qwen3VLConfig, Qwen3VLForConditionalGeneration
 
     import stvl_jax
-    from converters.qwen_vl_config import to_hf_dict
-    from converters.qwen_vl_io import import_hf
+    from converters import import_hf, to_hf_dict
     from stvl_jax.models.qwen_vl.presets import load_model_config
 
     config = load_model_config("qwen3vl_tiny")

@@ -121,16 +121,19 @@ def _stride_common(p: argparse.ArgumentParser) -> None:
 def run_stride(args) -> dict:
     """Synthetic activation task (held-out split) or ET-Bench: stream, score, print F1@0.5 beside baselines."""
     from stvl_jax.eval import stride_eval
+    from stvl_jax.infer.cli import load_args_detector, load_tokenizer, stream_config
 
-    factory, window, cfg = stride_eval.detector_factory(args)
+    cfg = stream_config(args, fallback=not args.no_fallback)
+    detector = load_args_detector(args, load_tokenizer(args.tokenizer, args.ckpt, "--tokenizer"), cfg)
     if args.task == "stride":
         samples = stride_eval.synthetic_samples(args.data, args.split)
     else:
         tasks = tuple(t.strip() for t in args.tasks.split(",") if t.strip())
         samples = stride_eval.etbench_samples(args.anno, args.videos, tasks)
     samples = samples[: args.limit] if args.limit else samples
-    result = stride_eval.evaluate(factory, samples, fps=args.fps, zero_pixels=args.zero_pixels)
-    result["baselines"] = stride_eval.baselines(window, cfg, samples, fps=args.fps)
+    result = stride_eval.evaluate(stride_eval.detector_factory(detector), samples, fps=args.fps,
+                                  zero_pixels=args.zero_pixels)
+    result["baselines"] = stride_eval.baselines(detector.stride, cfg, samples, fps=args.fps)
     _write_json(args.out, f"{args.task}_metrics.json", result)
     stride_eval.plot_samples(result["samples"], os.path.join(args.out, f"{args.task}_timelines.png"))
     control = " (every pixel zeroed)" if args.zero_pixels else ""

@@ -91,18 +91,14 @@ def etbench_samples(anno: str, videos: str, tasks: Sequence[str]) -> list[dict]:
     return out
 
 
-def detector_factory(args):
-    """(sample -> detector, StrideConfig, StreamConfig) from the `stvl eval stride|etbench` flags; multi-event
-    mode per sample task as in the reference."""
-    from stvl_jax.infer.cli import load_args_detector, load_tokenizer, stream_config
-
-    cfg = stream_config(args, fallback=not args.no_fallback)
-    detector = load_args_detector(args, load_tokenizer(args.tokenizer, args.ckpt, "--tokenizer"), cfg)
+def detector_factory(detector: StrideStream) -> Callable[[dict], StrideStream]:
+    """sample -> a stream of `detector`'s model and prompt (`infer.stride_runtime.load_detector`), in multi-event
+    mode for the sample tasks the reference runs that way."""
 
     def factory(sample: dict) -> StrideStream:
         return StrideStream(detector.model, detector.prompt,
-                            cfg.replace(multi_event=etbench.is_multi_event(sample["task"])))
-    return factory, detector.stride, cfg
+                            detector.cfg.replace(multi_event=etbench.is_multi_event(sample["task"])))
+    return factory
 
 
 def plot_samples(samples: Sequence[dict], path: str, max_rows: int = 24) -> str:

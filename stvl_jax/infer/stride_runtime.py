@@ -35,6 +35,7 @@ from stvl_jax.infer.stride_prompt import StridePrompt, VideoPrefix, slot_positio
 from stvl_jax.models.qwen_vl.inputs import ModelInputs
 from stvl_jax.models.qwen_vl.text import KVCache
 from stvl_jax.models.qwen_vl.vision_inputs import prepare_vision_inputs
+from stvl_jax.models.stride.head import p_active
 from stvl_jax.models.stride.sampler import active_span, denoise, shift_history
 from stvl_jax.models.stride.triggers import Segment, TriggerTracker
 from stvl_jax.nn.bound_jit import bind_jit
@@ -105,8 +106,7 @@ def _cached_probs(model, cache: KVCache, crop, slot_ids, positions, label_ids, w
     cache = KVCache(cache.k[:, :, :span], cache.v[:, :, :span], valid, crop.astype(jnp.int32))
     inputs = ModelInputs(slot_ids, jnp.ones_like(slot_ids), positions, None)
     _, hidden, _ = model.forward(inputs, cache, return_hidden=True, compute_logits=False)
-    logits = model.token_logits(hidden[0, -window:], label_ids)
-    return jax.nn.softmax(logits.astype(jnp.float32), axis=-1)[:, 1]
+    return p_active(model.token_logits(hidden[0, -window:], label_ids))
 
 
 def _full_probs(model, inputs: ModelInputs, label_ids, window):
@@ -114,7 +114,7 @@ def _full_probs(model, inputs: ModelInputs, label_ids, window):
     valid = inputs.attention_mask[0].astype(bool)
     last = jnp.sum(valid)  # right-padded: real tokens come first
     picked = jax.lax.dynamic_slice_in_dim(hidden[0], last - window, window)
-    return jax.nn.softmax(model.token_logits(picked, label_ids).astype(jnp.float32), axis=-1)[:, 1]
+    return p_active(model.token_logits(picked, label_ids))
 
 
 def _padded(n: int, multiple: int = 64) -> int:

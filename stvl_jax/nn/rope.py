@@ -61,13 +61,6 @@ def mrope_cos_sin(position_ids: jax.Array, inv_freq: np.ndarray, axis_map: np.nd
     return jnp.cos(emb).astype(dtype), jnp.sin(emb).astype(dtype)
 
 
-def rope_cos_sin(positions: jax.Array, inv_freq: np.ndarray, dtype=jnp.float32):
-    """1-D RoPE: positions (..., L) -> cos, sin (..., L, 2F)."""
-    freqs = positions.astype(jnp.float32)[..., None] * jnp.asarray(inv_freq)
-    emb = jnp.concatenate([freqs, freqs], axis=-1)
-    return jnp.cos(emb).astype(dtype), jnp.sin(emb).astype(dtype)
-
-
 def vision_rope_cos_sin(pos_hw: jax.Array, head_dim: int, theta: float):
     """2-D axial RoPE of the Qwen-VL vision towers: pos_hw (N, 2) (row, col) -> cos, sin (N, head_dim).
 

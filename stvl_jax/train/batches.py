@@ -4,7 +4,7 @@ Per process: split off the training targets (labels, loss_weights, any key the m
 model's host preparation (validation, M-RoPE positions, vision layouts), and build global `jax.Array`s:
 
 - token arrays (B, L) and position ids (3, B, L): each process contributes its rows
-  (`jax.make_array_from_process_local_data`), sharded over `act_batch`; processes first agree on L (the
+  (`sharding.host_to_mesh`), sharded over `act_batch`; processes first agree on L (the
   longest local bucket; shorter ones are right-padded with masked positions);
 - vision arrays: the model packs all images then all videos of the *global* batch into one sequence, so each
   process all-gathers the raw pixels and grids and prepares the identical global `VisionInputs` (replicated).
@@ -27,8 +27,9 @@ from jax.sharding import Mesh
 from stvl_jax.errors import InputError
 from stvl_jax.models.qwen_vl.config import QwenVLConfig
 from stvl_jax.models.qwen_vl.inputs import KNOWN_KEYS, ModelInputs, prepare_inputs
+from stvl_jax.models.qwen_vl.model import place_inputs
 from stvl_jax.models.qwen_vl.vision_inputs import prepare_vision_inputs
-from stvl_jax.sharding import LOGICAL_AXIS_RULES, ShardingError, named_sharding
+from stvl_jax.sharding import LOGICAL_AXIS_RULES, ShardingError, host_to_mesh
 
 MODEL_ONLY_KEYS = KNOWN_KEYS - {"labels", "loss_weights"}
 VISION_RAW_KEYS = ("pixel_values", "image_grid_thw", "pixel_values_videos", "video_grid_thw")
@@ -156,21 +157,8 @@ def prepare_host_batch(config: QwenVLConfig, batch: Mapping[str, np.ndarray], me
 
 
 def place_host_batch(host: HostBatch, mesh: Mesh) -> tuple[ModelInputs, dict[str, jax.Array]]:
-    """Global sharded arrays: rows over `act_batch`, vision replicated."""
-
-    def rows(local: np.ndarray, batch_axis: int):
-        axes = [None] * local.ndim
-        axes[batch_axis] = "act_batch"
-        shape = list(local.shape)
-        shape[batch_axis] = host.global_rows
-        sharding = named_sharding(mesh, axes, shape)
-        return jax.make_array_from_process_local_data(sharding, local, tuple(shape))
-
-    def replicated(x):
-        x = np.asarray(x)
-        return jax.make_array_from_process_local_data(named_sharding(mesh, (None,) * x.ndim, x.shape), x, x.shape)
-
-    inp = host.inputs
-    vision = None if inp.vision is None else jax.tree.map(replicated, inp.vision)
-    inputs = ModelInputs(rows(inp.input_ids, 0), rows(inp.attention_mask, 0), rows(inp.position_ids, 1), vision)
-    return inputs, {k: rows(v, 0) for k, v in host.targets.items()}
+    """Global sharded arrays: rows over `act_batch`, vision replicated (`place_inputs`, `host_to_mesh`)."""
+    inputs = place_inputs(host.inputs, mesh, global_rows=host.global_rows)
+    targets = {k: host_to_mesh(v, mesh, ("act_batch",) + (None,) * (v.ndim - 1), (host.global_rows, *v.shape[1:]))
+               for k, v in host.targets.items()}
+    return inputs, targets

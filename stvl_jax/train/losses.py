@@ -65,8 +65,8 @@ def logits_of(out: "ForwardOutput | jax.Array") -> jax.Array:
 
 LossFn = Callable[["ForwardOutput | jax.Array", Mapping[str, jax.Array], LossConfig], LossOutput]
 LOSSES: dict[str, LossFn] = {}
-# losses defined next to their models, imported when selected (keeps this module free of model imports)
-LOSS_MODULES = {"stride_activation": "stvl_jax.models.stride.head"}
+# one module per model family, imported when selected
+LOSS_MODULES = {"stride_activation": "stvl_jax.train.stride_loss"}
 
 
 def register_loss(name: str):

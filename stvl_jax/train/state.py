@@ -20,11 +20,11 @@ import jax
 import jax.numpy as jnp
 import optax
 from flax import nnx
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import Mesh, NamedSharding
 
 from stvl_jax.models.qwen_vl.config import QwenVLConfig
 from stvl_jax.models.qwen_vl.model import QwenVLForConditionalGeneration
-from stvl_jax.sharding import logical_axes_of, named_sharding
+from stvl_jax.sharding import auto_mesh, logical_axes_of, named_sharding
 from stvl_jax.train.param_groups import split_by_groups
 
 
@@ -101,7 +101,7 @@ def init_params_fn(spec: ModelSpec):
 def opt_state_shardings(abstract_opt_state, spec: ModelSpec, mesh: Mesh):
     """Optimizer leaves keyed by a parameter path and shaped like it (Adam moments) take its sharding; the
     rest (counts, scalars) are replicated."""
-    replicated = NamedSharding(mesh, PartitionSpec())
+    replicated = named_sharding(mesh, ())
     shardings, shapes = spec.param_shardings(mesh), spec.shapes()
 
     def one(path, leaf):
@@ -123,7 +123,7 @@ def abstract_train_state(spec: ModelSpec, tx: optax.GradientTransformation) -> T
 def train_state_shardings(abstract: TrainState, spec: ModelSpec, mesh: Mesh) -> TrainState:
     ps = spec.param_shardings(mesh)
     params, frozen = spec.split(ps)
-    replicated = NamedSharding(mesh, PartitionSpec())
+    replicated = named_sharding(mesh, ())
     return TrainState(step=replicated, params=params, frozen=frozen,
                       opt_state=opt_state_shardings(abstract.opt_state, spec, mesh), rng=replicated)
 
@@ -132,6 +132,7 @@ def init_train_state(spec: ModelSpec, tx: optax.GradientTransformation, mesh: Me
                      params: Mapping[str, jax.Array] | None = None) -> TrainState:
     """Sharded initial state: fresh parameters from `seed` (or the given, already placed `params`), zero
     optimizer state. Nothing is materialised unsharded."""
+    mesh = auto_mesh(mesh)
     abstract = abstract_train_state(spec, tx)
     shardings = train_state_shardings(abstract, spec, mesh)
     # keys are made inside jit from the int seed: no host array enters a multi-process jit

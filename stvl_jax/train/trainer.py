@@ -20,7 +20,7 @@ import numpy as np
 import yaml
 
 from stvl_jax.errors import CheckpointError, ConfigError
-from stvl_jax.sharding import ShardingError, make_mesh
+from stvl_jax.sharding import ShardingError, auto_mesh, describe_shardings, make_mesh
 from stvl_jax.train import distributed
 from stvl_jax.train.batches import (allgather, allgather_ragged, data_parallel_size, place_host_batch,
                                    prepare_host_batch)
@@ -54,7 +54,7 @@ class Trainer:
         distributed.initialize(cfg.distributed)
         self.cfg = cfg
         self.is_main = jax.process_index() == 0
-        self.mesh = mesh if mesh is not None else make_mesh(cfg.mesh.shape())
+        self.mesh = auto_mesh(mesh) if mesh is not None else make_mesh(cfg.mesh.shape())
         dp = data_parallel_size(self.mesh)
         if cfg.data.batch_size % dp and not cfg.data.pad_batch_to_mesh:  # fail before compiling anything
             raise ShardingError(f"data.batch_size={cfg.data.batch_size} is not divisible by the data-parallel mesh "
@@ -80,6 +80,9 @@ class Trainer:
         self.multipliers = train_multipliers(groups)
         self.peak = peak_flops_per_device(jax.devices()[0].device_kind, cfg.logging.peak_flops_per_device)
         self.notes: list[str] = []  # shown when the run starts
+        sharding = describe_shardings(self.spec.abstract, self.mesh).summary()
+        if sharding:
+            self.notes.append(sharding)
         self.state = self._initial_state()
 
     # ------------------------------------------------------------------------------------------ state

@@ -10,10 +10,11 @@ from stvl_jax.errors import ConfigError, InputError
 from stvl_jax.models.qwen_vl.model import QwenVLForConditionalGeneration
 from stvl_jax.models.qwen_vl.presets import load_model_config
 from stvl_jax.models.stride.config import ARCHITECTURE, StrideConfig
-from stvl_jax.models.stride.head import second_copy_positions, stride_activation_loss
+from stvl_jax.models.stride.head import second_copy_positions
 from stvl_jax.models.stride.model import prepare_model
 from stvl_jax.train.config import LossConfig
 from stvl_jax.train.losses import ForwardOutput, get_loss
+from stvl_jax.train.stride_loss import stride_activation_loss
 
 CFG = LossConfig(kind="stride_activation", stride={"label_token_ids": (3, 7)})
 

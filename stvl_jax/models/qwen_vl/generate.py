@@ -19,6 +19,7 @@ from flax import nnx
 from stvl_jax.errors import InputError
 from stvl_jax.models.qwen_vl.inputs import ModelInputs
 from stvl_jax.models.qwen_vl.text import KVCache
+from stvl_jax.sharding import auto_mesh
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,13 +113,13 @@ def generate(
     eos = (eos_token_id,) if isinstance(eos_token_id, int) else tuple(int(e) for e in eos_token_id)
     pad = pad_token_id if pad_token_id is not None else (eos[0] if eos else 0)
     sampling = SamplingConfig(do_sample, float(temperature), int(top_k), float(top_p))
-    mesh = getattr(model, "mesh", None)
+    mesh = auto_mesh(getattr(model, "mesh", None))
     if mesh is None:
         out = _generate(model, inputs, int(max_new_tokens), sampling, eos, int(pad), jax.random.key(seed))
     else:
-        from stvl_jax.models.qwen_vl.model import _place
+        from stvl_jax.models.qwen_vl.model import place_inputs
 
         with jax.set_mesh(mesh):
-            out = _generate(model, _place(inputs, mesh), int(max_new_tokens), sampling, eos, int(pad),
+            out = _generate(model, place_inputs(inputs, mesh), int(max_new_tokens), sampling, eos, int(pad),
                             jax.random.key(seed))
     return np.asarray(out)

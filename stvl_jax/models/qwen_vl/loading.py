@@ -20,7 +20,7 @@ from stvl_jax import checkpoint_io
 from stvl_jax.errors import CheckpointError, ConfigError
 from stvl_jax.models.qwen_vl.config import QwenVLConfig
 from stvl_jax.models.qwen_vl.model import QwenVLForConditionalGeneration
-from stvl_jax.sharding import logical_axes_of, named_sharding
+from stvl_jax.sharding import auto_mesh, logical_axes_of, named_sharding
 
 # parameters restored per Orbax call: each call holds read buffers of its arrays until they are placed
 RESTORE_BATCH_BYTES = 1 << 30
@@ -72,11 +72,13 @@ def load_model(path: str | Path, *, mesh: jax.sharding.Mesh | None = None, dtype
                ) -> QwenVLForConditionalGeneration:
     """Load a Qwen-VL checkpoint written by `stvl convert import`, `save_model` or training.
 
-    mesh: a ('data', 'fsdp', 'tensor') mesh (`stvl_jax.make_mesh`); parameters are placed by the logical-axis
-      rules and `model(**batch)` runs on it. None: one device (the default device).
+    mesh: a ('data', 'fsdp', 'tensor') mesh (`stvl_jax.make_mesh` or `jax.make_mesh`, Explicit or Auto axes;
+      `model.mesh` is its Auto form); parameters are placed by the logical-axis rules and `model(**batch)` runs
+      on it. None: one device (the default device).
     dtype: compute dtype (activations). None = the parameters' dtype as loaded (the most common one).
     param_dtype: cast parameters on restore (None keeps them as stored, e.g. bf16 stays bf16).
     """
+    mesh = auto_mesh(mesh)  # Explicit axes (jax.make_mesh's default) -> Auto: sharding.auto_mesh
     config, _ = read_config(path)
     stored = checkpoint_io.param_metadata(path)
     check_params(config, stored, f"checkpoint {str(path)!r}")

@@ -23,7 +23,7 @@ from stvl_jax.models.qwen_vl.text import KVCache, TextModel
 from stvl_jax.models.qwen_vl.vision import VisionTower
 from stvl_jax.models.qwen_vl.vision_inputs import VisionInputs
 from stvl_jax.nn.linear import Linear
-from stvl_jax.sharding import constrain
+from stvl_jax.sharding import auto_mesh, constrain, host_to_mesh
 
 
 @dataclasses.dataclass
@@ -121,30 +121,36 @@ class QwenVLForConditionalGeneration(nnx.Module):
 
     def __call__(self, *, return_hidden: bool = False, **batch) -> QwenVLOutput:
         inputs, deltas = self.prepare(batch)
-        mesh = getattr(self, "mesh", None)
+        mesh = auto_mesh(getattr(self, "mesh", None))
         if mesh is not None:
             with jax.set_mesh(mesh):
-                inputs = _place(inputs, mesh)
+                inputs = place_inputs(inputs, mesh)
                 logits, hidden = _jit_forward(self, inputs, return_hidden)
         else:
             logits, hidden = _jit_forward(self, inputs, return_hidden)
         return QwenVLOutput(logits=logits, hidden_states=hidden, rope_deltas=deltas)
 
 
-def _place(inputs: ModelInputs, mesh) -> ModelInputs:
-    """Batch-major fields over the data axes, packed vision arrays over `vis_patch` where they divide."""
-    from stvl_jax.sharding import named_sharding
+def place_inputs(inputs: ModelInputs, mesh, global_rows: int | None = None) -> ModelInputs:
+    """Host `ModelInputs` -> global arrays on `mesh`: token rows over `act_batch`, vision arrays replicated.
 
-    def put(x, axes):
-        x = np.asarray(x)
-        return jax.device_put(x, named_sharding(mesh, axes, x.shape))
+    global_rows: the global batch size when each process holds only its own rows (training); None: `inputs` is
+    the whole batch (the same on every process)."""
 
-    bt = ("act_batch", None)
+    def rows(x, axis: int):
+        axes = [None] * np.ndim(x)
+        axes[axis] = "act_batch"
+        shape = None
+        if global_rows is not None:
+            shape = list(np.shape(x))
+            shape[axis] = global_rows
+        return host_to_mesh(x, mesh, axes, shape)
+
     vision = inputs.vision
     if vision is not None:
-        vision = jax.tree.map(lambda x: put(x, (None,) * np.ndim(x)), vision)
-    return ModelInputs(put(inputs.input_ids, bt), put(inputs.attention_mask, bt),
-                       put(inputs.position_ids, (None, "act_batch", None)), vision)
+        vision = jax.tree.map(lambda x: host_to_mesh(x, mesh, (None,) * np.ndim(x)), vision)
+    return ModelInputs(rows(inputs.input_ids, 0), rows(inputs.attention_mask, 0), rows(inputs.position_ids, 1),
+                       vision)
 
 
 # graph_updates=False: the forward mutates no state, and without it nnx.jit returns every parameter as an output

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 
 from stvl_jax.models.qwen_vl.config import QwenVLConfig
@@ -54,8 +53,3 @@ def resize_vocab(model, new_vocab_size: int, *, noise: float = 0.0, seed: int = 
 
         place_on_mesh(new_model, mesh)
     return new_model
-
-
-def added_token_rows(old_vocab_size: int, new_vocab_size: int) -> np.ndarray:
-    """Indices of the rows a resize added (empty when shrinking)."""
-    return np.arange(old_vocab_size, max(old_vocab_size, new_vocab_size))

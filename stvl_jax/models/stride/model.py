@@ -20,7 +20,7 @@ from flax import nnx
 from stvl_jax.errors import ConfigError
 from stvl_jax.models.qwen_vl.vocab import resize_vocab
 from stvl_jax.models.stride.config import ARCHITECTURE, StrideConfig, add_stride_tokens, recorded_settings
-from stvl_jax.models.stride.head import activation_logits, second_copy_positions
+from stvl_jax.models.stride.head import activation_logits, p_active, second_copy_positions
 
 
 def prepare_model(model, tokenizer, **window):
@@ -58,7 +58,7 @@ def load_stride(path: str | Path, tokenizer, *, mesh=None, dtype=None, **window)
 def _window_probs(model, inputs, positions, label_ids):
     _, hidden, _ = model.forward(inputs, return_hidden=True, compute_logits=False)
     picked = jnp.take_along_axis(hidden, positions[..., None], axis=1)  # (B, W, D)
-    return jax.nn.softmax(model.token_logits(picked, label_ids).astype(jnp.float32), axis=-1)[..., 1]
+    return p_active(model.token_logits(picked, label_ids))
 
 
 def window_probs(model, cfg: StrideConfig, batch: dict) -> np.ndarray:

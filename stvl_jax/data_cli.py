@@ -304,9 +304,3 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     return int(args.fn(args) or 0)
-
-
-if __name__ == "__main__":
-    from stvl_jax.cli import main as stvl_main
-
-    sys.exit(stvl_main(["data", *sys.argv[1:]]))
