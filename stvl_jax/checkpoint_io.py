@@ -124,9 +124,13 @@ def param_metadata(path: str | Path) -> dict[str, tuple[tuple[int, ...], np.dtyp
     try:
         meta = _checkpointer().metadata(params_dir.absolute())
     except Exception as e:  # noqa: BLE001 - Orbax raises many types for a corrupt directory
-        raise CheckpointError(f"cannot read the Orbax metadata of {str(params_dir)!r}: {e}") from None
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise CheckpointError(f"cannot read the Orbax metadata of {str(params_dir)!r}: {first}") from None
     tree = getattr(meta, "item_metadata", meta)
     tree = getattr(tree, "tree", tree)
+    if not isinstance(tree, Mapping):  # Orbax returns None when _METADATA or the OCDBT manifest is gone
+        raise CheckpointError(f"checkpoint {str(path)!r}: {PARAMS_DIR}/ has no readable Orbax metadata "
+                              f"(_METADATA or manifest.ocdbt missing or damaged)")
     return {k: (tuple(m.shape), np.dtype(m.dtype)) for k, m in flatten(tree).items()}
 
 

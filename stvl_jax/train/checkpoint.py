@@ -186,7 +186,7 @@ class TrainCheckpointer:
         params = state.all_params()
         trees = nest(params), to_string_tree(state.opt_state), {"step": state.step, "rng": state.rng}
         arrays = _state_arrays(*trees)
-        digests, finite = integrity.digests(arrays, check_finite=True)  # one pass; nothing is copied to host
+        digests, finite = integrity.digests(arrays, check_finite=True)  # one read pass over the state
         bad = integrity.non_finite(finite)
         if bad:
             raise CheckpointError(f"refusing to save step {step} to {str(self.directory)!r}: {len(bad)} array(s) "
@@ -202,7 +202,9 @@ class TrainCheckpointer:
         return bool(self.manager.save(step, args=args, force=force))
 
     def restore(self, step: int | None, abstract: TrainState, shardings: TrainState) -> tuple[TrainState, dict]:
-        """Restore `step` (None = latest) onto the current mesh. Returns (state, {'meta', 'data_state'})."""
+        """Restore `step` (None = latest) onto the current mesh. Returns (state, {'meta', 'data_state'}).
+        Every array is checked against the step's integrity.json (`checkpoint.verify`); an unreadable or damaged
+        checkpoint raises one CheckpointError line naming the step and the array."""
         step = self.latest_step() if step is None else step
         if step is None:
             raise CheckpointError(f"no checkpoint to resume in {str(self.directory)!r}")

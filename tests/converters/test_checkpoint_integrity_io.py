@@ -97,6 +97,14 @@ def test_load_model_with_a_missing_data_file_is_one_line(tiny, tmp_path):
     assert msg.startswith(f"checkpoint {str(ckpt)!r}: array 'params/") and "missing or truncated" in msg
 
 
+@pytest.mark.parametrize("name", ["_METADATA", "manifest.ocdbt"])
+def test_load_model_without_orbax_metadata_is_one_line(tiny, tmp_path, name):
+    ckpt = _copy(tiny[2], tmp_path)
+    (ckpt / "params" / name).unlink()
+    with pytest.raises(CheckpointError, match=r"params/ has no readable Orbax metadata"):
+        stvl_jax.load_model(ckpt)
+
+
 def test_load_model_with_a_truncated_data_file_is_one_line(tiny, tmp_path):
     ckpt = _copy(tiny[2], tmp_path)
     f = _largest_data_file(ckpt)
