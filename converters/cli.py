@@ -2,6 +2,7 @@
 
     stvl convert import  --hf DIR --out CKPT [--dtype keep|bf16|fp32|fp16] [--allow-pickle] [--overwrite]
     stvl convert export  --ckpt CKPT --out DIR [--dtype ...] [--max-shard-size 5GB] [--names auto|module|legacy]
+                         [--allow-non-finite] [--no-verify]
     stvl convert verify  --hf DIR --ckpt CKPT [--atol 1e-3] [--max-kl 1e-5]
     stvl convert inspect PATH [--flat] [--allow-pickle]
 
@@ -47,6 +48,10 @@ def _parser() -> argparse.ArgumentParser:
                           "transformers-5 module names, legacy = visual.*/model.* (Qwen2.5-VL only)")
     exp.add_argument("--legacy-names", dest="names", action="store_const", const="legacy",
                      help="same as --names legacy")
+    exp.add_argument("--allow-non-finite", action="store_true",
+                     help="export tensors holding NaN/inf (refused by default: one line names the tensor)")
+    exp.add_argument("--no-verify", dest="verify", action="store_false",
+                     help="do not check the arrays against the checksums recorded in the checkpoint")
 
     ver = sub.add_parser("verify", help="compare HF and stvl-jax logits on a synthetic sample (needs torch)")
     ver.add_argument("--hf", required=True, help="HF model directory")
@@ -75,7 +80,8 @@ def main(argv: list[str]) -> int:
         from converters.qwen_vl_io import export_hf
 
         weight_map = export_hf(args.ckpt, args.out, dtype=args.dtype, max_shard_size=args.max_shard_size,
-                               names=args.names, overwrite=args.overwrite, progress=not args.quiet)
+                               names=args.names, overwrite=args.overwrite, progress=not args.quiet,
+                               verify=args.verify, allow_non_finite=args.allow_non_finite)
         files = sorted(set(weight_map.values()))
         print(f"exported {args.ckpt} -> {args.out} ({len(weight_map)} tensors in {len(files)} file(s))")
     elif args.cmd == "verify":

@@ -107,9 +107,13 @@ def hf_name_fn(config: QwenVLConfig, names: str) -> Callable[[str], str]:
 
 
 def export_hf(ckpt: str | Path, out: str | Path, *, dtype: str | None = None, max_shard_size: str | int = "5GB",
-              names: str = "auto", overwrite: bool = False, progress: bool = True) -> dict[str, str]:
+              names: str = "auto", overwrite: bool = False, progress: bool = True, verify: bool = True,
+              allow_non_finite: bool = False) -> dict[str, str]:
     """stvl-jax checkpoint -> HF directory (safetensors shards [+ index], config.json, generation_config.json)
-    that `from_pretrained` loads. Returns the weight map {HF name: file}."""
+    that `from_pretrained` loads. Returns the weight map {HF name: file}.
+
+    verify: check every array against the checkpoint's checksums. A tensor holding NaN/inf is refused unless
+    allow_non_finite. A failed export removes what it wrote, so that rerunning it is not blocked."""
     from stvl_jax import checkpoint_io
     from stvl_jax.models.qwen_vl.loading import check_params, read_config
 
@@ -120,9 +124,30 @@ def export_hf(ckpt: str | Path, out: str | Path, *, dtype: str | None = None, ma
     stored = checkpoint_io.param_metadata(ckpt)
     check_params(config, stored, f"checkpoint {str(ckpt)!r}")
     out = Path(out)
+    for stale in out.glob("*.tmp") if out.is_dir() else ():
+        stale.unlink()  # a temporary of an interrupted export: never a result
     if out.exists() and not overwrite and (not out.is_dir() or any(out.iterdir())):
         raise CheckpointError(f"output {str(out)!r} already exists (pass --overwrite)")
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
+    before = set(out.iterdir())
+    try:
+        return _export_into(ckpt, out, config, info, stored, rename, np_dtype, max_bytes, progress, verify,
+                            allow_non_finite)
+    except BaseException:
+        # this export's files, and every shard (with --overwrite the old ones are already gone): no partial
+        # export is left to be mistaken for a model, and the rerun is not blocked
+        written = set(out.iterdir()) - before
+        for path in (*written, *out.glob("*.safetensors"), out / "model.safetensors.index.json"):
+            path.unlink(missing_ok=True)
+        if created and not any(out.iterdir()):
+            out.rmdir()
+        raise
+
+
+def _export_into(ckpt, out, config, info, stored, rename, np_dtype, max_bytes, progress, verify, allow_non_finite):
+    from stvl_jax import checkpoint_integrity, checkpoint_io
+
     for old in (*out.glob("*.safetensors"), out / "model.safetensors.index.json"):
         old.unlink(missing_ok=True)  # --overwrite: no stale shard may survive next to the new index
 
@@ -131,8 +156,10 @@ def export_hf(ckpt: str | Path, out: str | Path, *, dtype: str | None = None, ma
     shards = plan_shards(specs, max_bytes)
     # one parameter restored at a time (params_to_hf drops an entry's arrays before the next): host memory
     # holds the largest stacked parameter, not the model
-    tensors = ((rename(n), t if np_dtype is None else t.astype(np_dtype))
-               for n, t in params_to_hf(config, lambda p: checkpoint_io.restore_params(ckpt, {p: None})[p]))
+    tensors = ((rename(n), t if np_dtype is None else t.astype(np_dtype)) for n, t in params_to_hf(
+        config, lambda p: checkpoint_io.restore_params(ckpt, {p: None}, verify=verify)[p]))
+    if not allow_non_finite:
+        tensors = checkpoint_integrity.require_finite(tensors, f"checkpoint {str(ckpt)!r}")
     with _progress(len(specs), "export", progress) as bar:
         weight_map = write_shards(out, shards, tensors, progress=bar.update)
     nominal = checkpoint_io.dominant_dtype((s, d) for _, s, d in specs)

@@ -153,18 +153,22 @@ def write_shards(out_dir: str | Path, shards: list[list[tuple[str, tuple[int, ..
         blob = json.dumps(header, separators=(",", ":")).encode()
         blob += b" " * (-len(blob) % 8)  # align the data section to 8 bytes, as the reference writer does
         tmp = out_dir / (file_name + ".tmp")
-        with open(tmp, "wb") as f:
-            f.write(struct.pack("<Q", len(blob)) + blob)
-            for name, shape, dtype in shard:
-                got_name, value = next(tensors)
-                value = np.asarray(value)
-                if (got_name, value.shape, value.dtype) != (name, shape, dtype):
-                    raise AssertionError(f"tensor stream out of plan: got {got_name} {value.shape} {value.dtype}, "
-                                         f"planned {name} {shape} {dtype}")
-                f.write(np.ascontiguousarray(value).reshape(-1).view(np.uint8).data)
-                weight_map[name] = file_name
-                if progress:
-                    progress(1)
+        try:
+            with open(tmp, "wb") as f:
+                f.write(struct.pack("<Q", len(blob)) + blob)
+                for name, shape, dtype in shard:
+                    got_name, value = next(tensors)
+                    value = np.asarray(value)
+                    if (got_name, value.shape, value.dtype) != (name, shape, dtype):
+                        raise AssertionError(f"tensor stream out of plan: got {got_name} {value.shape} "
+                                             f"{value.dtype}, planned {name} {shape} {dtype}")
+                    f.write(np.ascontiguousarray(value).reshape(-1).view(np.uint8).data)
+                    weight_map[name] = file_name
+                    if progress:
+                        progress(1)
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # a half-written shard is never left behind
+            raise
         os.replace(tmp, out_dir / file_name)
         total += offset
     if len(files) > 1:

@@ -5,6 +5,7 @@
                           "params": {"count": N, "dtypes": {...}}, "source": {...}, "stvl_jax_version": "..."}
       params/            Orbax PyTree checkpoint: nested dict with string keys only, one array per parameter,
                          e.g. params["language_model"]["layers"]["mlp"]["up_proj"]["kernel"] (L, D, I)
+      integrity.json     a checksum per array, verified on restore (`stvl_jax.checkpoint_integrity`)
 
 `stvl_config.json` is written last: a directory without it is an incomplete write and is refused on read.
 Arrays are stored uncompressed in their own dtype (bf16 stays bf16). Host numpy arrays (`stvl convert import`)
@@ -25,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from stvl_jax import checkpoint_integrity as integrity
 from stvl_jax.errors import CheckpointError
 
 FORMAT = "stvl-jax/qwen-vl"
@@ -122,18 +124,23 @@ def param_metadata(path: str | Path) -> dict[str, tuple[tuple[int, ...], np.dtyp
     try:
         meta = _checkpointer().metadata(params_dir.absolute())
     except Exception as e:  # noqa: BLE001 - Orbax raises many types for a corrupt directory
-        raise CheckpointError(f"cannot read the Orbax metadata of {str(params_dir)!r}: {e}") from None
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise CheckpointError(f"cannot read the Orbax metadata of {str(params_dir)!r}: {first}") from None
     tree = getattr(meta, "item_metadata", meta)
     tree = getattr(tree, "tree", tree)
+    if not isinstance(tree, Mapping):  # Orbax returns None when _METADATA or the OCDBT manifest is gone
+        raise CheckpointError(f"checkpoint {str(path)!r}: {PARAMS_DIR}/ has no readable Orbax metadata "
+                              f"(_METADATA or manifest.ocdbt missing or damaged)")
     return {k: (tuple(m.shape), np.dtype(m.dtype)) for k, m in flatten(tree).items()}
 
 
-def restore_params(path: str | Path, targets: Mapping[str, Any]) -> dict[str, Any]:
+def restore_params(path: str | Path, targets: Mapping[str, Any], *, verify: bool = True) -> dict[str, Any]:
     """Restore {param path: array} from CKPT/params (all parameters or any subset of them).
 
     targets: {path: jax.ShapeDtypeStruct with .sharding} -> sharded jax.Arrays, each device reading only its
     shard; or {path: np.dtype | None} -> host numpy arrays (None keeps the stored dtype). Restoring a few
     parameters at a time bounds host memory by those parameters (how export streams).
+    verify: check each array against the checkpoint's integrity.json (`stvl_jax.checkpoint_integrity`).
     """
     import jax
     import orbax.checkpoint as ocp
@@ -149,9 +156,12 @@ def restore_params(path: str | Path, targets: Mapping[str, Any]) -> dict[str, An
     try:
         tree = _checkpointer().restore(params_dir, args=ocp.args.PyTreeRestore(
             item=item, restore_args=restore_args, partial_restore=True))
-    except Exception as e:  # noqa: BLE001
-        raise CheckpointError(f"cannot restore {str(params_dir)!r}: {e}") from None
-    return flatten(tree)
+    except Exception as e:  # noqa: BLE001 - TensorStore's errors are many-line dumps: one line naming the array
+        raise integrity.read_error(f"checkpoint {str(path)!r}", e, targets, prefix=PARAMS_DIR + "/") from None
+    out = flatten(tree)
+    if verify:
+        integrity.verify(f"checkpoint {str(path)!r}", integrity.read(path), out, prefix=PARAMS_DIR + "/")
+    return out
 
 
 # ------------------------------------------------------------------------------------------ write
@@ -180,14 +190,18 @@ def write_checkpoint(path: str | Path, model: Mapping[str, Any], params: Mapping
             raise CheckpointError(f"output {str(path)!r} already exists (pass --overwrite / overwrite=True)")
         if overwrite:
             (path / CONFIG_FILE).unlink(missing_ok=True)  # the checkpoint is invalid until rewritten
+            (path / integrity.INTEGRITY_FILE).unlink(missing_ok=True)
             shutil.rmtree(path / PARAMS_DIR, ignore_errors=True)
     path.mkdir(parents=True, exist_ok=True)
     for key in params:
         if not all(key.split("/")):
             raise ValueError(f"bad parameter path {key!r}")
     tree = nest({k: (v if isinstance(v, jax.Array) else np.asarray(v)) for k, v in params.items()})
+    doc = integrity.record({f"{PARAMS_DIR}/{k}": v for k, v in params.items()},
+                           {f"{PARAMS_DIR}/{k}": d for k, d in integrity.digests(params)[0].items()})
     _checkpointer().save((path / PARAMS_DIR).absolute(), args=ocp.args.PyTreeSave(tree))
     if jax.process_index() == 0:
+        integrity.write(path, doc)  # before stvl_config.json, which marks the checkpoint complete
         tmp = path / (CONFIG_FILE + ".tmp")
         tmp.write_text(json.dumps(header(model, params, source), indent=1) + "\n")
         tmp.replace(path / CONFIG_FILE)

@@ -13,5 +13,9 @@ class CheckpointError(UserError, ValueError):
     """A checkpoint is missing, corrupt, or does not match the model (names the key and both shapes)."""
 
 
+class TrainingError(UserError, RuntimeError):
+    """Training cannot go on (a non-finite loss or gradient norm with optim.non_finite=stop)."""
+
+
 class InputError(UserError, ValueError):
     """A batch or input file is malformed (names the field and what was expected)."""

@@ -4,6 +4,7 @@ Layout of `{checkpoint_dir}/{step}/` (every step directory is also an stvl-jax *
 `stvl_jax.load_model(step_dir)` and `stvl convert export --ckpt step_dir` read it directly):
 
     stvl_config.json   the model checkpoint header (`stvl_jax.checkpoint_io`): model config, param summary
+    integrity.json     a checksum per array of params/, opt_state/, train_state/ (`stvl_jax.checkpoint_integrity`)
     params/            all parameters (trainable + frozen), nested dict with string keys, master dtype
     opt_state/         optax state over the trainable parameters, as a nested dict with string keys
     train_state/       {"step": (), "rng": (2,) uint32}
@@ -14,6 +15,11 @@ Only string keys are written: optax's tuples/namedtuples are stored under their 
 the abstract state on restore (Orbax's integer-key restore pitfall avoided). The RNG is a raw uint32 key.
 Restore targets carry the *current* mesh's shardings, so a checkpoint written on one mesh or device count
 restores onto another; each device reads only its shards.
+
+Integrity: a save records every array's checksum (computed on device, mesh-independent) and refuses a state
+with a NaN/inf parameter or optimizer value; a restore verifies the checksums (`checkpoint.verify`), and
+`restore_newest_valid` falls back from a damaged or unreadable checkpoint to the newest one that restores,
+moving the damaged ones to `{checkpoint_dir}/damaged/` so that the run can save those steps again.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +37,7 @@ import orbax.checkpoint as ocp
 from etils import epath
 
 from stvl_jax import __version__
+from stvl_jax import checkpoint_integrity as integrity
 from stvl_jax.checkpoint_io import CONFIG_FILE, FORMAT, FORMAT_VERSION, flatten, nest
 from stvl_jax.errors import CheckpointError
 from stvl_jax.models.qwen_vl.config import QwenVLConfig
@@ -50,6 +58,8 @@ class RunInfoHandler(ocp.CheckpointHandler):
             (directory / "meta.json").write_text(json.dumps(args.meta, indent=1))
             # the step directory (parent) becomes a model checkpoint; it is renamed into place atomically
             (directory.parent / CONFIG_FILE).write_text(json.dumps(args.model_header, indent=1) + "\n")
+            if args.integrity is not None:
+                integrity.write(directory.parent, args.integrity)
         if args.data_state is not None:
             (directory / f"data_process_{i}-of-{n}.json").write_text(json.dumps(args.data_state))
 
@@ -84,6 +94,7 @@ class RunInfoSave(ocp.args.CheckpointArgs):
     meta: dict
     model_header: dict
     data_state: dict | None
+    integrity: dict | None = None
 
 
 @ocp.args.register_with_handler(RunInfoHandler, for_restore=True)
@@ -128,6 +139,27 @@ def model_header(config: QwenVLConfig, params: dict[str, Any], source: dict) -> 
 
 
 # ------------------------------------------------------------------------------- manager
+ITEMS = ("params", "opt_state", "train_state")
+DAMAGED_DIR = "damaged"
+
+
+def _state_arrays(params: dict, opt_state: dict, train_state: dict) -> dict[str, Any]:
+    """{"params/...", "opt_state/...", "train_state/..." : array}: the names integrity.json uses."""
+    out = {}
+    for item, tree in zip(ITEMS, (params, opt_state, train_state)):
+        out.update({f"{item}/{k}": v for k, v in flatten(tree).items()})
+    return out
+
+
+def _everywhere(ok: bool) -> bool:
+    """True when `ok` holds on every process (a damaged shard may be seen by one process only)."""
+    if jax.process_count() == 1:
+        return ok
+    from stvl_jax.train.batches import allgather
+
+    return bool(allgather(np.asarray([ok], np.int32)).min())
+
+
 class TrainCheckpointer:
     def __init__(self, directory: str | Path, cfg: CheckpointConfig):
         d = str(directory)
@@ -152,18 +184,27 @@ class TrainCheckpointer:
         if step in self.manager.all_steps():
             return False
         params = state.all_params()
+        trees = nest(params), to_string_tree(state.opt_state), {"step": state.step, "rng": state.rng}
+        arrays = _state_arrays(*trees)
+        digests, finite = integrity.digests(arrays, check_finite=True)  # one read pass over the state
+        bad = integrity.non_finite(finite)
+        if bad:
+            raise CheckpointError(f"refusing to save step {step} to {str(self.directory)!r}: {len(bad)} array(s) "
+                                  f"hold NaN/inf, e.g. {bad[0]!r} (the earlier checkpoints are kept)")
         args = ocp.args.Composite(
-            params=ocp.args.PyTreeSave(nest(params)),
-            opt_state=ocp.args.PyTreeSave(to_string_tree(state.opt_state)),
-            train_state=ocp.args.PyTreeSave({"step": state.step, "rng": state.rng}),
+            params=ocp.args.PyTreeSave(trees[0]),
+            opt_state=ocp.args.PyTreeSave(trees[1]),
+            train_state=ocp.args.PyTreeSave(trees[2]),
             run=RunInfoSave(meta={**meta, "step": step, "process_count": jax.process_count()},
                             model_header=model_header(config, params, {"kind": "stvl-train", "step": step}),
-                            data_state=data_state),
+                            data_state=data_state, integrity=integrity.record(arrays, digests)),
         )
         return bool(self.manager.save(step, args=args, force=force))
 
     def restore(self, step: int | None, abstract: TrainState, shardings: TrainState) -> tuple[TrainState, dict]:
-        """Restore `step` (None = latest) onto the current mesh. Returns (state, {'meta', 'data_state'})."""
+        """Restore `step` (None = latest) onto the current mesh. Returns (state, {'meta', 'data_state'}).
+        Every array is checked against the step's integrity.json (`checkpoint.verify`); an unreadable or damaged
+        checkpoint raises one CheckpointError line naming the step and the array."""
         step = self.latest_step() if step is None else step
         if step is None:
             raise CheckpointError(f"no checkpoint to resume in {str(self.directory)!r}")
@@ -181,19 +222,75 @@ class TrainCheckpointer:
         def restore_args(t):
             return ocp.args.PyTreeRestore(item=t, restore_args=ocp.checkpoint_utils.construct_restore_args(t))
 
+        where = f"checkpoint step {step} in {str(self.directory)!r}"
+        error = None
         try:
             out = self.manager.restore(step, args=ocp.args.Composite(
                 params=restore_args(params_t), opt_state=restore_args(opt_t), train_state=restore_args(ts_t),
                 run=RunInfoRestore()))
-        except (ValueError, KeyError, FileNotFoundError) as e:
-            raise CheckpointError(f"cannot restore step {step} from {str(self.directory)!r} into this model and "
-                                  f"optimizer (different architecture or trainable groups?): {e}") from None
+        except Exception as e:  # noqa: BLE001 - Orbax/TensorStore raise many types; one line names the cause
+            error = self._restore_error(where, e, (params_t, opt_t, ts_t))
+        if not _everywhere(error is None):
+            raise error or CheckpointError(f"{where}: another process could not read its part")
+        if self.cfg.verify:
+            arrays = _state_arrays(out["params"], out["opt_state"], out["train_state"])
+            integrity.verify(where, integrity.read(self.directory / str(step)), arrays)
         all_params = flatten(out["params"])
         params, frozen = {k: all_params[k] for k in abstract.params}, {k: all_params[k] for k in abstract.frozen}
         state = TrainState(step=out["train_state"]["step"], params=params, frozen=frozen,
                            opt_state=from_string_tree(out["opt_state"], abstract.opt_state),
                            rng=out["train_state"]["rng"])
         return state, out["run"]
+
+    def _restore_error(self, where: str, e: BaseException, targets) -> CheckpointError:
+        text = integrity.error_text(e)
+        # a missing, truncated or unreadable file
+        if "Error reading" in text or "FileNotFoundError" in text or isinstance(e, FileNotFoundError):
+            for item, tree in zip(ITEMS, targets):
+                if f"/{item}/" in text or f"/{item}\"" in text:
+                    return integrity.read_error(where, e, list(flatten(tree)), prefix=item + "/")
+            return integrity.read_error(where, e, [])
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+        return CheckpointError(f"{where} does not restore into this model and optimizer (different architecture "
+                               f"or trainable groups?): {first}")
+
+    def restore_newest_valid(self, abstract: TrainState, shardings: TrainState,
+                             say: Callable[[str], None] = print) -> tuple[TrainState, dict]:
+        """`restore` of the newest checkpoint that restores and verifies. Each one skipped is reported by
+        `say` in one line and moved to {directory}/damaged/ (so this run can save its step again)."""
+        steps = sorted(self.all_steps(), reverse=True)
+        if not steps:
+            raise CheckpointError(f"no checkpoint to resume in {str(self.directory)!r}")
+        skipped = []
+        for step in steps:
+            try:
+                restored = self.restore(step, abstract, shardings)
+            except CheckpointError as e:
+                say(f"skipping {e}")
+                skipped.append(step)
+                continue
+            self._set_aside(skipped, say)
+            return restored
+        raise CheckpointError(f"no checkpoint in {str(self.directory)!r} restores: steps {steps} are all damaged "
+                              f"or incompatible (reasons above)")
+
+    def _set_aside(self, steps: list[int], say: Callable[[str], None]) -> None:
+        if not steps:
+            return
+        if jax.process_index() == 0:
+            aside = self.directory / DAMAGED_DIR
+            aside.mkdir(exist_ok=True)
+            for step in steps:
+                dest, n = aside / str(step), 1
+                while dest.exists():
+                    dest, n = aside / f"{step}.{n}", n + 1
+                (self.directory / str(step)).rename(dest)
+            say(f"moved the skipped checkpoint(s) {steps} to {str(aside)!r}")
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices("stvl_checkpoint_set_aside")
+        self.manager.reload()
 
     def wait(self) -> None:
         self.manager.wait_until_finished()

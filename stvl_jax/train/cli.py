@@ -42,4 +42,6 @@ def main(argv: list[str]) -> int:
         loss = summary["loss"]
         print(f"done: step {summary['step']}, loss {loss:.6g}, checkpoints in {summary['checkpoint_dir']}"
               if loss is not None else f"done: step {summary['step']}")
+        if summary.get("non_finite_skipped"):
+            print(f"{summary['non_finite_skipped']} step(s) with a non-finite loss or gradient norm were skipped")
     return 0

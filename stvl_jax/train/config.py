@@ -114,6 +114,9 @@ class OptimConfig(StrictConfig):
     max_grad_norm: float | None = pydantic.Field(default=1.0, gt=0)  # None: no clipping
     grad_accum_steps: int = pydantic.Field(default=1, gt=0)
     groups: GroupsConfig = GroupsConfig()
+    # a step with a NaN/inf loss or gradient norm never updates the state; stop: end the run with an error
+    # (nothing saved after the last finite checkpoint); skip: drop that update, count it and go on
+    non_finite: Literal["stop", "skip"] = "stop"
 
     @pydantic.model_validator(mode="after")
     def _some_trainable(self):
@@ -156,6 +159,9 @@ class CheckpointConfig(StrictConfig):
     # never: refuse a directory that already holds checkpoints; auto: resume if there is one (preemptible
     # jobs); required: resume or fail (`stvl train ... --resume`)
     resume: Literal["never", "auto", "required"] = "never"
+    # check every restored array against the checksums recorded at save (a damaged checkpoint is skipped on
+    # resume); false skips the check (the checksums are still recorded: one on-device pass over the state)
+    verify: bool = True
 
 
 class LoggingConfig(StrictConfig):

@@ -12,6 +12,10 @@ one compiled `accumulate` per shape rather than a `lax.scan`.
 
 metrics (device scalars): loss (weighted mean over loss tokens), grad_norm (before clipping), tokens
 (loss tokens), plus the loss function's extra sums divided by tokens.
+
+A step whose loss or gradient norm is NaN/inf leaves params and optimizer state unchanged (only the step
+counter advances): the trainer then stops or counts the skip (`optim.non_finite`), and a non-finite update can
+never reach the state or a checkpoint.
 """
 
 from __future__ import annotations
@@ -56,6 +60,9 @@ def _apply(tx: optax.GradientTransformation, state: TrainState, grads, loss: Los
     grad_norm = optax.global_norm(grads)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
+    finite = jnp.isfinite(loss.total) & jnp.isfinite(grad_norm)
+    params, opt_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), (params, opt_state),
+                                     (state.params, state.opt_state))
     new_state = dataclasses.replace(state, step=state.step + 1, params=params, opt_state=opt_state)
     metrics = {"loss": loss.total / tokens, "grad_norm": grad_norm, "tokens": loss.tokens}
     metrics.update({k: v / tokens for k, v in loss.metrics.items()})

@@ -19,7 +19,7 @@ import jax
 import numpy as np
 import yaml
 
-from stvl_jax.errors import CheckpointError, ConfigError
+from stvl_jax.errors import CheckpointError, ConfigError, TrainingError
 from stvl_jax.sharding import ShardingError, auto_mesh, describe_shardings, make_mesh
 from stvl_jax.train import distributed
 from stvl_jax.train.batches import (allgather, allgather_ragged, data_parallel_size, place_host_batch,
@@ -83,6 +83,7 @@ class Trainer:
         sharding = describe_shardings(self.spec.abstract, self.mesh).summary()
         if sharding:
             self.notes.append(sharding)
+        self.non_finite_skipped = 0  # steps whose update was dropped (optim.non_finite=skip), over the whole run
         self.state = self._initial_state()
 
     # ------------------------------------------------------------------------------------------ state
@@ -96,8 +97,10 @@ class Trainer:
             raise CheckpointError(f"{cfg.checkpoint_dir!r} already holds checkpoints (steps {have}); resume with "
                                   f"--resume (checkpoint.resume=auto|required) or choose another out_dir")
         if have and mode != "never":
-            state, run = ck.restore(None, self.abstract, self.shardings)
+            # a damaged newest checkpoint is skipped (one line each) for the newest one that restores
+            state, run = ck.restore_newest_valid(self.abstract, self.shardings, say=self._say)
             saved_procs = run["meta"].get("process_count")
+            self.non_finite_skipped = int(run["meta"].get("non_finite_skipped", 0))
             if run["data_state"] is not None:
                 self.source.set_state(run["data_state"])
             else:
@@ -110,6 +113,10 @@ class Trainer:
         if cfg.model.checkpoint is not None:
             params = restore_initial_params(self.spec, cfg.model.checkpoint, self.mesh)
         return init_train_state(self.spec, self.tx, self.mesh, cfg.seed, params=params)
+
+    def _say(self, text: str) -> None:
+        if self.is_main:
+            print(text, flush=True)
 
     def model(self):
         """The current weights as an nnx model on the trainer's mesh (`model(**batch)`, generation, eval)."""
@@ -165,7 +172,7 @@ class Trainer:
             return self.fns.apply(state, acc)
 
     def _save(self, state, data_state, force=False) -> None:
-        meta = {"config": self.cfg.to_dict(), "time": time.time()}
+        meta = {"config": self.cfg.to_dict(), "time": time.time(), "non_finite_skipped": self.non_finite_skipped}
         self.checkpointer.save(state, config=self.model_config, meta=meta, data_state=data_state, force=force)
 
     def run(self, until: int | None = None) -> dict:
@@ -200,6 +207,7 @@ class Trainer:
             data_state = self.source.get_state()  # after this step's batches, before the next step's are read
             pending = self._read_step_batches() if step < last else None
             metrics = jax.device_get(metrics)
+            self._check_finite(step, metrics, logger)
             now = time.perf_counter()
             dt, t_last = now - t_last, now
             if step % cfg.logging.every == 0 or step == last:
@@ -218,7 +226,23 @@ class Trainer:
             plot_loss_curve(history, out / "loss_curve.png", title=cfg.name)
         self.checkpointer.close()
         return {"step": step, "loss": history[-1]["loss"] if history else None, "history": history,
-                "data": self.source.stats, "checkpoint_dir": cfg.checkpoint_dir}
+                "data": self.source.stats, "checkpoint_dir": cfg.checkpoint_dir,
+                "non_finite_skipped": self.non_finite_skipped}
+
+    def _check_finite(self, step: int, metrics: dict, logger) -> None:
+        """A NaN/inf loss or gradient norm (the step left the state unchanged): stop, or count the skip."""
+        loss, grad_norm = float(metrics["loss"]), float(metrics["grad_norm"])
+        if np.isfinite(loss) and np.isfinite(grad_norm):
+            return
+        if self.cfg.optim.non_finite == "stop":
+            self.checkpointer.close()  # an in-flight save holds an earlier, finite state: let it finish
+            saved = self.checkpointer.latest_step()
+            raise TrainingError(f"step {step}: loss {loss} grad_norm {grad_norm} is not finite; training stopped "
+                                f"({'last checkpoint: step ' + str(saved) if saved is not None else 'nothing saved'}"
+                                f"); optim.non_finite=skip skips such steps instead")
+        self.non_finite_skipped += 1
+        logger.message(f"step {step}: loss {loss} grad_norm {grad_norm} is not finite: update skipped "
+                       f"({self.non_finite_skipped} skipped so far)")
 
     def _record(self, step, metrics, stats, data_hash, dt, n_dev) -> dict:
         lrs = learning_rates(self.schedules, step - 1)  # the lr the update of this step used
@@ -227,7 +251,7 @@ class Trainer:
                   "tokens": stats["tokens"], "loss_tokens": float(metrics["tokens"]),
                   "tokens_per_s": stats["tokens"] / dt, "step_time_s": dt, "flops": stats["flops"],
                   "mfu": (stats["flops"] / dt / (n_dev * self.peak)) if self.peak else None,
-                  "data_hash": data_hash}
+                  "data_hash": data_hash, "non_finite_skipped": self.non_finite_skipped}
         for key, value in metrics.items():
             if key not in ("loss", "grad_norm", "tokens"):
                 record[key] = float(value)
