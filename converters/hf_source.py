@@ -13,7 +13,10 @@ so RAM holds the placed model plus about one tensor.
 
 from __future__ import annotations
 
+import functools
 import mmap
+import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +31,11 @@ from stvl_jax.errors import CheckpointError
 from stvl_jax.models.qwen_vl.checkpoints import CheckpointSource, array_from_blocks
 
 _PAGE = mmap.PAGESIZE
+
+
+@functools.lru_cache(maxsize=1)
+def _pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=min(16, os.cpu_count() or 1), thread_name_prefix="hf-load")
 
 
 class HFSource(CheckpointSource):
@@ -80,8 +88,9 @@ class HFSource(CheckpointSource):
         out = aligned_empty(block, dtype)
         if entry.layers:  # stacked: layer j of the block is HF tensor layers[j]
             layers = range(*index[0].indices(shape[0]))
-            for j, i in enumerate(layers):
-                self._convert(entry, part, infos[i], shape[1:], index[1:], out[j])
+            # layers in threads (numpy's copies release the GIL): the transposes are most of the load time
+            list(_pool().map(lambda j: self._convert(entry, part, infos[layers[j]], shape[1:], index[1:], out[j]),
+                             range(len(layers))))
         else:
             self._convert(entry, part, infos[0], shape, index, out)
         return out

