@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import mmap
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -69,6 +70,7 @@ class HFSource(CheckpointSource):
                 self._plan[ours] = (entry, k, infos)
                 self._specs[ours] = (shapes[ours][0], infos[0].dtype)
         self._maps: dict[Path, mmap.mmap] = {}
+        self._lock = threading.Lock()
 
     def param_specs(self):
         return dict(self._specs)
@@ -103,10 +105,11 @@ class HFSource(CheckpointSource):
 
     # ---------------------------------------------------------------- memory-mapped tensors
     def _map(self, file: Path) -> mmap.mmap:
-        if file not in self._maps:
-            with open(file, "rb") as f:
-                self._maps[file] = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        return self._maps[file]
+        with self._lock:  # layers are read in threads: one mapping per file
+            if file not in self._maps:
+                with open(file, "rb") as f:
+                    self._maps[file] = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+            return self._maps[file]
 
     def _tensor(self, info: TensorInfo) -> np.ndarray:
         """The tensor as a read-only view of its file's mapping (nothing is read until it is indexed)."""
