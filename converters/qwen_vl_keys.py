@@ -178,17 +178,31 @@ def part_to_ours(hook: str, hf_value: np.ndarray, shape: tuple[int, ...], out: n
     if hook == VECTOR:
         out[...] = hf_value.reshape(shape)[index]
         return out
-    # Linear (out, in) and Conv3d (O, C, T, P, P) alike: x = (out, in) matrix; ours is x.T with its in and out
-    # axes split into our leading and trailing dimensions
     x = hf_value.reshape(hf_value.shape[0], -1)
-    split = next((k for k in range(len(shape) + 1) if int(np.prod(shape[:k])) == x.shape[1]), None)
-    cols = _flat_range(bounds[:split], shape[:split]) if split is not None else None
-    rows = _flat_range(bounds[split:], shape[split:]) if split is not None else None
-    if cols is not None and rows is not None:  # the block is x[rows, cols].T: tiled transpose, nothing else read
+    block_rc = matrix_block(hook, hf_value.shape, shape, index)
+    if block_rc is not None:  # the block is x[rows, cols].T: tiled transpose, nothing else read
+        rows, cols = block_rc
         transpose_2d(x[rows, cols], out.reshape(cols.stop - cols.start, rows.stop - rows.start))
     else:
         out[...] = x.T.reshape(shape)[index]
     return out
+
+
+def matrix_block(hook: str, hf_shape: tuple[int, ...], shape: tuple[int, ...], index: tuple[slice, ...]
+                 ) -> tuple[slice, slice] | None:
+    """Linear (out, in) and Conv3d (O, C, T, P, P) alike are an HF matrix x = (out, in); ours is x.T with its in
+    and out axes split into our leading and trailing dimensions. -> (rows, cols) of x whose transpose is block
+    `index` of our `shape` (one part of an entry), or None when the block is no such range or the hook is no
+    transpose."""
+    if hook not in (LINEAR, CONV3D):
+        return None
+    n_in = int(np.prod(hf_shape[1:]))
+    bounds = [s.indices(n) for s, n in zip(index, shape)]
+    split = next((k for k in range(len(shape) + 1) if int(np.prod(shape[:k])) == n_in), None)
+    if split is None:
+        return None
+    cols, rows = _flat_range(bounds[:split], shape[:split]), _flat_range(bounds[split:], shape[split:])
+    return None if cols is None or rows is None else (rows, cols)
 
 
 def _flat_range(bounds: list[tuple[int, int, int]], dims: tuple[int, ...]) -> slice | None:

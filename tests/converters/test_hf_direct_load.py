@@ -93,44 +93,43 @@ def test_direct_load_single_device_and_cast(family, sharded, hf_dirs):
 
 
 def test_each_device_reads_only_its_block(hf_dirs, monkeypatch):
-    """The shard callback is asked for blocks, never a whole sharded parameter, once per distinct block; and the
-    transposes read just the block's rows and columns of the HF matrix, not the whole tensor."""
-    from converters import hf_source, qwen_vl_keys
+    """The shard reader is asked for blocks, never a whole sharded parameter, once per distinct block; and a
+    transposed block is copied out of the HF matrix as just its rows and columns, not the whole tensor."""
+    from converters import hf_source
     from stvl_jax.models.qwen_vl.loading import load_model
 
     hf, _, _ = hf_dirs("qwen3_vl", True)
-    reads, transposed, reading = [], [], []
+    reads, copied = [], []
     read_block = hf_source.HFSource.read_block
-    transpose = qwen_vl_keys.transpose_2d
+    copy_matrix = hf_source.HFSource._copy_matrix
 
-    def spy_read(self, path, index, dtype):
-        reading.append(path)
-        out = read_block(self, path, index, dtype)
-        reads.append((path, out.shape, self._specs[path][0]))
+    def spy_read(self, path, index, dtype, device=None):
+        out = read_block(self, path, index, dtype, device)
+        reads.append((path, tuple(out.shape)))
         return out
 
-    def spy_transpose(x, out=None, block=256):
-        transposed.append((reading[-1], x.shape))
-        return transpose(x, out, block)
+    def spy_copy(self, entry, part, info, rc, out):
+        copied.append((entry.ours[part], out.shape))
+        return copy_matrix(self, entry, part, info, rc, out)
 
     monkeypatch.setattr(hf_source.HFSource, "read_block", spy_read)
-    monkeypatch.setattr(qwen_vl_keys, "transpose_2d", spy_transpose)
-    model = load_model(hf, mesh=_mesh())
-    params = _params(model)
+    monkeypatch.setattr(hf_source.HFSource, "_copy_matrix", spy_copy)
+    params = _params(load_model(hf, mesh=_mesh()))
     for path, value in params.items():
-        blocks = [shape for p, shape, _ in reads if p == path]
+        blocks = [shape for p, shape in reads if p == path]
         shard_shapes = {tuple(s.data.shape) for s in value.addressable_shards}
         n_distinct = len({tuple((sl.start, sl.stop) for sl in s.index) for s in value.addressable_shards})
         assert len(blocks) == n_distinct and set(blocks) == shard_shapes, path
         if not value.sharding.is_fully_replicated:
             assert all(b != value.shape for b in blocks), path  # never the whole parameter
-    # e.g. q_proj (L, D, H, hd) sharded over heads: each transpose is one layer's (H/n * hd, D/m) block
+    # q_proj (L, D, H, hd) sharded over embed and heads: each layer's copy is the (H/n * hd, D/m) block of the
+    # HF (H * hd, D) matrix
     path = "language_model/layers/self_attn/q_proj/kernel"
     q = params[path]
     assert not q.sharding.is_fully_replicated
-    per_layer = tuple(q.addressable_shards[0].data.shape[1:])  # (D/m, H/n, hd)
-    assert {shape for p, shape in transposed if p == path} == {(per_layer[1] * per_layer[2], per_layer[0])}
-    assert (per_layer[1] * per_layer[2], per_layer[0]) != (q.shape[2] * q.shape[3], q.shape[1])  # not all of it
+    d, h, hd = q.addressable_shards[0].data.shape[1:]
+    assert {shape for p, shape in copied if p == path} == {(h * hd, d)}
+    assert (h * hd, d) != (q.shape[2] * q.shape[3], q.shape[1])  # not all of it
 
 
 def test_read_config_and_preprocessing_slot(hf_dirs):

@@ -98,7 +98,7 @@ class StvlCheckpoint(CheckpointSource):
             host = checkpoint_io.restore_params(self.path, {k: np.dtype(t.dtype) for k, t in batch.items()})
             for k, t in batch.items():
                 array = host.pop(k)
-                out[k] = array_from_blocks(t.shape, t.dtype, t.sharding, lambda index, a=array: _block(a, index))
+                out[k] = array_from_blocks(t.shape, t.dtype, t.sharding, lambda index, _, a=array: _block(a, index))
         return out
 
 
@@ -179,8 +179,9 @@ def tokenizer_dir(path: str | Path) -> str:
 
 # ------------------------------------------------------------------------------------------ placement
 def array_from_blocks(shape: tuple[int, ...], dtype, sharding: jax.sharding.Sharding,
-                      read_block: Callable[[tuple[slice, ...]], np.ndarray]) -> jax.Array:
-    """A sharded array whose every addressable shard is `read_block(index)` (index: slices into `shape`).
+                      read_block: Callable[[tuple[slice, ...], jax.Device], np.ndarray | jax.Array]) -> jax.Array:
+    """A sharded array whose every addressable shard is `read_block(index, device)` (index: slices into `shape`):
+    a host array, or an array the reader already placed on `device` (e.g. transposed there).
 
     Each distinct block is read once; on CPU devices, which adopt aligned host buffers, replicas get a copy, so
     no two device buffers alias one host buffer (donating one must not change another). Host memory holds the
@@ -191,12 +192,12 @@ def array_from_blocks(shape: tuple[int, ...], dtype, sharding: jax.sharding.Shar
     def data(device, index):
         key = tuple(s.indices(n)[:2] for s, n in zip(index, shape))
         if key in blocks:
-            if device.platform != "cpu":
+            if device.platform != "cpu" or isinstance(blocks[key], jax.Array):  # device_put copies these
                 return blocks[key]
             copy = checkpoint_io.aligned_empty(blocks[key].shape, blocks[key].dtype)
             copy[...] = blocks[key]
             return copy
-        block = blocks[key] = read_block(index)
+        block = blocks[key] = read_block(index, device)
         if block.shape != tuple(hi - lo for lo, hi in key):
             raise AssertionError(f"read_block returned {block.shape} for the block {index} of {shape}")
         return block
