@@ -1,12 +1,15 @@
-"""Checkpoint conversion at 2B scale: time and peak RAM of `stvl convert import` / `export` and `load_model` on a
-Qwen3-VL-2B-shaped bf16 checkpoint with random weights, next to transformers' `from_pretrained` on the same files.
+"""Checkpoint conversion and loading at 2B scale: time and peak RAM of `stvl convert import` / `export`, and of
+loading the same Qwen3-VL-2B-shaped bf16 checkpoint (random weights) three ways: transformers' `from_pretrained`,
+`stvl_jax.load_model(HF dir)` (read in place) and `stvl_jax.load_model(stvl checkpoint)` (Orbax).
 
-    stvl bench convert_2b [--workdir /tmp/stvl_convert_2b] [--max-shard-size 2GB] [--keep]
+    stvl bench convert_2b [--workdir /tmp/stvl_convert_2b] [--max-shard-size 2GB] [--repeats 3] [--keep]
 
 The HF checkpoint is written tensor by tensor (no torch model is built). Each measured step runs in a fresh
 child process that reports its own wall time and peak RSS (VmHWM) plus its RSS before the step (Python +
-JAX/torch imports), so the table shows what the step itself needs. Finally every exported tensor is compared
-bit for bit with the source.
+JAX/torch imports), so the table shows what the step itself needs. The three loads run `--repeats` rounds in
+turn (medians reported), so a busy machine slows them alike; their wall times are also given as ratios to
+`from_pretrained`. Finally every exported tensor is compared bit for bit with the source, and the two
+`load_model`s must give the same parameters (a checksum of every parameter).
 """
 
 from __future__ import annotations
@@ -97,7 +100,19 @@ def child(step: str, src: str, dst: str) -> None:
             jax.block_until_ready([v.get_value() for _, v in nnx.to_flat_state(nnx.state(model))])
     seconds = time.perf_counter() - t
     peak = _status("VmHWM")
-    print(json.dumps({"seconds": seconds, "peak": peak, "base": base}))
+    out = {"seconds": seconds, "peak": peak, "base": base}
+    if step == "transformers":  # from_pretrained maps the files; the weights are read on first use
+        t = time.perf_counter()
+        with torch.no_grad():
+            for p in model.parameters():
+                p.float().sum()
+        out["touch_seconds"] = time.perf_counter() - t
+    if step == "load_model":  # after the measurement: same parameters whichever format was read
+        import jax.numpy as jnp
+
+        out["checksum"] = [float(jnp.sum(v.get_value().astype(jnp.float32)))
+                           for _, v in sorted(nnx.to_flat_state(nnx.state(model)), key=lambda kv: kv[0])]
+    print(json.dumps(out))
 
 
 def run_child(step: str, src: Path, dst: Path) -> dict:
@@ -129,6 +144,7 @@ def main() -> None:
     p.add_argument("--max-shard-size", default="2GB", help="shard size of the source checkpoint")
     p.add_argument("--keep", action="store_true", help="keep the checkpoints")
     p.add_argument("--skip-transformers", action="store_true")
+    p.add_argument("--repeats", type=int, default=3, help="rounds of the three loads (medians reported)")
     p.add_argument("--child", nargs=3, metavar=("STEP", "SRC", "DST"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
@@ -143,26 +159,49 @@ def main() -> None:
     print(f"wrote {hf}: {size / 1e9:.2f} GB bf16 in {n_files} shard(s) ({time.perf_counter() - t:.0f} s)")
 
     rows = [("stvl convert import", run_child("import", hf, ckpt)),
-            ("stvl convert export", run_child("export", ckpt, out)),
-            ("stvl_jax.load_model (1 CPU device)", run_child("load_model", ckpt, ckpt))]
-    if not args.skip_transformers:
-        rows.append(("transformers from_pretrained (bf16)", run_child("transformers", hf, hf)))
+            ("stvl convert export", run_child("export", ckpt, out))]
+    loads = {"transformers from_pretrained (bf16)": ("transformers", hf),
+             "load_model(HF dir), 1 CPU device": ("load_model", hf),
+             "load_model(stvl ckpt), 1 CPU device": ("load_model", ckpt)}
+    if args.skip_transformers:
+        del loads["transformers from_pretrained (bf16)"]
+    runs = {name: [] for name in loads}
+    for _ in range(args.repeats):  # in turn, so the machine's other load falls on all of them alike
+        for name, (step, src) in loads.items():
+            runs[name].append(run_child(step, src, src))
+    for name, rs in runs.items():
+        rows.append((name, {"seconds": float(np.median([r["seconds"] for r in rs])),
+                            "peak": max(r["peak"] for r in rs), "base": min(r["base"] for r in rs)}))
+    sums = [runs[n][0]["checksum"] for n in runs if n.startswith("load_model")]
+    same = all(np.array_equal(sums[0], s) for s in sums)
     diff = compare(hf, out)
 
     print(f"\ncheckpoint: Qwen3-VL-2B shapes, {size / 1e9:.2f} GB bf16; machine: {os.cpu_count()} CPU cores, "
           f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB RAM, load average "
           f"{os.getloadavg()[1]:.1f} over the last 5 min (other processes share the cores)")
-    print(f"{'step':<38} {'wall s':>7} {'peak RSS GB':>12} {'peak/size':>10} {'step RSS GB':>12} "
+    ref = dict(rows).get("transformers from_pretrained (bf16)")
+    print(f"{'step':<38} {'wall s':>7} {'vs HF':>6} {'peak RSS GB':>12} {'peak/size':>10} {'step RSS GB':>12} "
           f"{'step/size':>10}")
     for name, r in rows:
         step_rss = r["peak"] - r["base"]
-        print(f"{name:<38} {r['seconds']:>7.1f} {r['peak'] / 1e9:>12.2f} {r['peak'] / size:>10.2f} "
+        vs = f"{r['seconds'] / ref['seconds']:.2f}" if ref and name in runs else ""
+        print(f"{name:<38} {r['seconds']:>7.1f} {vs:>6} {r['peak'] / 1e9:>12.2f} {r['peak'] / size:>10.2f} "
               f"{step_rss / 1e9:>12.2f} {step_rss / size:>10.2f}")
+    for name, rs in runs.items():
+        each = ", ".join(f"{r['seconds']:.1f}" for r in rs)
+        print(f"  {name}: wall s of each round {each}")
     print("(step RSS = peak minus the RSS after importing the libraries)")
-    print(f"export vs source: {'all tensors bit-exact' if diff == 0 else f'{diff} tensors DIFFER'}")
+    tf = runs.get("transformers from_pretrained (bf16)")
+    if tf:
+        touch = float(np.median([r["touch_seconds"] for r in tf]))
+        print(f"(from_pretrained leaves the weights memory-mapped, unread: reading each once afterwards took "
+              f"{touch:.1f} s more, median)")
+    print("(loads: median wall over the rounds, 'vs HF' = ÷ from_pretrained's median; peak = the largest)")
+    print(f"export vs source: {'all tensors bit-exact' if diff == 0 else f'{diff} tensors DIFFER'}; "
+          f"load_model HF dir vs stvl ckpt: {'same parameters' if same else 'parameters DIFFER'}")
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
-    if diff:
+    if diff or not same:
         raise SystemExit(1)
 
 

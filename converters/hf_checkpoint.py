@@ -20,6 +20,14 @@ from stvl_jax.errors import CheckpointError
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth")
 
 
+class PickleRefused(CheckpointError):
+    """The weights are PyTorch pickles and `allow_pickle` is off (`file`: the first of them)."""
+
+    def __init__(self, message: str, file: Path):
+        super().__init__(message)
+        self.file = file
+
+
 def _load_json(file: Path) -> Any:
     try:
         return json.loads(file.read_text())
@@ -69,9 +77,9 @@ class HFCheckpoint:
                 raise CheckpointError(f"{str(p)!r} holds no weights (no *.safetensors, no pytorch_model.bin)")
         pickles = [f for f in files if f.suffix != ".safetensors"]
         if pickles and not allow_pickle:
-            raise CheckpointError(f"{str(pickles[0])!r} is a PyTorch pickle; unpickling can run arbitrary code, so "
-                                  f"it is refused. Convert it to safetensors, or pass --allow-pickle to load it "
-                                  f"with torch.load(weights_only=True)")
+            raise PickleRefused(f"{str(pickles[0])!r} is a PyTorch pickle; unpickling can run arbitrary code, so "
+                                f"it is refused. Convert it to safetensors, or pass --allow-pickle to load it "
+                                f"with torch.load(weights_only=True)", pickles[0])
         bad = [f for f in files if f.suffix not in (".safetensors", *PICKLE_SUFFIXES)]
         if bad:
             raise CheckpointError(f"{str(bad[0])!r} is neither safetensors nor a PyTorch checkpoint")
@@ -116,6 +124,10 @@ class HFCheckpoint:
         t = self._pickled[name]
         return tuple(t.shape), _numpy_dtype(t.dtype)
 
+    def tensor_info(self, name: str) -> TensorInfo:
+        """Where a safetensors tensor's bytes are (file, offset, dtype, shape); pickled tensors have none."""
+        return self._tensors[name]
+
     def get(self, name: str) -> np.ndarray:
         if name in self._pickled:
             return _to_numpy(self._pickled[name])
@@ -133,6 +145,17 @@ class HFCheckpoint:
     def generation_config(self) -> dict[str, Any] | None:
         gen = (self.path if self.path.is_dir() else self.path.parent) / "generation_config.json"
         return _load_json(gen) if gen.is_file() else None
+
+    def preprocessing_config(self) -> dict[str, Any] | None:
+        """THE place an HF directory's preprocessing (preprocessor_config.json / video_preprocessor_config.json)
+        is read, for `stvl convert import` and the direct load alike. Not read yet (None): the typed,
+        checkpoint-carried preprocessing config (issue 29, section 1) fills this in."""
+        return None
+
+    def source_info(self) -> dict[str, Any]:
+        """Provenance recorded as `source` in stvl_config.json (by import; in `info` by the direct load)."""
+        return {"kind": "huggingface", "path": str(self.path.absolute()), "hf_config": self.config(),
+                "generation_config": self.generation_config()}
 
     def close(self) -> None:
         for h in self._handles.values():

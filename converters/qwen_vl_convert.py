@@ -21,14 +21,11 @@ IGNORED_HF_KEYS = ("rotary_emb.inv_freq",)
 
 
 def our_param_shapes(config: QwenVLConfig) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
-    """Path -> (shape, dtype) of every parameter, from the abstract model (nothing allocated)."""
-    from flax import nnx
+    """Path -> (shape, float32: the model's default parameter dtype) of every parameter, from the abstract model
+    (nothing allocated)."""
+    from stvl_jax.models.qwen_vl.loading import param_shapes
 
-    from stvl_jax.models.qwen_vl.loading import abstract_model
-
-    state = nnx.state(abstract_model(config), nnx.Param)
-    return {"/".join(map(str, path)): (tuple(var.get_value().shape), np.dtype(var.get_value().dtype))
-            for path, var in nnx.to_flat_state(state)}
+    return {path: (shape, np.dtype(np.float32)) for path, shape in param_shapes(config).items()}
 
 
 def _check_entry_paths(entries: list[Entry], shapes: Mapping[str, tuple]) -> None:
@@ -37,6 +34,36 @@ def _check_entry_paths(entries: list[Entry], shapes: Mapping[str, tuple]) -> Non
     extra = sorted(mapped - set(shapes))
     if missing or extra:  # a bug in the key map, not a user error
         raise AssertionError(f"key map out of sync with the model: unmapped {missing}, unknown {extra}")
+
+
+def match_hf_names(config: QwenVLConfig, hf_names: Iterable[str],
+                   get_shape: Callable[[str], tuple[int, ...]] | None = None) -> tuple[list[Entry], dict[str, str]]:
+    """(the key map, {canonical HF name: name in the checkpoint}) after checking the checkpoint's names: none
+    unknown, none missing, no name given twice (legacy and canonical); with `get_shape` also every shape (from
+    headers, before any tensor is read). `CheckpointError` names the first offending tensors."""
+    entries = key_map(config)
+    _check_entry_paths(entries, our_param_shapes(config))
+    by_canonical = {}
+    for name in hf_names:
+        canon = canonical_hf_key(name)
+        if canon in by_canonical:
+            raise CheckpointError(f"checkpoint holds both {by_canonical[canon]!r} and {name!r}")
+        by_canonical[canon] = name
+    expected = {n: e for e in entries for n in e.hf_names()}
+    tied_head = config.tie_word_embeddings and "lm_head.weight" in by_canonical
+    unknown = sorted(n for n in by_canonical if n not in expected and not n.endswith(IGNORED_HF_KEYS)
+                     and not (tied_head and n == "lm_head.weight"))
+    if unknown:
+        raise CheckpointError(f"checkpoint has {len(unknown)} tensor(s) this {config.family} config does not "
+                              f"know, e.g. {unknown[:5]}")
+    missing = sorted(n for n in expected if n not in by_canonical)
+    if missing:
+        raise CheckpointError(f"checkpoint lacks {len(missing)} tensor(s) the model needs, e.g. {missing[:5]}")
+    if get_shape is not None:
+        for entry in entries:
+            for name in entry.hf_names():
+                _check_shape(by_canonical[name], tuple(get_shape(by_canonical[name])), entry.hf_shape)
+    return entries, by_canonical
 
 
 def params_from_hf(
@@ -56,31 +83,8 @@ def params_from_hf(
     get_shape(name): a tensor's shape without reading it (e.g. from safetensors headers); when given, every
     shape is checked before the first tensor is read, so a mismatch fails in seconds, not after minutes.
     """
-    entries = key_map(config)
+    entries, by_canonical = match_hf_names(config, hf_names, get_shape)
     shapes = our_param_shapes(config)
-    _check_entry_paths(entries, shapes)
-    by_canonical = {}
-    for name in hf_names:
-        canon = canonical_hf_key(name)
-        if canon in by_canonical:
-            raise CheckpointError(f"checkpoint holds both {by_canonical[canon]!r} and {name!r}")
-        by_canonical[canon] = name
-    expected = {n: e for e in entries for n in e.hf_names()}
-    tied_head = config.tie_word_embeddings and "lm_head.weight" in by_canonical
-    unknown = sorted(n for n in by_canonical if n not in expected and not n.endswith(IGNORED_HF_KEYS)
-                     and not (tied_head and n == "lm_head.weight"))
-    if unknown:
-        raise CheckpointError(f"checkpoint has {len(unknown)} tensor(s) this {config.family} config does not "
-                              f"know, e.g. {unknown[:5]}")
-    missing = sorted(n for n in expected if n not in by_canonical)
-    if missing:
-        raise CheckpointError(f"checkpoint lacks {len(missing)} tensor(s) the model needs, e.g. {missing[:5]}")
-
-    if get_shape is not None:
-        for entry in entries:
-            for name in entry.hf_names():
-                _check_shape(by_canonical[name], tuple(get_shape(by_canonical[name])), entry.hf_shape)
-
     out: dict[str, np.ndarray] = {}
     for entry in entries:
         layer_shapes = tuple(shapes[p][0][1:] if entry.layers else shapes[p][0] for p in entry.ours)

@@ -71,8 +71,7 @@ def import_hf(hf_path: str | Path, out: str | Path, *, dtype: str | None = None,
         with _progress(num_hf_tensors(config), "import", progress) as bar:
             flat = params_from_hf(config, ck.names, ck.get, dtype=np_dtype, progress=bar.update,
                                   get_shape=lambda n: ck.spec(n)[0])
-        source = {"kind": "huggingface", "path": str(Path(hf_path).absolute()), "hf_config": hf_config,
-                  "generation_config": ck.generation_config()}
+        source = ck.source_info()
     _say(f"writing Orbax checkpoint {str(out)!r}", progress)
     return save_model(flat, config, out, source=source, overwrite=overwrite)
 
@@ -119,6 +118,7 @@ def export_hf(ckpt: str | Path, out: str | Path, *, dtype: str | None = None, ma
 
     np_dtype = parse_dtype(dtype)
     max_bytes = parse_size(max_shard_size)
+    checkpoint_io.read_info(ckpt)  # stvl-jax checkpoints only: an HF directory needs no export
     config, info = read_config(ckpt)
     rename = hf_name_fn(config, names)
     stored = checkpoint_io.param_metadata(ckpt)

@@ -3,7 +3,7 @@
 The public API is imported lazily so that host-side code (Grain workers, the CLI's `--help`) does not pay
 for importing JAX and Flax.
 
-    model = stvl_jax.load_model("ckpt/", mesh=mesh)      # Orbax checkpoint from `stvl convert import` or training
+    model = stvl_jax.load_model("ckpt/", mesh=mesh)      # stvl-jax checkpoint (import, training) or HF directory
     logits = model(**batch).logits                        # batch: the HF processor's dict of numpy arrays
     ids = stvl_jax.generate(model, batch, max_new_tokens=16)
 """

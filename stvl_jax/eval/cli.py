@@ -20,10 +20,10 @@ from stvl_jax.errors import UserError
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--ckpt", required=True, help="model checkpoint (stvl convert import / training export)")
+    p.add_argument("--ckpt", required=True, help="model checkpoint (stvl convert import / training) or HF directory")
     p.add_argument("--data", required=True, help="dataset root (e.g. the synthetic set from `stvl data synth`)")
     p.add_argument("--split", default="val")
-    p.add_argument("--tokenizer", default=None, help="tokenizer dir (default: <ckpt>/tokenizer)")
+    p.add_argument("--tokenizer", default=None, help="tokenizer dir (default: <ckpt>/tokenizer, an HF dir itself)")
     p.add_argument("--out", required=True, help="output dir for metrics.json and plots")
     p.add_argument("--limit", type=positive_int, default=None, help="evaluate at most this many samples")
     p.add_argument("--mesh", default=None, help="mesh shape data,fsdp,tensor (default: all devices on fsdp)")
@@ -33,11 +33,12 @@ def _load(args):
     from transformers import AutoTokenizer
 
     import stvl_jax
+    from stvl_jax.models.qwen_vl.checkpoints import tokenizer_dir
     from stvl_jax.sharding import make_mesh
 
     mesh = make_mesh([int(x) for x in args.mesh.split(",")] if args.mesh else None)
     model = stvl_jax.load_model(args.ckpt, mesh=mesh)
-    tok_dir = args.tokenizer or os.path.join(args.ckpt, "tokenizer")
+    tok_dir = args.tokenizer or tokenizer_dir(args.ckpt)
     if not os.path.isdir(tok_dir):
         raise UserError(f"tokenizer directory {tok_dir!r} not found (pass --tokenizer)")
     return model, AutoTokenizer.from_pretrained(tok_dir)

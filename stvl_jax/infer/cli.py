@@ -30,7 +30,7 @@ def _parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("video", help="video file")
     p.add_argument("--query", required=True, help="what to watch for")
-    p.add_argument("--ckpt", required=True, help="STRIDE checkpoint (stvl-jax format: training step dir or import)")
+    p.add_argument("--ckpt", required=True, help="STRIDE checkpoint (training step, import, or HF dir)")
     p.add_argument("--tokenizer", default=None, help="tokenizer dir (default <ckpt>/tokenizer)")
     p.add_argument("--answerer", default=None, help="downstream Qwen-VL checkpoint (omit: triggers only)")
     p.add_argument("--answerer-tokenizer", default=None, help="its tokenizer (default <answerer>/tokenizer)")
@@ -118,7 +118,9 @@ def synthetic_gt(video: str, query: str) -> list[tuple[float, float]]:
 def load_tokenizer(path: str | None, ckpt: str, flag: str):
     from transformers import AutoTokenizer
 
-    path = path or os.path.join(ckpt, "tokenizer")
+    from stvl_jax.models.qwen_vl.checkpoints import tokenizer_dir
+
+    path = path or tokenizer_dir(ckpt)
     if not os.path.isdir(path):
         raise InputError(f"tokenizer directory {path!r} not found (pass {flag})")
     return AutoTokenizer.from_pretrained(path)

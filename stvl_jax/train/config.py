@@ -30,8 +30,8 @@ GROUP_NAMES = ("vision", "merger", "llm", "embed")
 class ModelSection(StrictConfig):
     """Exactly one source of the architecture: `config` (a preset name from configs/models, e.g.
     `qwen3vl_tiny`, or a YAML file of `QwenVLConfig` fields), `arch` (the same fields inline) or `checkpoint`
-    (an stvl-jax checkpoint directory: its stvl_config.json gives the architecture and its params/ the initial
-    weights; HF directories: `stvl convert import` first)."""
+    (an stvl-jax checkpoint directory, whose stvl_config.json gives the architecture and params/ the initial
+    weights, or a Hugging Face directory: config.json + safetensors, read in place)."""
 
     config: str | None = None
     arch: QwenVLConfig | None = None

@@ -1,5 +1,6 @@
-"""Where the initial weights come from: fresh (the model's initialisers) or an stvl-jax checkpoint, optionally
-with the vocabulary grown for added tokens.
+"""Where the initial weights come from: fresh (the model's initialisers), an stvl-jax checkpoint or a Hugging Face
+directory (read in place, `stvl_jax.models.qwen_vl.checkpoints`), optionally with the vocabulary grown for added
+tokens.
 
 Checkpoint weights are restored straight into their sharded arrays on the current mesh, cast to the master
 dtype. Growing the vocabulary (`model.vocab_size` larger than the checkpoint's) appends rows to
@@ -16,10 +17,10 @@ from __future__ import annotations
 import jax
 from flax import nnx
 
-from stvl_jax import checkpoint_io
 from stvl_jax.errors import CheckpointError, ConfigError
+from stvl_jax.models.qwen_vl.checkpoints import open_checkpoint
 from stvl_jax.models.qwen_vl.config import QwenVLConfig
-from stvl_jax.models.qwen_vl.loading import check_params, read_config
+from stvl_jax.models.qwen_vl.loading import check_params
 from stvl_jax.models.qwen_vl.vocab import resize_vocab
 from stvl_jax.train.config import ModelSection
 from stvl_jax.train.state import ModelSpec
@@ -45,17 +46,17 @@ def model_config(section: ModelSection) -> QwenVLConfig:
 def restore_initial_params(spec: ModelSpec, path: str, mesh) -> dict[str, jax.Array]:
     """Parameters of checkpoint `path`, sharded on `mesh` by the rules table, in the spec's master dtype, with
     vocabulary rows appended (`stvl_jax.models.qwen_vl.vocab.resize_vocab`) when `spec.config` has more."""
-    stored_config, _ = read_config(path)
-    stored = checkpoint_io.param_metadata(path)
-    check_params(stored_config, stored, f"checkpoint {str(path)!r}")
-    if with_vocab_size(stored_config, spec.config.text.vocab_size) != spec.config:
-        raise CheckpointError(f"checkpoint {str(path)!r} has a different architecture than this run's model")
-    stored_spec = spec if stored_config == spec.config else ModelSpec.create(
-        stored_config, trainable_groups=spec.trainable_groups, dtype=spec.dtype, param_dtype=spec.param_dtype,
-        remat=spec.remat)
-    targets = {k: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh)
-               for (k, s), sh in zip(stored_spec.shapes().items(), stored_spec.param_shardings(mesh).values())}
-    params = checkpoint_io.restore_params(path, targets)
+    with open_checkpoint(path) as source:
+        stored_config = source.config
+        check_params(stored_config, source.param_specs(), f"checkpoint {str(path)!r}")
+        if with_vocab_size(stored_config, spec.config.text.vocab_size) != spec.config:
+            raise CheckpointError(f"checkpoint {str(path)!r} has a different architecture than this run's model")
+        stored_spec = spec if stored_config == spec.config else ModelSpec.create(
+            stored_config, trainable_groups=spec.trainable_groups, dtype=spec.dtype, param_dtype=spec.param_dtype,
+            remat=spec.remat)
+        targets = {k: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh)
+                   for (k, s), sh in zip(stored_spec.shapes().items(), stored_spec.param_shardings(mesh).values())}
+        params = source.restore(targets)
     if stored_spec is spec:
         return params
     model = stored_spec.merge(params)

@@ -83,13 +83,13 @@ def add_stride_tokens(tokenizer) -> int:
 
 def recorded_settings(path: str | Path) -> dict:
     """Settings recorded with a checkpoint -> {"window": StrideConfig fields, "vision": processor fields,
-    "fps": frames per second of training clips}; empty where unknown. Sources: a STRIDE hub config.json kept by
-    `stvl convert import` (`trigger_window_past`, ...) and a training run's `data.pipeline` (run/meta.json)."""
+    "fps": frames per second of training clips}; empty where unknown. Sources: a STRIDE hub config.json (kept by
+    `stvl convert import`, or the HF directory's own) (`trigger_window_past`, ...) and a training run's
+    `data.pipeline` (run/meta.json)."""
+    from stvl_jax.models.qwen_vl.loading import read_config
+
     path = Path(path)
-    try:
-        info = json.loads((path / "stvl_config.json").read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{str(path)!r} is not an stvl-jax checkpoint ({e})") from None
+    info = read_config(path)[1]  # an HF directory: its own config.json is the hf_config
     hf = (info.get("source") or {}).get("hf_config") or {}
     out = {"window": {ours: hf[key] for key, ours in HF_KEYS.items() if hf.get(key) is not None}, "vision": {},
            "fps": None}
