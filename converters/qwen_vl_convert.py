@@ -20,17 +20,6 @@ from converters.qwen_vl_keys import Entry, canonical_hf_key, key_map, to_hf, to_
 IGNORED_HF_KEYS = ("rotary_emb.inv_freq",)
 
 
-def our_param_shapes(config: QwenVLConfig) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
-    """Path -> (shape, dtype) of every parameter, from the abstract model (nothing allocated)."""
-    from flax import nnx
-
-    from stvl_jax.models.qwen_vl.loading import abstract_model
-
-    state = nnx.state(abstract_model(config), nnx.Param)
-    return {"/".join(map(str, path)): (tuple(var.get_value().shape), np.dtype(var.get_value().dtype))
-            for path, var in nnx.to_flat_state(state)}
-
-
 def _check_entry_paths(entries: list[Entry], shapes: Mapping[str, tuple]) -> None:
     mapped = {p for e in entries for p in e.ours}
     missing = sorted(set(shapes) - mapped)
@@ -57,7 +46,9 @@ def params_from_hf(
     shape is checked before the first tensor is read, so a mismatch fails in seconds, not after minutes.
     """
     entries = key_map(config)
-    shapes = our_param_shapes(config)
+    from stvl_jax.models.qwen_vl.loading import param_specs
+
+    shapes = param_specs(config)
     _check_entry_paths(entries, shapes)
     by_canonical = {}
     for name in hf_names:
@@ -121,11 +112,10 @@ def num_hf_tensors(config: QwenVLConfig) -> int:
 def load_flat_params(model, flat: Mapping[str, np.ndarray]) -> None:
     """Copy {path: array} into an nnx model's Params in place (shapes checked)."""
     import jax.numpy as jnp
-    from flax import nnx
 
-    state = nnx.state(model, nnx.Param)
-    for path, var in nnx.to_flat_state(state):
-        key = "/".join(map(str, path))
+    from stvl_jax.nn.params import flat_params
+
+    for key, var in flat_params(model).items():
         if key not in flat:
             raise CheckpointError(f"no value for parameter {key!r}")
         value = flat[key]

@@ -23,6 +23,9 @@ from converters.hf_checkpoint import HFCheckpoint
 from converters.qwen_vl_config import from_hf_dict, to_hf_dict
 from converters.qwen_vl_convert import num_hf_tensors, params_from_hf, params_to_hf
 from converters.qwen_vl_keys import key_map, legacy_hf_key
+from converters.qwen_vl_preprocess import (
+    PREPROCESSOR_FILE, VIDEO_PREPROCESSOR_FILE, preprocess_from_hf, processor_files_for_export, read_processor_files,
+)
 from converters.safetensors_io import parse_size, plan_shards, write_shards
 from stvl_jax.errors import CheckpointError
 from stvl_jax.models.qwen_vl.config import QwenVLConfig
@@ -73,8 +76,15 @@ def import_hf(hf_path: str | Path, out: str | Path, *, dtype: str | None = None,
                                   get_shape=lambda n: ck.spec(n)[0])
         source = {"kind": "huggingface", "path": str(Path(hf_path).absolute()), "hf_config": hf_config,
                   "generation_config": ck.generation_config()}
+    hf_dir = Path(hf_path) if Path(hf_path).is_dir() else Path(hf_path).parent
+    image, video = read_processor_files(hf_dir)
+    preprocessing = preprocess_from_hf(config.family, image, video, architecture=config.architecture)
+    source.update(hf_preprocessor_config=image, hf_video_preprocessor_config=video,
+                  preprocessing_from=", ".join(n for n, d in ((PREPROCESSOR_FILE, image),
+                                                              (VIDEO_PREPROCESSOR_FILE, video)) if d)
+                  or "the family default (no HF processor config)")
     _say(f"writing Orbax checkpoint {str(out)!r}", progress)
-    return save_model(flat, config, out, source=source, overwrite=overwrite)
+    return save_model(flat, config, out, source=source, overwrite=overwrite, preprocessing=preprocessing)
 
 
 # ------------------------------------------------------------------------------------------ export
@@ -108,10 +118,11 @@ def hf_name_fn(config: QwenVLConfig, names: str) -> Callable[[str], str]:
 
 def export_hf(ckpt: str | Path, out: str | Path, *, dtype: str | None = None, max_shard_size: str | int = "5GB",
               names: str = "auto", overwrite: bool = False, progress: bool = True) -> dict[str, str]:
-    """stvl-jax checkpoint -> HF directory (safetensors shards [+ index], config.json, generation_config.json)
-    that `from_pretrained` loads. Returns the weight map {HF name: file}."""
+    """stvl-jax checkpoint -> HF directory (safetensors shards [+ index], config.json, generation_config.json,
+    preprocessor_config.json, video_preprocessor_config.json) that `from_pretrained` loads. Returns the weight
+    map {HF name: file}."""
     from stvl_jax import checkpoint_io
-    from stvl_jax.models.qwen_vl.loading import check_params, read_config
+    from stvl_jax.models.qwen_vl.loading import check_params, read_config, read_preprocessing
 
     np_dtype = parse_dtype(dtype)
     max_bytes = parse_size(max_shard_size)
@@ -141,4 +152,8 @@ def export_hf(ckpt: str | Path, out: str | Path, *, dtype: str | None = None, ma
                                                 sort_keys=True) + "\n")
     if isinstance(source, dict) and source.get("generation_config"):
         (out / "generation_config.json").write_text(json.dumps(source["generation_config"], indent=2) + "\n")
+    files = processor_files_for_export(read_preprocessing(ckpt, config, info), source if isinstance(source, dict)
+                                       else {}, architecture=config.architecture)
+    for name, data in zip((PREPROCESSOR_FILE, VIDEO_PREPROCESSOR_FILE), files):
+        (out / name).write_text(json.dumps(data, indent=2) + "\n")
     return weight_map

@@ -131,7 +131,7 @@ def test_pair_align_outputs_the_colour_words_embedding_at_each_block(tmp_path):
     from streamo_visual_probe import aligned_vision_start, pair_frame
     from transformers import AutoTokenizer
 
-    from data_pipelines.processor import process_images
+    from stvl_jax.models.qwen_vl.host.preprocess import process_images
     from data_pipelines.tokenizer import build_tiny_tokenizer
     from stvl_jax import load_model
     from stvl_jax.demo.streamo import TRAIN_CONFIG, training_vision

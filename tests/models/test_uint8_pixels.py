@@ -23,7 +23,7 @@ def _model(family, **vision_overrides):
 
 
 def _processor_config(model):
-    from data_pipelines.processor import VisionConfig
+    from qwen_vl_helpers import per_frame_preprocessing
 
     c = model.config
     preset = VisionConfig.qwen3_vl if c.family == "qwen3_vl" else VisionConfig.qwen2_5_vl
@@ -44,7 +44,7 @@ def _batches(model, seed=0):
     """The same images and video as (float32 batch from the HF processor / our float path, uint8 batch)."""
     from transformers import Qwen2VLImageProcessorPil
 
-    from data_pipelines.processor import process_images, process_video
+    from stvl_jax.models.qwen_vl.host.preprocess import process_images, process_video
 
     cfg = _processor_config(model)
     rng, images, frames = _media(cfg, seed)
@@ -77,7 +77,7 @@ def _batches(model, seed=0):
 def _processed(model, layout, seed=0):
     """`_batches`' images and video (the same draws) as uint8 in `layout`:
     (images, frames, image pixels, image grid, video pixels, video grid)."""
-    from data_pipelines.processor import process_images, process_video
+    from stvl_jax.models.qwen_vl.host.preprocess import process_images, process_video
 
     cfg = _processor_config(model)
     _, images, frames = _media(cfg, seed)

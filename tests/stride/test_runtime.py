@@ -13,7 +13,7 @@ from data_pipelines.grain import PipelineConfig, make_pipeline
 from data_pipelines.video import read_video
 from stvl_jax.infer.stride_prompt import StridePrompt, slot_positions
 from stvl_jax.infer.stride_runtime import StreamConfig, StrideStream
-from stvl_jax.models.qwen_vl.positions import get_rope_index
+from stvl_jax.models.qwen_vl.host.positions import get_rope_index
 from stvl_jax.models.stride.config import StrideConfig
 from stvl_jax.models.stride.model import window_probs
 
