@@ -78,7 +78,8 @@ def import_hf(hf_path: str | Path, out: str | Path, *, dtype: str | None = None,
                   "generation_config": ck.generation_config()}
     hf_dir = Path(hf_path) if Path(hf_path).is_dir() else Path(hf_path).parent
     image, video = read_processor_files(hf_dir)
-    preprocessing = preprocess_from_hf(config.family, image, video, architecture=config.architecture)
+    preprocessing = preprocess_from_hf(config.default_preprocessing(), image, video,
+                                       architecture=config.architecture)
     source.update(hf_preprocessor_config=image, hf_video_preprocessor_config=video,
                   preprocessing_from=", ".join(n for n, d in ((PREPROCESSOR_FILE, image),
                                                               (VIDEO_PREPROCESSOR_FILE, video)) if d)
@@ -153,7 +154,7 @@ def export_hf(ckpt: str | Path, out: str | Path, *, dtype: str | None = None, ma
     if isinstance(source, dict) and source.get("generation_config"):
         (out / "generation_config.json").write_text(json.dumps(source["generation_config"], indent=2) + "\n")
     files = processor_files_for_export(read_preprocessing(ckpt, config, info), source if isinstance(source, dict)
-                                       else {}, architecture=config.architecture)
+                                       else {}, config.default_preprocessing(), architecture=config.architecture)
     for name, data in zip((PREPROCESSOR_FILE, VIDEO_PREPROCESSOR_FILE), files):
         (out / name).write_text(json.dumps(data, indent=2) + "\n")
     return weight_map

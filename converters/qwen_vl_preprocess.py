@@ -58,9 +58,11 @@ def _bounds(d: dict) -> dict[str, int]:
     return out
 
 
-def preprocess_from_hf(family: str, image: dict | None, video: dict | None, *, architecture: str = ""
+def preprocess_from_hf(base: PreprocessConfig, image: dict | None, video: dict | None, *, architecture: str = ""
                        ) -> PreprocessConfig:
-    """The checkpoint's preprocessing from its HF processor configs (None: absent)."""
+    """The checkpoint's preprocessing from its HF processor configs (None: absent) over `base`, the family default
+    for the model's patch sizes (`QwenVLConfig.default_preprocessing`)."""
+    family = base.family
     over: dict[str, Any] = {}
     try:
         if image is not None:
@@ -82,7 +84,7 @@ def preprocess_from_hf(family: str, image: dict | None, video: dict | None, *, a
         if architecture == STRIDE_ARCHITECTURE:  # the reference streams frames at <= 256 merged tokens each
             over["video"] = {**over.get("video", {}), "budget": "frame", "max_tokens_per_frame": STRIDE_FRAME_TOKENS}
             over["video"].setdefault("max_pixels", STRIDE_FRAME_TOKENS * 32 * 32)
-        return PreprocessConfig.default(family).updated(over, source="HF processor config")
+        return base.updated(over, source="HF processor config")
     except (ConfigError, ValueError, TypeError) as e:
         raise CheckpointError(f"HF processor config is invalid: {e}") from None
 
@@ -101,13 +103,13 @@ def preprocess_to_hf(cfg: PreprocessConfig) -> tuple[dict[str, Any], dict[str, A
     return image, video
 
 
-def processor_files_for_export(cfg: PreprocessConfig, source: dict, *, architecture: str = ""
-                               ) -> tuple[dict[str, Any], dict[str, Any]]:
+def processor_files_for_export(cfg: PreprocessConfig, source: dict, base: PreprocessConfig, *,
+                               architecture: str = "") -> tuple[dict[str, Any], dict[str, Any]]:
     """The processor files to write: the imported ones when they still describe `cfg`, else fresh ones."""
     image, video = source.get("hf_preprocessor_config"), source.get("hf_video_preprocessor_config")
     if image is not None or video is not None:
         try:
-            if preprocess_from_hf(cfg.family, image, video, architecture=architecture) == cfg:
+            if preprocess_from_hf(base, image, video, architecture=architecture) == cfg:
                 fresh = preprocess_to_hf(cfg)
                 return image if image is not None else fresh[0], video if video is not None else fresh[1]
         except CheckpointError:

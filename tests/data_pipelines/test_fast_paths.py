@@ -55,7 +55,7 @@ def test_example_positions_equal_get_rope_index(family):
 
 
 @pytest.mark.parametrize("fmt,index,vision", [("chat", "captions/train.jsonl", per_frame_preprocessing("qwen3_vl")),
-                                              ("streamo", "streamo/stream_train.jsonl", per_frame_preprocessing("qwen2_5_vl", 
+                                              ("streamo", "streamo/stream_train.jsonl", per_frame_preprocessing("qwen2_5_vl",
                                                   max_pixels=112 * 112)),
                                               ("stride", "stride/train.jsonl", per_frame_preprocessing("qwen3_vl"))])
 def test_compact_tokenization_equals_tokenizing_the_expanded_text(synth_dir, tiny_tokenizer, fmt, index, vision):
