@@ -53,7 +53,7 @@ def test_written_processor_configs_are_what_transformers_reads(family, tmp_path)
     ip = AutoImageProcessor.from_pretrained(tmp_path)
     assert (ip.size["shortest_edge"], ip.size["longest_edge"]) == (pre.image.min_pixels, pre.image.max_pixels)
     assert tuple(ip.image_mean) == pre.image_mean and ip.patch_size == pre.patch_size
-    # (transformers' video processors need torchvision, absent here: their file is checked by reading it back)
-    assert video["video_processor_type"] == ("Qwen3VLVideoProcessor" if pre.video.budget == "clip"
-                                             else "Qwen2VLVideoProcessor")
-    assert preprocess_from_hf(PreprocessConfig.default(family), image, video) == pre  # and it reads back to the same config
+    # (transformers' video processors need torchvision, absent here: the file is checked by reading it back)
+    want = "Qwen3VLVideoProcessor" if pre.video.budget == "clip" else "Qwen2VLVideoProcessor"
+    assert video["video_processor_type"] == want
+    assert preprocess_from_hf(PreprocessConfig.default(family), image, video) == pre  # reads back the same

@@ -54,8 +54,9 @@ def test_example_positions_equal_get_rope_index(family):
         example_positions(np.array([0, 1, 1]), np.array([[1, 2, 2]]), np.zeros((0, 3)), family=family, merge=2)
 
 
-@pytest.mark.parametrize("fmt,index,vision", [("chat", "captions/train.jsonl", per_frame_preprocessing("qwen3_vl")),
-                                              ("streamo", "streamo/stream_train.jsonl", per_frame_preprocessing("qwen2_5_vl",
+@pytest.mark.parametrize("fmt,index,vision", [
+    ("chat", "captions/train.jsonl", per_frame_preprocessing("qwen3_vl")),
+    ("streamo", "streamo/stream_train.jsonl", per_frame_preprocessing("qwen2_5_vl",
                                                   max_pixels=112 * 112)),
                                               ("stride", "stride/train.jsonl", per_frame_preprocessing("qwen3_vl"))])
 def test_compact_tokenization_equals_tokenizing_the_expanded_text(synth_dir, tiny_tokenizer, fmt, index, vision):

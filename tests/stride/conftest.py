@@ -10,7 +10,8 @@ from data_pipelines.tokenizer import build_tiny_tokenizer
 from stvl_jax.models.qwen_vl.model import QwenVLForConditionalGeneration
 from stvl_jax.models.qwen_vl.presets import load_model_config
 
-VISION = per_frame_preprocessing("qwen3_vl", max_pixels=64 * 64)  # 64 x 64 frames: 4 x 4 patches, 4 tokens per frame pair
+# 64 x 64 frames: 4 x 4 patches, 4 tokens per frame pair
+VISION = per_frame_preprocessing("qwen3_vl", max_pixels=64 * 64)
 
 
 @pytest.fixture(scope="session")

@@ -128,7 +128,7 @@ def test_runtime_prompt_matches_the_training_pipeline(tok_dir, tok, tiny_model, 
                            {"start_seconds": 2.0, "end_seconds": 4.0, "value": "<active>", "mask": True}]}]}
     index = tmp_path / "one.jsonl"
     index.write_text(json.dumps(sample) + "\n")
-    cfg = PipelineConfig(index=str(index), tokenizer=tok_dir, format="stride", vision=vision, batch_size=1,
+    cfg = PipelineConfig(index=str(index), tokenizer=tok_dir, format="stride", preprocess=vision, batch_size=1,
                          shuffle=False, length_buckets=(512,), stride=StrideWindowConfig(window=8))
     batch = next(iter(make_pipeline(cfg)))
     frames = read_video(video, fps=1.0).frames[:8]  # frames at 0, 1, ..., 7 s
