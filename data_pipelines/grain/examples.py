@@ -91,7 +91,7 @@ class ExampleBuilder:
                 if t < 0:
                     raise AnnotationError("negative_time", f"video {name} {t} < 0", source)
         cfg = self.cfg
-        frames = cfg.preprocess.frames
+        sampling = cfg.preprocess.frames  # the model's frame sampling (fps, max_frames)
 
         def select(info: VideoInfo) -> np.ndarray:  # runs once the decoder has the file open
             for name, t in (("start", start), ("end", end)):
@@ -100,13 +100,14 @@ class ExampleBuilder:
                                           source)
             if even_linspace:  # STRIDE: an even number of frames spread over the clip at <= fps
                 dur = (info.duration if end is None else end) - (start or 0.0)
-                n = stride_fmt.clip_frame_count(dur, fps or 1.0, frames.max_frames)
+                n = stride_fmt.clip_frame_count(dur, fps or 1.0, sampling.max_frames)
                 return sample_indices(info, start=start, end=end, num_frames=n)
-            return sample_indices(info, fps=fps or frames.fps, start=start, end=end, max_frames=frames.max_frames)
+            return sample_indices(info, fps=fps or sampling.fps, start=start, end=end,
+                                  max_frames=sampling.max_frames)
 
         clip = decode_clip(path, select, num_threads=cfg.decode_threads, timeout_s=cfg.decode_timeout_s, copy=False)
         pv, grid = process_video(clip.frames, cfg.preprocess, dtype=cfg.pixel_dtype, layout=cfg.pixel_layout)
-        sec_per_grid = cfg.preprocess.temporal_patch_size / (fps or frames.fps)
+        sec_per_grid = cfg.preprocess.temporal_patch_size / (fps or sampling.fps)
         return pv, grid, clip.times, len(clip.frames), sec_per_grid
 
     def _image(self, part: dict, source: str):

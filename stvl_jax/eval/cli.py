@@ -122,8 +122,8 @@ def run_stride(args) -> dict:
         tasks = tuple(t.strip() for t in args.tasks.split(",") if t.strip())
         samples = stride_eval.etbench_samples(args.anno, args.videos, tasks)
     samples = samples[: args.limit] if args.limit else samples
-    result = stride_eval.evaluate(factory, samples, fps=args.fps, zero_pixels=args.zero_pixels)
-    result["baselines"] = stride_eval.baselines(window, cfg, samples, fps=args.fps)
+    result = stride_eval.evaluate(factory, samples, fps=cfg.fps, zero_pixels=args.zero_pixels)
+    result["baselines"] = stride_eval.baselines(window, cfg, samples, fps=cfg.fps)
     _write_json(args.out, f"{args.task}_metrics.json", result)
     stride_eval.plot_samples(result["samples"], os.path.join(args.out, f"{args.task}_timelines.png"))
     control = " (every pixel zeroed)" if args.zero_pixels else ""

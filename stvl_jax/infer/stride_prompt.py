@@ -65,7 +65,8 @@ class StridePrompt:
             raise InputError("STRIDE prompts are Qwen3-VL prompts (one timestamped block per frame pair)")
         if vision.video.budget != "frame":  # a clip budget would resize a stream's frames as it grows
             raise InputError("STRIDE streaming needs a per-frame video resize rule (preprocessing video.budget "
-                             "'frame'), so that a prefix of the stream is the stream's prefix")
+                             "'frame'), so that a prefix of the stream is the stream's prefix; this checkpoint's "
+                             "bounds the whole clip: pass --max-pixels (pixels per frame)")
         self.tokenizer = tokenizer
         self.config = model_config
         self.vision = vision
