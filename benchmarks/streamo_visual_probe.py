@@ -137,13 +137,12 @@ def aligned_vision_start(recipe: str, tokenizer: str, root: str, steps: int, bat
     from transformers import AutoTokenizer
 
     from stvl_jax.models.qwen_vl.host.preprocess import process_images
-    from stvl_jax.train.data import training_preprocessing
-    from stvl_jax.train.init import initial_preprocessing
     from stvl_jax.models.qwen_vl.loading import save_model
     from stvl_jax.models.qwen_vl.model import QwenVLForConditionalGeneration
     from stvl_jax.models.qwen_vl.vision_inputs import prepare_vision_inputs
     from stvl_jax.train.config import load_train_config
-    from stvl_jax.train.init import model_config
+    from stvl_jax.train.data import training_preprocessing
+    from stvl_jax.train.init import initial_preprocessing, model_config
 
     cfg = load_train_config(recipe, [f"data.pipeline.tokenizer={tokenizer}", f"seed={seed}"])
     config = model_config(cfg.model)
@@ -152,7 +151,7 @@ def aligned_vision_start(recipe: str, tokenizer: str, root: str, steps: int, bat
     ids = [tok.encode(w, add_special_tokens=False) for w in COLOUR_WORDS]
     if any(len(i) != 1 for i in ids):
         raise SystemExit(f"pair_align: the colour words {COLOUR_WORDS} must be single tokens, got {ids}")
-    model = QwenVLForConditionalGeneration(config, rngs=nnx.Rngs(seed))
+    model = QwenVLForConditionalGeneration(config, preprocessing=vision, rngs=nnx.Rngs(seed))
     words = np.asarray(model.language_model.embed_tokens.embedding[...])[[i[0] for i in ids]]  # (2, D)
     rng = np.random.default_rng(seed)
 
