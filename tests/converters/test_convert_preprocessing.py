@@ -57,3 +57,22 @@ def test_written_processor_configs_are_what_transformers_reads(family, tmp_path)
     want = "Qwen3VLVideoProcessor" if pre.video.budget == "clip" else "Qwen2VLVideoProcessor"
     assert video["video_processor_type"] == want
     assert preprocess_from_hf(PreprocessConfig.default(family), image, video) == pre  # reads back the same
+
+
+def test_checkpoint_written_before_the_preprocessing_section_still_loads(tmp_path):
+    """An older stvl_config.json (mean/std under model.vision, no "preprocessing") reads as the family default
+    with the mean/std it recorded."""
+    from flax import nnx
+
+    from stvl_jax.models.qwen_vl.loading import read_preprocessing, save_model
+    from stvl_jax.models.qwen_vl.model import QwenVLForConditionalGeneration
+    from stvl_jax.models.qwen_vl.presets import load_model_config
+
+    config = load_model_config("qwen25vl_tiny")
+    ckpt = save_model(QwenVLForConditionalGeneration(config, rngs=nnx.Rngs(0)), None, tmp_path / "ckpt")
+    info = json.loads((ckpt / "stvl_config.json").read_text())
+    del info["preprocessing"]
+    info["model"]["vision"].update(image_mean=[0.1, 0.2, 0.3], image_std=None)
+    (ckpt / "stvl_config.json").write_text(json.dumps(info))
+    pre = read_preprocessing(ckpt)
+    assert pre == config.default_preprocessing().updated({"image_mean": (0.1, 0.2, 0.3)})
