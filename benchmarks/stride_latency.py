@@ -35,7 +35,7 @@ class SyntheticPrompt:
         import numpy as np
 
         from stvl_jax.infer.stride_prompt import VideoPrefix
-        from stvl_jax.models.qwen_vl.positions import get_rope_index
+        from stvl_jax.models.qwen_vl.host.positions import get_rope_index
 
         c, vc = self.config, self.config.vision
         groups, side = len(frames) // 2, self.size // vc.patch_size

@@ -146,12 +146,6 @@ class HFCheckpoint:
         gen = (self.path if self.path.is_dir() else self.path.parent) / "generation_config.json"
         return _load_json(gen) if gen.is_file() else None
 
-    def preprocessing_config(self) -> dict[str, Any] | None:
-        """THE place an HF directory's preprocessing (preprocessor_config.json / video_preprocessor_config.json)
-        is read, for `stvl convert import` and the direct load alike. Not read yet (None): the typed,
-        checkpoint-carried preprocessing config (issue 29, section 1) fills this in."""
-        return None
-
     def source_info(self) -> dict[str, Any]:
         """Provenance recorded as `source` in stvl_config.json (by import; in `info` by the direct load)."""
         return {"kind": "huggingface", "path": str(self.path.absolute()), "hf_config": self.config(),

@@ -27,12 +27,14 @@ import numpy as np
 
 from converters.hf_checkpoint import HFCheckpoint, PickleRefused
 from converters.qwen_vl_config import from_hf_dict
-from converters.qwen_vl_convert import match_hf_names, our_param_shapes
+from converters.qwen_vl_convert import match_hf_names
+from converters.qwen_vl_preprocess import hf_dir_preprocessing
 from converters.qwen_vl_keys import Entry, matrix_block, part_to_ours, split_parts
 from converters.safetensors_io import TensorInfo
 from stvl_jax.checkpoint_io import aligned_empty
 from stvl_jax.errors import CheckpointError
 from stvl_jax.models.qwen_vl.checkpoints import CheckpointSource, array_from_blocks
+from stvl_jax.models.qwen_vl.loading import param_specs
 
 _PAGE = mmap.PAGESIZE
 
@@ -62,10 +64,12 @@ class HFSource(CheckpointSource):
                                   f"(unpickling can run code); convert the directory once with `stvl convert "
                                   f"import --hf DIR --out CKPT --allow-pickle`") from None
         self.config = from_hf_dict(self._ck.config())
-        self.info = {"model": self.config.to_dict(), "source": self._ck.source_info(),
-                     "preprocessing": self._ck.preprocessing_config()}
+        directory = self._ck.path if self._ck.path.is_dir() else self._ck.path.parent
+        preprocessing, provenance = hf_dir_preprocessing(directory, self.config)
+        self.info = {"model": self.config.to_dict(), "source": {**self._ck.source_info(), **provenance},
+                     "preprocessing": preprocessing.to_dict()}
         entries, by_canonical = match_hf_names(self.config, self._ck.names, lambda n: self._ck.spec(n)[0])
-        shapes = our_param_shapes(self.config)
+        shapes = param_specs(self.config)
         # our path -> (entry, which of its parts, the HF tensors: one per layer when stacked)
         self._plan: dict[str, tuple[Entry, int, list[TensorInfo]]] = {}
         self._specs = {}

@@ -20,14 +20,6 @@ from converters.qwen_vl_keys import Entry, canonical_hf_key, key_map, to_hf, to_
 IGNORED_HF_KEYS = ("rotary_emb.inv_freq",)
 
 
-def our_param_shapes(config: QwenVLConfig) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
-    """Path -> (shape, float32: the model's default parameter dtype) of every parameter, from the abstract model
-    (nothing allocated)."""
-    from stvl_jax.models.qwen_vl.loading import param_shapes
-
-    return {path: (shape, np.dtype(np.float32)) for path, shape in param_shapes(config).items()}
-
-
 def _check_entry_paths(entries: list[Entry], shapes: Mapping[str, tuple]) -> None:
     mapped = {p for e in entries for p in e.ours}
     missing = sorted(set(shapes) - mapped)
@@ -42,7 +34,9 @@ def match_hf_names(config: QwenVLConfig, hf_names: Iterable[str],
     unknown, none missing, no name given twice (legacy and canonical); with `get_shape` also every shape (from
     headers, before any tensor is read). `CheckpointError` names the first offending tensors."""
     entries = key_map(config)
-    _check_entry_paths(entries, our_param_shapes(config))
+    from stvl_jax.models.qwen_vl.loading import param_specs
+
+    _check_entry_paths(entries, param_specs(config))
     by_canonical = {}
     for name in hf_names:
         canon = canonical_hf_key(name)
@@ -84,7 +78,9 @@ def params_from_hf(
     shape is checked before the first tensor is read, so a mismatch fails in seconds, not after minutes.
     """
     entries, by_canonical = match_hf_names(config, hf_names, get_shape)
-    shapes = our_param_shapes(config)
+    from stvl_jax.models.qwen_vl.loading import param_specs
+
+    shapes = param_specs(config)
     out: dict[str, np.ndarray] = {}
     for entry in entries:
         layer_shapes = tuple(shapes[p][0][1:] if entry.layers else shapes[p][0] for p in entry.ours)
@@ -125,11 +121,10 @@ def num_hf_tensors(config: QwenVLConfig) -> int:
 def load_flat_params(model, flat: Mapping[str, np.ndarray]) -> None:
     """Copy {path: array} into an nnx model's Params in place (shapes checked)."""
     import jax.numpy as jnp
-    from flax import nnx
 
-    state = nnx.state(model, nnx.Param)
-    for path, var in nnx.to_flat_state(state):
-        key = "/".join(map(str, path))
+    from stvl_jax.nn.params import flat_params
+
+    for key, var in flat_params(model).items():
         if key not in flat:
             raise CheckpointError(f"no value for parameter {key!r}")
         value = flat[key]

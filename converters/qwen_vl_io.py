@@ -23,6 +23,9 @@ from converters.hf_checkpoint import HFCheckpoint
 from converters.qwen_vl_config import from_hf_dict, to_hf_dict
 from converters.qwen_vl_convert import num_hf_tensors, params_from_hf, params_to_hf
 from converters.qwen_vl_keys import key_map, legacy_hf_key
+from converters.qwen_vl_preprocess import (
+    PREPROCESSOR_FILE, VIDEO_PREPROCESSOR_FILE, hf_dir_preprocessing, processor_files_for_export,
+)
 from converters.safetensors_io import parse_size, plan_shards, write_shards
 from stvl_jax.errors import CheckpointError
 from stvl_jax.models.qwen_vl.config import QwenVLConfig
@@ -72,8 +75,10 @@ def import_hf(hf_path: str | Path, out: str | Path, *, dtype: str | None = None,
             flat = params_from_hf(config, ck.names, ck.get, dtype=np_dtype, progress=bar.update,
                                   get_shape=lambda n: ck.spec(n)[0])
         source = ck.source_info()
+        preprocessing, provenance = hf_dir_preprocessing(ck.path if ck.path.is_dir() else ck.path.parent, config)
+        source.update(provenance)
     _say(f"writing Orbax checkpoint {str(out)!r}", progress)
-    return save_model(flat, config, out, source=source, overwrite=overwrite)
+    return save_model(flat, config, out, source=source, overwrite=overwrite, preprocessing=preprocessing)
 
 
 # ------------------------------------------------------------------------------------------ export
@@ -108,8 +113,9 @@ def hf_name_fn(config: QwenVLConfig, names: str) -> Callable[[str], str]:
 def export_hf(ckpt: str | Path, out: str | Path, *, dtype: str | None = None, max_shard_size: str | int = "5GB",
               names: str = "auto", overwrite: bool = False, progress: bool = True, verify: bool = True,
               allow_non_finite: bool = False) -> dict[str, str]:
-    """stvl-jax checkpoint -> HF directory (safetensors shards [+ index], config.json, generation_config.json)
-    that `from_pretrained` loads. Returns the weight map {HF name: file}.
+    """stvl-jax checkpoint -> HF directory (safetensors shards [+ index], config.json, generation_config.json,
+    preprocessor_config.json, video_preprocessor_config.json) that `from_pretrained` loads. Returns the weight
+    map {HF name: file}.
 
     verify: check every array against the checkpoint's checksums. A tensor holding NaN/inf is refused unless
     allow_non_finite. A failed export removes what it wrote, so that rerunning it is not blocked."""
@@ -147,6 +153,7 @@ def export_hf(ckpt: str | Path, out: str | Path, *, dtype: str | None = None, ma
 
 def _export_into(ckpt, out, config, info, stored, rename, np_dtype, max_bytes, progress, verify, allow_non_finite):
     from stvl_jax import checkpoint_integrity, checkpoint_io
+    from stvl_jax.models.qwen_vl.loading import read_preprocessing
 
     for old in (*out.glob("*.safetensors"), out / "model.safetensors.index.json"):
         old.unlink(missing_ok=True)  # --overwrite: no stale shard may survive next to the new index
@@ -168,4 +175,8 @@ def _export_into(ckpt, out, config, info, stored, rename, np_dtype, max_bytes, p
                                                 sort_keys=True) + "\n")
     if isinstance(source, dict) and source.get("generation_config"):
         (out / "generation_config.json").write_text(json.dumps(source["generation_config"], indent=2) + "\n")
+    files = processor_files_for_export(read_preprocessing(ckpt, config, info), source if isinstance(source, dict)
+                                       else {}, config.default_preprocessing(), architecture=config.architecture)
+    for name, data in zip((PREPROCESSOR_FILE, VIDEO_PREPROCESSOR_FILE), files):
+        (out / name).write_text(json.dumps(data, indent=2) + "\n")
     return weight_map

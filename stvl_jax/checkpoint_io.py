@@ -2,7 +2,12 @@
 
     CKPT/
       stvl_config.json   {"format": "stvl-jax/qwen-vl", "format_version": 1, "model": <QwenVLConfig.to_dict()>,
+                          "preprocessing": <PreprocessConfig.to_dict()>, ["stride": {window settings, fps},]
                           "params": {"count": N, "dtypes": {...}}, "source": {...}, "stvl_jax_version": "..."}
+
+"preprocessing" is how the model's inputs were prepared (from the HF processor configs on import, the training
+pipeline's on training); eval, streaming and generation helpers read it from here (`loading.read_preprocessing`).
+Task sections (e.g. "stride") hold what a task's eval needs from training.
       params/            Orbax PyTree checkpoint: nested dict with string keys only, one array per parameter,
                          e.g. params["language_model"]["layers"]["mlp"]["up_proj"]["kernel"] (L, D, I)
       integrity.json     a checksum per array, verified on restore (`stvl_jax.checkpoint_integrity`)
@@ -227,20 +232,29 @@ def restore_params(path: str | Path, targets: Mapping[str, Any], *, verify: bool
 
 
 # ------------------------------------------------------------------------------------------ write
-def header(model: Mapping[str, Any], params: Mapping[str, Any], source: Mapping[str, Any]) -> dict[str, Any]:
-    """The stvl_config.json of a checkpoint: model config dict, {path: array} params (summarised), provenance."""
+def header(model: Mapping[str, Any], params: Mapping[str, Any], source: Mapping[str, Any], *,
+           preprocessing: Mapping[str, Any] | None = None, sections: Mapping[str, Any] | None = None
+           ) -> dict[str, Any]:
+    """The stvl_config.json of a checkpoint: model config dict, preprocessing config dict, task sections,
+    {path: array} params (summarised), provenance."""
     from stvl_jax import __version__
 
     dtypes: dict[str, int] = {}
     for v in params.values():
         name = str(np.dtype(v.dtype))
         dtypes[name] = dtypes.get(name, 0) + int(np.prod(v.shape))
-    return {"format": FORMAT, "format_version": FORMAT_VERSION, "model": dict(model), "source": dict(source),
-            "params": {"count": sum(dtypes.values()), "dtypes": dtypes}, "stvl_jax_version": __version__}
+    out = {"format": FORMAT, "format_version": FORMAT_VERSION, "model": dict(model)}
+    if preprocessing is not None:
+        out["preprocessing"] = dict(preprocessing)
+    out.update(sections or {})
+    out.update({"source": dict(source), "params": {"count": sum(dtypes.values()), "dtypes": dtypes},
+                "stvl_jax_version": __version__})
+    return out
 
 
 def write_checkpoint(path: str | Path, model: Mapping[str, Any], params: Mapping[str, Any], *,
-                     source: Mapping[str, Any], overwrite: bool = False) -> Path:
+                     source: Mapping[str, Any], preprocessing: Mapping[str, Any] | None = None,
+                     sections: Mapping[str, Any] | None = None, overwrite: bool = False) -> Path:
     """Write CKPT = params/ from a flat {path: numpy array | jax.Array} dict, then stvl_config.json (`header`).
     Sharded jax.Arrays are written shard by shard by their owners."""
     import jax
@@ -265,7 +279,8 @@ def write_checkpoint(path: str | Path, model: Mapping[str, Any], params: Mapping
     if jax.process_index() == 0:
         integrity.write(path, doc)  # before stvl_config.json, which marks the checkpoint complete
         tmp = path / (CONFIG_FILE + ".tmp")
-        tmp.write_text(json.dumps(header(model, params, source), indent=1) + "\n")
+        info = header(model, params, source, preprocessing=preprocessing, sections=sections)
+        tmp.write_text(json.dumps(info, indent=1) + "\n")
         tmp.replace(path / CONFIG_FILE)
     return path
 

@@ -142,3 +142,21 @@ def torch_logits(hf_model, batch):
     tb = {k: torch.from_numpy(np.asarray(v)) for k, v in batch.items()}
     with torch.no_grad():
         return hf_model(**tb).logits.numpy()
+
+
+def per_frame_preprocessing(family: str, max_pixels: int | None = None, **overrides):
+    """One per-frame resize rule for images and videos (the project's defaults before preprocessing moved into
+    checkpoints: min 32*32 / 56*56, max 256*32*32 / 1280*28*28 pixels per frame), `max_pixels` overriding it."""
+    from stvl_jax.models.qwen_vl.host.preprocess import PreprocessConfig
+
+    mins, maxs = {"qwen3_vl": 1024, "qwen2_5_vl": 3136}, {"qwen3_vl": 262144, "qwen2_5_vl": 1003520}
+    rule = {"min_pixels": mins[family], "max_pixels": max_pixels or maxs[family], "budget": "frame"}
+    return PreprocessConfig.default(family, image=rule, video=rule, **overrides)
+
+
+def pipeline_kwargs(**kw) -> dict:
+    """PipelineConfig keyword arguments with `vision=` / `max_frames=` / `video_fps=` (test shorthands) folded
+    into `preprocess`."""
+    pre = kw.pop("vision", None) or kw.pop("preprocess", None) or per_frame_preprocessing("qwen3_vl")
+    frames = {k: kw.pop(k2) for k, k2 in (("max_frames", "max_frames"), ("fps", "video_fps")) if k2 in kw}
+    return {**kw, "preprocess": pre.updated({"frames": frames}) if frames else pre}

@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from stvl_jax.errors import ConfigError
 
 from data_pipelines.formats.stride import StrideWindowConfig
-from data_pipelines.processor import PIXEL_DTYPES, PIXEL_LAYOUTS, VisionConfig
+from stvl_jax.models.qwen_vl.host.positions import PositionsConfig
+from stvl_jax.models.qwen_vl.host.preprocess import PIXEL_DTYPES, PIXEL_LAYOUTS, PreprocessConfig
 
 FORMATS = ("chat", "streamo", "stride")
 
@@ -22,6 +23,10 @@ class PipelineConfig:
       streamo the Streamo stream format ({"messages": [...user "<stream>" turns...], "videos": [path]})
       stride  STRIDE activation samples ([text, video, activation_output] or {"data": [...]})
     Relative media paths resolve against `media_root`, default the index file's directory.
+    preprocess: the model's preprocessing (resize, normalization, frame sampling: `PreprocessConfig`); in a
+      dict, the keys given are merged into the family default. `stvl train` merges them into the initial
+      checkpoint's preprocessing instead (or the model family's default), and writes the result into every
+      checkpoint. positions: the model's M-RoPE settings (`stvl train` takes the model's).
     pixel_dtype: "float32" (default) = pixel rows normalized exactly as HF's processor; "uint8" = the raw
       pixels in the same row layout (a quarter of the bytes and no normalization on the host), for models
       that normalize on the device (the stvl_jax Qwen-VL vision tower does so for integer pixel values).
@@ -34,15 +39,14 @@ class PipelineConfig:
     index: str
     tokenizer: str
     format: str = "chat"
-    vision: VisionConfig = field(default_factory=VisionConfig.qwen3_vl)
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig.qwen3_vl)
+    positions: PositionsConfig = field(default_factory=PositionsConfig)
     pixel_dtype: str = "float32"  # or "uint8" (see above)
     pixel_layout: str = "hf"  # or "channels_last", "frames" (see above)
     batch_size: int = 4
     length_buckets: tuple[int, ...] = (256, 512, 1024, 2048, 4096)
     padding_side: str = "right"  # "left" for generation
     patch_buckets: tuple[int, ...] | None = None  # pad pixel rows to a bucket; adds num_valid_* fields
-    video_fps: float = 2.0  # chat videos without their own fps
-    max_frames: int = 32  # per video (even)
     streamo_fps: float = 1.0
     # Streamo: each state-only turn is replaced in the input, with this probability, by one of the other two
     # states (its label keeps the true state), against copying the previous second's state; the streaming
@@ -85,8 +89,6 @@ class PipelineConfig:
             raise ConfigError(f"patch_buckets must be increasing, got {self.patch_buckets}")
         if not 0.0 <= self.streamo_state_noise <= 1.0:
             raise ConfigError(f"streamo_state_noise must be in [0, 1], got {self.streamo_state_noise}")
-        if self.max_frames < 2 or self.max_frames % 2:
-            raise ConfigError(f"max_frames must be an even number >= 2, got {self.max_frames}")
         if self.shard not in ("jax_process", "none") and not _parse_shard(self.shard):
             raise ConfigError(f"shard must be 'jax_process', 'none' or 'i/n', got {self.shard!r}")
 
@@ -97,7 +99,16 @@ class PipelineConfig:
         unknown = set(d) - known
         if unknown:
             raise ConfigError(f"unknown pipeline config keys {sorted(unknown)}; known: {sorted(known)}")
-        for key, typ in (("vision", VisionConfig), ("stride", StrideWindowConfig)):
+        if isinstance(d.get("preprocess"), dict):  # keys merged into the family's default (qwen3_vl if unnamed)
+            pre = d["preprocess"]
+            try:
+                d["preprocess"] = PreprocessConfig.default(pre.get("family", "qwen3_vl")).updated(
+                    pre, source="pipeline preprocess")
+            except ValueError as e:
+                raise ConfigError(f"pipeline preprocess: {e}") from None
+        if isinstance(d.get("positions"), dict):
+            d["positions"] = PositionsConfig.from_dict(d["positions"], source="pipeline positions")
+        for key, typ in (("stride", StrideWindowConfig),):
             if isinstance(d.get(key), dict):
                 sub_known = {f.name for f in dataclasses.fields(typ)}
                 bad = set(d[key]) - sub_known

@@ -3,7 +3,7 @@
 decode (decord) -> resize (smart_resize, PIL bicubic) -> patchify -> chat text with vision placeholders
 (compact: one pad token per block, expanded by `text.encode`; Qwen3-VL `<t seconds>` per frame group;
 Streamo frames as separate images behind `<Xs-Ys>` tags; STRIDE activation slots) -> tokenize -> labels /
-loss weights -> 3-D position ids (the model's `get_rope_index` rules, `positions.example_positions`). Pixel
+loss weights -> 3-D position ids (the model's rules: `stvl_jax.models.qwen_vl.host.positions`). Pixel
 rows are float32 (HF-normalized) or, with `PipelineConfig.pixel_dtype="uint8"`, raw uint8 in the same layout
 or (`pixel_layout="channels_last"`) as (T*P*P, C) blocks.
 
@@ -23,12 +23,13 @@ from data_pipelines.formats import stride as stride_fmt
 from data_pipelines.formats import streamo as streamo_fmt
 from data_pipelines.grain.config import PipelineConfig
 from data_pipelines.grain.sources import parse_record
-from data_pipelines.grain.positions import example_positions
 from data_pipelines.grain.text import (
-    SpecialIds, encode, image_placeholder, render_chat, token_types, video_placeholder, vision_pad_counts,
+    SpecialIds, encode, image_placeholder, render_chat, token_types, video_placeholder,
 )
-from data_pipelines.processor import process_images, process_video, row_shape, target_size
 from data_pipelines.video import VideoInfo, decode_clip, sample_indices
+from stvl_jax.models.qwen_vl.host.placeholders import vision_pad_counts
+from stvl_jax.models.qwen_vl.host.positions import example_positions
+from stvl_jax.models.qwen_vl.host.preprocess import image_size, process_images, process_video, row_shape
 
 ROLES = ("system", "user", "assistant")
 
@@ -90,6 +91,7 @@ class ExampleBuilder:
                 if t < 0:
                     raise AnnotationError("negative_time", f"video {name} {t} < 0", source)
         cfg = self.cfg
+        sampling = cfg.preprocess.frames  # the model's frame sampling (fps, max_frames)
 
         def select(info: VideoInfo) -> np.ndarray:  # runs once the decoder has the file open
             for name, t in (("start", start), ("end", end)):
@@ -98,14 +100,14 @@ class ExampleBuilder:
                                           source)
             if even_linspace:  # STRIDE: an even number of frames spread over the clip at <= fps
                 dur = (info.duration if end is None else end) - (start or 0.0)
-                n = stride_fmt.clip_frame_count(dur, fps or 1.0, cfg.max_frames)
+                n = stride_fmt.clip_frame_count(dur, fps or 1.0, sampling.max_frames)
                 return sample_indices(info, start=start, end=end, num_frames=n)
-            return sample_indices(info, fps=fps or cfg.video_fps, start=start, end=end, max_frames=cfg.max_frames)
+            return sample_indices(info, fps=fps or sampling.fps, start=start, end=end,
+                                  max_frames=sampling.max_frames)
 
         clip = decode_clip(path, select, num_threads=cfg.decode_threads, timeout_s=cfg.decode_timeout_s, copy=False)
-        size = target_size(clip.frames.shape[1], clip.frames.shape[2], cfg.vision)
-        pv, grid = process_video(clip.frames, cfg.vision, size, dtype=cfg.pixel_dtype, layout=cfg.pixel_layout)
-        sec_per_grid = cfg.vision.temporal_patch_size / (fps or cfg.video_fps)
+        pv, grid = process_video(clip.frames, cfg.preprocess, dtype=cfg.pixel_dtype, layout=cfg.pixel_layout)
+        sec_per_grid = cfg.preprocess.temporal_patch_size / (fps or sampling.fps)
         return pv, grid, clip.times, len(clip.frames), sec_per_grid
 
     def _image(self, part: dict, source: str):
@@ -119,13 +121,13 @@ class ExampleBuilder:
             raise VideoDecodeError(path, "file not found") from None
         except Exception as e:  # PIL.UnidentifiedImageError, truncated files
             raise VideoDecodeError(path, f"not a readable image ({type(e).__name__})") from None
-        return process_images(arr[None], self.cfg.vision, dtype=self.cfg.pixel_dtype, layout=self.cfg.pixel_layout)
+        return process_images(arr[None], self.cfg.preprocess, dtype=self.cfg.pixel_dtype, layout=self.cfg.pixel_layout)
 
     def _finish(self, messages, source, *, images=(), videos=(), sec_per_grid=(), n_frames=0,
                 activation=None) -> dict:
         """Render, tokenize, labels, positions -> example."""
         cfg, ids = self.cfg, self.ids
-        vc = cfg.vision
+        vc = cfg.preprocess
         row, dtype = row_shape(vc, cfg.pixel_layout), np.dtype(cfg.pixel_dtype)
         ex = {"num_frames": np.int64(n_frames)}
         for key, parts, shape, typ in (("pixel_values", [p for p, _ in images], (0, *row), dtype),
@@ -149,7 +151,7 @@ class ExampleBuilder:
                   loss_weights=(labels != -100).astype(np.float32))
         ex["position_ids"] = example_positions(
             types, ex["image_grid_thw"], ex["video_grid_thw"], ex.get("second_per_grid_ts"), family=vc.family,
-            merge=vc.merge_size, tokens_per_second=vc.tokens_per_second)
+            merge=vc.merge_size, positions=cfg.positions)
         if activation is not None:
             ex["activation_labels"] = self._activation_labels(input_ids, activation)
             ex["loss_weights"] = (ex["activation_labels"] != -100).astype(np.float32)
@@ -173,7 +175,7 @@ class ExampleBuilder:
         if not isinstance(msgs, list) or not msgs:
             raise AnnotationError("missing_field", "record has no 'messages' list", source)
         out, images, videos, secs, n_frames = [], [], [], [], 0
-        fam = self.cfg.vision.family
+        fam = self.cfg.preprocess.family
         for m in msgs:
             if not isinstance(m, dict) or m.get("role") not in ROLES or "content" not in m:
                 raise AnnotationError("bad_field", f"bad message {str(m)[:80]!r}", source)
@@ -199,7 +201,7 @@ class ExampleBuilder:
                     videos.append((pv, grid))
                     secs.append(spg)
                     n_frames += n
-                    pieces.append(video_placeholder(grid[0], fam, times, self.cfg.vision.temporal_patch_size))
+                    pieces.append(video_placeholder(grid[0], fam, times, self.cfg.preprocess.temporal_patch_size))
                 else:
                     raise AnnotationError("bad_field", f"unknown content part {str(part)[:80]!r}", source)
             out.append({"role": m["role"], "content": "".join(pieces)})
@@ -226,8 +228,8 @@ class ExampleBuilder:
 
         frames = decode_clip(path, select, num_threads=self.cfg.decode_threads, timeout_s=self.cfg.decode_timeout_s,
                              copy=False).frames
-        size = target_size(frames.shape[1], frames.shape[2], self.cfg.vision)
-        pv, grids = process_images(frames, self.cfg.vision, size, dtype=self.cfg.pixel_dtype,
+        size = image_size(frames.shape[1], frames.shape[2], self.cfg.preprocess)
+        pv, grids = process_images(frames, self.cfg.preprocess, size, dtype=self.cfg.pixel_dtype,
                                     layout=self.cfg.pixel_layout)
         out = []
         for m in msgs:
@@ -261,7 +263,7 @@ class ExampleBuilder:
         rel = times - t0  # re-base the clip to t=0 (STRIDE's time_synchronize)
         entries = [stride_fmt.ActivationEntry(e.start - t0, e.end - t0, e.value, e.mask) for e in entries]
         window = stride_fmt.build_window(entries, float(rel[-1]), self.cfg.stride, rng, source)
-        vtext = video_placeholder(grid[0], self.cfg.vision.family, rel, self.cfg.vision.temporal_patch_size)
+        vtext = video_placeholder(grid[0], self.cfg.preprocess.family, rel, self.cfg.preprocess.temporal_patch_size)
         content = query + vtext + stride_fmt.activation_text(window, self.cfg.stride)
         return self._finish([{"role": "user", "content": content}], source, videos=[(pv, grid)],
                             sec_per_grid=[spg], n_frames=n, activation=window)

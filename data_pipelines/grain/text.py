@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from data_pipelines.formats.streamo import STATE_TOKENS
-from data_pipelines.processor import group_timestamps, tokens_per_grid
+from stvl_jax.models.qwen_vl.host.preprocess import group_timestamps
 
 VISION_START, VISION_END = "<|vision_start|>", "<|vision_end|>"
 IMAGE_PAD, VIDEO_PAD = "<|image_pad|>", "<|video_pad|>"
@@ -55,7 +55,7 @@ def image_placeholder() -> str:
 def video_placeholder(grid_thw, family: str, times=None, temporal_patch_size: int = 2) -> str:
     """Qwen3-VL: one `<t seconds><|vision_start|><|video_pad|><|vision_end|>` block per temporal group (t =
     mean time of the group's frames); Qwen2.5-VL: one block for the whole video. Compact: `encode` expands
-    each pad to its block's token count (`vision_pad_counts`)."""
+    each pad to its block's token count (`host.placeholders.vision_pad_counts`)."""
     block = VISION_START + VIDEO_PAD + VISION_END
     if family == "qwen2_5_vl":
         return block
@@ -63,16 +63,6 @@ def video_placeholder(grid_thw, family: str, times=None, temporal_patch_size: in
     if len(stamps) != int(grid_thw[0]):
         raise ValueError(f"{len(stamps)} timestamps for a video grid with t={int(grid_thw[0])}")
     return "".join(f"<{s:.1f} seconds>" + block for s in stamps)
-
-
-def vision_pad_counts(image_grids, video_grids, merge: int, family: str) -> tuple[list[int], list[int]]:
-    """Tokens per image block and per video block, in text order (Qwen3-VL: a block per temporal group)."""
-    images = [tokens_per_grid(g, merge) for g in image_grids]
-    if family == "qwen2_5_vl":
-        videos = [tokens_per_grid(g, merge) for g in video_grids]
-    else:
-        videos = [tokens_per_grid((1, h, w), merge) for t, h, w in video_grids for _ in range(int(t))]
-    return images, videos
 
 
 def render_chat(messages: list[dict], add_generation_prompt: bool = False) -> tuple[str, list[tuple[int, int]]]:

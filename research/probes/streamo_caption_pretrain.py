@@ -124,7 +124,7 @@ def main() -> int:
     from benchmarks.common import machine
     from data_pipelines.synthetic.generate import SynthConfig, generate_dataset
     from data_pipelines.tokenizer import build_tiny_tokenizer
-    from stvl_jax.demo.streamo import evaluate, pixel_control, training_vision, write_streams
+    from stvl_jax.demo.streamo import evaluate, pixel_control, write_streams
 
     stage1 = f"{args.mix} x captions mixed in" if args.mix else f"caption stage {args.caption_steps} steps"
     print(f"# {machine()}; {args.videos} synthetic videos, {stage1}, Streamo SFT {args.sft_steps} steps", flush=True)
@@ -154,11 +154,11 @@ def main() -> int:
         sft_extra = ["model.config=null", f"model.checkpoint={stage1}"]
     print("Streamo SFT:", flush=True)
     trainer, cfg = train(os.path.join(args.out, "sft_run"), sft_index, tok, args.sft_steps, sft_extra)
-    model, vision = trainer.model(), training_vision(cfg)
+    model = trainer.model()  # .preprocessing: what it was trained at
     _, dp = teacher_forced(model, cfg, streams["test"])
     print(f"  teacher-forced, held-out: mean |dp| of the state tokens when the pixels are zeroed {dp:.3f}")
-    result = evaluate(model, tok, streams["test"], os.path.join(args.out, "eval"), vision)
-    pixel_control(model, tok, streams["test"], os.path.join(args.out, "eval"), vision, result)
+    result = evaluate(model, tok, streams["test"], os.path.join(args.out, "eval"))
+    pixel_control(model, tok, streams["test"], os.path.join(args.out, "eval"), result)
     return 0
 
 

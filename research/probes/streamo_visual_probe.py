@@ -135,21 +135,22 @@ def aligned_vision_start(recipe: str, tokenizer: str, root: str, steps: int, bat
     from flax import nnx
     from transformers import AutoTokenizer
 
-    from data_pipelines.processor import process_images
-    from stvl_jax.demo.streamo import training_vision
+    from stvl_jax.models.qwen_vl.host.preprocess import process_images
     from stvl_jax.models.qwen_vl.loading import save_model
     from stvl_jax.models.qwen_vl.model import QwenVLForConditionalGeneration
     from stvl_jax.models.qwen_vl.vision_inputs import prepare_vision_inputs
     from stvl_jax.train.config import load_train_config
-    from stvl_jax.train.init import model_config
+    from stvl_jax.train.data import training_preprocessing
+    from stvl_jax.train.init import initial_preprocessing, model_config
 
     cfg = load_train_config(recipe, [f"data.pipeline.tokenizer={tokenizer}", f"seed={seed}"])
-    config, vision = model_config(cfg.model), training_vision(cfg)
+    config = model_config(cfg.model)
+    vision = training_preprocessing(cfg.data, config, initial_preprocessing(cfg.model, config))
     tok = AutoTokenizer.from_pretrained(tokenizer)
     ids = [tok.encode(w, add_special_tokens=False) for w in COLOUR_WORDS]
     if any(len(i) != 1 for i in ids):
         raise SystemExit(f"pair_align: the colour words {COLOUR_WORDS} must be single tokens, got {ids}")
-    model = QwenVLForConditionalGeneration(config, rngs=nnx.Rngs(seed))
+    model = QwenVLForConditionalGeneration(config, preprocessing=vision, rngs=nnx.Rngs(seed))
     words = np.asarray(model.language_model.embed_tokens.embedding[...])[[i[0] for i in ids]]  # (2, D)
     rng = np.random.default_rng(seed)
 
@@ -270,7 +271,7 @@ def _report_row(kind: str, r: dict) -> str:
 def main() -> int:
     a = probe_args(__doc__, PROBES, WARMUPS)
     from data_pipelines.tokenizer import build_tiny_tokenizer
-    from stvl_jax.demo.streamo import DEMO_SYSTEM_PROMPT, TRAIN_CONFIG, evaluate, pixel_control, training_vision
+    from stvl_jax.demo.streamo import DEMO_SYSTEM_PROMPT, TRAIN_CONFIG, evaluate, pixel_control
 
     root = a.out or tempfile.mkdtemp(prefix="streamo_probe_")
     tokenizer = build_tiny_tokenizer(f"{root}/tokenizer")
@@ -291,9 +292,9 @@ def main() -> int:
             results[kind] = teacher_forced_binding(trainer.model(), cfg, paths["test"])
             print(kind, json.dumps(results[kind]), flush=True)
             continue
-        model, vision, eval_dir = trainer.model(), training_vision(cfg), f"{root}/{kind}/eval"
-        result = evaluate(model, tokenizer, paths["test"], eval_dir, vision)
-        control = pixel_control(model, tokenizer, paths["test"], eval_dir, vision, result)
+        model, eval_dir = trainer.model(), f"{root}/{kind}/eval"
+        result = evaluate(model, tokenizer, paths["test"], eval_dir)
+        control = pixel_control(model, tokenizer, paths["test"], eval_dir, result)
         m = result["metrics"]
         results[kind] = {"macro_f1": m["macro_f1"], "majority_macro_f1": m["baseline"]["macro_f1"],
                          "zeroed_macro_f1": control["macro_f1"], "unchanged_streams": control["unchanged_streams"],

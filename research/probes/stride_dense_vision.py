@@ -65,7 +65,7 @@ def load_split(data: str, split: str, vision, limit: int | None = None) -> list[
     """[(frames (N, h, w, 3) uint8 resized, per-frame targets, fps)] of one split's videos (every frame)."""
     import glob
 
-    from data_pipelines.processor import resize_frames, target_size
+    from stvl_jax.models.qwen_vl.host.preprocess import resize_frames, video_size
     from data_pipelines.synthetic.vocabulary import PALETTE
     from data_pipelines.video import decode_frames
 
@@ -78,7 +78,7 @@ def load_split(data: str, split: str, vision, limit: int | None = None) -> list[
             continue
         frames = decode_frames(os.path.normpath(os.path.join(data, "annotations", gt["video"])),
                                np.arange(gt["num_frames"]))
-        size = target_size(frames.shape[1], frames.shape[2], vision)
+        size = video_size(len(frames), frames.shape[1], frames.shape[2], vision)
         targets = [frame_targets(gt, k, size, token_px, list(PALETTE)) for k in range(len(frames))]
         out.append((resize_frames(frames, size), targets, int(round(gt["fps"]))))
         if limit and len(out) >= limit:
@@ -107,7 +107,7 @@ def pretrain_vision(config, vision, train, val, steps: int, batch: int, lr: floa
     import optax
     from flax import nnx
 
-    from data_pipelines.processor import process_video
+    from stvl_jax.models.qwen_vl.host.preprocess import process_video
     from data_pipelines.synthetic.vocabulary import PALETTE
     from stvl_jax.eval.metrics import classification_report
     from stvl_jax.models.qwen_vl.model import QwenVLForConditionalGeneration
@@ -191,7 +191,7 @@ def main() -> int:
         return load_train_config(RECIPE, [f"{k}={v}" for k, v in over.items()])
 
     cfg = recipe()
-    vision = PipelineConfig.from_dict({**cfg.data.pipeline, "batch_size": 1}).vision
+    vision = PipelineConfig.from_dict({**cfg.data.pipeline, "batch_size": 1}).preprocess
     t0 = time.perf_counter()
     train, val = load_split(a.data, "train", vision), load_split(a.data, "val", vision, limit=30)
     print(f"decoded {len(train)} train / {len(val)} val videos in {time.perf_counter() - t0:.0f} s", flush=True)

@@ -152,7 +152,7 @@ def report(a: argparse.Namespace, root: str, results: dict, scored: str, header:
 
 def token_signal(model, kind: str, vision) -> tuple[float, float]:
     """(max over merged tokens of |delta|, mean token norm) of the vision tower's output, probe on vs off."""
-    from data_pipelines.processor import process_video
+    from stvl_jax.models.qwen_vl.host.preprocess import process_video
     from stvl_jax.models.qwen_vl.vision_inputs import prepare_vision_inputs
 
     def tokens(on):
@@ -200,7 +200,7 @@ def held_out_scores(kind: str | None, ckpt: str, index: str, cfg) -> dict:
     out = {"slots": int(y.size), "active_frac": float(y.mean()), "pixels": scores(probs), "zeroed": scores(blind),
            "all_inactive_acc": float(1 - y.mean())}
     if kind is not None:
-        out["token_delta"], out["token_norm"] = token_signal(model, kind, pc.vision)
+        out["token_delta"], out["token_norm"] = token_signal(model, kind, pc.preprocess)
     return out
 
 

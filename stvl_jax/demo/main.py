@@ -76,7 +76,7 @@ def main(argv=None) -> int:
             video = os.path.join(data, "videos", sorted(os.listdir(os.path.join(data, "videos")))[0])
             results["parity"] = run_parity(args.out, video, tok, mesh)
 
-    from stvl_jax.demo.streamo import evaluate, pixel_control, train_streamo, training_vision, write_streams
+    from stvl_jax.demo.streamo import evaluate, final_checkpoint, pixel_control, train_streamo, write_streams
 
     print("[3] Streamo SFT: tiny Qwen2.5-VL, state tokens with the focal loss, vision tower frozen")
     streams = write_streams(data, os.path.join(args.out, "streamo"))
@@ -84,10 +84,16 @@ def main(argv=None) -> int:
     results["train"] = {k: v for k, v in summary.items() if isinstance(v, (int, float, str, list, dict))}
 
     print(f"[4] streaming evaluation on held-out ({args.eval_split}) videos")
-    model, eval_dir, vision = trainer.model(), os.path.join(args.out, "eval"), training_vision(trainer.cfg)
-    result = evaluate(model, tok, streams[args.eval_split], eval_dir, vision, limit=args.eval_limit)
+    # the final checkpoint as `stvl eval streamo --ckpt` loads it: weights and preprocessing from the checkpoint
+    import stvl_jax
+
+    ckpt = final_checkpoint(summary)
+    model, eval_dir = stvl_jax.load_model(ckpt, mesh=mesh), os.path.join(args.out, "eval")
+    print(f"  checkpoint {ckpt} (same numbers: stvl eval streamo --ckpt {ckpt} --data "
+          f"{os.path.join(args.out)} --split {args.eval_split} --tokenizer {tok} --out OUT)")
+    result = evaluate(model, tok, streams[args.eval_split], eval_dir, limit=args.eval_limit)
     results["eval"] = result["metrics"]
-    results["eval_zero_pixels"] = pixel_control(model, tok, streams[args.eval_split], eval_dir, vision, result,
+    results["eval_zero_pixels"] = pixel_control(model, tok, streams[args.eval_split], eval_dir, result,
                                                 limit=args.eval_limit)
 
     results["seconds"] = round(time.time() - t0, 1)

@@ -7,7 +7,6 @@ import os
 
 import numpy as np
 
-from data_pipelines.processor import VisionConfig
 from stvl_jax.eval.prompts import video_prompt_batch
 
 
@@ -33,8 +32,9 @@ def run_parity(workdir: str, video_path: str, tokenizer_dir: str, mesh, *, new_t
         f"loaded on mesh {dict(mesh.shape)}")
 
     tok = AutoTokenizer.from_pretrained(tokenizer_dir)
-    batch = video_prompt_batch(tok, VisionConfig.qwen3_vl(max_pixels=96 * 96), [(video_path, "What happens?")],
-                               max_frames=8)
+    # the checkpoint's preprocessing at a deliberately tiny resolution (CPU): <= 96 x 96 pixels per frame
+    vision = model.preprocessing.updated({"video": {"budget": "frame", "max_pixels": 96 * 96}})
+    batch = video_prompt_batch(tok, vision, [(video_path, "What happens?")], max_frames=8)
     ours = np.asarray(model(**batch).logits, np.float64)
     with torch.no_grad():
         ref_out = tm(**{k: torch.from_numpy(v) for k, v in batch.items()})

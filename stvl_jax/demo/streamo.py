@@ -14,7 +14,8 @@ TRAIN_CONFIG = "streamo_tiny"  # the packaged configs/train/streamo_tiny.yaml (s
 
 
 def write_streams(data_dir: str, out_dir: str, splits=("train", "val", "test")) -> dict[str, str]:
-    """Raw Streamo QA of the synthetic set -> per-second stream records (to-stream rules), absolute paths."""
+    """Raw Streamo QA of the synthetic set -> per-second stream records (to-stream rules), absolute paths, in
+    `out_dir/stream_{split}.jsonl` (the layout `stvl eval streamo --data` reads: pass out_dir's parent)."""
     os.makedirs(out_dir, exist_ok=True)
     paths = {}
     for split in splits:
@@ -22,7 +23,7 @@ def write_streams(data_dir: str, out_dir: str, splits=("train", "val", "test")) 
         with open(raw_path) as f:
             records = json.load(f)
         root = os.path.dirname(os.path.abspath(raw_path))  # the index lives elsewhere: absolute media paths
-        paths[split] = os.path.join(out_dir, f"{split}.jsonl")
+        paths[split] = os.path.join(out_dir, f"stream_{split}.jsonl")
         with open(paths[split], "w") as f:
             for rec in records:
                 stream = convert_record(rec, video_root=root, system_prompt=DEMO_SYSTEM_PROMPT)
@@ -48,14 +49,12 @@ def train_streamo(workdir: str, streams: dict[str, str], tokenizer: str, *, step
     return trainer, summary
 
 
-def training_vision(train_cfg):
-    """The processor settings the model was trained with (eval must resize frames the same way)."""
-    from data_pipelines.grain.config import PipelineConfig
-
-    return PipelineConfig.from_dict(train_cfg.data.pipeline).vision
+def final_checkpoint(summary: dict) -> str:
+    """The checkpoint the training run ended with (what `stvl eval streamo --ckpt` reads)."""
+    return os.path.join(summary["checkpoint_dir"], str(summary["step"]))
 
 
-def _stream_eval(model, tokenizer_dir: str, streams_path: str, vision, limit: int | None, zero_pixels: bool):
+def _stream_eval(model, tokenizer_dir: str, streams_path: str, limit: int | None, zero_pixels: bool):
     from transformers import AutoTokenizer
 
     from stvl_jax.eval.streamo_eval import evaluate_streamo
@@ -63,16 +62,16 @@ def _stream_eval(model, tokenizer_dir: str, streams_path: str, vision, limit: in
     with open(streams_path) as f:
         records = [json.loads(line) for line in f if line.strip()][:limit]
     tok = AutoTokenizer.from_pretrained(tokenizer_dir)
-    return records, evaluate_streamo(model, tok, vision, records, os.path.dirname(streams_path),
-                                     max_answer_tokens=16, zero_pixels=zero_pixels)
+    # the checkpoint's preprocessing and `stvl eval streamo`'s defaults: the CLI reproduces these numbers
+    return records, evaluate_streamo(model, tok, model.preprocessing, records, os.path.dirname(streams_path),
+                                     zero_pixels=zero_pixels)
 
 
-def evaluate(model, tokenizer_dir: str, streams_path: str, out_dir: str, vision, *, limit: int | None = None,
-             log=print):
+def evaluate(model, tokenizer_dir: str, streams_path: str, out_dir: str, *, limit: int | None = None, log=print):
     from stvl_jax.eval.plots import plot_confusion, plot_state_timelines
     from stvl_jax.eval.streamo_eval import format_per_task
 
-    records, result = _stream_eval(model, tokenizer_dir, streams_path, vision, limit, zero_pixels=False)
+    records, result = _stream_eval(model, tokenizer_dir, streams_path, limit, zero_pixels=False)
     m = result["metrics"]
     os.makedirs(out_dir, exist_ok=True)
     plot_confusion(m, os.path.join(out_dir, "streamo_confusion.png"), "Streamo states (held-out)")
@@ -91,11 +90,11 @@ def evaluate(model, tokenizer_dir: str, streams_path: str, out_dir: str, vision,
     return result
 
 
-def pixel_control(model, tokenizer_dir: str, streams_path: str, out_dir: str, vision, result: dict, *,
+def pixel_control(model, tokenizer_dir: str, streams_path: str, out_dir: str, result: dict, *,
                   limit: int | None = None, log=print) -> dict:
     """`evaluate` again with every frame black: what the score owes to the video rather than to the question
     and the protocol's timing. Returns its metrics and in how many streams the outputs did not change."""
-    records, control = _stream_eval(model, tokenizer_dir, streams_path, vision, limit, zero_pixels=True)
+    records, control = _stream_eval(model, tokenizer_dir, streams_path, limit, zero_pixels=True)
     with open(os.path.join(out_dir, "streamo_metrics_zero_pixels.json"), "w") as f:
         json.dump(control, f, indent=1)
     m = control["metrics"]

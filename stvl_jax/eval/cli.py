@@ -44,13 +44,6 @@ def _load(args):
     return model, AutoTokenizer.from_pretrained(tok_dir)
 
 
-def _vision_config(model):
-    from data_pipelines.processor import VisionConfig
-
-    family = model.config.family
-    return VisionConfig.qwen3_vl() if family == "qwen3_vl" else VisionConfig.qwen2_5_vl()
-
-
 def _read_jsonl(path: str, limit: int | None) -> list[dict]:
     if not os.path.isfile(path):
         raise UserError(f"evaluation file {path!r} not found")
@@ -72,7 +65,7 @@ def run_streamo(args) -> dict:
     model, tok = _load(args)
     path = os.path.join(args.data, "streamo", f"stream_{args.split}.jsonl")
     records = _read_jsonl(path, args.limit)
-    result = evaluate_streamo(model, tok, _vision_config(model), records, os.path.dirname(path),
+    result = evaluate_streamo(model, tok, model.preprocessing, records, os.path.dirname(path),
                               max_rounds=args.max_rounds, stop_on_first_response=args.stop_on_first_response,
                               zero_pixels=args.zero_pixels)
     _write_json(args.out, "streamo_metrics.json", result)
@@ -93,7 +86,7 @@ def run_qvh_yesno(args) -> dict:
     model, tok = _load(args)
     path = os.path.join(args.data, "qvhighlights", f"yesno_{args.split}.jsonl")
     samples = _read_jsonl(path, args.limit)
-    result = evaluate_qvh_yesno(model, tok, _vision_config(model), samples, os.path.dirname(path),
+    result = evaluate_qvh_yesno(model, tok, model.preprocessing, samples, os.path.dirname(path),
                                 batch_size=args.batch_size, max_frames=args.max_frames)
     _write_json(args.out, "qvh_yesno_metrics.json", result)
     m = result["metrics"]
@@ -132,9 +125,9 @@ def run_stride(args) -> dict:
         tasks = tuple(t.strip() for t in args.tasks.split(",") if t.strip())
         samples = stride_eval.etbench_samples(args.anno, args.videos, tasks)
     samples = samples[: args.limit] if args.limit else samples
-    result = stride_eval.evaluate(stride_eval.detector_factory(detector), samples, fps=args.fps,
+    result = stride_eval.evaluate(stride_eval.detector_factory(detector), samples, fps=cfg.fps,
                                   zero_pixels=args.zero_pixels)
-    result["baselines"] = stride_eval.baselines(detector.stride, cfg, samples, fps=args.fps)
+    result["baselines"] = stride_eval.baselines(detector.stride, cfg, samples, fps=cfg.fps)
     _write_json(args.out, f"{args.task}_metrics.json", result)
     stride_eval.plot_samples(result["samples"], os.path.join(args.out, f"{args.task}_timelines.png"))
     control = " (every pixel zeroed)" if args.zero_pixels else ""

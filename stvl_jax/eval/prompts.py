@@ -8,27 +8,28 @@ from collections.abc import Sequence
 import numpy as np
 
 from data_pipelines.grain.text import SpecialIds, encode, render_chat, token_types, video_placeholder
-from data_pipelines.processor import VisionConfig, process_video
+from stvl_jax.models.qwen_vl.host.placeholders import video_block_tokens
+from stvl_jax.models.qwen_vl.host.preprocess import PreprocessConfig, process_video
 from data_pipelines.video import read_video
 
 
-def video_prompt(tokenizer, vision: VisionConfig, video_path: str, question: str, *, fps: float = 2.0,
-                 max_frames: int = 16, system: str | None = None):
-    """One prompt -> (input_ids (L,), token types (L,), pixel rows, grid (1, 3), second_per_grid)."""
-    clip = read_video(video_path, fps=fps, max_frames=max_frames)
+def video_prompt(tokenizer, vision: PreprocessConfig, video_path: str, question: str, *, fps: float | None = None,
+                 max_frames: int | None = None, system: str | None = None):
+    """One prompt -> (input_ids (L,), token types (L,), pixel rows, grid (1, 3), second_per_grid).
+    vision: the model's preprocessing (`model.preprocessing`); fps / max_frames default to its frame sampling."""
+    fps = fps or vision.frames.fps
+    clip = read_video(video_path, fps=fps, max_frames=max_frames or vision.frames.max_frames)
     pv, grid = process_video(clip.frames, vision)
     content = video_placeholder(grid[0], vision.family, clip.times, vision.temporal_patch_size) + question
     messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": content}]
     text, _ = render_chat(messages, add_generation_prompt=True)
     ids = SpecialIds.from_tokenizer(tokenizer)
-    t, h, w = (int(x) for x in grid[0])
-    per_block = h * w // vision.merge_size**2
-    counts = [per_block] * t if vision.family == "qwen3_vl" else [per_block * t]
-    input_ids, _ = encode(tokenizer, text, [], {ids.video_pad: counts})
+    input_ids, _ = encode(tokenizer, text, [], {ids.video_pad: video_block_tokens(grid[0], vision.merge_size,
+                                                                                 vision.family)})
     return input_ids, token_types(input_ids, ids), pv, grid, vision.temporal_patch_size / fps
 
 
-def video_prompt_batch(tokenizer, vision: VisionConfig, items: Sequence[tuple[str, str]], **kw) -> dict:
+def video_prompt_batch(tokenizer, vision: PreprocessConfig, items: Sequence[tuple[str, str]], **kw) -> dict:
     """[(video_path, question)] -> left-padded batch dict with `pixel_values_videos`/`video_grid_thw`
     (+ `second_per_grid_ts` for Qwen2.5-VL)."""
     rows = [video_prompt(tokenizer, vision, path, q, **kw) for path, q in items]

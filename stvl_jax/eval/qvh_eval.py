@@ -13,7 +13,7 @@ from stvl_jax.eval.prompts import video_prompt_batch
 
 
 def evaluate_qvh_yesno(model, tokenizer, vision, samples: list[dict], media_root: str, *, batch_size: int = 8,
-                       fps: float = 2.0, max_frames: int = 16, max_new_tokens: int = 3,
+                       fps: float | None = None, max_frames: int = 16, max_new_tokens: int = 3,
                        progress: bool = True) -> dict:
     from stvl_jax.models.qwen_vl.generate import generate
 

@@ -10,8 +10,9 @@ timeline (slots per chunk, spans, triggers, answers, per-chunk latency) and writ
 <out>/stream.json. Ground truth (--gt S-E, or found automatically for videos of `stvl data synth` whose STRIDE
 samples hold this query) is drawn on the PNG.
 
-Window and processor settings default to what the checkpoint recorded (a training run's data.pipeline, or an
-imported STRIDE config.json), else the reference's (256 slots of 1 s, <= 256 merged tokens per frame pair).
+Window settings and fps default to what the checkpoint recorded (STRIDE training writes them into its
+stvl_config.json; an imported STRIDE config.json has the window), else the reference's (256 slots of 1 s, 1 fps);
+frames are prepared with the checkpoint's preprocessing (`--max-pixels` overrides its per-frame bound).
 """
 
 from __future__ import annotations
@@ -49,7 +50,9 @@ def _parser() -> argparse.ArgumentParser:
 def add_stream_flags(p: argparse.ArgumentParser):
     """The detector's flags shared by `stvl stream` and `stvl eval stride|etbench`; returns the stream group."""
     g = p.add_argument_group("stream (defaults: the reference's)")
-    g.add_argument("--fps", type=positive_float, default=1.0)
+    g.add_argument("--fps", type=positive_float, default=None,
+                   help="frames per second read from the video (default: the STRIDE training clips' rate recorded "
+                        "with the checkpoint, else 1)")
     g.add_argument("--chunk", type=positive_int, default=32, help="new frames per step (even)")
     g.add_argument("--max-window", type=positive_int, default=128, help="frames in a mega-window (even)")
     g.add_argument("--stride", type=positive_int, default=None,
@@ -67,10 +70,13 @@ def add_stream_flags(p: argparse.ArgumentParser):
 
 
 def stream_config(args, **fields):
-    """StreamConfig from the `add_stream_flags` flags plus caller-specific `fields`."""
+    """StreamConfig from the `add_stream_flags` flags plus caller-specific `fields` (fps: the flag, else what the
+    checkpoint recorded, else 1)."""
     from stvl_jax.infer.stride_runtime import StreamConfig
+    from stvl_jax.models.stride.config import recorded_settings
 
-    return StreamConfig(fps=args.fps, chunk_size=args.chunk, max_window=args.max_window,
+    fps = args.fps or recorded_settings(args.ckpt)["fps"] or 1.0
+    return StreamConfig(fps=fps, chunk_size=args.chunk, max_window=args.max_window,
                         stride=args.stride or args.chunk, steps=args.steps, confidence=args.confidence or None,
                         positions=args.positions, seed=args.seed, **fields)
 
@@ -146,8 +152,8 @@ def main(argv: list[str]) -> int:
         answerer = Answerer(stvl_jax.load_model(args.answerer),
                             load_tokenizer(args.answerer_tokenizer, args.answerer, "--answerer-tokenizer"),
                             max_frames=args.answer_frames, max_new_tokens=args.max_answer_tokens)
-    frames = read_video(args.video, fps=args.fps).frames
-    print(f"{args.video}: {len(frames)} frames at {args.fps:g} fps; window {window.window} slots x "
+    frames = read_video(args.video, fps=cfg.fps).frames
+    print(f"{args.video}: {len(frames)} frames at {cfg.fps:g} fps; window {window.window} slots x "
           f"{window.resolution:g} s; query {args.query!r}", flush=True)
 
     def show(ev):

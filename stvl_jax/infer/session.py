@@ -19,8 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from stvl_jax.models.qwen_vl.inputs import ModelInputs
-from stvl_jax.models.qwen_vl.positions import get_rope_index
+from stvl_jax.models.qwen_vl.inputs import ModelInputs, rope_index
 from stvl_jax.models.qwen_vl.text import KVCache
 from stvl_jax.models.qwen_vl.vision_inputs import prepare_vision_inputs
 from stvl_jax.nn.bound_jit import bind_jit
@@ -74,10 +73,7 @@ class ChatSession:
         if ids[0, -1] in (c.image_token_id, c.video_token_id):
             raise ValueError("a chunk must end with a text token (the position counter after a vision run is "
                              "not its last position + 1)")
-        pos, _ = get_rope_index(ids, image_grid_thw=image_grid_thw, family=c.family,
-                                spatial_merge_size=c.vision.spatial_merge_size,
-                                tokens_per_second=c.vision.tokens_per_second or 1,
-                                image_token_id=c.image_token_id, video_token_id=c.video_token_id)
+        pos, _ = rope_index(c, {"input_ids": ids, "image_grid_thw": image_grid_thw})
         vision = prepare_vision_inputs(c, pixel_values=pixel_values, image_grid_thw=image_grid_thw)
         inputs = ModelInputs(ids, np.ones_like(ids), (pos + self.next_position).astype(np.int32), vision)
         self._ensure_capacity(ids.shape[1])

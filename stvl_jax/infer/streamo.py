@@ -18,7 +18,8 @@ import numpy as np
 
 from data_pipelines.formats.streamo import STATE_TOKENS, STREAMO_SYSTEM_PROMPT
 from data_pipelines.grain.text import IM_END, encode, image_placeholder, render_chat
-from data_pipelines.processor import VisionConfig, process_images, target_size
+from stvl_jax.models.qwen_vl.host.placeholders import tokens_per_grid
+from stvl_jax.models.qwen_vl.host.preprocess import PreprocessConfig, image_size, process_images
 from stvl_jax.infer.session import ChatSession
 
 
@@ -48,12 +49,12 @@ def user_turn_texts(num_frames: int, questions: Sequence[tuple[int, str]]) -> li
 
 
 class StreamoRunner:
-    def __init__(self, model, tokenizer, vision: VisionConfig, *, max_rounds: int = 120,
+    def __init__(self, model, tokenizer, vision: PreprocessConfig | None = None, *, max_rounds: int = 120,
                  max_answer_tokens: int = 32, system_prompt: str | None = STREAMO_SYSTEM_PROMPT,
                  stop_on_first_response: bool = False, capacity: int = 256):
         self.model = model
         self.tokenizer = tokenizer
-        self.vision = vision
+        self.vision = vision or model.preprocessing  # the checkpoint's (what the model was trained at)
         self.max_rounds = max_rounds
         self.max_answer_tokens = max_answer_tokens
         self.system_prompt = system_prompt
@@ -64,8 +65,7 @@ class StreamoRunner:
 
     # ------------------------------------------------------------------ encoding
     def _encode(self, text: str, grids) -> np.ndarray:
-        merge = self.vision.merge_size
-        counts = [int(np.prod(g)) // merge**2 for g in grids]
+        counts = [tokens_per_grid(g, self.vision.merge_size) for g in grids]
         ids, _ = encode(self.tokenizer, text, [], {self.image_pad: counts} if counts else None)
         return ids
 
@@ -96,7 +96,7 @@ class StreamoRunner:
         """frames: (T, H, W, 3) uint8 at the stream rate; user_texts[i]: the text of turn i (without image)."""
         if len(frames) < len(user_texts):
             raise ValueError(f"{len(user_texts)} turns but only {len(frames)} frames")
-        size = target_size(frames.shape[1], frames.shape[2], self.vision)
+        size = image_size(frames.shape[1], frames.shape[2], self.vision)
         turns: list[StreamoTurn] = []
         history: list[tuple] = []  # (user text, assistant output, pixels, grid) of rounds in the context
         for i, user_text in enumerate(user_texts):

@@ -15,7 +15,8 @@ import numpy as np
 
 import stvl_jax
 from data_pipelines.grain.text import VIDEO_PAD, encode, render_chat, video_placeholder
-from data_pipelines.processor import VisionConfig, process_video, target_size
+from stvl_jax.models.qwen_vl.host.placeholders import video_block_tokens
+from stvl_jax.models.qwen_vl.host.preprocess import PreprocessConfig, process_video
 from stvl_jax.infer.stride_runtime import ChunkRecord, StreamResult, StrideStream
 from stvl_jax.models.stride.triggers import Segment
 
@@ -32,11 +33,11 @@ class Answer:
 class Answerer:
     """Downstream video LLM: (frames, times, question) -> text."""
 
-    def __init__(self, model, tokenizer, vision: VisionConfig | None = None, *, max_frames: int = 16,
+    def __init__(self, model, tokenizer, vision: PreprocessConfig | None = None, *, max_frames: int = 16,
                  max_new_tokens: int = 48):
+        """vision: the answerer's preprocessing (None: the model's own, `model.preprocessing`)."""
         self.model, self.tokenizer = model, tokenizer
-        fam = model.config.family
-        self.vision = vision or (VisionConfig.qwen3_vl() if fam == "qwen3_vl" else VisionConfig.qwen2_5_vl())
+        self.vision = vision or model.preprocessing
         self.max_frames = max_frames - max_frames % 2
         self.max_new_tokens = max_new_tokens
 
@@ -49,16 +50,12 @@ class Answerer:
             idx = np.arange(max(n, min(len(frames), 2)))
         frames, times = frames[idx], np.asarray(times, np.float64)[idx]
         fam = self.model.config.family
-        size = target_size(frames.shape[1], frames.shape[2], self.vision)
-        pv, grid = process_video(frames, self.vision, size)
+        pv, grid = process_video(frames, self.vision)
         text, _ = render_chat([{"role": "user", "content": video_placeholder(grid[0], fam, times,
                                                                              self.vision.temporal_patch_size)
                                 + question}], add_generation_prompt=True)
         pad = self.tokenizer.convert_tokens_to_ids(VIDEO_PAD)
-        merge2 = self.vision.merge_size ** 2
-        t, h, w = (int(x) for x in grid[0])
-        counts = [h * w // merge2] * t if fam == "qwen3_vl" else [t * h * w // merge2]
-        ids, _ = encode(self.tokenizer, text, [], {pad: counts})
+        ids, _ = encode(self.tokenizer, text, [], {pad: video_block_tokens(grid[0], self.vision.merge_size, fam)})
         batch = {"input_ids": ids[None].astype(np.int64), "attention_mask": np.ones((1, len(ids)), np.int64),
                  "pixel_values_videos": pv, "video_grid_thw": grid}
         if fam == "qwen2_5_vl":

@@ -14,9 +14,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from data_pipelines.grain.text import IM_START, VIDEO_PAD, encode, video_placeholder
-from data_pipelines.processor import VisionConfig, process_video, target_size
+from stvl_jax.models.qwen_vl.host.placeholders import video_block_tokens
+from stvl_jax.models.qwen_vl.host.preprocess import PreprocessConfig, process_video
 from stvl_jax.errors import InputError
-from stvl_jax.models.qwen_vl.positions import get_rope_index
+from stvl_jax.models.qwen_vl.inputs import rope_index
 from stvl_jax.models.stride.config import StrideConfig
 
 
@@ -59,9 +60,13 @@ class VideoPrefix:
 class StridePrompt:
     """Builds `VideoPrefix`es for one (tokenizer, model config, processor settings)."""
 
-    def __init__(self, tokenizer, model_config, vision: VisionConfig, stride: StrideConfig):
+    def __init__(self, tokenizer, model_config, vision: PreprocessConfig, stride: StrideConfig):
         if model_config.family != "qwen3_vl":
             raise InputError("STRIDE prompts are Qwen3-VL prompts (one timestamped block per frame pair)")
+        if vision.video.budget != "frame":  # a clip budget would resize a stream's frames as it grows
+            raise InputError("STRIDE streaming needs a per-frame video resize rule (preprocessing video.budget "
+                             "'frame'), so that a prefix of the stream is the stream's prefix; this checkpoint's "
+                             "bounds the whole clip: pass --max-pixels (pixels per frame)")
         self.tokenizer = tokenizer
         self.config = model_config
         self.vision = vision
@@ -76,8 +81,7 @@ class StridePrompt:
         """(T, H, W, 3) uint8 frames, T even -> (pixel rows, (T/2, h, w) patch grid) as the pipeline makes them."""
         if frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) % 2:
             raise InputError(f"frames must be (T, H, W, 3) with T even, got shape {frames.shape}")
-        size = target_size(frames.shape[1], frames.shape[2], self.vision)
-        pv, grid = process_video(frames, self.vision, size)
+        pv, grid = process_video(frames, self.vision)
         return pv, tuple(int(x) for x in np.asarray(grid).reshape(-1)[:3])
 
     def prefix(self, query: str, frames: np.ndarray, times: np.ndarray) -> VideoPrefix:
@@ -85,17 +89,15 @@ class StridePrompt:
         pv, grid = self.pixels(frames)
         text = f"{IM_START}user\n" + query + video_placeholder(grid, "qwen3_vl", np.asarray(times, np.float64),
                                                                 self.vision.temporal_patch_size)
-        per_group = grid[1] * grid[2] // self.vision.merge_size ** 2
-        ids, _ = encode(self.tokenizer, text, [], {self.video_pad: [per_group] * grid[0]})
+        ids, _ = encode(self.tokenizer, text, [], {self.video_pad: video_block_tokens(grid, self.vision.merge_size,
+                                                                                     "qwen3_vl")})
         if (ids == self.stride.activation_token_id).any():
             raise InputError("the query contains a STRIDE slot token")
         ends = np.flatnonzero(ids == self.vision_end)
         if len(ends) != grid[0]:
             raise InputError(f"the query text contains {len(ends) - grid[0]} extra <|vision_end|> tokens")
         c = self.config
-        pos, _ = get_rope_index(ids[None], video_grid_thw=np.asarray([grid]), family="qwen3_vl",
-                                spatial_merge_size=c.vision.spatial_merge_size, image_token_id=c.image_token_id,
-                                video_token_id=c.video_token_id)
+        pos, _ = rope_index(c, {"input_ids": ids[None], "video_grid_thw": np.asarray([grid])})
         return VideoPrefix(ids.astype(np.int32), ends, pos[:, 0].astype(np.int32), pv, grid)
 
     def slot_ids(self, labels: np.ndarray) -> np.ndarray:

@@ -282,15 +282,13 @@ class StrideStream:
 
 def load_detector(ckpt: str, tokenizer, cfg: StreamConfig, *, window: int | None = None,
                   resolution: float | None = None, max_pixels: int | None = None) -> StrideStream:
-    """A detector for a STRIDE checkpoint: window and processor settings from the flags, else recorded with the
-    checkpoint (`models.stride.config.recorded_settings`), else the reference's (<= 256 merged tokens/frame pair)."""
-    from data_pipelines.processor import VisionConfig
-    from stvl_jax.models.stride.config import recorded_settings
+    """A detector for a STRIDE checkpoint: window settings from the flags, else recorded with the checkpoint
+    (`models.stride.config.recorded_settings`); frames prepared with the checkpoint's preprocessing
+    (`model.preprocessing`), `max_pixels` overriding its per-frame video bound."""
     from stvl_jax.models.stride.model import load_stride
 
     model, stride = load_stride(ckpt, tokenizer, window=window, resolution=resolution)
-    fields = recorded_settings(ckpt)["vision"]
+    vision = model.preprocessing
     if max_pixels is not None:
-        fields["max_pixels"] = max_pixels
-    vision = VisionConfig.qwen3_vl(**fields) if fields else VisionConfig.qwen3_vl(max_tokens_per_frame=256)
+        vision = vision.updated({"video": {"max_pixels": max_pixels, "budget": "frame"}})
     return StrideStream(model, StridePrompt(tokenizer, model.config, vision, stride), cfg)

@@ -16,6 +16,30 @@ from flax import nnx
 Initializer = Callable[[jax.Array, Sequence[int], jnp.dtype], jax.Array]
 
 
+def flat_key(path) -> str:
+    """The flat parameter key of a state or pytree path: its parts joined by "/", e.g.
+    ("visual", "blocks", "attn", "q_proj", "kernel") -> "visual/blocks/attn/q_proj/kernel" (the checkpoint and
+    converter key of every parameter). Accepts nnx paths (str/int parts) and jax key paths (.key/.idx/.name)."""
+    parts = []
+    for entry in path:
+        if isinstance(entry, (str, int)):
+            parts.append(str(entry))
+            continue
+        for attr in ("key", "idx", "name"):
+            if hasattr(entry, attr):
+                parts.append(str(getattr(entry, attr)))
+                break
+        else:
+            raise TypeError(f"unsupported path entry {entry!r}")
+    return "/".join(parts)
+
+
+def flat_params(module_or_state) -> dict[str, nnx.Variable]:
+    """{flat key: Param variable} of a module (or an nnx state)."""
+    state = module_or_state if isinstance(module_or_state, nnx.State) else nnx.state(module_or_state, nnx.Param)
+    return {flat_key(p): v for p, v in nnx.to_flat_state(state)}
+
+
 def normal(stddev: float = 0.02) -> Initializer:
     return jax.nn.initializers.normal(stddev)
 

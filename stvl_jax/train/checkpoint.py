@@ -3,7 +3,8 @@
 Layout of `{checkpoint_dir}/{step}/` (every step directory is also an stvl-jax *model* checkpoint, so
 `stvl_jax.load_model(step_dir)` and `stvl convert export --ckpt step_dir` read it directly):
 
-    stvl_config.json   the model checkpoint header (`stvl_jax.checkpoint_io`): model config, param summary
+    stvl_config.json   the model checkpoint header (`stvl_jax.checkpoint_io`): model config, the preprocessing the
+                       run trained at, task sections (STRIDE window, fps), param summary
     integrity.json     a checksum per array of params/, opt_state/, train_state/ (`stvl_jax.checkpoint_integrity`)
     params/            all parameters (trainable + frozen), nested dict with string keys, master dtype
     opt_state/         optax state over the trainable parameters, as a nested dict with string keys
@@ -36,11 +37,12 @@ import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
-from stvl_jax import __version__
 from stvl_jax import checkpoint_integrity as integrity
-from stvl_jax.checkpoint_io import CONFIG_FILE, FORMAT, FORMAT_VERSION, flatten, nest
+from stvl_jax.checkpoint_io import CONFIG_FILE, flatten, header, nest
 from stvl_jax.errors import CheckpointError
 from stvl_jax.models.qwen_vl.config import QwenVLConfig
+from stvl_jax.models.qwen_vl.host.preprocess import PreprocessConfig
+from stvl_jax.nn.params import flat_key
 from stvl_jax.train.config import CheckpointConfig
 from stvl_jax.train.state import TrainState
 
@@ -104,38 +106,17 @@ class RunInfoRestore(ocp.args.CheckpointArgs):
 
 
 # ------------------------------------------------------------------------------- string-key trees
-def _path_str(path) -> str:
-    parts = []
-    for entry in path:
-        for attr in ("key", "idx", "name"):
-            if hasattr(entry, attr):
-                parts.append(str(getattr(entry, attr)))
-                break
-        else:
-            raise TypeError(f"unsupported pytree path entry {entry!r}")
-    return "/".join(parts)
-
-
 def to_string_tree(tree) -> dict:
     """Any pytree -> nested dict with string keys (leaf paths joined by '/')."""
     leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
-    return nest({_path_str(p): leaf for p, leaf in leaves})
+    return nest({flat_key(p): leaf for p, leaf in leaves})
 
 
 def from_string_tree(nested: dict, like):
     """Inverse of `to_string_tree`, with the structure of `like`."""
     flat = flatten(nested)
     paths, treedef = jax.tree_util.tree_flatten_with_path(like)
-    return jax.tree_util.tree_unflatten(treedef, [flat[_path_str(p)] for p, _ in paths])
-
-
-def model_header(config: QwenVLConfig, params: dict[str, Any], source: dict) -> dict:
-    """The stvl_config.json of a model checkpoint (see `stvl_jax.checkpoint_io`)."""
-    dtypes: dict[str, int] = {}
-    for v in params.values():
-        dtypes[str(np.dtype(v.dtype))] = dtypes.get(str(np.dtype(v.dtype)), 0) + int(np.prod(v.shape))
-    return {"format": FORMAT, "format_version": FORMAT_VERSION, "model": config.to_dict(), "source": source,
-            "params": {"count": sum(dtypes.values()), "dtypes": dtypes}, "stvl_jax_version": __version__}
+    return jax.tree_util.tree_unflatten(treedef, [flat[flat_key(p)] for p, _ in paths])
 
 
 # ------------------------------------------------------------------------------- manager
@@ -178,7 +159,8 @@ class TrainCheckpointer:
         return self.manager.latest_step()
 
     def save(self, state: TrainState, *, config: QwenVLConfig, meta: dict, data_state: dict | None,
-             force: bool = False) -> bool:
+             force: bool = False, preprocessing: PreprocessConfig | None = None, sections: dict | None = None
+             ) -> bool:
         """Start an (async) save of `state` at its step. Returns False if that step is already saved."""
         step = int(jax.device_get(state.step))
         if step in self.manager.all_steps():
@@ -196,7 +178,9 @@ class TrainCheckpointer:
             opt_state=ocp.args.PyTreeSave(trees[1]),
             train_state=ocp.args.PyTreeSave(trees[2]),
             run=RunInfoSave(meta={**meta, "step": step, "process_count": jax.process_count()},
-                            model_header=model_header(config, params, {"kind": "stvl-train", "step": step}),
+                            model_header=header(config.to_dict(), params, {"kind": "stvl-train", "step": step},
+                                                preprocessing=(preprocessing or config.default_preprocessing()
+                                                               ).to_dict(), sections=sections),
                             data_state=data_state, integrity=integrity.record(arrays, digests)),
         )
         return bool(self.manager.save(step, args=args, force=force))

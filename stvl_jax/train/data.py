@@ -12,6 +12,7 @@ import numpy as np
 
 from stvl_jax.errors import ConfigError
 from stvl_jax.models.qwen_vl.config import QwenVLConfig
+from stvl_jax.models.qwen_vl.host.preprocess import PreprocessConfig
 from stvl_jax.train.config import DataConfig
 
 
@@ -107,18 +108,44 @@ class SyntheticSource:
         return {"batches": self.index}
 
 
+def training_preprocessing(cfg: DataConfig, model: QwenVLConfig, base: PreprocessConfig) -> PreprocessConfig:
+    """What the model is trained at: `base` (the initial checkpoint's, or the family default) with the keys of
+    `data.pipeline.preprocess` merged in; checked against the network (family, patch sizes)."""
+    overrides = cfg.pipeline.get("preprocess") if cfg.kind == "grain" else None
+    if overrides is not None and not isinstance(overrides, dict):
+        raise ConfigError(f"data.pipeline.preprocess must be a mapping, got {overrides!r}")
+    return model.check_preprocessing(base.updated(overrides, source="data.pipeline.preprocess"),
+                                     "data.pipeline.preprocess")
+
+
+def pipeline_config(cfg: DataConfig, model: QwenVLConfig, preprocessing: PreprocessConfig, *, seed: int,
+                    process_count: int = 1):
+    """The `PipelineConfig` of `data.pipeline` for this model: its preprocessing and position settings are the
+    model's (a `positions` key that disagrees with the model is refused)."""
+    from data_pipelines.grain import PipelineConfig
+
+    fields = dict(cfg.pipeline)
+    if "batch_size" in fields:
+        raise ConfigError("set data.batch_size (the global batch), not data.pipeline.batch_size")
+    given = fields.get("positions")
+    if given is not None and {**model.positions.to_dict(), **given} != model.positions.to_dict():
+        raise ConfigError(f"data.pipeline.positions {given} differs from the model's {model.positions.to_dict()} "
+                          f"(drop it: the pipeline takes the model's)")
+    fields.update(batch_size=local_batch_size(cfg.batch_size, process_count), preprocess=preprocessing.to_dict(),
+                  positions=model.positions.to_dict())
+    fields.setdefault("seed", seed)
+    return PipelineConfig.from_dict(fields)
+
+
 class GrainSource:
     """The Grain pipeline; `data.pipeline` holds `PipelineConfig` fields (batch_size comes from data)."""
 
-    def __init__(self, cfg: DataConfig, *, seed: int, process_count: int = 1):
-        from data_pipelines.grain import PipelineConfig, make_pipeline
+    def __init__(self, cfg: DataConfig, model: QwenVLConfig, preprocessing: PreprocessConfig, *, seed: int,
+                 process_count: int = 1):
+        from data_pipelines.grain import make_pipeline
 
-        fields = dict(cfg.pipeline)
-        if "batch_size" in fields:
-            raise ConfigError("set data.batch_size (the global batch), not data.pipeline.batch_size")
-        fields["batch_size"] = local_batch_size(cfg.batch_size, process_count)
-        fields.setdefault("seed", seed)
-        self.it = make_pipeline(PipelineConfig.from_dict(fields))
+        self.config = pipeline_config(cfg, model, preprocessing, seed=seed, process_count=process_count)
+        self.it = make_pipeline(self.config)
 
     def __iter__(self):
         return self
@@ -137,7 +164,20 @@ class GrainSource:
         return self.it.stats
 
 
-def make_source(cfg: DataConfig, model: QwenVLConfig, *, seed: int, process_index: int, process_count: int):
+def make_source(cfg: DataConfig, model: QwenVLConfig, *, seed: int, process_index: int, process_count: int,
+                preprocessing: PreprocessConfig | None = None):
     if cfg.kind == "synthetic":
         return SyntheticSource(cfg, model, seed=seed, process_index=process_index, process_count=process_count)
-    return GrainSource(cfg, seed=seed, process_count=process_count)
+    return GrainSource(cfg, model, preprocessing or model.default_preprocessing(), seed=seed,
+                       process_count=process_count)
+
+
+def checkpoint_sections(source) -> dict:
+    """Task settings a checkpoint records for its evaluation: STRIDE's window geometry and clip frame rate
+    (`stvl_jax.models.stride.config.recorded_settings` reads them)."""
+    pc = getattr(source, "config", None)
+    if pc is None or pc.format != "stride":
+        return {}
+    w = pc.stride
+    return {"stride": {"window": w.window, "resolution": w.resolution, "single_sequence": w.single_sequence,
+                       "fps": pc.stride_fps}}

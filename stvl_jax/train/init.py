@@ -15,13 +15,14 @@ new length (rounded up as it likes) and trains the `embed` group.
 from __future__ import annotations
 
 import jax
-from flax import nnx
 
 from stvl_jax.errors import CheckpointError, ConfigError
 from stvl_jax.models.qwen_vl.checkpoints import open_checkpoint
 from stvl_jax.models.qwen_vl.config import QwenVLConfig
-from stvl_jax.models.qwen_vl.loading import check_params
+from stvl_jax.models.qwen_vl.host.preprocess import PreprocessConfig
+from stvl_jax.models.qwen_vl.loading import check_params, read_preprocessing
 from stvl_jax.models.qwen_vl.vocab import resize_vocab
+from stvl_jax.nn.params import flat_params
 from stvl_jax.train.config import ModelSection
 from stvl_jax.train.state import ModelSpec
 
@@ -43,6 +44,14 @@ def model_config(section: ModelSection) -> QwenVLConfig:
     return with_vocab_size(section.resolve_arch(), section.vocab_size)
 
 
+def initial_preprocessing(section: ModelSection, config: QwenVLConfig) -> PreprocessConfig:
+    """The preprocessing the initial weights were made for: the checkpoint's, else the family default (for
+    `config`'s patch sizes). The data section may change it (`data.pipeline.preprocess`)."""
+    if section.checkpoint is not None:
+        return read_preprocessing(section.checkpoint)
+    return config.default_preprocessing()
+
+
 def restore_initial_params(spec: ModelSpec, path: str, mesh) -> dict[str, jax.Array]:
     """Parameters of checkpoint `path`, sharded on `mesh` by the rules table, in the spec's master dtype, with
     vocabulary rows appended (`stvl_jax.models.qwen_vl.vocab.resize_vocab`) when `spec.config` has more."""
@@ -53,7 +62,7 @@ def restore_initial_params(spec: ModelSpec, path: str, mesh) -> dict[str, jax.Ar
             raise CheckpointError(f"checkpoint {str(path)!r} has a different architecture than this run's model")
         stored_spec = spec if stored_config == spec.config else ModelSpec.create(
             stored_config, trainable_groups=spec.trainable_groups, dtype=spec.dtype, param_dtype=spec.param_dtype,
-            remat=spec.remat)
+            remat=spec.remat, preprocessing=spec.preprocessing)
         targets = {k: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh)
                    for (k, s), sh in zip(stored_spec.shapes().items(), stored_spec.param_shardings(mesh).values())}
         params = source.restore(targets)
@@ -62,4 +71,4 @@ def restore_initial_params(spec: ModelSpec, path: str, mesh) -> dict[str, jax.Ar
     model = stored_spec.merge(params)
     model.mesh = mesh
     grown = resize_vocab(model, spec.config.text.vocab_size)  # re-placed on `mesh` by the rules table
-    return {"/".join(map(str, p)): v.get_value() for p, v in nnx.to_flat_state(nnx.state(grown, nnx.Param))}
+    return {k: v.get_value() for k, v in flat_params(grown).items()}

@@ -23,7 +23,9 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 
 from stvl_jax.models.qwen_vl.config import QwenVLConfig
+from stvl_jax.models.qwen_vl.host.preprocess import PreprocessConfig
 from stvl_jax.models.qwen_vl.model import QwenVLForConditionalGeneration
+from stvl_jax.nn.params import flat_key, flat_params
 from stvl_jax.sharding import auto_mesh, logical_axes_of, named_sharding
 from stvl_jax.train.param_groups import split_by_groups
 
@@ -52,16 +54,19 @@ class ModelSpec:
     dtype: Any
     param_dtype: Any
     remat: str
+    preprocessing: PreprocessConfig | None = None  # the model's (None: the family default); mean/std of uint8
 
     @classmethod
     def create(cls, config: QwenVLConfig, *, trainable_groups, dtype=jnp.float32, param_dtype=jnp.float32,
-               remat: str = "none") -> "ModelSpec":
-        model = nnx.eval_shape(lambda: _build(config, dtype, param_dtype, remat, jax.random.PRNGKey(0)))
+               remat: str = "none", preprocessing: PreprocessConfig | None = None) -> "ModelSpec":
+        model = nnx.eval_shape(lambda: _build(config, dtype, param_dtype, remat, jax.random.PRNGKey(0),
+                                              preprocessing))
         graphdef, params, rest = nnx.split(model, nnx.Param, ...)
         if jax.tree.leaves(rest):  # the model holds only Params; anything else would be silently dropped
             raise AssertionError(f"model has non-Param state: {rest}")
-        abstract = {_key(p): v for p, v in nnx.to_flat_state(params)}
-        return cls(config, graphdef, abstract, tuple(trainable_groups), dtype, param_dtype, remat)
+        abstract = {flat_key(p): v for p, v in nnx.to_flat_state(params)}
+        return cls(config, graphdef, abstract, tuple(trainable_groups), dtype, param_dtype, remat,
+                   model.preprocessing)
 
     def shapes(self) -> dict[str, jax.ShapeDtypeStruct]:
         return {k: jax.ShapeDtypeStruct(v.get_value().shape, v.get_value().dtype) for k, v in self.abstract.items()}
@@ -79,21 +84,17 @@ class ModelSpec:
         return nnx.merge(self.graphdef, state)
 
 
-def _key(path) -> str:
-    return "/".join(map(str, path))
-
-
-def _build(config, dtype, param_dtype, remat, key) -> QwenVLForConditionalGeneration:
+def _build(config, dtype, param_dtype, remat, key, preprocessing=None) -> QwenVLForConditionalGeneration:
     return QwenVLForConditionalGeneration(config, dtype=dtype, param_dtype=param_dtype, remat=remat,
-                                          rngs=nnx.Rngs(params=key))
+                                          preprocessing=preprocessing, rngs=nnx.Rngs(params=key))
 
 
 def init_params_fn(spec: ModelSpec):
     """key -> flat {path: array}: the model's own initialisers (for `jax.jit(..., out_shardings=...)`)."""
 
     def init(key):
-        model = _build(spec.config, spec.dtype, spec.param_dtype, spec.remat, key)
-        return {_key(p): v.get_value() for p, v in nnx.to_flat_state(nnx.state(model, nnx.Param))}
+        model = _build(spec.config, spec.dtype, spec.param_dtype, spec.remat, key, spec.preprocessing)
+        return {k: v.get_value() for k, v in flat_params(model).items()}
 
     return init
 

@@ -26,10 +26,10 @@ from stvl_jax.train.batches import (allgather, allgather_ragged, data_parallel_s
                                    prepare_host_batch)
 from stvl_jax.train.checkpoint import TrainCheckpointer
 from stvl_jax.train.config import TrainConfig
-from stvl_jax.train.data import make_source
+from stvl_jax.train.data import checkpoint_sections, make_source, training_preprocessing
 from stvl_jax.train.flops import (KernelSizes, forward_flops, peak_flops_per_device, train_multipliers,
                                   train_step_flops)
-from stvl_jax.train.init import model_config, restore_initial_params
+from stvl_jax.train.init import initial_preprocessing, model_config, restore_initial_params
 from stvl_jax.train.losses import get_loss
 from stvl_jax.train.metrics import MetricsLogger, plot_loss_curve, read_metrics
 from stvl_jax.train.optim import group_schedules, learning_rates, make_optimizer
@@ -61,9 +61,13 @@ class Trainer:
                                 f"size {dp} (mesh {dict(self.mesh.shape)}: data x fsdp); change data.batch_size or "
                                 f"mesh.*, or set data.pad_batch_to_mesh=true")
         self.model_config = model_config(cfg.model)
+        # what the model is trained at; written into every checkpoint, so eval prepares inputs the same way
+        self.preprocessing = training_preprocessing(cfg.data, self.model_config,
+                                                    initial_preprocessing(cfg.model, self.model_config))
         groups = cfg.optim.groups.trainable()
         self.spec = ModelSpec.create(self.model_config, trainable_groups=groups, dtype=DTYPES[cfg.model.dtype],
-                                     param_dtype=DTYPES[cfg.model.param_dtype], remat=cfg.model.remat)
+                                     param_dtype=DTYPES[cfg.model.param_dtype], remat=cfg.model.remat,
+                                     preprocessing=self.preprocessing)
         trainable_paths = self.spec.split(self.spec.abstract)[0]
         if not trainable_paths:
             raise ConfigError(f"the trainable groups {groups} hold no parameters of this model")
@@ -75,7 +79,7 @@ class Trainer:
         self.fns = make_step_fns(self.spec, self.tx, self.loss_fn, cfg.loss, self.shardings)
         self.checkpointer = TrainCheckpointer(cfg.checkpoint_dir, cfg.checkpoint)
         self.source = make_source(cfg.data, self.model_config, seed=cfg.seed, process_index=jax.process_index(),
-                                  process_count=jax.process_count())
+                                  process_count=jax.process_count(), preprocessing=self.preprocessing)
         self.kernels = KernelSizes.from_config(self.model_config)
         self.multipliers = train_multipliers(groups)
         self.peak = peak_flops_per_device(jax.devices()[0].device_kind, cfg.logging.peak_flops_per_device)
@@ -173,7 +177,8 @@ class Trainer:
 
     def _save(self, state, data_state, force=False) -> None:
         meta = {"config": self.cfg.to_dict(), "time": time.time(), "non_finite_skipped": self.non_finite_skipped}
-        self.checkpointer.save(state, config=self.model_config, meta=meta, data_state=data_state, force=force)
+        self.checkpointer.save(state, config=self.model_config, meta=meta, data_state=data_state, force=force,
+                               preprocessing=self.preprocessing, sections=checkpoint_sections(self.source))
 
     def run(self, until: int | None = None) -> dict:
         """Train to `cfg.steps` (or stop after step `until`, saving a checkpoint there) -> summary."""

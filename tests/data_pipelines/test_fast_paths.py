@@ -9,18 +9,18 @@ import numpy as np
 import pytest
 
 from data_pipelines.grain import PipelineConfig, make_pipeline
-from data_pipelines.processor import VisionConfig
+from qwen_vl_helpers import per_frame_preprocessing, pipeline_kwargs
 
 
 def cfg(index, tok, **kw):
     base = dict(index=index, tokenizer=tok, batch_size=2, shard="none", shuffle=False, max_frames=8)
-    return PipelineConfig(**{**base, **kw})
+    return PipelineConfig(**pipeline_kwargs(**{**base, **kw}))
 
 
 @pytest.mark.parametrize("family", ["qwen3_vl", "qwen2_5_vl"])
 def test_example_positions_equal_get_rope_index(family):
-    from data_pipelines.grain.positions import example_positions
-    from stvl_jax.models.qwen_vl.positions import get_rope_index, split_video_grids_per_frame_group
+    from stvl_jax.models.qwen_vl.host.positions import example_positions
+    from stvl_jax.models.qwen_vl.host.positions import get_rope_index, split_video_grids_per_frame_group
 
     rng = np.random.default_rng(0)
     for _ in range(200):
@@ -46,19 +46,19 @@ def test_example_positions_equal_get_rope_index(family):
         ref, _ = get_rope_index(types[None], image_grid_thw=img if len(img) else None,
                                 video_grid_thw=vid if len(vid) else None, mm_token_type_ids=types[None],
                                 second_per_grid_ts=secs if len(vid) else None, family=family, tokens_per_second=2)
-        got = example_positions(types, img, vid, secs, family=family, merge=2, tokens_per_second=2)
+        got = example_positions(types, img, vid, secs, family=family, merge=2)
         assert got.dtype == np.int32
         np.testing.assert_array_equal(got, ref[:, 0])
     assert len(split_video_grids_per_frame_group(np.array([[3, 2, 2]]))) == 3
     with pytest.raises(ValueError, match="grid"):
-        example_positions(np.array([0, 1, 1]), np.array([[1, 2, 2]]), np.zeros((0, 3)), family=family, merge=2,
-                          tokens_per_second=2)
+        example_positions(np.array([0, 1, 1]), np.array([[1, 2, 2]]), np.zeros((0, 3)), family=family, merge=2)
 
 
-@pytest.mark.parametrize("fmt,index,vision", [("chat", "captions/train.jsonl", VisionConfig.qwen3_vl()),
-                                              ("streamo", "streamo/stream_train.jsonl", VisionConfig.qwen2_5_vl(
+@pytest.mark.parametrize("fmt,index,vision", [
+    ("chat", "captions/train.jsonl", per_frame_preprocessing("qwen3_vl")),
+    ("streamo", "streamo/stream_train.jsonl", per_frame_preprocessing("qwen2_5_vl",
                                                   max_pixels=112 * 112)),
-                                              ("stride", "stride/train.jsonl", VisionConfig.qwen3_vl())])
+                                              ("stride", "stride/train.jsonl", per_frame_preprocessing("qwen3_vl"))])
 def test_compact_tokenization_equals_tokenizing_the_expanded_text(synth_dir, tiny_tokenizer, fmt, index, vision):
     from transformers import AutoTokenizer
 
@@ -85,10 +85,10 @@ def test_record_text_with_pad_tokens_is_a_counted_skip(synth_dir, tiny_tokenizer
 
 
 def test_uint8_pixel_rows_normalize_to_the_float32_rows(synth_dir, tiny_tokenizer):
-    from data_pipelines.processor import normalize_rows
+    from stvl_jax.models.qwen_vl.host.preprocess import normalize_rows
 
-    q25 = VisionConfig.qwen2_5_vl(max_pixels=112 * 112)
-    for fmt, index, vision in (("chat", "captions/train.jsonl", VisionConfig.qwen3_vl()),
+    q25 = per_frame_preprocessing("qwen2_5_vl", max_pixels=112 * 112)
+    for fmt, index, vision in (("chat", "captions/train.jsonl", per_frame_preprocessing("qwen3_vl")),
                                ("streamo", "streamo/stream_train.jsonl", q25)):
         c = cfg(os.path.join(synth_dir, index), tiny_tokenizer, format=fmt, vision=vision)
         f32 = next(make_pipeline(c))
@@ -101,8 +101,8 @@ def test_uint8_pixel_rows_normalize_to_the_float32_rows(synth_dir, tiny_tokenize
 
 
 def test_channels_last_rows_are_the_uint8_rows_permuted(synth_dir, tiny_tokenizer):
-    q25 = VisionConfig.qwen2_5_vl(max_pixels=112 * 112)
-    for fmt, index, vision in (("chat", "captions/train.jsonl", VisionConfig.qwen3_vl()),
+    q25 = per_frame_preprocessing("qwen2_5_vl", max_pixels=112 * 112)
+    for fmt, index, vision in (("chat", "captions/train.jsonl", per_frame_preprocessing("qwen3_vl")),
                                ("streamo", "streamo/stream_train.jsonl", q25)):
         c = cfg(os.path.join(synth_dir, index), tiny_tokenizer, format=fmt, vision=vision, pixel_dtype="uint8",
                 patch_buckets=(4096, 65536))
@@ -122,8 +122,8 @@ def test_frames_layout_gathers_into_the_channels_last_rows(synth_dir, tiny_token
     from stvl_jax.models.qwen_vl.vision import gather_frame_rows
     from stvl_jax.models.qwen_vl.vision_inputs import frame_offsets
 
-    q25 = VisionConfig.qwen2_5_vl(max_pixels=112 * 112)  # 128 px frames resized to 112
-    for fmt, index, vision in (("chat", "captions/train.jsonl", VisionConfig.qwen3_vl()),
+    q25 = per_frame_preprocessing("qwen2_5_vl", max_pixels=112 * 112)  # 128 px frames resized to 112
+    for fmt, index, vision in (("chat", "captions/train.jsonl", per_frame_preprocessing("qwen3_vl")),
                                ("streamo", "streamo/stream_train.jsonl", q25)):
         c = cfg(os.path.join(synth_dir, index), tiny_tokenizer, format=fmt, vision=vision, pixel_dtype="uint8",
                 pixel_layout="channels_last")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from data_pipelines.grain import PipelineConfig, make_pipeline
-from data_pipelines.processor import VisionConfig
+from qwen_vl_helpers import per_frame_preprocessing, pipeline_kwargs
 from data_pipelines.tokenizer import TINY_TOKEN_IDS
 
 
@@ -20,13 +20,13 @@ def write_jsonl(path, rows):
             f.write((r if isinstance(r, str) else json.dumps(r)) + "\n")
     return str(path)
 
-Q3 = VisionConfig.qwen3_vl()
-Q25 = VisionConfig.qwen2_5_vl(max_pixels=112 * 112)
+Q3 = per_frame_preprocessing("qwen3_vl")
+Q25 = per_frame_preprocessing("qwen2_5_vl", max_pixels=112 * 112)
 
 
 def cfg(index, tok, **kw):
     base = dict(index=index, tokenizer=tok, batch_size=2, shard="none", shuffle=False, max_frames=8)
-    return PipelineConfig(**{**base, **kw})
+    return PipelineConfig(**pipeline_kwargs(**{**base, **kw}))
 
 
 def hf_positions(batch, family):
@@ -58,7 +58,7 @@ def hf_positions(batch, family):
 
 
 def lead_positions(batch, family):
-    from stvl_jax.models.qwen_vl.positions import get_rope_index
+    from stvl_jax.models.qwen_vl.host.positions import get_rope_index
 
     return get_rope_index(batch["input_ids"], image_grid_thw=batch["image_grid_thw"],
                           video_grid_thw=batch["video_grid_thw"], attention_mask=batch["attention_mask"],
@@ -99,7 +99,7 @@ def test_batch_contract_and_positions_equal_transformers(synth_dir, tiny_tokeniz
     np.testing.assert_array_equal(b["position_ids"], hf_positions(b, vision.family))
     np.testing.assert_array_equal(b["position_ids"], lead_positions(b, vision.family))
     if vision.family == "qwen2_5_vl" and fmt == "chat":
-        np.testing.assert_allclose(b["second_per_grid_ts"], 2 / c.video_fps)
+        np.testing.assert_allclose(b["second_per_grid_ts"], 2 / c.preprocess.frames.fps)
 
 
 def test_labels_cover_assistant_turns_only(synth_dir, tiny_tokenizer):
@@ -250,10 +250,14 @@ def test_config_refuses_unknown_keys(tiny_tokenizer):
     with pytest.raises(ConfigError, match="bogus"):
         PipelineConfig.from_dict({"index": "x.jsonl", "tokenizer": tiny_tokenizer, "bogus": 1})
     with pytest.raises(ConfigError, match="patch_sise"):
-        PipelineConfig.from_dict({"index": "x.jsonl", "tokenizer": "t", "vision": {"patch_sise": 14}})
+        PipelineConfig.from_dict({"index": "x.jsonl", "tokenizer": "t", "preprocess": {"patch_sise": 14}})
+    with pytest.raises(ConfigError, match="max_pixel"):
+        PipelineConfig.from_dict({"index": "x.jsonl", "tokenizer": "t", "preprocess": {"image": {"max_pixel": 9}}})
     c = PipelineConfig.from_dict({"index": "x.jsonl", "tokenizer": "t", "length_buckets": [64, 128],
-                                  "vision": {"family": "qwen2_5_vl", "patch_size": 14}})
-    assert c.length_buckets == (64, 128) and c.vision.patch_size == 14
+                                  "preprocess": {"family": "qwen2_5_vl", "image": {"max_pixels": 3136}}})
+    # the keys given are merged into the family default
+    assert c.length_buckets == (64, 128) and c.preprocess.patch_size == 14 and c.preprocess.image.max_pixels == 3136
+    assert c.preprocess.image_mean == (0.48145466, 0.4578275, 0.40821073)
 
 
 def test_patch_buckets_pad_rows_and_report_valid_count(synth_dir, tiny_tokenizer):

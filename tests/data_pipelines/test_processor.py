@@ -5,25 +5,32 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from data_pipelines.processor import (
-    VisionConfig, group_timestamps, process_images, process_video, smart_resize, target_size,
+from qwen_vl_helpers import per_frame_preprocessing
+from stvl_jax.models.qwen_vl.host.preprocess import (
+    PreprocessConfig, group_timestamps, image_size, process_images, process_video, smart_resize, video_size,
 )
 
 
-def _hf(cfg: VisionConfig):
+def _hf(cfg: PreprocessConfig):
     from transformers import Qwen2VLImageProcessorPil
 
     return Qwen2VLImageProcessorPil(
         patch_size=cfg.patch_size, merge_size=cfg.merge_size, temporal_patch_size=cfg.temporal_patch_size,
         image_mean=list(cfg.image_mean), image_std=list(cfg.image_std),
-        size={"shortest_edge": cfg.min_pixels, "longest_edge": cfg.effective_max_pixels})
+        size={"shortest_edge": cfg.image.min_pixels, "longest_edge": _effective_max(cfg)})
+
+
+def _effective_max(cfg: PreprocessConfig) -> int:
+    cap = cfg.image.max_tokens_per_frame
+    return cfg.image.max_pixels if cap is None else min(cfg.image.max_pixels, cap * cfg.factor**2)
 
 
 CONFIGS = {
-    "qwen2_5_vl_p14": VisionConfig.qwen2_5_vl(),
-    "qwen3_vl_p16": VisionConfig.qwen3_vl(),
-    "qwen3_vl_p16_small": VisionConfig.qwen3_vl(max_tokens_per_frame=16),
-    "qwen2_5_vl_p14_small": VisionConfig.qwen2_5_vl(max_pixels=112 * 112, min_pixels=56 * 56),
+    "qwen2_5_vl_p14": per_frame_preprocessing("qwen2_5_vl"),
+    "qwen3_vl_p16": per_frame_preprocessing("qwen3_vl"),
+    "qwen3_vl_p16_small": per_frame_preprocessing("qwen3_vl").updated({"image": {"max_tokens_per_frame": 16},
+                                                                       "video": {"max_tokens_per_frame": 16}}),
+    "qwen2_5_vl_p14_small": per_frame_preprocessing("qwen2_5_vl", max_pixels=112 * 112),
 }
 
 
@@ -58,7 +65,8 @@ def test_video_layout_is_temporal_pairs_of_hf_image_patches(name):
     cfg = CONFIGS[name]
     rng = np.random.default_rng(1)
     frames = rng.integers(0, 256, (5, 112, 168, 3), dtype=np.uint8)  # odd: last frame repeated
-    size = target_size(112, 168, cfg)
+    size = image_size(112, 168, cfg)
+    assert video_size(5, 112, 168, cfg) == size  # per-frame rule: the same bound for a frame and an image
     pv, grid = process_video(frames, cfg, size)
     t, gh, gw = grid[0]
     assert t == 3 and pv.shape == (3 * gh * gw, 3 * 2 * cfg.patch_size**2)
@@ -83,7 +91,7 @@ def test_video_rows_feed_hf_conv3d_patch_embed_like_hf():
     from transformers.models.qwen3_vl.configuration_qwen3_vl import Qwen3VLVisionConfig
     from transformers.models.qwen3_vl.modeling_qwen3_vl import Qwen3VLVisionPatchEmbed
 
-    cfg = VisionConfig.qwen3_vl()
+    cfg = per_frame_preprocessing("qwen3_vl")
     vc = Qwen3VLVisionConfig(hidden_size=8, patch_size=16, temporal_patch_size=2, in_channels=3)
     torch.manual_seed(0)
     emb = Qwen3VLVisionPatchEmbed(vc).float()

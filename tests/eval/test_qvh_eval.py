@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from data_pipelines.processor import VisionConfig
+from qwen_vl_helpers import per_frame_preprocessing
 from data_pipelines.synthetic import SynthConfig, generate_dataset
 from data_pipelines.tokenizer import TINY_TOKEN_IDS, build_tiny_tokenizer
 from stvl_jax.eval.prompts import video_prompt_batch
@@ -33,8 +33,8 @@ def env(tmp_path_factory):
 @pytest.mark.parametrize("family", ["qwen3_vl", "qwen2_5_vl"])
 def test_prompt_batch_matches_the_model_contract(env, family):
     tok, samples, root = env
-    vision = VisionConfig.qwen3_vl(max_pixels=64 * 64) if family == "qwen3_vl" else \
-        VisionConfig.qwen2_5_vl(max_pixels=56 * 56)
+    vision = per_frame_preprocessing("qwen3_vl", max_pixels=64 * 64) if family == "qwen3_vl" else \
+        per_frame_preprocessing("qwen2_5_vl", max_pixels=56 * 56)
     items = [(os.path.join(root, s["video"]), s["question"]) for s in samples[:3]]
     batch = video_prompt_batch(tok, vision, items, max_frames=4)
     assert batch["attention_mask"][:, -1].all()  # left padded: generation-ready
@@ -53,7 +53,7 @@ def test_accuracy_bookkeeping_with_a_forced_answer(env, monkeypatch):
         return np.tile(np.asarray(yes + [TINY_TOKEN_IDS["<|im_end|>"]] * 3)[:3], (len(batch["input_ids"]), 1))
 
     monkeypatch.setattr("stvl_jax.models.qwen_vl.generate.generate", always_yes)
-    out = evaluate_qvh_yesno(model, tok, VisionConfig.qwen2_5_vl(max_pixels=56 * 56), samples, root,
+    out = evaluate_qvh_yesno(model, tok, per_frame_preprocessing("qwen2_5_vl", max_pixels=56 * 56), samples, root,
                              batch_size=4, max_frames=4, progress=False)
     m = out["metrics"]
     n_yes = sum(s["answer"] == "Yes" for s in samples)
@@ -64,7 +64,7 @@ def test_accuracy_bookkeeping_with_a_forced_answer(env, monkeypatch):
 def test_real_generation_runs_on_a_batch(env):
     tok, samples, root = env
     model = QwenVLForConditionalGeneration(load_model_config("qwen25vl_tiny"), rngs=nnx.Rngs(0))
-    out = evaluate_qvh_yesno(model, tok, VisionConfig.qwen2_5_vl(max_pixels=56 * 56), samples[:3], root,
+    out = evaluate_qvh_yesno(model, tok, per_frame_preprocessing("qwen2_5_vl", max_pixels=56 * 56), samples[:3], root,
                              batch_size=4, max_frames=4, progress=False)
     assert set(out["outputs"]) == {s["id"] for s in samples[:3]}
     assert 0.0 <= out["metrics"]["accuracy"] <= 1.0

@@ -7,7 +7,7 @@ import os
 import pytest
 from flax import nnx
 
-from data_pipelines.processor import VisionConfig
+from qwen_vl_helpers import per_frame_preprocessing
 from data_pipelines.synthetic import SynthConfig, generate_dataset
 from data_pipelines.tokenizer import build_tiny_tokenizer
 from stvl_jax.eval.streamo_eval import evaluate_streamo, parse_stream_record
@@ -40,7 +40,7 @@ def test_evaluate_streamo_runs_and_aligns(data, tmp_path):
     path = os.path.join(data, "streamo", "stream_val.jsonl")
     with open(path) as f:
         records = [json.loads(line) for line in f][:2]
-    out = evaluate_streamo(model, tok, VisionConfig.qwen2_5_vl(), records, os.path.dirname(path),
+    out = evaluate_streamo(model, tok, per_frame_preprocessing("qwen2_5_vl"), records, os.path.dirname(path),
                            max_answer_tokens=2, progress=False)
     m = out["metrics"]
     n = sum(len(parse_stream_record(r)["gold_states"]) for r in records)
@@ -72,7 +72,7 @@ def test_zero_pixels_control_streams_black_frames_of_the_same_shape(data, tmp_pa
     with open(path) as f:
         records = [json.loads(f.readline())]
     for zero in (False, True):
-        evaluate_streamo(model, tok, VisionConfig.qwen2_5_vl(), records, os.path.dirname(path),
+        evaluate_streamo(model, tok, per_frame_preprocessing("qwen2_5_vl"), records, os.path.dirname(path),
                          max_answer_tokens=1, zero_pixels=zero, progress=False)
     real, black = seen
     assert real.shape == black.shape and real.any() and not black.any()

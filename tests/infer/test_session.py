@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from data_pipelines.processor import VisionConfig, process_images
+from qwen_vl_helpers import per_frame_preprocessing
+from stvl_jax.models.qwen_vl.host.preprocess import process_images
 from stvl_jax.infer.session import ChatSession
 from stvl_jax.models.qwen_vl.model import QwenVLForConditionalGeneration
 from stvl_jax.models.qwen_vl.presets import load_model_config
@@ -20,7 +21,7 @@ def tiny(family):
 
 
 def vision_cfg(family):
-    return VisionConfig.qwen3_vl() if family == "qwen3_vl" else VisionConfig.qwen2_5_vl()
+    return per_frame_preprocessing("qwen3_vl") if family == "qwen3_vl" else per_frame_preprocessing("qwen2_5_vl")
 
 
 def image_chunk(rng, family, text_before, text_after):

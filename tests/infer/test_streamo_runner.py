@@ -6,7 +6,7 @@ import pytest
 from flax import nnx
 
 from data_pipelines.grain.text import encode, image_placeholder, render_chat
-from data_pipelines.processor import VisionConfig
+from qwen_vl_helpers import per_frame_preprocessing
 from data_pipelines.tokenizer import TINY_TOKEN_IDS, build_tiny_tokenizer
 from stvl_jax.infer.streamo import StreamoRunner, parse_state, user_turn_texts
 from stvl_jax.models.qwen_vl.model import QwenVLForConditionalGeneration
@@ -31,7 +31,7 @@ def test_user_turns_follow_the_to_stream_rule():
 
 def test_sliding_window_reencodes_kept_rounds_with_the_question(setup):
     tok, model, frames = setup
-    vision = VisionConfig.qwen2_5_vl()
+    vision = per_frame_preprocessing("qwen2_5_vl")
     texts = user_turn_texts(7, [(1, "Tell me when it stops.")])
     runner = StreamoRunner(model, tok, vision, max_rounds=3, max_answer_tokens=3, system_prompt="SYS")
     turns = runner.run(frames, texts, question="Tell me when it stops.")
@@ -51,7 +51,7 @@ def test_sliding_window_reencodes_kept_rounds_with_the_question(setup):
 
 def test_stop_on_first_response(setup, monkeypatch):
     tok, model, frames = setup
-    runner = StreamoRunner(model, tok, VisionConfig.qwen2_5_vl(), stop_on_first_response=True)
+    runner = StreamoRunner(model, tok, per_frame_preprocessing("qwen2_5_vl"), stop_on_first_response=True)
     forced = iter([["</Silence>"], ["</Standby>"], ["</Response>", "Ġit"], ["</Silence>"]] * 3)
 
     def fake_generate(stop_ids, max_new_tokens):

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from qwen_vl_helpers import IMG, VID, build_batch, tiny_hf_config
-from stvl_jax.models.qwen_vl.positions import get_rope_index
+from stvl_jax.models.qwen_vl.host.positions import get_rope_index
 
 torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.torch

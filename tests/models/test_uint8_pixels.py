@@ -10,25 +10,20 @@ from qwen_vl_helpers import IMG, VEND, VID, VSTART, tiny_hf_config
 FAMILIES = ["qwen3_vl", "qwen2_5_vl"]
 
 
-def _model(family, **vision_overrides):
+def _model(family, preprocessing: dict | None = None):
     from flax import nnx
 
     from converters.qwen_vl_config import from_hf_dict
     from stvl_jax.models.qwen_vl.model import QwenVLForConditionalGeneration
 
     config = from_hf_dict(tiny_hf_config(family).to_dict())
-    if vision_overrides:
-        config = config.replace(vision={**config.vision.to_dict(), **vision_overrides})
-    return QwenVLForConditionalGeneration(config, rngs=nnx.Rngs(0))
+    pre = config.default_preprocessing().updated(preprocessing)
+    return QwenVLForConditionalGeneration(config, preprocessing=pre, rngs=nnx.Rngs(0))
 
 
 def _processor_config(model):
-    from data_pipelines.processor import VisionConfig
-
-    c = model.config
-    preset = VisionConfig.qwen3_vl if c.family == "qwen3_vl" else VisionConfig.qwen2_5_vl
-    mean, std = c.image_mean_std
-    return preset(patch_size=c.vision.patch_size, image_mean=mean, image_std=std, min_pixels=16, max_pixels=64 * 64)
+    rule = {"min_pixels": 16, "max_pixels": 64 * 64, "budget": "frame"}
+    return model.preprocessing.updated({"image": rule, "video": rule})
 
 
 def _media(cfg, seed):
@@ -44,14 +39,14 @@ def _batches(model, seed=0):
     """The same images and video as (float32 batch from the HF processor / our float path, uint8 batch)."""
     from transformers import Qwen2VLImageProcessorPil
 
-    from data_pipelines.processor import process_images, process_video
+    from stvl_jax.models.qwen_vl.host.preprocess import process_images, process_video
 
     cfg = _processor_config(model)
     rng, images, frames = _media(cfg, seed)
     hf = Qwen2VLImageProcessorPil(patch_size=cfg.patch_size, merge_size=cfg.merge_size,
                                   temporal_patch_size=cfg.temporal_patch_size, image_mean=list(cfg.image_mean),
                                   image_std=list(cfg.image_std),
-                                  size={"shortest_edge": cfg.min_pixels, "longest_edge": cfg.max_pixels})
+                                  size={"shortest_edge": cfg.image.min_pixels, "longest_edge": cfg.image.max_pixels})
     ref = hf(list(images), return_tensors="np")
     img8, img_grid = process_images(images, cfg, dtype=np.uint8)
     vid32, vid_grid = process_video(frames, cfg)
@@ -77,7 +72,7 @@ def _batches(model, seed=0):
 def _processed(model, layout, seed=0):
     """`_batches`' images and video (the same draws) as uint8 in `layout`:
     (images, frames, image pixels, image grid, video pixels, video grid)."""
-    from data_pipelines.processor import process_images, process_video
+    from stvl_jax.models.qwen_vl.host.preprocess import process_images, process_video
 
     cfg = _processor_config(model)
     _, images, frames = _media(cfg, seed)
@@ -170,10 +165,11 @@ def test_uint8_layouts_give_the_same_logits(family, layout):
     np.testing.assert_array_equal(np.asarray(model(**batch).logits), np.asarray(model(**reference).logits))
 
 
-def test_config_mean_std_override_is_used():
-    model = _model("qwen3_vl", image_mean=(0.1, 0.2, 0.3), image_std=(0.9, 0.8, 0.7))
-    assert model.config.image_mean_std == ((0.1, 0.2, 0.3), (0.9, 0.8, 0.7))
-    assert _model("qwen2_5_vl").config.image_mean_std[0] == (0.48145466, 0.4578275, 0.40821073)
+def test_preprocessing_mean_std_is_used():
+    """uint8 pixels are normalized on the device with the model's preprocessing mean/std (the checkpoint's)."""
+    model = _model("qwen3_vl", preprocessing={"image_mean": (0.1, 0.2, 0.3), "image_std": (0.9, 0.8, 0.7)})
+    assert model.visual.pixel_mean_std == ((0.1, 0.2, 0.3), (0.9, 0.8, 0.7))
+    assert _model("qwen2_5_vl").visual.pixel_mean_std[0] == (0.48145466, 0.4578275, 0.40821073)
     f32, u8 = _batches(model, seed=1)  # the processor side uses the overridden statistics too
     np.testing.assert_allclose(np.asarray(model(**u8).logits), np.asarray(model(**f32).logits), rtol=0, atol=1e-5)
 

@@ -4,13 +4,14 @@ random tiny STRIDE model, and a small synthetic set."""
 import pytest
 from flax import nnx
 
-from data_pipelines.processor import VisionConfig
+from qwen_vl_helpers import per_frame_preprocessing
 from data_pipelines.synthetic import SynthConfig, generate_dataset
 from data_pipelines.tokenizer import build_tiny_tokenizer
 from stvl_jax.models.qwen_vl.model import QwenVLForConditionalGeneration
 from stvl_jax.models.qwen_vl.presets import load_model_config
 
-VISION = VisionConfig.qwen3_vl(max_pixels=64 * 64)  # 64 x 64 frames: 4 x 4 patches, 4 tokens per frame pair
+# 64 x 64 frames: 4 x 4 patches, 4 tokens per frame pair
+VISION = per_frame_preprocessing("qwen3_vl", max_pixels=64 * 64)
 
 
 @pytest.fixture(scope="session")

@@ -86,3 +86,25 @@ def test_trained_stride_exports_with_the_architecture_name(tmp_path):
     _convert("export", "--ckpt", tmp_path / "ckpt", "--out", tmp_path / "hf")
     cfg = json.loads((tmp_path / "hf" / "config.json").read_text())
     assert cfg["architectures"] == ["Qwen3VLForProactiveMDM"] and cfg["text_config"]["vocab_size"] == 512
+
+
+def test_window_and_fps_are_read_from_the_checkpoint_header(tiny_model, tmp_path):
+    """What STRIDE training records (window, resolution, clip fps) is read from the checkpoint's stvl_config.json;
+    a trainer's run/meta.json next to it is not consulted."""
+    import json
+    import types
+
+    from data_pipelines.formats.stride import StrideWindowConfig
+    from data_pipelines.grain.config import PipelineConfig
+    from stvl_jax.models.qwen_vl.loading import save_model
+    from stvl_jax.models.stride.config import recorded_settings
+    from stvl_jax.train.data import checkpoint_sections
+
+    pc = PipelineConfig(index="x.jsonl", tokenizer="t", format="stride", stride_fps=2.0,
+                        stride=StrideWindowConfig(window=8, resolution=0.5))
+    sections = checkpoint_sections(types.SimpleNamespace(config=pc))
+    ckpt = save_model(tiny_model, None, tmp_path / "ckpt", sections=sections)
+    (ckpt / "run").mkdir()
+    (ckpt / "run" / "meta.json").write_text(json.dumps({"config": {"data": {"pipeline": {"stride": {"window": 99}}}}}))
+    assert recorded_settings(ckpt) == {"window": {"window": 8, "resolution": 0.5, "single_sequence": False},
+                                       "fps": 2.0}

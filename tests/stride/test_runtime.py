@@ -13,7 +13,7 @@ from data_pipelines.grain import PipelineConfig, make_pipeline
 from data_pipelines.video import read_video
 from stvl_jax.infer.stride_prompt import StridePrompt, slot_positions
 from stvl_jax.infer.stride_runtime import StreamConfig, StrideStream
-from stvl_jax.models.qwen_vl.positions import get_rope_index
+from stvl_jax.models.qwen_vl.host.positions import get_rope_index
 from stvl_jax.models.stride.config import StrideConfig
 from stvl_jax.models.stride.model import window_probs
 
@@ -128,7 +128,7 @@ def test_runtime_prompt_matches_the_training_pipeline(tok_dir, tok, tiny_model, 
                            {"start_seconds": 2.0, "end_seconds": 4.0, "value": "<active>", "mask": True}]}]}
     index = tmp_path / "one.jsonl"
     index.write_text(json.dumps(sample) + "\n")
-    cfg = PipelineConfig(index=str(index), tokenizer=tok_dir, format="stride", vision=vision, batch_size=1,
+    cfg = PipelineConfig(index=str(index), tokenizer=tok_dir, format="stride", preprocess=vision, batch_size=1,
                          shuffle=False, length_buckets=(512,), stride=StrideWindowConfig(window=8))
     batch = next(iter(make_pipeline(cfg)))
     frames = read_video(video, fps=1.0).frames[:8]  # frames at 0, 1, ..., 7 s

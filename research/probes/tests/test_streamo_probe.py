@@ -129,12 +129,11 @@ def test_pair_align_outputs_the_colour_words_embedding_at_each_block(tmp_path):
     from research.probes.streamo_visual_probe import aligned_vision_start, pair_frame
     from transformers import AutoTokenizer
 
-    from data_pipelines.processor import process_images
+    from stvl_jax.models.qwen_vl.host.preprocess import process_images
     from data_pipelines.tokenizer import build_tiny_tokenizer
     from stvl_jax import load_model
-    from stvl_jax.demo.streamo import TRAIN_CONFIG, training_vision
+    from stvl_jax.demo.streamo import TRAIN_CONFIG
     from stvl_jax.models.qwen_vl.vision_inputs import prepare_vision_inputs
-    from stvl_jax.train.config import load_train_config
 
     tok_dir = build_tiny_tokenizer(str(tmp_path / "tok"))
     overrides, mse = aligned_vision_start(TRAIN_CONFIG, tok_dir, str(tmp_path), steps=150, batch=16)
@@ -142,8 +141,7 @@ def test_pair_align_outputs_the_colour_words_embedding_at_each_block(tmp_path):
     model = load_model(overrides[1].split("=", 1)[1])
     red = AutoTokenizer.from_pretrained(tok_dir).encode(" red", add_special_tokens=False)[0]
     word = np.asarray(model.language_model.embed_tokens.embedding[...])[red]
-    vision = training_vision(load_train_config(TRAIN_CONFIG, [f"data.pipeline.tokenizer={tok_dir}"]))
-    pv, grid = process_images(pair_frame(True, False, (2, 0))[None], vision)
+    pv, grid = process_images(pair_frame(True, False, (2, 0))[None], model.preprocessing)  # the recipe's 56 x 56
     tokens = np.asarray(model.visual(prepare_vision_inputs(model.config, pixel_values=pv, image_grid_thw=grid))[0])
     assert tokens.shape == (4, word.size)
     assert np.linalg.norm(tokens[2] - word) < 0.05 * np.linalg.norm(word), mse  # 0.02 measured

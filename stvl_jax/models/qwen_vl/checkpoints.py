@@ -63,6 +63,9 @@ class CheckpointSource:
         self.close()
 
 
+LEGACY_VISION_KEYS = ("image_mean", "image_std")  # under "model"/"vision" before "preprocessing" existed
+
+
 class StvlCheckpoint(CheckpointSource):
     """The native format (`stvl_jax.checkpoint_io`), restored by Orbax."""
 
@@ -71,9 +74,11 @@ class StvlCheckpoint(CheckpointSource):
     def __init__(self, path):
         super().__init__(path)
         self.info = checkpoint_io.read_info(self.path)
+        model = dict(self.info["model"])
+        if isinstance(model.get("vision"), dict):  # checkpoints before "preprocessing" kept mean/std here
+            model["vision"] = {k: v for k, v in model["vision"].items() if k not in LEGACY_VISION_KEYS}
         try:
-            self.config = QwenVLConfig.from_dict(self.info["model"],
-                                                 source=f"{self.path}/{checkpoint_io.CONFIG_FILE}")
+            self.config = QwenVLConfig.from_dict(model, source=f"{self.path}/{checkpoint_io.CONFIG_FILE}")
         except ConfigError as e:
             raise CheckpointError(str(e)) from None
         self._specs: Specs | None = None

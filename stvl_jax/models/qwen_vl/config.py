@@ -1,7 +1,8 @@
 """Architecture config of the Qwen-VL family (Qwen3-VL and Qwen2.5-VL), nested: `vision`, `text`.
 
-Only what defines the network lives here (compute dtype, remat, mesh are runtime options). The mapping to and
-from HF `config.json` is in `converters/qwen_vl_config.py`.
+Only what defines the network lives here (compute dtype, remat, mesh are runtime options; how pixels are prepared
+is the checkpoint's `PreprocessConfig`, `host/preprocess.py`). The mapping to and from HF `config.json` is in
+`converters/qwen_vl_config.py`.
 """
 
 from __future__ import annotations
@@ -11,6 +12,9 @@ from typing import Literal
 import pydantic
 
 from stvl_jax.config_base import StrictConfig
+from stvl_jax.errors import ConfigError
+from stvl_jax.models.qwen_vl.host.positions import PositionsConfig
+from stvl_jax.models.qwen_vl.host.preprocess import PreprocessConfig
 
 Family = Literal["qwen3_vl", "qwen2_5_vl"]
 
@@ -34,10 +38,6 @@ class VisionConfig(StrictConfig):
     window_size: int | None = None
     fullatt_block_indexes: tuple[int, ...] = ()
     tokens_per_second: float | None = None
-    # Per-channel normalization of integer (uint8) pixel values, applied in the vision tower; None = the
-    # family's processor default (`QwenVLConfig.image_mean_std`). Float pixel values arrive normalized.
-    image_mean: tuple[float, float, float] | None = None
-    image_std: tuple[float, float, float] | None = None
     initializer_range: float = pydantic.Field(default=0.02, gt=0)  # std of freshly initialised weights (as HF)
 
     @property
@@ -69,13 +69,6 @@ class VisionConfig(StrictConfig):
         if bad:
             raise ValueError(f"vision block indexes {bad} out of range for depth {self.depth}")
         return self
-
-
-# HF processor defaults: Qwen3-VL mean = std = 0.5; Qwen2.5-VL the CLIP statistics.
-_IMAGE_MEAN_STD = {
-    "qwen3_vl": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
-    "qwen2_5_vl": ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)),
-}
 
 
 class TextConfig(StrictConfig):
@@ -139,7 +132,25 @@ class QwenVLConfig(StrictConfig):
         return self
 
     @property
-    def image_mean_std(self) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
-        """(mean, std) per channel for uint8 pixels: the config's, else the family's HF processor default."""
-        mean, std = _IMAGE_MEAN_STD[self.family]
-        return self.vision.image_mean or mean, self.vision.image_std or std
+    def positions(self) -> PositionsConfig:
+        """The M-RoPE settings a host needs (`host.positions`) besides family and merge size."""
+        return PositionsConfig(tokens_per_second=self.vision.tokens_per_second or 1,
+                               video_position_advance=self.video_position_advance)
+
+    def default_preprocessing(self) -> PreprocessConfig:
+        """The family's HF default preprocessing with this network's patch, temporal patch and merge sizes."""
+        vc = self.vision
+        return PreprocessConfig.default(self.family, patch_size=vc.patch_size,
+                                        temporal_patch_size=vc.temporal_patch_size,
+                                        merge_size=vc.spatial_merge_size)
+
+    def check_preprocessing(self, pre: PreprocessConfig, where: str = "preprocessing") -> PreprocessConfig:
+        """`pre` if it produces this network's inputs (family, patch sizes), else `ConfigError` naming both."""
+        vc = self.vision
+        want = {"family": self.family, "patch_size": vc.patch_size, "temporal_patch_size": vc.temporal_patch_size,
+                "merge_size": vc.spatial_merge_size}
+        bad = {k: (getattr(pre, k), v) for k, v in want.items() if getattr(pre, k) != v}
+        if bad:
+            raise ConfigError(f"{where} does not fit the model: " + ", ".join(
+                f"{k} {got!r} but the model has {v!r}" for k, (got, v) in bad.items()))
+        return pre

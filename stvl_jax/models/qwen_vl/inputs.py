@@ -14,7 +14,7 @@ import numpy as np
 
 from stvl_jax.errors import InputError
 from stvl_jax.models.qwen_vl.config import QwenVLConfig
-from stvl_jax.models.qwen_vl.positions import get_rope_index_for_config
+from stvl_jax.models.qwen_vl.host.positions import get_rope_index
 from stvl_jax.models.qwen_vl.vision_inputs import VisionInputs, prepare_vision_inputs
 
 KNOWN_KEYS = frozenset({
@@ -76,7 +76,7 @@ def prepare_inputs(config: QwenVLConfig, batch: Mapping, *, pad_patches_to_multi
                              f"{n_expected} merged tokens")
 
     try:
-        position_ids, deltas = get_rope_index_for_config(config, b)
+        position_ids, deltas = rope_index(config, b)
     except ValueError as e:
         raise InputError(str(e)) from None
     if "position_ids" in b:
@@ -98,3 +98,16 @@ def prepare_inputs(config: QwenVLConfig, batch: Mapping, *, pad_patches_to_multi
     )
     inputs = ModelInputs(ids.astype(np.int32), mask.astype(np.int32), position_ids.astype(np.int32), vision)
     return inputs, deltas
+
+
+def rope_index(config: QwenVLConfig, batch: dict) -> tuple[np.ndarray, np.ndarray]:
+    """The model's fallback positions: `host.positions.get_rope_index` with the token ids, merge size and
+    `positions` settings of `config` (the same rule the training pipeline applies per example)."""
+    p = config.positions
+    return get_rope_index(
+        batch["input_ids"], image_grid_thw=batch.get("image_grid_thw"), video_grid_thw=batch.get("video_grid_thw"),
+        attention_mask=batch.get("attention_mask"), mm_token_type_ids=batch.get("mm_token_type_ids"),
+        second_per_grid_ts=batch.get("second_per_grid_ts"), family=config.family,
+        spatial_merge_size=config.vision.spatial_merge_size, tokens_per_second=p.tokens_per_second,
+        image_token_id=config.image_token_id, video_token_id=config.video_token_id,
+        video_position_advance=p.video_position_advance)

@@ -20,36 +20,40 @@ import numpy as np
 from flax import nnx
 
 from stvl_jax import checkpoint_io
-from stvl_jax.errors import CheckpointError
-from stvl_jax.models.qwen_vl.checkpoints import open_checkpoint
+from stvl_jax.errors import CheckpointError, ConfigError
+from stvl_jax.models.qwen_vl.checkpoints import LEGACY_VISION_KEYS, open_checkpoint
 from stvl_jax.models.qwen_vl.config import QwenVLConfig
+from stvl_jax.models.qwen_vl.host.preprocess import PreprocessConfig
 from stvl_jax.models.qwen_vl.model import QwenVLForConditionalGeneration
+from stvl_jax.nn.params import flat_key, flat_params
 from stvl_jax.sharding import auto_mesh, logical_axes_of, named_sharding
 
 
-def abstract_model(config: QwenVLConfig, *, dtype=jnp.float32, param_dtype=jnp.float32
-                   ) -> QwenVLForConditionalGeneration:
+def abstract_model(config: QwenVLConfig, *, dtype=jnp.float32, param_dtype=jnp.float32,
+                   preprocessing: PreprocessConfig | None = None) -> QwenVLForConditionalGeneration:
     """The model with `jax.ShapeDtypeStruct` parameters (shapes, dtypes, logical axes; nothing allocated)."""
     return nnx.eval_shape(lambda: QwenVLForConditionalGeneration(config, dtype=dtype, param_dtype=param_dtype,
-                                                                 rngs=nnx.Rngs(0)))
+                                                                 preprocessing=preprocessing, rngs=nnx.Rngs(0)))
+
+
+def param_specs(config: QwenVLConfig) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """{"visual/blocks/attn/q_proj/kernel": (shape, dtype), ...} for every parameter of `config`'s model (the
+    one description of a config's parameters: checkpoints, converters and FLOP counts use it)."""
+    return dict(_cached_specs(config))
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_specs(config: QwenVLConfig) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    return _specs_of(abstract_model(config))  # eval_shape of a 2B model: ~1 s, asked for by several checks
+
+
+def _specs_of(model: QwenVLForConditionalGeneration) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    return {k: (tuple(v.get_value().shape), np.dtype(v.get_value().dtype)) for k, v in flat_params(model).items()}
 
 
 def param_shapes(config: QwenVLConfig) -> dict[str, tuple[int, ...]]:
     """{"visual/blocks/attn/q_proj/kernel": shape, ...} for every parameter of `config`'s model."""
-    return dict(_cached_shapes(config))
-
-
-@functools.lru_cache(maxsize=8)
-def _cached_shapes(config: QwenVLConfig) -> dict[str, tuple[int, ...]]:
-    return _shapes_of(abstract_model(config))  # eval_shape of a 2B model: ~1 s, asked for by several checks
-
-
-def _shapes_of(model: QwenVLForConditionalGeneration) -> dict[str, tuple[int, ...]]:
-    return {_key(p): tuple(v.get_value().shape) for p, v in nnx.to_flat_state(nnx.state(model, nnx.Param))}
-
-
-def _key(path) -> str:
-    return "/".join(map(str, path))
+    return {k: shape for k, (shape, _) in param_specs(config).items()}
 
 
 def read_config(path: str | Path) -> tuple[QwenVLConfig, dict[str, Any]]:
@@ -57,6 +61,25 @@ def read_config(path: str | Path) -> tuple[QwenVLConfig, dict[str, Any]]:
     import` would write; `CheckpointError` if it is neither."""
     with open_checkpoint(path) as source:
         return source.config, source.info
+
+
+def read_preprocessing(path: str | Path, config: QwenVLConfig | None = None,
+                       info: Mapping[str, Any] | None = None) -> PreprocessConfig:
+    """The preprocessing a checkpoint's model expects (its stvl_config.json "preprocessing"; a checkpoint written
+    before that section existed gets its family default, with the mean/std it recorded)."""
+    if config is None or info is None:
+        config, info = read_config(path)
+    where = f"{path}/{checkpoint_io.CONFIG_FILE} preprocessing"
+    try:
+        if isinstance(info.get("preprocessing"), dict):
+            pre = PreprocessConfig.from_dict(info["preprocessing"], source=where)
+        else:
+            vision = info["model"].get("vision") or {}
+            legacy = {k: vision[k] for k in LEGACY_VISION_KEYS if vision.get(k) is not None}
+            pre = config.default_preprocessing().updated(legacy, source=where)
+        return config.check_preprocessing(pre, where)
+    except ConfigError as e:
+        raise CheckpointError(str(e)) from None
 
 
 def check_params(config: QwenVLConfig, stored: Mapping[str, tuple], where: str,
@@ -80,6 +103,7 @@ def load_model(path: str | Path, *, mesh: jax.sharding.Mesh | None = None, dtype
                ) -> QwenVLForConditionalGeneration:
     """Load a Qwen-VL model: a checkpoint written by `stvl convert import`, `save_model` or training, or a Hugging
     Face directory (config.json + safetensors, one file or shards + index), read in place without conversion.
+    The model's `.preprocessing` is the checkpoint's (`read_preprocessing`): build its inputs with it.
 
     mesh: a ('data', 'fsdp', 'tensor') mesh (`stvl_jax.make_mesh` or `jax.make_mesh`, Explicit or Auto axes;
       `model.mesh` is its Auto form); parameters are placed by the logical-axis rules and `model(**batch)` runs
@@ -90,46 +114,52 @@ def load_model(path: str | Path, *, mesh: jax.sharding.Mesh | None = None, dtype
     mesh = auto_mesh(mesh)  # Explicit axes (jax.make_mesh's default) -> Auto: sharding.auto_mesh
     with open_checkpoint(path) as source:
         config = source.config
+        preprocessing = read_preprocessing(path, config, source.info)
         stored = source.param_specs()
         nominal = jnp.dtype(param_dtype) if param_dtype is not None else \
             checkpoint_io.dominant_dtype(stored.values())
         compute = jnp.dtype(dtype) if dtype is not None else nominal
-        model = abstract_model(config, dtype=compute, param_dtype=nominal)
-        check_params(config, stored, f"checkpoint {str(path)!r}", want=_shapes_of(model))
+        model = abstract_model(config, dtype=compute, param_dtype=nominal, preprocessing=preprocessing)
+        check_params(config, stored, f"checkpoint {str(path)!r}",
+                     want={k: shape for k, (shape, _) in _specs_of(model).items()})
         graphdef, state = nnx.split(model)  # Params only: the model keeps no other state
         flat_state = nnx.to_flat_state(state)
         default = jax.sharding.SingleDeviceSharding(jax.devices()[0])
         targets = {}
         for p, var in flat_state:
-            shape, stored_dtype = stored[_key(p)]
+            shape, stored_dtype = stored[flat_key(p)]
             # the rules table decides placement (same as `state_shardings`, per variable)
             sharding = default if mesh is None else named_sharding(mesh, logical_axes_of(var), shape)
-            targets[_key(p)] = jax.ShapeDtypeStruct(shape, param_dtype or stored_dtype, sharding=sharding)
+            targets[flat_key(p)] = jax.ShapeDtypeStruct(shape, param_dtype or stored_dtype, sharding=sharding)
         restored = source.restore(targets)
     for p, var in flat_state:
-        var.set_value(restored[_key(p)])
+        var.set_value(restored[flat_key(p)])
     model = nnx.merge(graphdef, state)
     model.mesh = mesh
     return model
 
 
 def save_model(model_or_params: QwenVLForConditionalGeneration | Mapping[str, Any], config: QwenVLConfig | None,
-               path: str | Path, *, source: Mapping[str, Any] | None = None, overwrite: bool = False) -> Path:
+               path: str | Path, *, source: Mapping[str, Any] | None = None, overwrite: bool = False,
+               preprocessing: PreprocessConfig | None = None, sections: Mapping[str, Any] | None = None) -> Path:
     """Write a checkpoint that `load_model` reads.
 
     model_or_params: an nnx model (its Params, sharded or not, are written as they are placed) or a flat
       {"visual/patch_embed/kernel": array, ...} dict of numpy / jax arrays (our layout, stacked layers).
     config: the model config (None with a model: `model.config`).
     source: provenance recorded in stvl_config.json (e.g. the HF config the weights came from).
+    preprocessing: how the model's inputs are prepared (None: the model's `.preprocessing`, else the family
+      default); sections: task settings to record (e.g. {"stride": {...}}).
     """
     if isinstance(model_or_params, nnx.Module):
         config = config or model_or_params.config
-        state = nnx.state(model_or_params, nnx.Param)
-        flat = {_key(p): v.get_value() for p, v in nnx.to_flat_state(state)}
+        preprocessing = preprocessing or model_or_params.preprocessing
+        flat = {k: v.get_value() for k, v in flat_params(model_or_params).items()}
     else:
         flat = dict(model_or_params)
     if config is None:
         raise ValueError("save_model needs a config with a flat parameter dict")
     check_params(config, {k: (tuple(np.shape(v)),) for k, v in flat.items()}, "parameters to save")
+    pre = config.check_preprocessing(preprocessing or config.default_preprocessing())
     return checkpoint_io.write_checkpoint(path, config.to_dict(), flat, source=source or {"kind": "stvl-jax"},
-                                          overwrite=overwrite)
+                                          preprocessing=pre.to_dict(), sections=sections, overwrite=overwrite)

@@ -18,6 +18,7 @@ import numpy as np
 from flax import nnx
 
 from stvl_jax.models.qwen_vl.config import QwenVLConfig
+from stvl_jax.models.qwen_vl.host.preprocess import PreprocessConfig
 from stvl_jax.models.qwen_vl.inputs import ModelInputs, prepare_inputs
 from stvl_jax.models.qwen_vl.text import KVCache, TextModel
 from stvl_jax.models.qwen_vl.vision import VisionTower
@@ -53,14 +54,18 @@ def place_visual_features(embeds: jax.Array, input_ids: jax.Array, features: jax
 
 class QwenVLForConditionalGeneration(nnx.Module):
     def __init__(self, config: QwenVLConfig, *, dtype=jnp.float32, param_dtype=jnp.float32, precision=None,
-                 remat: str = "none", rngs: nnx.Rngs):
+                 remat: str = "none", preprocessing: PreprocessConfig | None = None, rngs: nnx.Rngs):
+        """preprocessing: how this model's inputs are prepared (the checkpoint's; None: the family default).
+        The vision tower normalizes integer pixel values with its mean/std; prompt builders read the rest."""
         self.config = config
+        self.preprocessing = config.check_preprocessing(preprocessing or config.default_preprocessing())
         self.dtype = dtype
         self.param_dtype = param_dtype
         self.precision = precision
         self.remat = remat
         kw = dict(dtype=dtype, param_dtype=param_dtype, precision=precision, remat=remat, rngs=rngs)
-        self.visual = VisionTower(config, **kw)
+        pre = self.preprocessing
+        self.visual = VisionTower(config, pixel_mean_std=(pre.image_mean, pre.image_std), **kw)
         self.language_model = TextModel(config.text, **kw)
         if not config.tie_word_embeddings:
             self.lm_head = Linear(config.text.hidden_size, config.text.vocab_size, in_axes=("embed",),
@@ -69,7 +74,8 @@ class QwenVLForConditionalGeneration(nnx.Module):
 
     def build_options(self) -> dict:
         """Constructor options (besides config/rngs), to rebuild an equivalent model (e.g. after a resize)."""
-        return dict(dtype=self.dtype, param_dtype=self.param_dtype, precision=self.precision, remat=self.remat)
+        return dict(dtype=self.dtype, param_dtype=self.param_dtype, precision=self.precision, remat=self.remat,
+                    preprocessing=self.preprocessing)
 
     # ---------------------------------------------------------------- traceable core
     def embed(self, inputs: ModelInputs) -> tuple[jax.Array, jax.Array | None]:

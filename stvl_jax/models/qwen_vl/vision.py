@@ -112,9 +112,15 @@ class PatchMerger(nnx.Module):
 
 class VisionTower(nnx.Module):
     def __init__(self, config: QwenVLConfig, *, dtype=jnp.float32, param_dtype=jnp.float32, precision=None,
-                 remat: str = "none", rngs: nnx.Rngs):
+                 remat: str = "none", pixel_mean_std=None, rngs: nnx.Rngs):
+        """pixel_mean_std: ((mean,)*3, (std,)*3) for integer pixel values (the checkpoint's preprocessing;
+        None: the family default)."""
         vc = config.vision
         self.config = config
+        if pixel_mean_std is None:
+            pre = config.default_preprocessing()
+            pixel_mean_std = (pre.image_mean, pre.image_std)
+        self.pixel_mean_std = tuple(tuple(float(x) for x in v) for v in pixel_mean_std)
         self.dtype = dtype
         self.remat = remat
         qwen3 = config.family == "qwen3_vl"
@@ -140,7 +146,7 @@ class VisionTower(nnx.Module):
         normalized per channel, then permuted to the HF layout (N, C*T*P*P). Float rows are already normalized."""
         if not jnp.issubdtype(pv.dtype, jnp.integer):
             return pv
-        mean, std = (np.asarray(v, np.float32)[:, None] for v in self.config.image_mean_std)
+        mean, std = (np.asarray(v, np.float32)[:, None] for v in self.pixel_mean_std)
         table = jnp.asarray(((np.arange(256, dtype=np.float64) * (1 / 255)).astype(np.float32)[None] - mean) / std)
         vc = self.config.vision
         if pv.ndim == 3:

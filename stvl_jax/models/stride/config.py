@@ -7,7 +7,6 @@ A STRIDE model is a Qwen3-VL whose vocabulary holds three extra tokens: `<activa
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pydantic
@@ -82,26 +81,17 @@ def add_stride_tokens(tokenizer) -> int:
 
 
 def recorded_settings(path: str | Path) -> dict:
-    """Settings recorded with a checkpoint -> {"window": StrideConfig fields, "vision": processor fields,
-    "fps": frames per second of training clips}; empty where unknown. Sources: a STRIDE hub config.json (kept by
-    `stvl convert import`, or the HF directory's own) (`trigger_window_past`, ...) and a training run's
-    `data.pipeline` (run/meta.json)."""
+    """STRIDE settings a checkpoint records -> {"window": StrideConfig fields, "fps": clip frames per second or
+    None}; empty where unknown. Sources, in its stvl_config.json (for an HF directory, what import would write):
+    the "stride" section training writes, else a STRIDE hub config.json (`trigger_window_past`, ...). The
+    preprocessing is the model's own (`load_model(...).preprocessing`)."""
     from stvl_jax.models.qwen_vl.loading import read_config
 
-    path = Path(path)
     info = read_config(path)[1]  # an HF directory: its own config.json is the hf_config
     hf = (info.get("source") or {}).get("hf_config") or {}
-    out = {"window": {ours: hf[key] for key, ours in HF_KEYS.items() if hf.get(key) is not None}, "vision": {},
-           "fps": None}
-    meta = path / "run" / "meta.json"
-    if meta.is_file():
-        try:
-            run = json.loads(meta.read_text())
-        except json.JSONDecodeError as e:
-            raise CheckpointError(f"{str(meta)!r} is not valid JSON ({e})") from None
-        pipeline = ((run.get("config") or {}).get("data") or {}).get("pipeline") or {}
-        stride = pipeline.get("stride") or {}
-        out["window"].update({k: stride[k] for k in ("window", "resolution", "single_sequence") if k in stride})
-        out["vision"] = dict(pipeline.get("vision") or {})
-        out["fps"] = pipeline.get("stride_fps")
-    return out
+    window = {ours: hf[key] for key, ours in HF_KEYS.items() if hf.get(key) is not None}
+    trained = info.get("stride") or {}
+    if not isinstance(trained, dict):
+        raise CheckpointError(f"{str(path)!r}: the 'stride' section of its stvl_config.json is not a mapping")
+    window.update({k: trained[k] for k in ("window", "resolution", "single_sequence") if k in trained})
+    return {"window": window, "fps": trained.get("fps")}
