@@ -147,7 +147,8 @@ def test_export_refuses_non_finite_tensors(tiny, tmp_path, stvl):
     # the rerun into the same --out is not blocked
     rc, out_text, err = stvl("export", "--ckpt", ckpt, "--out", out, "--quiet", "--allow-non-finite")
     assert rc == 0, err
-    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors", "preprocessor_config.json",
+                                                     "video_preprocessor_config.json"]
 
 
 def test_failed_export_into_an_existing_dir_cleans_up(tiny, tmp_path, stvl):
