@@ -28,7 +28,8 @@ def config(out_dir, index, tok, *extra):
 
     return load_train_config(REPO / "configs/train/qwen3vl_tiny_captions.yaml", [
         *QUIET, f"out_dir={out_dir}", f"data.pipeline.index={index}", f"data.pipeline.tokenizer={tok}",
-        "steps=5", "data.batch_size=2", "data.pipeline.max_frames=4", "checkpoint.every=2", "optim.warmup_steps=0",
+        "steps=5", "data.batch_size=2", "data.pipeline.preprocess.frames.max_frames=4", "checkpoint.every=2",
+        "optim.warmup_steps=0",
         *extra])
 
 
