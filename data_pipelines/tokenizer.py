@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import os
 
+from stvl_jax.errors import InputError
+
 SPECIAL_TOKENS = (
     "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>",
     "<|video_pad|>", "</Silence>", "</Standby>", "</Response>", "<activation>", "<active>", "<inactive>",
@@ -39,6 +41,22 @@ CHAT_TEMPLATE = (
     "{%- endfor -%}"
     "{%- if add_generation_prompt -%}<|im_start|>assistant{{ '\\n' }}{%- endif -%}"
 )
+
+
+def open_tokenizer(path: str, what: str = "tokenizer"):
+    """`AutoTokenizer.from_pretrained(path)` for a local directory only (never the hub): a missing directory or one
+    transformers cannot read is one InputError naming `what` (e.g. the config key) and the path."""
+    from transformers import AutoTokenizer
+
+    if not os.path.isdir(path):
+        raise InputError(f"{what}: tokenizer directory {path!r} not found")
+    if not any(os.path.isfile(os.path.join(path, f)) for f in ("tokenizer.json", "tokenizer_config.json")):
+        raise InputError(f"{what}: {path!r} is not a tokenizer directory (no tokenizer.json or tokenizer_config.json)")
+    try:
+        return AutoTokenizer.from_pretrained(path, local_files_only=True)
+    except (OSError, ValueError, TypeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise InputError(f"{what}: cannot load a tokenizer from {path!r}: {first}") from None
 
 
 def build_tiny_tokenizer(out_dir: str) -> str:

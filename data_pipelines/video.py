@@ -66,7 +66,7 @@ class VideoClip:
 _PROBE_CACHE: dict[tuple[str, float, int], VideoInfo] = {}
 
 
-def _stat_file(path: str) -> os.stat_result:
+def stat_video_file(path: str) -> os.stat_result:
     """The checks that need no decoder: exists, regular file, not empty."""
     try:
         st = os.stat(path)
@@ -98,7 +98,7 @@ def _frames_from_duration(container, stream, fps: float) -> int | None:
 def probe_video(path: str) -> VideoInfo:
     """Open the container with PyAV and check it holds a decodable video stream. Cached per (path, mtime, size)."""
     path = os.fspath(path)
-    st = _stat_file(path)
+    st = stat_video_file(path)
     key = (path, st.st_mtime, st.st_size)
     if key in _PROBE_CACHE:
         return _PROBE_CACHE[key]
@@ -269,7 +269,7 @@ def decode_clip(path: str, select: Callable[[VideoInfo], np.ndarray], *, num_thr
     the file. `copy=False`: the frames are a read-only array over decord's own buffer (for callers that only read).
     """
     path = os.fspath(path)
-    _stat_file(path)
+    stat_video_file(path)
 
     def run():
         import decord

@@ -2,13 +2,14 @@
 
 argparse reports a rejected value as `argument --flag: <message>` with the usage line and exit status 2, so a
 bad number names its flag instead of surfacing later as a traceback (or, worse, as silently wrong output:
-`--fps 0` made every Streamo time 0).
+`--fps 0` made every Streamo time 0). `output_dir` refuses an output directory path that is an existing file.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
 
 
 def _number(kind, text: str, ok, what: str):
@@ -35,3 +36,9 @@ def non_negative_float(text: str) -> float:
 
 def probability(text: str) -> float:
     return _number(float, text, lambda v: 0 <= v <= 1, "a number in [0, 1]")
+
+
+def output_dir(text: str) -> str:
+    if os.path.exists(text) and not os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"{text!r} exists and is not a directory")
+    return text

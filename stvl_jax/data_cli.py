@@ -21,7 +21,7 @@ import sys
 from collections import Counter
 
 from data_pipelines.errors import AnnotationError
-from stvl_jax.cli_args import non_negative_float, positive_float, positive_int
+from stvl_jax.cli_args import non_negative_float, output_dir, positive_float, positive_int
 
 
 def _read_records(path: str):
@@ -247,13 +247,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="stvl data", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("synth", help="write the synthetic space-time video set")
-    s.add_argument("--out", required=True)
+    s.add_argument("--out", type=output_dir, required=True)
     s.add_argument("--videos", type=positive_int, default=64)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--workers", type=positive_int, default=None)
     s.set_defaults(fn=cmd_synth)
     s = sub.add_parser("tokenizer", help="build the tiny Qwen-style tokenizer")
-    s.add_argument("--out", required=True)
+    s.add_argument("--out", type=output_dir, required=True)
     s.set_defaults(fn=cmd_tokenizer)
     s = sub.add_parser("streamo", help="Streamo raw QA -> stream format (to-stream)")
     s.add_argument("--input", required=True)

@@ -26,6 +26,7 @@ from data_pipelines.grain.sources import parse_record
 from data_pipelines.grain.text import (
     SpecialIds, encode, image_placeholder, render_chat, token_types, video_placeholder,
 )
+from data_pipelines.tokenizer import open_tokenizer
 from data_pipelines.video import VideoInfo, decode_clip, sample_indices
 from stvl_jax.models.qwen_vl.host.placeholders import vision_pad_counts
 from stvl_jax.models.qwen_vl.host.positions import example_positions
@@ -51,9 +52,7 @@ class ExampleBuilder:
     @property
     def tokenizer(self):
         if self._tok is None:
-            from transformers import AutoTokenizer
-
-            self._tok = AutoTokenizer.from_pretrained(self.cfg.tokenizer)
+            self._tok = open_tokenizer(self.cfg.tokenizer, "data.pipeline.tokenizer")
             self._ids = SpecialIds.from_tokenizer(self._tok)
         return self._tok
 

@@ -27,6 +27,7 @@ from data_pipelines.grain.collate import collate
 from data_pipelines.grain.config import PipelineConfig, _parse_shard
 from data_pipelines.grain.examples import ExampleBuilder
 from data_pipelines.grain.sources import open_source
+from data_pipelines.tokenizer import open_tokenizer
 
 
 def _shard_options(cfg: PipelineConfig):
@@ -153,9 +154,7 @@ class _BatchesIterator(grain.DatasetIterator):
 
 
 def _pad_id(tokenizer_dir: str) -> int:
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    tok = open_tokenizer(tokenizer_dir, "data.pipeline.tokenizer")
     return tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
 
 

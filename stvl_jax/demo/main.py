@@ -15,7 +15,7 @@ import os
 import sys
 import time
 
-from stvl_jax.cli_args import positive_int
+from stvl_jax.cli_args import output_dir, positive_int
 
 
 def _ensure_devices(n: int) -> None:
@@ -31,7 +31,7 @@ def _ensure_devices(n: int) -> None:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="stvl demo", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", default="runs/demo", help="working directory (default: runs/demo)")
+    p.add_argument("--out", type=output_dir, default="runs/demo", help="working directory (default: runs/demo)")
     p.add_argument("--videos", type=positive_int, default=64, help="synthetic videos to make")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--skip-parity", action="store_true", help="skip the PyTorch parity stage")

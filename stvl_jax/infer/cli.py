@@ -122,23 +122,19 @@ def synthetic_gt(video: str, query: str) -> list[tuple[float, float]]:
 
 
 def load_tokenizer(path: str | None, ckpt: str, flag: str):
-    from transformers import AutoTokenizer
-
+    from data_pipelines.tokenizer import open_tokenizer
     from stvl_jax.models.qwen_vl.checkpoints import tokenizer_dir
 
-    path = path or tokenizer_dir(ckpt)
-    if not os.path.isdir(path):
-        raise InputError(f"tokenizer directory {path!r} not found (pass {flag})")
-    return AutoTokenizer.from_pretrained(path)
+    return open_tokenizer(path or tokenizer_dir(ckpt), flag)
 
 
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
-    if not os.path.isfile(args.video):
-        raise InputError(f"video {args.video!r} not found")
-    from data_pipelines.video import read_video
+    from data_pipelines.video import read_video, stat_video_file
     from stvl_jax.infer.stride_assistant import Answer, Answerer, ProactiveAssistant
     from stvl_jax.infer.stride_timeline import format_timeline, latency_summary, plot_timeline
+
+    stat_video_file(args.video)  # missing, a directory, a FIFO, empty: one line before the model loads
 
     tok = load_tokenizer(args.tokenizer, args.ckpt, "--tokenizer")
     cfg = stream_config(args, margin=args.margin, multi_event=args.multi_event, max_triggers=args.max_triggers,
