@@ -3,13 +3,14 @@
     stvl data synth --out DIR [--videos N] [--seed S] [--workers W]
     stvl data tokenizer --out DIR
     stvl data streamo --input raw.json --out stream.jsonl [--fps 1] [--video-root DIR] [--system-prompt TEXT]
-                      [--refuse-past-end] [--strict]
+                      [--refuse-past-end] [--default-question [TEXT]] [--strict]
     stvl data stride --input samples.jsonl --out windows.jsonl [--window 16] [--modes 1 2 3] [--seed S]
     stvl data qvh-yesno --input qvh.jsonl --out yesno.jsonl [--seed S] [--margin 0.5]
-    stvl data qvh-yesno-score --samples yesno.jsonl --predictions preds.jsonl
+    stvl data qvh-yesno-score --samples yesno.jsonl --predictions preds.jsonl [--strict]
     stvl data inspect PATH [--check]     (a video, or a JSONL index: record/skip counts)
-    stvl data to-arrayrecord --input x.jsonl --out x.array_record
-Bad records are skipped with per-reason counts printed at the end; --strict raises on the first.
+    stvl data to-arrayrecord --input x.jsonl --out x.array_record [--strict]
+Bad records are skipped with per-reason counts printed at the end; --strict stops at the first with one line
+naming the file:line (or file[index]) and the reason. No target or question is filled in with a default.
 """
 
 from __future__ import annotations
@@ -81,17 +82,19 @@ class _Run:
         self.first_dropped.setdefault(note.reason, str(note))
 
     def skip(self, err: Exception, source: str) -> None:
-        if self.strict:
-            raise err
         reason = getattr(err, "reason", type(err).__name__)
         reason = {"file not found": "missing_file"}.get(reason, reason)
         if getattr(err, "path", None):
             reason = "missing_file" if "not found" in str(err) else "bad_video"
+        if self.strict:  # one line naming the record (a video error names only the video)
+            if source and source not in str(err):
+                raise AnnotationError(reason, str(err), source) from None
+            raise err
         self.skipped[reason] += 1
         self.first.setdefault(reason, str(err) if source in str(err) else f"{source}: {err}")
 
-    def report(self, what: str) -> None:
-        print(f"{what}: wrote {self.ok}, skipped {sum(self.skipped.values())}", file=sys.stderr)
+    def report(self, what: str, verb: str = "wrote") -> None:
+        print(f"{what}: {verb} {self.ok}, skipped {sum(self.skipped.values())}", file=sys.stderr)
         for reason, n in sorted(self.skipped.items()):
             print(f"  {reason}: {n}  (first: {self.first[reason]})", file=sys.stderr)
         for reason, n in sorted(self.dropped.items()):
@@ -99,19 +102,27 @@ class _Run:
                   file=sys.stderr)
 
 
-def _convert_each(a, desc: str, convert, run: _Run | None = None) -> int:
-    """Run convert(index, source, record) -> list of rows over the input; skip/count bad records; write."""
+def _checked(records, run: _Run, check):
+    """Yield check(index, source, record) over (source, record) pairs; a bad record (an AnnotationError or a
+    VideoDecodeError from `check`, or a line that did not parse) is counted in `run` (or raised when strict)."""
     from data_pipelines.errors import VideoDecodeError
 
-    run, rows = run or _Run(a.strict), []
-    for i, (src, rec) in enumerate(_progress(list(_read_records(a.input)), desc)):
+    for i, (src, rec) in enumerate(records):
         try:
             if isinstance(rec, Exception):
                 raise rec
-            rows += convert(i, src, rec)
-            run.ok += 1
+            value = check(i, src, rec)
         except (AnnotationError, VideoDecodeError) as e:
             run.skip(e, src)
+            continue
+        run.ok += 1
+        yield value
+
+
+def _convert_each(a, desc: str, convert, run: _Run | None = None) -> int:
+    """Run convert(index, source, record) -> list of rows over the input; skip/count bad records; write."""
+    run = run or _Run(a.strict)
+    rows = [row for out in _checked(_progress(list(_read_records(a.input)), desc), run, convert) for row in out]
     _write(a.out, rows)
     run.report(desc)
     return 0
@@ -149,16 +160,21 @@ def cmd_tokenizer(a) -> int:
     return 0
 
 
+_REFERENCE_QUESTION = object()  # `--default-question` given without a text: the reference converter's
+
+
 def cmd_streamo(a) -> int:
-    from data_pipelines.formats.streamo import convert_record
+    from data_pipelines.formats.streamo import DEFAULT_QUESTION, convert_record
 
     root = a.video_root or os.path.dirname(os.path.abspath(a.input))
     run = _Run(a.strict)
+    question = DEFAULT_QUESTION if a.default_question is _REFERENCE_QUESTION else a.default_question
 
     def convert(i, src, rec):
         dropped = []  # counted only once the record is kept
         out = convert_record(rec, video_root=root, fps=a.fps, system_prompt=a.system_prompt, source=src,
-                             past_end="refuse" if a.refuse_past_end else "drop", dropped=dropped)
+                             past_end="refuse" if a.refuse_past_end else "drop", dropped=dropped,
+                             default_question=question)
         for note in dropped:
             run.drop(note)
         return [out]
@@ -207,14 +223,36 @@ def cmd_qvh_yesno(a) -> int:
 
 
 def cmd_qvh_score(a) -> int:
-    from data_pipelines.formats.qvhighlights import yesno_accuracy
+    from data_pipelines.formats.qvhighlights import parse_yesno_prediction, validate_yesno_sample, yesno_accuracy
 
-    samples = [r for _, r in _read_records(a.samples) if not isinstance(r, Exception)]
-    preds = {}
-    for _, r in _read_records(a.predictions):
-        if isinstance(r, dict) and "id" in r:
-            preds[r["id"]] = r.get("prediction", r.get("answer", ""))
-    print(json.dumps(yesno_accuracy(samples, preds)))
+    ids, pred_ids = set(), set()
+
+    def unique(seen: set, rid, src: str, what: str) -> None:
+        if rid in seen:
+            raise AnnotationError("duplicate_id", f"{what} id {rid!r} seen before (the first one is used)", src)
+        seen.add(rid)
+
+    def sample(i, src, rec):
+        validate_yesno_sample(rec, src)
+        unique(ids, rec["id"], src, "sample")
+        return rec
+
+    def prediction(i, src, rec):
+        rid, text = parse_yesno_prediction(rec, src)
+        if rid not in ids:
+            raise AnnotationError("unknown_id", f"prediction id {rid!r} is no sample's", src)
+        unique(pred_ids, rid, src, "prediction")
+        return rid, text
+
+    sample_run, pred_run = _Run(a.strict), _Run(a.strict)
+    samples = list(_checked(_read_records(a.samples), sample_run, sample))
+    preds = dict(_checked(_read_records(a.predictions), pred_run, prediction))
+    sample_run.report(f"qvh-yesno-score samples ({a.samples})", verb="read")
+    pred_run.report(f"qvh-yesno-score predictions ({a.predictions})", verb="read")
+    metrics = yesno_accuracy(samples, preds)
+    metrics["skipped_samples"] = dict(sample_run.skipped)
+    metrics["skipped_predictions"] = dict(pred_run.skipped)
+    print(json.dumps(metrics))
     return 0
 
 
@@ -228,6 +266,8 @@ def cmd_inspect(a) -> int:
             n += 1
             if isinstance(rec, Exception):
                 bad[rec.reason] += 1
+            elif not isinstance(rec, (dict, list)):  # a record of every format is an object (STRIDE: or a list)
+                bad["bad_record"] += 1
         print(json.dumps({"records": n, "malformed": dict(bad)}))
         return 0
     info = check_video_isolated(p) if a.check else probe_video(p)
@@ -236,11 +276,29 @@ def cmd_inspect(a) -> int:
     return 0
 
 
-def cmd_to_arrayrecord(a) -> int:
-    from data_pipelines.grain.sources import jsonl_to_array_record
+def _index_record(i: int, src: str, rec) -> bytes:
+    """A record for an index: a JSON object (STRIDE samples: or a list), re-serialized on one line."""
+    if not isinstance(rec, (dict, list)):
+        raise AnnotationError("bad_record", f"an index record is a JSON object (or a STRIDE list), got a "
+                              f"{type(rec).__name__}", src)
+    return json.dumps(rec, ensure_ascii=False, separators=(",", ":")).encode()
 
-    print(json.dumps({"out": a.out, "records": jsonl_to_array_record(a.input, a.out)}))
+
+def cmd_to_arrayrecord(a) -> int:
+    from data_pipelines.grain.sources import write_array_record
+
+    run = _Run(a.strict)
+    payloads = list(_checked(_read_records(a.input), run, _index_record))  # all checked before writing
+    write_array_record(a.out, payloads)
+    run.report("to-arrayrecord")
+    print(json.dumps({"out": a.out, "records": len(payloads), "skipped": dict(run.skipped)}))
     return 0
+
+
+def _nonempty(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    return text
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -265,6 +323,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--refuse-past-end", action="store_true",
                    help="skip a record with a question or response time past the video's end (default: keep "
                         "it, drop that question or answer as Streamo's converter does, and count it)")
+    s.add_argument("--default-question", nargs="?", const=_REFERENCE_QUESTION, default=None, type=_nonempty,
+                   metavar="TEXT", help="open the stream of a record without any question with TEXT (alone: the "
+                   "reference converter's generic question); default: such a record is skipped (missing_question)")
     s.add_argument("--strict", action="store_true")
     s.set_defaults(fn=cmd_streamo)
     s = sub.add_parser("stride", help="build STRIDE activation windows (slot GT, categories, masks)")
@@ -289,14 +350,16 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("qvh-yesno-score", help="accuracy of Yes/No predictions ({id, prediction} JSONL)")
     s.add_argument("--samples", required=True)
     s.add_argument("--predictions", required=True)
+    s.add_argument("--strict", action="store_true")
     s.set_defaults(fn=cmd_qvh_score)
     s = sub.add_parser("inspect", help="probe a video (--check: full decode in a child process) or count an index")
     s.add_argument("path")
     s.add_argument("--check", action="store_true")
     s.set_defaults(fn=cmd_inspect)
-    s = sub.add_parser("to-arrayrecord", help="copy a JSONL index into an ArrayRecord file")
+    s = sub.add_parser("to-arrayrecord", help="copy a JSONL index into an ArrayRecord file (bad lines skipped)")
     s.add_argument("--input", required=True)
     s.add_argument("--out", required=True)
+    s.add_argument("--strict", action="store_true")
     s.set_defaults(fn=cmd_to_arrayrecord)
     return p
 

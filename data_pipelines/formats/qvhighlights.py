@@ -15,6 +15,7 @@ import re
 import numpy as np
 
 from data_pipelines.errors import AnnotationError
+from data_pipelines.formats import as_seconds
 from data_pipelines.synthetic.vocabulary import YESNO_QUESTION
 
 
@@ -27,8 +28,12 @@ def validate_record(rec, source: str = "") -> dict:
             raise AnnotationError("missing_field", f"record lacks {key!r}", source)
     if not isinstance(rec["query"], str) or not rec["query"].strip():
         raise AnnotationError("bad_field", "query must be a non-empty string", source)
+    _identifier(rec, "qid", "record", source)
+    _identifier(rec, "vid", "record", source)
+    if rec.get("video") is not None and not isinstance(rec["video"], str):
+        raise AnnotationError("bad_field", f"video must be a path string, got {type(rec['video']).__name__}", source)
     try:
-        duration = float(rec["duration"])
+        duration = as_seconds(rec["duration"])
     except (TypeError, ValueError):
         raise AnnotationError("bad_time", f"duration {rec['duration']!r} is not a number", source) from None
     if math.isnan(duration):
@@ -42,7 +47,7 @@ def validate_record(rec, source: str = "") -> dict:
         if not (isinstance(w, (list, tuple)) and len(w) == 2):
             raise AnnotationError("bad_field", f"window {w!r} is not [start, end]", source)
         try:
-            s, e = float(w[0]), float(w[1])
+            s, e = as_seconds(w[0]), as_seconds(w[1])
         except (TypeError, ValueError):
             raise AnnotationError("bad_time", f"window {w!r} has non-numeric times", source) from None
         if math.isnan(s) or math.isnan(e):
@@ -54,6 +59,17 @@ def validate_record(rec, source: str = "") -> dict:
         if e > duration + 1e-6:
             raise AnnotationError("time_out_of_range", f"window {w!r} ends after duration {duration}", source)
     return rec
+
+
+def _identifier(rec: dict, key: str, what: str, source: str):
+    """rec[key] as an identifier: a non-empty string or an integer."""
+    if rec.get(key) is None:
+        raise AnnotationError("missing_field", f"{what} lacks {key!r}", source)
+    v = rec[key]
+    if isinstance(v, bool) or not isinstance(v, (str, int)) or v == "":
+        raise AnnotationError("bad_field", f"{what} {key} must be a non-empty string or an integer, got {v!r}",
+                              source)
+    return v
 
 
 def _grid(lo: float, hi: float) -> np.ndarray:
@@ -106,12 +122,43 @@ def normalize_yesno(text: str) -> str | None:
     return m.group(0) if m and m.group(0) in ("yes", "no") else None
 
 
+def validate_yesno_sample(rec, source: str = "") -> dict:
+    """A Yes/No sample (what `to_yesno` writes) as scored: a JSON object with an `id` and an `answer` that is
+    Yes or No (any case). Returns the record; raises AnnotationError (bad_record, missing_field, bad_field)."""
+    if not isinstance(rec, dict):
+        raise AnnotationError("bad_record", f"sample must be a JSON object, got a {type(rec).__name__}", source)
+    _identifier(rec, "id", "sample", source)
+    answer = rec.get("answer")
+    if answer is None:
+        raise AnnotationError("missing_field", "sample lacks 'answer'", source)
+    if not isinstance(answer, str) or answer.strip().lower() not in ("yes", "no"):
+        raise AnnotationError("bad_field", f"sample answer must be Yes or No, got {answer!r}", source)
+    return rec
+
+
+def parse_yesno_prediction(rec, source: str = "") -> tuple:
+    """A prediction line {"id", "prediction"} ("answer" is read when "prediction" is absent) -> (id, text).
+    Raises AnnotationError when the id or the text is missing or not a string (never scored as an empty answer)."""
+    if not isinstance(rec, dict):
+        raise AnnotationError("bad_record", f"prediction must be a JSON object, got a {type(rec).__name__}", source)
+    rid = _identifier(rec, "id", "prediction", source)
+    key = "prediction" if "prediction" in rec else "answer"
+    text = rec.get(key)
+    if text is None:
+        raise AnnotationError("missing_field", "prediction lacks 'prediction' (or 'answer')", source)
+    if not isinstance(text, str):
+        raise AnnotationError("bad_field", f"prediction {key} must be a string, got {type(text).__name__}", source)
+    return rid, text
+
+
 def yesno_accuracy(samples: list[dict], predictions: dict[str, str]) -> dict:
-    """Accuracy over samples (missing predictions count as wrong) -> {accuracy, correct, total, yes_acc, no_acc}."""
-    total = correct = 0
+    """Accuracy over samples (missing predictions count as wrong, and are counted in `missing_predictions`)
+    -> {accuracy, correct, total, yes_accuracy, no_accuracy, missing_predictions}."""
+    total = correct = missing = 0
     per = {"yes": [0, 0], "no": [0, 0]}
     for s in samples:
-        gold = s["answer"].lower()
+        gold = s["answer"].strip().lower()
+        missing += s["id"] not in predictions
         ok = normalize_yesno(predictions.get(s["id"], "")) == gold
         total += 1
         correct += ok
@@ -120,4 +167,5 @@ def yesno_accuracy(samples: list[dict], predictions: dict[str, str]) -> dict:
     acc = correct / total if total else 0.0
     return {"accuracy": acc, "correct": correct, "total": total,
             "yes_accuracy": per["yes"][0] / per["yes"][1] if per["yes"][1] else None,
-            "no_accuracy": per["no"][0] / per["no"][1] if per["no"][1] else None}
+            "no_accuracy": per["no"][0] / per["no"][1] if per["no"][1] else None,
+            "missing_predictions": missing}

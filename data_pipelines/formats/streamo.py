@@ -16,8 +16,15 @@ the video and loses its answer. The record is kept and each dropped item reporte
 `question_past_end`, `response_past_end`); `past_end="refuse"` refuses a record with a time past the video
 instead (`AnnotationError` time_out_of_range). An answer whose turn is the one after the last is dropped in
 both modes (the annotation itself is inside the video).
-Validation beyond the reference (bad-input policy): unparseable, negative and NaN times and a span ending
-before it starts raise `AnnotationError` (the batch converter skips and counts them).
+Validation beyond the reference (bad-input policy: no made-up target): `AnnotationError` (the batch converter
+skips and counts it) for unparseable, negative and NaN times, a span ending before it starts, a record without
+`question` or `response` (reasons `missing_question`, `missing_response`; the reference silently made all-
+`</Silence>` streams and put a generic question over event-specific answers), a question or response without
+text (`missing_content`) or without a time (`missing_time`: a question needs `time`, a response `st_time` and
+`end_time`, or `time`; the reference silently dropped them), and a non-string text (`bad_field`). An explicitly
+empty `response: []` is kept: the annotation says the question is never answered in the video. The reference's
+generic question (`DEFAULT_QUESTION`) is used only when asked for (`default_question=`), for records with no
+question at all.
 """
 
 from __future__ import annotations
@@ -33,6 +40,8 @@ from data_pipelines.errors import AnnotationError
 SILENCE, STANDBY, RESPONSE = "</Silence>", "</Standby>", "</Response>"
 STATE_TOKENS = (SILENCE, STANDBY, RESPONSE)
 STREAM_PLACEHOLDER = "<stream>"
+# The reference converter's question for records without one; here only on request (`default_question=`,
+# `stvl data streamo --default-question`), never by default: over event-specific answers it is a made-up prompt.
 DEFAULT_QUESTION = "Find all significant events in the video and describe them."
 PAST_END_MODES = ("drop", "refuse")
 
@@ -140,23 +149,23 @@ def build_frame_states(num_frames: int, questions: list, responses: list, fps: f
         if dropped is not None:
             dropped.append(AnnotationError(f"{kind}_past_end", f"{msg}: {what}", source))
 
-    for q in questions:
-        if not isinstance(q, dict):
-            raise AnnotationError("bad_field", "each question must be an object", source)
+    for i, q in enumerate(questions):
+        content = _item_text(q, "question", i, source)
         t = parse_time(q.get("time"), fps, field="question.time", source=source)
-        content = q.get("content") or ""
-        if content and t is not None:
-            if _frame(t) > last:
-                past_the_end("question", "question.time", t, "question dropped")
-            else:
-                qmap[_frame(t)] = content
-    for r in responses:
-        if not isinstance(r, dict):
-            raise AnnotationError("bad_field", "each response must be an object", source)
-        content = r.get("content") or ""
+        if t is None:
+            raise AnnotationError("missing_time", f"question {i} has no time ({_times(q, 'time')})", source)
+        if _frame(t) > last:
+            past_the_end("question", "question.time", t, "question dropped")
+        else:
+            qmap[_frame(t)] = content
+    for i, r in enumerate(responses):
+        content = _item_text(r, "response", i, source)
         st = parse_time(r.get("st_time"), fps, field="response.st_time", source=source)
         end = parse_time(r.get("end_time"), fps, field="response.end_time", source=source)
         t = parse_time(r.get("time"), fps, field="response.time", source=source)
+        if (st is None or end is None) and t is None:
+            raise AnnotationError("missing_time", f"response {i} needs st_time and end_time, or time "
+                                  f"({_times(r, 'st_time', 'end_time', 'time')})", source)
         if st is not None and end is not None:
             if end < st:
                 raise AnnotationError("bad_span", f"response end_time {end} < st_time {st}", source)
@@ -165,21 +174,39 @@ def build_frame_states(num_frames: int, questions: list, responses: list, fps: f
             elif _frame(end) > last:
                 past_the_end("response", "response.end_time", end, "answer dropped, standby turns inside the "
                              "video kept")
-            for i in range(_frame(st), min(_frame(end) + 1, num_frames)):
-                states[i] = STANDBY
+            for k in range(_frame(st), min(_frame(end) + 1, num_frames)):
+                states[k] = STANDBY
             resp = _frame(end) + 1
-            if resp <= last and content:
+            if resp <= last:
                 states[resp] = f"{RESPONSE} {content}"
-            elif resp == num_frames and content and dropped is not None:  # the turn after the last one
+            elif resp == num_frames and dropped is not None:  # the turn after the last one
                 dropped.append(AnnotationError(
                     "response_past_end", f"response.end_time={end} s ends the video: its answer turn would be "
                     f"the one after the last ({num_frames} turns at {fps:g} fps), answer dropped", source))
-        elif t is not None:
+        else:
             if _frame(t) > last:
                 past_the_end("response", "response.time", t, "answer dropped")
-            elif content:
+            else:
                 states[_frame(t)] = f"{RESPONSE} {content}"
     return states, qmap
+
+
+def _item_text(item, kind: str, i: int, source: str) -> str:
+    """A question's or response's `content`: a non-empty string (the reference skipped empty ones silently)."""
+    if not isinstance(item, dict):
+        raise AnnotationError("bad_field", f"each {kind} must be an object, {kind} {i} is a "
+                              f"{type(item).__name__}", source)
+    content = item.get("content")
+    if content is None or (isinstance(content, str) and not content.strip()):
+        raise AnnotationError("missing_content", f"{kind} {i} has no content", source)
+    if not isinstance(content, str):
+        raise AnnotationError("bad_field", f"{kind} {i} content must be a string, got {type(content).__name__}",
+                              source)
+    return content
+
+
+def _times(item: dict, *fields: str) -> str:
+    return ", ".join(f"{f}={item.get(f)!r}" for f in fields)
 
 
 def _stream_interval(video_fps: float, fps: float) -> int:
@@ -200,21 +227,20 @@ def stream_frame_indices(num_turns: int, total_frames: int, video_fps: float, fp
 
 def to_stream(record: dict, num_frames: int, *, fps: float = 1.0, system_prompt: str | None = None,
               video_path: str | None = None, source: str = "", past_end: str = "drop",
-              dropped: list | None = None) -> dict:
+              dropped: list | None = None, default_question: str | None = None) -> dict:
     """One raw Streamo record -> {"messages": [...], "videos": [path], video_name/task_type/source}.
 
     `system_prompt`: None -> Streamo's own (`STREAMO_SYSTEM_PROMPT`). `past_end`, `dropped`: `build_frame_states`.
+    `default_question`: None -> a record without a question is refused; a text (e.g. the reference's
+    `DEFAULT_QUESTION`) -> it opens the stream of such a record.
     """
-    if not isinstance(record, dict):
-        raise AnnotationError("bad_record", "record must be a JSON object", source)
-    questions, responses = record.get("question", []), record.get("response", [])
-    if not isinstance(questions, list) or not isinstance(responses, list):
-        raise AnnotationError("bad_field", "'question' and 'response' must be lists", source)
+    if default_question is not None and not (isinstance(default_question, str) and default_question.strip()):
+        raise ValueError(f"default_question must be a non-empty string or None, got {default_question!r}")
+    questions, responses = record_qa(record, source, default_question=default_question is not None)
     states, qmap = build_frame_states(num_frames, questions, responses, fps, source, past_end=past_end,
                                       dropped=dropped)
     if 0 not in qmap:
-        first = questions[0].get("content") if questions else None
-        qmap[0] = first or DEFAULT_QUESTION
+        qmap[0] = questions[0]["content"] if questions else default_question
     messages = [{"role": "system", "content": STREAMO_SYSTEM_PROMPT if system_prompt is None else system_prompt}]
     for i in range(num_frames):
         tag = f"<{i}s-{i + 1}s>"
@@ -227,10 +253,30 @@ def to_stream(record: dict, num_frames: int, *, fps: float = 1.0, system_prompt:
     return out
 
 
+def record_qa(record, source: str = "", *, default_question: bool = False) -> tuple[list, list]:
+    """The record's (questions, responses) lists. Raises AnnotationError when either is absent or null, or the
+    question list is empty (unless `default_question`); items are checked by `build_frame_states`."""
+    if not isinstance(record, dict):
+        raise AnnotationError("bad_record", f"record must be a JSON object, got a {type(record).__name__}", source)
+    questions, responses = record.get("question"), record.get("response")
+    if questions is None and default_question:
+        questions = []
+    if questions is None or (questions == [] and not default_question):
+        raise AnnotationError("missing_question", "record has no 'question' (a list of {content, time}); no "
+                              "default question is put over its answers", source)
+    if responses is None:
+        raise AnnotationError("missing_response", "record has no 'response' (a list of {content, st_time, "
+                              "end_time | time}; [] for a question never answered in the video)", source)
+    if not isinstance(questions, list) or not isinstance(responses, list):
+        raise AnnotationError("bad_field", f"'question' and 'response' must be lists, got "
+                              f"{type(questions).__name__} and {type(responses).__name__}", source)
+    return questions, responses
+
+
 def record_video_path(record: dict, source: str = "") -> str:
     """`video_path`, else `videos`: a list's first path, or a string as the one path."""
     if not isinstance(record, dict):
-        raise AnnotationError("bad_record", "record must be a JSON object", source)
+        raise AnnotationError("bad_record", f"record must be a JSON object, got a {type(record).__name__}", source)
     path = record.get("video_path")
     if not path:
         videos = record.get("videos")
@@ -243,13 +289,15 @@ def record_video_path(record: dict, source: str = "") -> str:
 
 
 def convert_record(record: dict, *, video_root: str, fps: float = 1.0, system_prompt: str | None = None,
-                   source: str = "", past_end: str = "drop", dropped: list | None = None) -> dict:
+                   source: str = "", past_end: str = "drop", dropped: list | None = None,
+                   default_question: str | None = None) -> dict:
     """Resolve the video (relative to video_root), count its turns with the PyAV probe, convert (`to_stream`)."""
     from data_pipelines.video import probe_video
 
     rel = record_video_path(record, source)
+    record_qa(record, source, default_question=default_question is not None)  # before reading the video
     path = rel if os.path.isabs(rel) else os.path.normpath(os.path.join(video_root, rel))
     info = probe_video(path)
     n = stream_num_frames(info.num_frames, info.fps, fps)
     return to_stream(record, n, fps=fps, system_prompt=system_prompt, video_path=rel, source=source,
-                     past_end=past_end, dropped=dropped)
+                     past_end=past_end, dropped=dropped, default_question=default_question)

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from data_pipelines.errors import AnnotationError
+from data_pipelines.formats import as_seconds
 from stvl_jax.errors import ConfigError
 
 ACTIVATION, ACTIVE, INACTIVE = "<activation>", "<active>", "<inactive>"
@@ -78,7 +79,7 @@ def parse_entries(entries, source: str = "") -> list[ActivationEntry]:
     out = []
     for e in entries:
         try:
-            start, end = float(e["start_seconds"]), float(e["end_seconds"])
+            start, end = as_seconds(e["start_seconds"]), as_seconds(e["end_seconds"])
             value, mask = e["value"], e["mask"]
         except (KeyError, TypeError, ValueError) as err:
             raise AnnotationError("missing_field", f"bad activation entry {e!r} ({err})", source) from None
@@ -86,7 +87,7 @@ def parse_entries(entries, source: str = "") -> list[ActivationEntry]:
             raise AnnotationError("nan_time", f"activation entry has NaN time: {e!r}", source)
         if end < start:
             raise AnnotationError("bad_span", f"activation entry ends before it starts: {e!r}", source)
-        if value not in VALUE_TO_GT or not isinstance(mask, bool):
+        if not isinstance(value, str) or value not in VALUE_TO_GT or not isinstance(mask, bool):
             raise AnnotationError("bad_field", f"entry value must be <active>/<inactive> and mask a bool: {e!r}",
                                   source)
         out.append(ActivationEntry(start, end, value, mask))
@@ -282,8 +283,10 @@ def parse_sample(record, source: str = "") -> tuple[str, dict, list[ActivationEn
     for key in ("path", "start_seconds", "end_seconds"):
         if key not in v:
             raise AnnotationError("missing_field", f"video part lacks {key!r}", source)
+    if not isinstance(v["path"], str) or not v["path"]:
+        raise AnnotationError("bad_field", f"video path must be a non-empty string, got {v['path']!r}", source)
     try:
-        s, e = float(v["start_seconds"]), float(v["end_seconds"])
+        s, e = as_seconds(v["start_seconds"]), as_seconds(v["end_seconds"])
     except (TypeError, ValueError):
         raise AnnotationError("bad_time", "video start/end_seconds must be numbers", source) from None
     if math.isnan(s) or math.isnan(e):

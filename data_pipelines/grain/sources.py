@@ -78,17 +78,22 @@ class ArrayRecordSource:
 
 
 def jsonl_to_array_record(jsonl_path: str, out_path: str) -> int:
-    """Copy every non-empty line of a JSONL file into an ArrayRecord file (one record per line)."""
+    """Copy every non-empty line of a JSONL file into an ArrayRecord file (one record per line), unchecked
+    (`stvl data to-arrayrecord` checks each line first)."""
+    with open(jsonl_path, "rb") as f:
+        return write_array_record(out_path, (line.rstrip(b"\n") for line in f if line.strip()))
+
+
+def write_array_record(out_path: str, payloads) -> int:
+    """Write byte strings into an ArrayRecord file, one record each -> how many."""
     from array_record.python.array_record_module import ArrayRecordWriter
 
     n = 0
     writer = ArrayRecordWriter(os.fspath(out_path), "group_size:1")
     try:
-        with open(jsonl_path, "rb") as f:
-            for line in f:
-                if line.strip():
-                    writer.write(line.rstrip(b"\n"))
-                    n += 1
+        for data in payloads:
+            writer.write(data)
+            n += 1
     finally:
         writer.close()
     return n

@@ -9,8 +9,8 @@ import pytest
 
 from data_pipelines.errors import AnnotationError
 from data_pipelines.formats.streamo import (
-    RESPONSE, SILENCE, STANDBY, build_frame_states, parse_time, record_video_path, stream_frame_indices,
-    stream_num_frames, to_stream,
+    DEFAULT_QUESTION, RESPONSE, SILENCE, STANDBY, build_frame_states, parse_time, record_video_path,
+    stream_frame_indices, stream_num_frames, to_stream,
 )
 
 S, B = SILENCE, STANDBY
@@ -56,9 +56,85 @@ def test_first_question_not_duplicated_when_something_maps_to_frame_0():
     assert users[0] == "B\n<0s-1s>\n<stream>" and users[2] == "A\n<2s-3s>\n<stream>"
 
 
-def test_default_question_when_there_is_none():
-    out = to_stream({"video_path": "v", "question": [], "response": []}, 2)
-    assert out["messages"][1]["content"].startswith("Find all significant events")
+@pytest.mark.parametrize("question", [{}, {"question": None}, {"question": []}], ids=["absent", "null", "empty"])
+def test_a_record_without_a_question_is_refused_not_given_a_default(question):
+    """The reference puts its generic question at frame 0 of such a record, over answers about specific events."""
+    rec = {"video_path": "v", "response": [{"content": "The red circle enters.", "time": "2"}], **question}
+    with pytest.raises(AnnotationError) as e:
+        to_stream(rec, 3)
+    assert e.value.reason == "missing_question" and "no default question" in str(e.value)
+
+
+def test_the_reference_default_question_only_when_asked():
+    rec = {"video_path": "v", "response": [{"content": "A man walks in.", "time": "2"}]}
+    for r in (rec, {**rec, "question": []}):
+        out = to_stream(r, 2, default_question=DEFAULT_QUESTION)
+        assert out["messages"][1]["content"] == "Find all significant events in the video and describe them." \
+            "\n<0s-1s>\n<stream>"
+        assert out["messages"][4]["content"] == f"{RESPONSE} A man walks in."
+    out = to_stream({**rec, "question": [{"content": "Q", "time": "1"}]}, 2, default_question="Unused")
+    assert out["messages"][1]["content"] == "Q\n<0s-1s>\n<stream>"  # real questions win
+    with pytest.raises(ValueError, match="default_question"):
+        to_stream(rec, 2, default_question=" ")
+
+
+@pytest.mark.parametrize("response", [{}, {"response": None}], ids=["absent", "null"])
+def test_a_record_without_a_response_is_refused_not_made_all_silence(response):
+    rec = {"video_path": "v", "question": [{"content": "When does it stop?", "time": "1"}], **response}
+    with pytest.raises(AnnotationError) as e:
+        to_stream(rec, 3)
+    assert e.value.reason == "missing_response"
+
+
+def test_an_explicitly_empty_response_list_is_a_question_never_answered():
+    out = to_stream({"video_path": "v", "question": [{"content": "Q", "time": "1"}], "response": []}, 3)
+    assert [m["content"] for m in out["messages"] if m["role"] == "assistant"] == [S, S, S]
+
+
+@pytest.mark.parametrize("response", [
+    {"content": "x", "time": None}, {"content": "x", "time": ""}, {"content": "x"},
+    {"content": "x", "st_time": None, "end_time": None, "time": None}, {"content": "x", "st_time": 2, "time": ""},
+    {"content": "x", "end_time": 3},
+], ids=["time-null", "time-empty", "no-times", "all-null", "st-only", "end-only"])
+def test_a_response_without_a_time_is_refused_not_dropped(response):
+    """The reference skips such a response silently, leaving `</Silence>` where the annotation had an answer."""
+    with pytest.raises(AnnotationError) as e:
+        states(5, [], [response])
+    assert e.value.reason == "missing_time" and "response 0 needs st_time and end_time, or time" in str(e.value)
+
+
+def test_a_half_span_with_a_time_uses_the_time_as_the_reference():
+    st, _ = states(5, [], [{"content": "x", "st_time": 2, "end_time": None, "time": "3"}])
+    assert st == [S, S, f"{RESPONSE} x", S, S]
+
+
+@pytest.mark.parametrize("question", [{"content": "Q"}, {"content": "Q", "time": None}, {"content": "Q", "time": ""}])
+def test_a_question_without_a_time_is_refused(question):
+    with pytest.raises(AnnotationError) as e:
+        states(5, [question], [])
+    assert e.value.reason == "missing_time" and "question 0 has no time" in str(e.value)
+
+
+@pytest.mark.parametrize("item,reason", [
+    ({"time": "2"}, "missing_content"), ({"content": "", "time": "2"}, "missing_content"),
+    ({"content": "  ", "time": "2"}, "missing_content"), ({"content": None, "time": "2"}, "missing_content"),
+    ({"content": 5, "time": "2"}, "bad_field"), ({"content": ["a"], "time": "2"}, "bad_field"),
+    ("text", "bad_field"), (["a", 2], "bad_field"),
+])
+def test_questions_and_responses_need_text(item, reason):
+    """The reference skips a question or response without text silently (a span without text still wrote its
+    `</Standby>` turns, then no answer)."""
+    for qs, rs, kind in (([item], [], "question"), ([], [item], "response")):
+        with pytest.raises(AnnotationError) as e:
+            states(5, qs, rs)
+        assert e.value.reason == reason and f"{kind} 0" in str(e.value)
+
+
+def test_a_record_that_is_not_an_object_is_refused():
+    for rec in ([{"video_path": "v"}], "v.mp4", 3, None):
+        with pytest.raises(AnnotationError) as e:
+            to_stream(rec, 2)
+        assert e.value.reason == "bad_record"
 
 
 def test_later_responses_overwrite_earlier_states():
@@ -170,7 +246,7 @@ def test_past_end_mode_is_checked():
 def test_videos_as_a_string_is_one_path():
     """The reference reads `videos[0] if isinstance(videos, list) else videos` (maifoundations/Streamo
     scripts/convert_streaming_video.py, convert_format_to_stream)."""
-    rec = {"question": [], "response": []}
+    rec = {"question": [{"content": "Q", "time": "1"}], "response": []}
     assert record_video_path({**rec, "videos": "clips/a.mp4"}) == "clips/a.mp4"
     assert record_video_path({**rec, "videos": ["b.mp4", "c.mp4"]}) == "b.mp4"
     assert to_stream({**rec, "videos": "clips/a.mp4"}, 1)["videos"] == ["clips/a.mp4"]
@@ -197,7 +273,7 @@ UPSTREAM_PROMPT_JSON = (
 
 def test_the_default_system_prompt_is_streamos_own_verbatim():
     """Reference `convert_format_to_stream`: `system_prompt or DEFAULT_SYSTEM_PROMPT`."""
-    rec = {"video_path": "v", "question": [], "response": []}
+    rec = {"video_path": "v", "question": [{"content": "Q", "time": "1"}], "response": []}
     assert to_stream(rec, 1)["messages"][0] == {"role": "system", "content": json.loads(UPSTREAM_PROMPT_JSON)}
     assert to_stream(rec, 1, system_prompt="Be brief.")["messages"][0]["content"] == "Be brief."
 

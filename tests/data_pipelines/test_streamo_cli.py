@@ -85,7 +85,7 @@ def test_a_json_input_that_is_not_records_is_one_error_line(clips, capsys):
 
 def test_videos_given_as_a_string(clips, capsys):
     """The reference reads `videos[0] if isinstance(videos, list) else videos`."""
-    rec = {"videos": "a.mp4", "question": [], "response": []}
+    rec = {"videos": "a.mp4", "question": [{"content": "Q?", "time": "1"}], "response": []}
     rc, rows = convert(clips, json.dumps(rec) + "\n[1]\n", name="raw.jsonl")
     assert rc == 0 and len(rows) == 1 and rows[0]["videos"] == ["a.mp4"] and len(assistants(rows[0])) == 6
     assert "bad_record: 1" in capsys.readouterr().err  # a line that is not an object: counted, not a traceback
@@ -96,3 +96,46 @@ def test_the_system_prompt_is_streamos_unless_given(clips, capsys):
     assert rows[0]["messages"][0] == {"role": "system", "content": STREAMO_SYSTEM_PROMPT}
     rc, rows = convert(clips, [REC], "--system-prompt", "Be brief.")
     assert rows[0]["messages"][0] == {"role": "system", "content": "Be brief."}
+
+
+# One record per way the converter used to invent a target (issue 30, item 5), and a JSON list as a record.
+INVENTING = [
+    ("missing_response", {"video_path": "a.mp4", "question": [{"content": "Q?", "time": "1"}]}),
+    ("missing_time", {**REC, "response": [{"content": "now", "time": None}]}),
+    ("missing_time", {**REC, "response": [{"content": "now", "st_time": None, "end_time": None, "time": ""}]}),
+    ("missing_question", {"video_path": "a.mp4", "response": [{"content": "The red circle enters.", "time": "3"}]}),
+    ("missing_content", {**REC, "response": [{"content": "", "st_time": 2, "end_time": 3}]}),
+    ("bad_record", [REC]),
+]
+
+
+def test_records_that_would_need_a_made_up_target_are_counted_skips(clips, capsys):
+    rc, rows = convert(clips, [REC] + [rec for _, rec in INVENTING])
+    err = capsys.readouterr().err
+    assert rc == 0 and len(rows) == 1 and assistants(rows[0])[2] == f"{RESPONSE} now"
+    assert "wrote 1, skipped 6" in err
+    for reason, n in (("missing_response", 1), ("missing_time", 2), ("missing_question", 1), ("missing_content", 1),
+                      ("bad_record", 1)):
+        assert f"  {reason}: {n}  (first: " in err
+    assert "raw.json[1]: record has no 'response'" in err and "raw.json[6]: record must be a JSON object" in err
+
+
+@pytest.mark.parametrize("reason,rec", INVENTING, ids=[f"{r}-{i}" for i, (r, _) in enumerate(INVENTING)])
+def test_strict_stops_at_the_first_with_one_line_naming_the_line(clips, capsys, reason, rec):
+    text = json.dumps(REC) + "\n" + json.dumps(rec) + "\n"
+    rc, _ = convert(clips, text, "--strict", name="raw.jsonl")
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert rc == 2 and last.startswith("stvl data: error: ") and "raw.jsonl:2: " in last
+    assert last.endswith(f"[{reason}]") and "Traceback" not in last
+
+
+def test_the_reference_default_question_is_opt_in(clips, capsys):
+    rec = {"video_path": "a.mp4", "response": [{"content": "A man walks in.", "time": "2"}]}
+    rc, rows = convert(clips, [rec], "--default-question")
+    assert rc == 0 and rows[0]["messages"][1]["content"].startswith("Find all significant events in the video")
+    rc, rows = convert(clips, [rec], "--default-question", "Describe every event.")
+    assert rc == 0 and rows[0]["messages"][1]["content"] == "Describe every event.\n<0s-1s>\n<stream>"
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        convert(clips, [rec], "--default-question", " ")
+    assert "must not be empty" in capsys.readouterr().err
