@@ -23,6 +23,7 @@ from collections import Counter
 
 from data_pipelines.errors import AnnotationError
 from stvl_jax.cli_args import non_negative_float, output_dir, positive_float, positive_int
+from stvl_jax.errors import InputError
 
 
 def _read_records(path: str):
@@ -123,8 +124,11 @@ def _convert_each(a, desc: str, convert, run: _Run | None = None) -> int:
     """Run convert(index, source, record) -> list of rows over the input; skip/count bad records; write."""
     run = run or _Run(a.strict)
     rows = [row for out in _checked(_progress(list(_read_records(a.input)), desc), run, convert) for row in out]
-    _write(a.out, rows)
     run.report(desc)
+    if run.ok == 0:  # nothing usable is a failed conversion, not an empty output
+        reasons = ", ".join(f"{r}: {n}" for r, n in sorted(run.skipped.items())) or "the input holds no record"
+        raise InputError(f"{a.input!r}: no usable record ({reasons}); nothing written")
+    _write(a.out, rows)
     return 0
 
 

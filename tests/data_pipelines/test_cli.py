@@ -42,8 +42,12 @@ def test_bad_input_is_counted_and_strict_is_one_line(tmp_path, capsys, synth_dir
     err = capsys.readouterr().err
     assert "skipped 2" in err and "bad_video: 1" in err and "negative_time: 1" in err
     assert "question_past_end: 1" in err  # dropped from a kept record, as Streamo's converter does
-    assert main(["data", "streamo", "--input", str(p), "--out", str(tmp_path / "o.jsonl"), "--refuse-past-end"]) == 0
-    assert "skipped 3" in capsys.readouterr().err
+    os.remove(tmp_path / "o.jsonl")
+    # every record unusable: the counts, then one error line, exit 2, and no output file
+    assert main(["data", "streamo", "--input", str(p), "--out", str(tmp_path / "o.jsonl"), "--refuse-past-end"]) == 2
+    err = capsys.readouterr().err
+    assert "skipped 3" in err and err.strip().splitlines()[-1].startswith("stvl data: error:")
+    assert "no usable record" in err and not os.path.exists(tmp_path / "o.jsonl")
     assert main(["data", "streamo", "--input", str(p), "--out", str(tmp_path / "o.jsonl"), "--strict"]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]  # after the progress bar: one error line
     assert err.startswith(f"stvl data: error: {p}[0]: cannot decode video") and "text.mp4" in err

@@ -46,7 +46,7 @@ def test_a_record_with_a_response_past_the_end_is_kept_and_the_drop_counted(clip
     assert "response_past_end: 1" in err and "response.time=9" in err
     rc, rows = convert(clips, [rec], "--refuse-past-end")
     err = capsys.readouterr().err
-    assert rc == 0 and rows == [] and "skipped 1" in err and "time_out_of_range: 1" in err
+    assert rc == 2 and "skipped 1" in err and "time_out_of_range: 1" in err  # nothing usable: an error
 
 
 def test_a_span_running_past_the_end_keeps_its_standby_turns(clips, capsys):
