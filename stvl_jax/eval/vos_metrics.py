@@ -31,6 +31,7 @@ from stvl_jax.errors import InputError
 
 BOUND_TH = 0.008  # DAVIS 2017: boundary tolerance as a fraction of the image diagonal
 RECALL_TH = 0.5  # DAVIS: a frame counts as recalled when its score is > 0.5
+PLAIN = "plain"  # the case of an object that belongs to no other
 
 
 def _pair(gt, pred, what: str) -> tuple[np.ndarray, np.ndarray]:
@@ -184,13 +185,14 @@ def aggregate(objects: list[dict], case_key: str = "cases") -> dict:
     """Objects (each a `score_object` result plus `case_key`: a case name or a list of them) -> summary.
 
     Returns {"overall": {count, J_mean, ..., JF}, "per_case": {case: {...}}, "J_per_frame": [...],
-    "F_per_frame": [...]}: an object counts in every case it belongs to; per-frame curves are the mean over
+    "F_per_frame": [...]}: an object counts in every case it belongs to (an empty list or a missing key: "plain");
+    per-frame curves are the mean over
     objects at each frame index (objects of different lengths are NaN-padded, NaN frames ignored).
     """
     cases: dict[str, list[dict]] = {}
     for o in objects:
         names = o.get(case_key, ())
-        for name in [names] if isinstance(names, str) else names:
+        for name in [names] if isinstance(names, str) else (names or [PLAIN]):
             cases.setdefault(name, []).append(o)
     out = {"overall": _summary(objects), "per_case": {c: _summary(v) for c, v in sorted(cases.items())}}
     length = max((len(o["J"]) for o in objects), default=0)
