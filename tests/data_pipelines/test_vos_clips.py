@@ -231,3 +231,27 @@ def test_simulated_prompts(vos_dir):
     ev = first_frame_box_prompts(clip)
     assert [(p.frame, p.box.tolist()) for p in ev] == [(0, [0, 0, 1, 1]), (2, [0, 4, 1, 5]), (0, [5, 0, 6, 1]),
                                                        (0, [5, 5, 6, 6])]
+
+
+def test_clip_arrays_have_fixed_shapes():
+    from data_pipelines.vos import CASE_NAMES, Prompt, clip_arrays, collate
+
+    clip = make_clip(_hand_video(), np.arange(6))
+    prompts = [Prompt(0, 0, "box", points=np.asarray([[0, 0], [1, 1]], np.float32), labels=np.asarray([2, 3])),
+               Prompt(1, 2, "points", points=np.asarray([[0.0, 4.0]], np.float32), labels=np.asarray([1])),
+               Prompt(2, 0, "mask", mask=clip.masks[2, 0]), Prompt(2, 4, "mask", mask=clip.masks[2, 4])]
+    a = clip_arrays(clip, prompts, max_objects=6)
+    assert a["masks"].shape == (6, 6, 8, 8) and a["object_valid"].tolist() == [True] * 4 + [False] * 2
+    assert a["entity_ids"].tolist() == [11, 12, 13, 14, -1, -1] and a["first_visible"].tolist()[4:] == [-1, -1]
+    assert [CASE_NAMES[c] for c in a["case"][:4]] == clip.case and a["case"][4] == -1
+    assert np.flatnonzero(a["cond"].ravel()).tolist() == [0, 6 + 2, 12 + 0, 12 + 4]
+    assert a["point_labels"][0, 0].tolist() == [2, 3] and a["point_labels"][1, 2].tolist() == [1, -1]
+    assert a["point_coords"][1, 2, 0].tolist() == [0.0, 4.0] and (a["point_labels"][2:] == -1).all()
+    assert a["has_mask_input"][2].tolist() == [True, False, False, False, True, False]
+    assert np.array_equal(a["mask_inputs"][2, 4], clip.masks[2, 4]) and not a["mask_inputs"][:2].any()
+    b = collate([a, clip_arrays(clip, [], max_objects=6)])
+    assert b["masks"].shape == (2, 6, 6, 8, 8) and not b["cond"][1].any()
+    with pytest.raises(ValueError, match="do not fit max_objects=3"):
+        clip_arrays(clip, prompts, max_objects=3)
+    with pytest.raises(ValueError, match="give the reader one clip length"):
+        collate([a, clip_arrays(make_clip(_hand_video(), np.arange(4)), [], max_objects=6)])
