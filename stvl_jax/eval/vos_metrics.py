@@ -161,6 +161,18 @@ def score_object(gt, pred, scored=None, bound_th: float = BOUND_TH) -> dict:
     return out
 
 
+def score_clip(gt, pred, cases, exclude=None, bound_th: float = BOUND_TH) -> list[dict]:
+    """All objects of a clip: gt, pred (O, T, H, W); cases [O] (labels per object); exclude (O, T) bool frames
+    left out of the scores (e.g. each object's prompted frames) -> [O] `score_object` results with "cases"."""
+    gt, pred = _pair(gt, pred, "score_clip")
+    if gt.ndim != 4 or len(cases) != gt.shape[0]:
+        raise InputError(f"score_clip expects (O, T, H, W) masks and O case lists, got {gt.shape} and {len(cases)}")
+    skip = np.zeros(gt.shape[:2], bool) if exclude is None else np.asarray(exclude, bool)
+    if skip.shape != gt.shape[:2]:
+        raise InputError(f"score_clip: exclude must be {gt.shape[:2]} booleans, got shape {skip.shape}")
+    return [{**score_object(gt[o], pred[o], ~skip[o], bound_th), "cases": list(cases[o])} for o in range(len(cases))]
+
+
 def skip_first_and_last(num_frames: int) -> np.ndarray:
     """(T,) bool: DAVIS / SA-V semi-supervised convention, every frame but the first and the last."""
     keep = np.ones(num_frames, bool)

@@ -7,8 +7,8 @@ import pytest
 
 from stvl_jax.errors import InputError
 from stvl_jax.eval.vos_metrics import (
-    aggregate, boundary_f, boundary_precision_recall, db_statistics, disk_offsets, region_similarity, score_object,
-    seg2bmap, skip_first_and_last, tolerance_radius,
+    aggregate, boundary_f, boundary_precision_recall, db_statistics, disk_offsets, region_similarity, score_clip,
+    score_object, seg2bmap, skip_first_and_last, tolerance_radius,
 )
 
 
@@ -169,3 +169,17 @@ def test_skip_first_and_last_and_bad_shapes():
         score_object(np.zeros((4, 4)), np.zeros((4, 4)))
     with pytest.raises(InputError, match="scored must be"):
         score_object(np.zeros((2, 4, 4)), np.zeros((2, 4, 4)), scored=[True])
+
+
+def test_score_clip_excludes_prompted_frames():
+    gt = np.stack([_box(8, 8, 2, 3, 2, 3)] * 3)
+    pred = np.stack([np.zeros((8, 8), bool), _box(8, 8, 2, 3, 2, 3), _box(8, 8, 2, 3, 3, 4)])
+    # Object 0 prompted on frame 0 (left out): J = (1 + 1/3) / 2 = 2/3 as in the single-object case; object 1 is
+    # object 0's masks with nothing left out: J = (0 + 1 + 1/3) / 3 = 4/9.
+    res = score_clip(np.stack([gt, gt]), np.stack([pred, pred]), [["twin"], []],
+                     exclude=[[True, False, False], [False, False, False]])
+    assert res[0]["J_mean"] == pytest.approx(2 / 3, abs=1e-12) and res[0]["cases"] == ["twin"]
+    assert res[1]["J_mean"] == pytest.approx(4 / 9, abs=1e-12) and res[1]["num_scored"] == 3
+    assert sorted(aggregate(res)["per_case"]) == ["plain", "twin"]
+    with pytest.raises(InputError, match="exclude must be"):
+        score_clip(np.stack([gt]), np.stack([pred]), [[]], exclude=[[True]])
