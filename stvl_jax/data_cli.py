@@ -150,8 +150,11 @@ def _write(out: str, rows: list) -> None:
 
 def cmd_synth(a) -> int:
     from data_pipelines.synthetic import SynthConfig, generate_dataset
+    from data_pipelines.vos import vos_synth_config
 
-    m = generate_dataset(a.out, SynthConfig(num_videos=a.videos, seed=a.seed), workers=a.workers, progress=True)
+    cfg = (vos_synth_config(a.videos, a.seed) if a.preset == "vos" else
+           SynthConfig(num_videos=a.videos, seed=a.seed))
+    m = generate_dataset(a.out, cfg, workers=a.workers, progress=True)
     print(json.dumps({"out": a.out, "splits": {k: len(v) for k, v in m["splits"].items()}, "counts": m["counts"]}))
     return 0
 
@@ -313,6 +316,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--videos", type=positive_int, default=64)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--workers", type=positive_int, default=None)
+    s.add_argument("--preset", choices=("default", "vos"), default="default",
+                   help="vos: entities also leave and come back (SAM2 / VOS training and eval; docs/data.md)")
     s.set_defaults(fn=cmd_synth)
     s = sub.add_parser("tokenizer", help="build the tiny Qwen-style tokenizer")
     s.add_argument("--out", type=output_dir, required=True)
