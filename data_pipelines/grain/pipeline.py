@@ -158,11 +158,11 @@ def _pad_id(tokenizer_dir: str) -> int:
     return tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
 
 
-def build_batch_dataset(cfg: PipelineConfig) -> grain.IterDataset:
+def build_batch_dataset(cfg: PipelineConfig, records: grain.MapDataset | None = None) -> grain.IterDataset:
     """The whole chain, batched (in `worker_count` processes when > 0); elements as `_Batches` yields them."""
     # slots: Grain's per-worker buffer and the interleave buffer in the main process, plus two in flight
     ring_slots = 2 * cfg.worker_buffer_size + 3 if cfg.worker_count > 0 and shm_ring.available() else 0
-    records = _shard_records(cfg)
+    records = _shard_records(cfg) if records is None else records
     ds = _Batches(build_example_dataset(cfg, records), cfg, _pad_id(cfg.tokenizer), len(records), ring_slots)
     if cfg.worker_count > 0:
         from absl import flags
@@ -179,7 +179,9 @@ class BatchIterator:
 
     def __init__(self, cfg: PipelineConfig):
         self.cfg = cfg
-        self.dataset = build_batch_dataset(cfg)
+        records = _shard_records(cfg)
+        self.records = len(records)  # records in this process's shard of the index (one pass)
+        self.dataset = build_batch_dataset(cfg, records)
         self._it = iter(self.dataset)
         self._ring = shm_ring.RingReader()
         self.skipped: Counter = Counter()
@@ -187,6 +189,7 @@ class BatchIterator:
         self.frames = 0
         self.batches = 0
         self.skip_log: list[str] = []  # first few skip messages, for the end-of-run report
+        self.first_skips: dict[str, str] = {}  # reason -> the first record skipped for it (not in the state)
 
     def __iter__(self):
         return self
@@ -216,6 +219,7 @@ class BatchIterator:
                 raise VideoDecodeError(ex["path"], f"{ex['message']} (record {ex['source']})")
             raise AnnotationError(ex["__skip__"], ex["message"])
         self.skipped[ex["__skip__"]] += 1
+        self.first_skips.setdefault(ex["__skip__"], ex["source"])
         if len(self.skip_log) < 20:
             self.skip_log.append(f"{ex['source']}: {ex['__skip__']}: {ex.get('path', '')} {ex['message']}".strip())
 

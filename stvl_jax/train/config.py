@@ -81,6 +81,9 @@ class DataConfig(StrictConfig):
     pad_batch_to_mesh: bool = False  # pad rows (zero loss) to a multiple of data x fsdp instead of failing
     pad_patches_to_multiple: int | None = None  # fewer distinct vision shapes -> fewer compiles
     vision_buckets: bool = False  # pad packed patches and attention segments to the model's bucket sizes
+    # stop when more than this fraction of the records read were skipped as unusable (kind=grain; judged after
+    # min(index size, 1000) records and at the end; 0 = none may be skipped, 1 = never stop)
+    max_skip_fraction: float = pydantic.Field(default=0.1, ge=0, le=1)
 
 
 class GroupConfig(StrictConfig):

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from stvl_jax.errors import ConfigError
+from stvl_jax.errors import ConfigError, InputError
 from stvl_jax.models.qwen_vl.config import QwenVLConfig
 from stvl_jax.models.qwen_vl.host.preprocess import PreprocessConfig
 from stvl_jax.train.config import DataConfig
+from stvl_jax.train.skips import gather, no_usable_record
 
 
 def local_batch_size(global_batch: int, process_count: int) -> int:
@@ -151,7 +152,12 @@ class GrainSource:
         return self
 
     def __next__(self) -> dict:
-        return next(self.it)
+        try:
+            return next(self.it)
+        except InputError as e:  # a whole pass of skips before the first batch (repeating forever)
+            if getattr(e, "reason", None) != "no_usable_record":
+                raise
+            raise no_usable_record(gather(self, collective=False)) from None  # this process's shard only
 
     def get_state(self) -> dict:
         return self.it.get_state()
@@ -162,6 +168,16 @@ class GrainSource:
     @property
     def stats(self) -> dict:
         return self.it.stats
+
+    @property
+    def records(self) -> int:
+        """Records in this process's shard of the index."""
+        return self.it.records
+
+    @property
+    def first_skips(self) -> dict[str, str]:
+        """reason -> the first record skipped for it."""
+        return self.it.first_skips
 
 
 def make_source(cfg: DataConfig, model: QwenVLConfig, *, seed: int, process_index: int, process_count: int,

@@ -3,7 +3,9 @@
 Only process 0 writes. Each logged step is one JSON line in {out_dir}/metrics.jsonl with
 step, loss, lr/<group>, grad_norm, tokens (real input tokens), loss_tokens, tokens_per_s, step_time_s,
 flops (model FLOPs of the step), mfu (null when the device peak is unknown) and data_hash (a fingerprint of the
-step's batches, so two runs can be compared batch for batch).
+step's batches, so two runs can be compared batch for batch); with the Grain pipeline also data/examples,
+data/skipped and data/skipped/<reason> (cumulative counts, shown as `skipped N` on the console; TensorBoard
+tags `data/...`, the others `train/<key>`).
 The console shows the loss with 6 significant digits (`format_loss`), the precision resume tests compare.
 """
 
@@ -51,11 +53,12 @@ class MetricsLogger:
         if self.tb is not None:
             for key, value in record.items():
                 if key not in ("step", "data_hash") and isinstance(value, (int, float)) and math.isfinite(value):
-                    self.tb.add_scalar(f"train/{key}", value, step)
+                    self.tb.add_scalar(key if key.startswith("data/") else f"train/{key}", value, step)
         mfu = record.get("mfu")
         text = (f"step {step} loss {format_loss(record['loss'])} grad_norm {record['grad_norm']:.3g} "
                 f"lr {record.get('lr', 0):.3g} tok/s {record['tokens_per_s']:.4g}"
-                + (f" mfu {100 * mfu:.2f}%" if mfu is not None else ""))
+                + (f" mfu {100 * mfu:.2f}%" if mfu is not None else "")
+                + (f" skipped {record['data/skipped']}" if "data/skipped" in record else ""))
         if self.bar is not None:
             self.bar.set_postfix_str(text.split(" ", 2)[2], refresh=False)
             self.bar.write(text)

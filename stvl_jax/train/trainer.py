@@ -33,6 +33,7 @@ from stvl_jax.train.init import initial_preprocessing, model_config, restore_ini
 from stvl_jax.train.losses import get_loss
 from stvl_jax.train.metrics import MetricsLogger, plot_loss_curve, read_metrics
 from stvl_jax.train.optim import group_schedules, learning_rates, make_optimizer
+from stvl_jax.train.skips import check_fraction, gather, no_first_step
 from stvl_jax.train.state import ModelSpec, abstract_train_state, init_train_state, train_state_shardings
 from stvl_jax.train.step import make_step_fns
 
@@ -198,41 +199,63 @@ class Trainer:
         n_dev = self.mesh.devices.size
         state = self.state
         data_state = self.source.get_state()
-        pending = self._read_step_batches() if step < last else None
-        t_last = time.perf_counter()
-        stopped_early = False
-        while step < last:
-            if pending is None:
-                stopped_early = True
-                logger.message(f"data exhausted after step {step}")
-                break
-            placed, stats, data_hash = pending
-            state, metrics = self._dispatch(state, placed)
-            step += 1
-            data_state = self.source.get_state()  # after this step's batches, before the next step's are read
+        max_skip = cfg.data.max_skip_fraction
+        try:
             pending = self._read_step_batches() if step < last else None
-            metrics = jax.device_get(metrics)
-            self._check_finite(step, metrics, logger)
-            now = time.perf_counter()
-            dt, t_last = now - t_last, now
-            if step % cfg.logging.every == 0 or step == last:
-                logger.log(self._record(step, metrics, stats, data_hash, dt, n_dev))
-            logger.advance()
-            if step % cfg.checkpoint.every == 0:
+            t_last = time.perf_counter()
+            stopped_early = False
+            while step < last:
+                if pending is None:
+                    stopped_early = True
+                    skips = gather(self.source)
+                    if self.resumed_from is None and step == 0 and skips is not None:
+                        raise no_first_step(skips, cfg.data.batch_size)
+                    logger.message(f"data exhausted after step {step}")
+                    break
+                placed, stats, data_hash = pending
+                state, metrics = self._dispatch(state, placed)
+                step += 1
+                data_state = self.source.get_state()  # after this step's batches, before the next step's are read
+                skips = gather(self.source)  # the same point: what this step's batches skipped, resumes alike
+                pending = self._read_step_batches() if step < last else None
+                metrics = jax.device_get(metrics)
+                self._check_finite(step, metrics, logger)
+                now = time.perf_counter()
+                dt, t_last = now - t_last, now
+                if step % cfg.logging.every == 0 or step == last:
+                    logger.log({**self._record(step, metrics, stats, data_hash, dt, n_dev),
+                                **(skips.metrics() if skips is not None else {})})
+                logger.advance()
+                self._check_skips(skips, max_skip)
+                if step % cfg.checkpoint.every == 0:
+                    self._save(state, data_state)
+                    t_last = time.perf_counter()  # step times exclude the (blocking part of the) save
+            if step > 0 and (cfg.checkpoint.save_final or stopped_early or until is not None):
                 self._save(state, data_state)
-                t_last = time.perf_counter()  # step times exclude the (blocking part of the) save
-        if step > 0 and (cfg.checkpoint.save_final or stopped_early or until is not None):
-            self._save(state, data_state)
-        self.checkpointer.wait()
+            self.checkpointer.wait()
+            skips = gather(self.source)  # also what was read after the last step (trailing skips)
+            if skips is not None:
+                logger.message(skips.summary())
+                if until is None:  # a run stopped on purpose is judged when it goes on
+                    self._check_skips(skips, max_skip, final=True)
+        finally:
+            logger.close()
         self.state = state
-        logger.close()
         history = read_metrics(out) if self.is_main else []
         if self.is_main and cfg.logging.plot:
             plot_loss_curve(history, out / "loss_curve.png", title=cfg.name)
         self.checkpointer.close()
         return {"step": step, "loss": history[-1]["loss"] if history else None, "history": history,
-                "data": self.source.stats, "checkpoint_dir": cfg.checkpoint_dir,
+                "data": self.source.stats, "skips": skips, "checkpoint_dir": cfg.checkpoint_dir,
                 "non_finite_skipped": self.non_finite_skipped}
+
+    def _check_skips(self, skips, max_fraction: float, final: bool = False) -> None:
+        """More unusable records than `data.max_skip_fraction`: stop (one line, the counts per reason)."""
+        try:
+            check_fraction(skips, max_fraction, final=final)
+        except TrainingError:
+            self.checkpointer.close()  # an in-flight save finishes
+            raise
 
     def _check_finite(self, step: int, metrics: dict, logger) -> None:
         """A NaN/inf loss or gradient norm (the step left the state unchanged): stop, or count the skip."""
