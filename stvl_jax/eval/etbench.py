@@ -50,21 +50,21 @@ def read_annotations(path: str, tasks: Sequence[str] | None = TASKS, skips=None)
         raise InputError(f"{path!r}: expected a JSON list of samples, got {type(data).__name__}")
     out = []
     for i, s in enumerate(data):
+        key = f"{path}[{i}]"
         try:
             if not isinstance(s, dict) or any(k not in s for k in ("task", "video", "q", "tgt")):
-                raise AnnotationError("missing_field", f"{path!r}: sample {i} lacks one of 'task', 'video', 'q', "
-                                      "'tgt'")
+                raise AnnotationError("missing_field", "sample lacks one of 'task', 'video', 'q', 'tgt'", key)
             if not isinstance(s["video"], str) or not isinstance(s["q"], str):
-                raise AnnotationError("bad_field", f"{path!r}: sample {i}: 'video' and 'q' must be strings")
+                raise AnnotationError("bad_field", "'video' and 'q' must be strings", key)
             if "duration" in s and not _positive_number(s["duration"]):
-                raise AnnotationError("bad_field", f"{path!r}: sample {i}: 'duration' {s['duration']!r} is not a "
-                                      "positive number of seconds")
+                raise AnnotationError("bad_field", f"'duration' {s['duration']!r} is not a positive number of "
+                                      "seconds", key)
             if tasks is None or s["task"] in tasks:
-                out.append({**s, "record": f"{path}[{i}]", "tgt": _segments(s["tgt"], f"{path!r} sample {i}")})
+                out.append({**s, "record": key, "tgt": _segments(s["tgt"], key)})
         except InputError as e:
             if skips is None:
                 raise
-            skips.add_error(f"{path}[{i}]", e)
+            skips.add_error(key, e)
     return out
 
 
@@ -179,6 +179,8 @@ def score(samples: Sequence[dict]) -> dict:
     """{task: {source: metrics}, "overall": {task: mean F1 over sources}} for samples carrying answers 'a'."""
     groups: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
     for i, s in enumerate(samples):
+        if not isinstance(s, dict) or any(k not in s for k in ("task", "tgt")):
+            raise InputError(f"sample {i} is not an object with 'task' and 'tgt'")
         if s["task"] not in SCORERS:
             raise InputError(f"task {s['task']!r} has no STRIDE metric (supported: {sorted(SCORERS)})")
         groups[s["task"]][s.get("source", "")].append({**s, "tgt": _segments(s["tgt"], f"sample {i}")})

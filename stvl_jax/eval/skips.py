@@ -30,8 +30,10 @@ class SkipReport:
         return sum(self.by_reason.values())
 
     def add(self, record: str, reason: str, message: str) -> None:
+        """`message` is prefixed with `record` unless it starts with it (AnnotationErrors name their record)."""
         self.by_reason[reason] += 1
         if len(self.examples) < self.max_examples:
+            message = message if message.startswith(record) else f"{record}: {message}"
             self.examples.append({"record": record, "reason": reason, "message": message})
 
     def add_error(self, record: str, err: InputError) -> None:
@@ -50,8 +52,7 @@ class SkipReport:
         if not self.total:
             return f"skipped 0 samples ({scored} scored)"
         first = self.examples[0]
-        return (f"skipped {self.total} of {scored + self.total} samples ({self.counts()}); "
-                f"first: {first['record']}: {first['message']}")
+        return f"skipped {self.total} of {scored + self.total} samples ({self.counts()}); first: {first['message']}"
 
     def require_usable(self, n_usable: int, what: str) -> None:
         """UserError (one line with the reasons) when nothing in `what` could be scored."""

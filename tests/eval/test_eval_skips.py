@@ -77,6 +77,8 @@ def _check_skipped(skipped, by_reason):
     assert skipped["by_reason"] == by_reason
     assert len(skipped["examples"]) == skipped["total"]
     assert all({"record", "reason", "message"} <= set(e) for e in skipped["examples"])
+    assert all(e["message"].startswith(e["record"] + ": ") and e["message"].count(e["record"]) == 1
+               for e in skipped["examples"])  # each names its record once
 
 
 def _qwen_ckpt(root):
@@ -170,6 +172,7 @@ def test_streamo_skips_bad_records_and_scores_the_rest_as_alone(env, tmp_path, m
     assert mixed_run["skipped"]["by_reason"] == {"bad_json": 1, "missing_field": 1, "bad_video": 1,
                                                  "time_out_of_range": 1, "bad_field": 1}
     assert mixed_run["skipped"]["total"] == 5 and len(mixed_run["skipped"]["examples"]) == 3  # the first 3
+    assert all(e["message"].startswith(e["record"] + ": ") for e in mixed_run["skipped"]["examples"])
     assert [e["record"].rsplit(":", 1)[1] for e in mixed_run["skipped"]["examples"]] == ["2", "3", "4"]
     assert "truncated.mp4" in mixed_run["skipped"]["examples"][2]["message"]
     assert skips.summary(3).startswith("skipped 5 of 8 samples (bad_field 1, bad_json 1, bad_video 1, ")
@@ -214,6 +217,14 @@ def test_qvh_yesno_skips_bad_samples_and_scores_the_rest_as_alone(env, tmp_path,
     assert runs["mixed"]["skipped"]["by_reason"] == {"bad_record": 1, "missing_field": 1, "bad_field": 1,
                                                      "bad_video": 1}
     assert [e["record"] for e in runs["mixed"]["skipped"]["examples"]] == [f"sample {i}" for i in (1, 2, 5, 6)]
+    assert all(e["message"].startswith(e["record"] + ": ") for e in runs["mixed"]["skipped"]["examples"])
+
+
+def test_etbench_score_names_a_malformed_prediction(tmp_path, capsys):
+    (tmp_path / "pred.json").write_text(json.dumps([{"task": "tvg", "tgt": [0, 1], "a": "0 - 1"}, 3]))
+    rc, out, err = _run(["eval", "etbench-score", str(tmp_path / "pred.json")], capsys)
+    assert rc == 2 and err.strip().splitlines() == ["stvl eval: error: sample 1 is not an object with 'task' and "
+                                                    "'tgt'"]
 
 
 def test_streamo_eval_refuses_what_training_refuses(env, tmp_path):
