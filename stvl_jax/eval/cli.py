@@ -7,6 +7,9 @@
     stvl eval etbench-score PREDICTIONS.json   (ET-Bench metrics of a file whose samples carry answers "a")
 
 `--zero-pixels` (streamo, stride, etbench) streams black frames: a control for what the score owes the video.
+A bad sample (malformed JSON line, missing field, unreadable video, a video too short for its record by the
+training pipeline's rules) is skipped and counted: "skipped" in the metrics JSON, a summary line on the console;
+nothing usable is an error.
 """
 
 from __future__ import annotations
@@ -25,7 +28,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", default="val")
     p.add_argument("--tokenizer", default=None, help="tokenizer dir (default: <ckpt>/tokenizer, an HF dir itself)")
     p.add_argument("--out", required=True, help="output dir for metrics.json and plots")
-    p.add_argument("--limit", type=positive_int, default=None, help="evaluate at most this many samples")
+    p.add_argument("--limit", type=positive_int, default=None,
+                   help="read only the first N records of the index (bad ones included)")
     p.add_argument("--mesh", default=None, help="mesh shape data,fsdp,tensor (default: all devices on fsdp)")
 
 
@@ -118,7 +122,7 @@ def _stride_common(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--tokenizer", default=None, help="tokenizer dir (default: <ckpt>/tokenizer)")
     p.add_argument("--out", required=True, help="output dir for <task>_metrics.json and the timelines PNG")
-    p.add_argument("--limit", type=positive_int, default=None, help="evaluate at most this many samples")
+    p.add_argument("--limit", type=positive_int, default=None, help="stream the first N well-formed samples")
     add_stream_flags(p).add_argument("--no-fallback", action="store_true",
                                      help="no [0, t_last] answer for streams without a span")
     _zero_pixels_flag(p)

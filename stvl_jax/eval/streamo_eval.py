@@ -94,7 +94,7 @@ def evaluate_streamo(model, tokenizer, vision, records: list[dict], media_root: 
         gold = r["gold_states"][: len(pred)]
         gold_all += gold
         pred_all += pred
-        task = by_task.setdefault(rec.get("task_type", "unknown"), ([], []))
+        task = by_task.setdefault(str(rec.get("task_type", "unknown")), ([], []))
         task[0].extend(gold)
         task[1].extend(pred)
         g_resp, p_resp = first_response(r["gold_states"]), first_response(pred)

@@ -47,7 +47,7 @@ def synthetic_samples(data_dir: str, split: str = "test", skips: SkipReport | No
                 raise
             report.add_error(key, e)
             continue
-        query = (sample["vid"], rec["entity"], sample["action"])
+        query = (sample["vid"], str(rec["entity"]), str(sample["action"]))
         if query not in seen:
             seen.add(query)
             out.append({"idx": len(out), **sample})
