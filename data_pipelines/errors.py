@@ -25,3 +25,13 @@ class AnnotationError(InputError):
         self.source = source
         where = f"{source}: " if source else ""
         super().__init__(f"{where}{message} [{reason}]")
+
+
+def skip_reason(err: Exception) -> str:
+    """The skip counters' key of a bad input: `missing_file` or `bad_video` for a VideoDecodeError, an
+    AnnotationError's own `reason`, `invalid_input` for any other input error."""
+    if isinstance(err, VideoDecodeError):
+        return "missing_file" if err.reason == "file not found" else "bad_video"
+    if isinstance(err, AnnotationError):
+        return err.reason
+    return "invalid_input"

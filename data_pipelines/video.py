@@ -26,7 +26,7 @@ from typing import Callable, TypeVar
 
 import numpy as np
 
-from data_pipelines.errors import VideoDecodeError
+from data_pipelines.errors import AnnotationError, VideoDecodeError
 from stvl_jax.errors import InputError
 
 T = TypeVar("T")
@@ -131,6 +131,13 @@ def probe_video(path: str) -> VideoInfo:
         _PROBE_CACHE.clear()
     _PROBE_CACHE[key] = info
     return info
+
+
+def check_clip_in_video(info: VideoInfo, start: float | None, end: float | None, source: str = "") -> None:
+    """A clip's start and end must lie within the video: AnnotationError `time_out_of_range` naming `source`."""
+    for name, t in (("start", start), ("end", end)):
+        if t is not None and t > info.duration + 1e-6:
+            raise AnnotationError("time_out_of_range", f"video {name} {t} s > duration {info.duration:.2f} s", source)
 
 
 def sample_indices(

@@ -122,12 +122,18 @@ def normalize_yesno(text: str) -> str | None:
     return m.group(0) if m and m.group(0) in ("yes", "no") else None
 
 
-def validate_yesno_sample(rec, source: str = "") -> dict:
+def validate_yesno_sample(rec, source: str = "", *, with_media: bool = False) -> dict:
     """A Yes/No sample (what `to_yesno` writes) as scored: a JSON object with an `id` and an `answer` that is
-    Yes or No (any case). Returns the record; raises AnnotationError (bad_record, missing_field, bad_field)."""
+    Yes or No (any case); `with_media` (evaluation): also a non-empty `video` and `question`. Returns the record;
+    raises AnnotationError (bad_record, missing_field, bad_field)."""
     if not isinstance(rec, dict):
         raise AnnotationError("bad_record", f"sample must be a JSON object, got a {type(rec).__name__}", source)
     _identifier(rec, "id", "sample", source)
+    for key in ("video", "question") if with_media else ():
+        if key not in rec:
+            raise AnnotationError("missing_field", f"sample lacks {key!r}", source)
+        if not isinstance(rec[key], str) or not rec[key].strip():
+            raise AnnotationError("bad_field", f"sample {key!r} must be a non-empty string", source)
     answer = rec.get("answer")
     if answer is None:
         raise AnnotationError("missing_field", "sample lacks 'answer'", source)

@@ -18,21 +18,19 @@ import os
 
 import numpy as np
 
-from data_pipelines.errors import AnnotationError, VideoDecodeError
+from data_pipelines.errors import AnnotationError, VideoDecodeError, skip_reason
 from data_pipelines.formats import stride as stride_fmt
-from data_pipelines.formats import streamo as streamo_fmt
+from data_pipelines.formats.stream_record import ROLES, stream_record_parts, stream_turn_indices
 from data_pipelines.grain.config import PipelineConfig
 from data_pipelines.grain.sources import parse_record
 from data_pipelines.grain.text import (
     SpecialIds, encode, image_placeholder, render_chat, token_types, video_placeholder,
 )
 from data_pipelines.tokenizer import open_tokenizer
-from data_pipelines.video import VideoInfo, decode_clip, sample_indices
+from data_pipelines.video import VideoInfo, check_clip_in_video, decode_clip, sample_indices
 from stvl_jax.models.qwen_vl.host.placeholders import vision_pad_counts
 from stvl_jax.models.qwen_vl.host.positions import example_positions
 from stvl_jax.models.qwen_vl.host.preprocess import image_size, process_images, process_video, row_shape
-
-ROLES = ("system", "user", "assistant")
 
 
 class ExampleBuilder:
@@ -67,8 +65,8 @@ class ExampleBuilder:
             build = {"chat": self._chat, "streamo": self._streamo, "stride": self._stride}[self.cfg.format]
             return build(rec, item["key"], rng)
         except VideoDecodeError as e:
-            reason = "missing_file" if e.reason == "file not found" else "bad_video"
-            return {"__skip__": reason, "kind": "video", "path": e.path, "message": e.reason, "source": item["key"]}
+            return {"__skip__": skip_reason(e), "kind": "video", "path": e.path, "message": e.reason,
+                    "source": item["key"]}
         except AnnotationError as e:
             return {"__skip__": e.reason, "kind": "annotation", "message": str(e), "source": item["key"]}
 
@@ -93,10 +91,7 @@ class ExampleBuilder:
         sampling = cfg.preprocess.frames  # the model's frame sampling (fps, max_frames)
 
         def select(info: VideoInfo) -> np.ndarray:  # runs once the decoder has the file open
-            for name, t in (("start", start), ("end", end)):
-                if t is not None and t > info.duration + 1e-6:
-                    raise AnnotationError("time_out_of_range", f"video {name} {t} s > duration {info.duration:.2f} s",
-                                          source)
+            check_clip_in_video(info, start, end, source)
             if even_linspace:  # STRIDE: an even number of frames spread over the clip at <= fps
                 dur = (info.duration if end is None else end) - (start or 0.0)
                 n = stride_fmt.clip_frame_count(dur, fps or 1.0, sampling.max_frames)
@@ -209,32 +204,18 @@ class ExampleBuilder:
         return self._finish(out, source, images=images, videos=videos, sec_per_grid=secs, n_frames=n_frames)
 
     def _streamo(self, rec, source, rng):
-        if not isinstance(rec, dict) or not isinstance(rec.get("messages"), list) or not rec.get("videos"):
-            raise AnnotationError("missing_field", "stream record needs 'messages' and 'videos'", source)
-        path = self._path(rec["videos"][0], source)
-        msgs = rec["messages"]
-        n_stream = sum(m.get("content", "").count("<stream>") for m in msgs if isinstance(m, dict)
-                       and isinstance(m.get("content"), str))
-        if n_stream == 0:
-            raise AnnotationError("missing_field", "stream record has no <stream> turns", source)
+        video, msgs, n_stream = stream_record_parts(rec, source)
+        path = self._path(video, source)
 
         def select(info: VideoInfo) -> np.ndarray:  # one frame per turn
-            n_turns = streamo_fmt.stream_num_frames(info.num_frames, info.fps, self.cfg.streamo_fps)
-            if n_stream > n_turns + 1:  # the reference tolerates a mismatch of one frame (repeats the last)
-                raise AnnotationError("time_out_of_range", f"{n_stream} stream turns but the video has {n_turns} s",
-                                      source)
-            return streamo_fmt.stream_frame_indices(n_stream, info.num_frames, info.fps, self.cfg.streamo_fps)
+            return stream_turn_indices(n_stream, info.num_frames, info.fps, self.cfg.streamo_fps, source)
 
         frames = decode_clip(path, select, num_threads=self.cfg.decode_threads, timeout_s=self.cfg.decode_timeout_s,
                              copy=False).frames
         size = image_size(frames.shape[1], frames.shape[2], self.cfg.preprocess)
         pv, grids = process_images(frames, self.cfg.preprocess, size, dtype=self.cfg.pixel_dtype,
                                     layout=self.cfg.pixel_layout)
-        out = []
-        for m in msgs:
-            if not isinstance(m, dict) or m.get("role") not in ROLES or not isinstance(m.get("content"), str):
-                raise AnnotationError("bad_field", f"bad message {str(m)[:80]!r}", source)
-            out.append({"role": m["role"], "content": m["content"].replace("<stream>", image_placeholder())})
+        out = [{"role": m["role"], "content": m["content"].replace("<stream>", image_placeholder())} for m in msgs]
         ex = self._finish(out, source, images=[(pv, grids)], n_frames=n_stream)
         if self.cfg.streamo_state_noise > 0:
             self._noise_states(ex, rng)

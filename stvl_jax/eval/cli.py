@@ -7,6 +7,9 @@
     stvl eval etbench-score PREDICTIONS.json   (ET-Bench metrics of a file whose samples carry answers "a")
 
 `--zero-pixels` (streamo, stride, etbench) streams black frames: a control for what the score owes the video.
+A bad sample (malformed JSON line, missing field, unreadable video, a video too short for its record by the
+training pipeline's rules) is skipped and counted: "skipped" in the metrics JSON, a summary line on the console;
+nothing usable is an error.
 """
 
 from __future__ import annotations
@@ -25,31 +28,19 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", default="val")
     p.add_argument("--tokenizer", default=None, help="tokenizer dir (default: <ckpt>/tokenizer, an HF dir itself)")
     p.add_argument("--out", required=True, help="output dir for metrics.json and plots")
-    p.add_argument("--limit", type=positive_int, default=None, help="evaluate at most this many samples")
+    p.add_argument("--limit", type=positive_int, default=None,
+                   help="read only the first N records of the index (bad ones included)")
     p.add_argument("--mesh", default=None, help="mesh shape data,fsdp,tensor (default: all devices on fsdp)")
 
 
 def _load(args):
-    from transformers import AutoTokenizer
-
     import stvl_jax
-    from stvl_jax.models.qwen_vl.checkpoints import tokenizer_dir
+    from stvl_jax.infer.cli import load_tokenizer
     from stvl_jax.sharding import make_mesh
 
     mesh = make_mesh([int(x) for x in args.mesh.split(",")] if args.mesh else None)
     model = stvl_jax.load_model(args.ckpt, mesh=mesh)
-    tok_dir = args.tokenizer or tokenizer_dir(args.ckpt)
-    if not os.path.isdir(tok_dir):
-        raise UserError(f"tokenizer directory {tok_dir!r} not found (pass --tokenizer)")
-    return model, AutoTokenizer.from_pretrained(tok_dir)
-
-
-def _read_jsonl(path: str, limit: int | None) -> list[dict]:
-    if not os.path.isfile(path):
-        raise UserError(f"evaluation file {path!r} not found")
-    with open(path) as f:
-        rows = [json.loads(line) for line in f if line.strip()]
-    return rows[:limit] if limit else rows
+    return model, load_tokenizer(args.tokenizer, args.ckpt, "--tokenizer")
 
 
 def _write_json(out_dir: str, name: str, result: dict) -> None:
@@ -58,16 +49,30 @@ def _write_json(out_dir: str, name: str, result: dict) -> None:
         json.dump(result, f, indent=1)
 
 
+def _index(path: str, limit: int | None, skips):
+    """(records, their "path:line" keys) of the first `limit` records of a JSONL index; bad JSON counted."""
+    from stvl_jax.eval.skips import read_jsonl
+
+    if not os.path.isfile(path):
+        raise UserError(f"evaluation file {path!r} not found")
+    rows = read_jsonl(path, skips, limit)
+    return [r for _, r in rows], [k for k, _ in rows]
+
+
 def run_streamo(args) -> dict:
     from stvl_jax.eval.plots import plot_confusion, plot_state_timelines
+    from stvl_jax.eval.skips import SkipReport
     from stvl_jax.eval.streamo_eval import evaluate_streamo, format_per_task
 
-    model, tok = _load(args)
     path = os.path.join(args.data, "streamo", f"stream_{args.split}.jsonl")
-    records = _read_jsonl(path, args.limit)
+    skips = SkipReport()
+    records, keys = _index(path, args.limit, skips)
+    skips.require_usable(len(records), path)
+    model, tok = _load(args)
     result = evaluate_streamo(model, tok, model.preprocessing, records, os.path.dirname(path),
                               max_rounds=args.max_rounds, stop_on_first_response=args.stop_on_first_response,
-                              zero_pixels=args.zero_pixels)
+                              zero_pixels=args.zero_pixels, sources=keys, skips=skips)
+    skips.require_usable(len(result["streams"]), path)
     _write_json(args.out, "streamo_metrics.json", result)
     m = result["metrics"]
     plot_confusion(m, os.path.join(args.out, "streamo_confusion.png"), "Streamo states")
@@ -75,24 +80,30 @@ def run_streamo(args) -> dict:
     control = " with every pixel zeroed" if args.zero_pixels else ""
     print(f"streamo/{args.split}{control}: macro-F1 {m['macro_f1']:.3f} "
           f"(majority baseline {m['baseline']['macro_f1']:.3f}), "
-          f"accuracy {m['accuracy']:.3f}, {m['n']} seconds over {len(records)} streams -> {args.out}")
+          f"accuracy {m['accuracy']:.3f}, {m['n']} seconds over {len(result['streams'])} streams -> {args.out}")
     print(f"macro-F1 per task: {format_per_task(m)}")
+    print(skips.summary(len(result["streams"])))
     return result
 
 
 def run_qvh_yesno(args) -> dict:
     from stvl_jax.eval.qvh_eval import evaluate_qvh_yesno
+    from stvl_jax.eval.skips import SkipReport
 
-    model, tok = _load(args)
     path = os.path.join(args.data, "qvhighlights", f"yesno_{args.split}.jsonl")
-    samples = _read_jsonl(path, args.limit)
+    skips = SkipReport()
+    samples, keys = _index(path, args.limit, skips)
+    skips.require_usable(len(samples), path)
+    model, tok = _load(args)
     result = evaluate_qvh_yesno(model, tok, model.preprocessing, samples, os.path.dirname(path),
-                                batch_size=args.batch_size, max_frames=args.max_frames)
-    _write_json(args.out, "qvh_yesno_metrics.json", result)
+                                batch_size=args.batch_size, max_frames=args.max_frames, sources=keys, skips=skips)
     m = result["metrics"]
+    skips.require_usable(m["total"], path)
+    _write_json(args.out, "qvh_yesno_metrics.json", result)
     print(f"qvh-yesno/{args.split}: accuracy {m['accuracy']:.3f} (always-Yes baseline "
           f"{m['baseline_always_yes']:.3f}), yes {m['yes_accuracy']}, no {m['no_accuracy']}, "
           f"{m['total']} questions -> {args.out}")
+    print(skips.summary(m["total"]))
     return result
 
 
@@ -106,7 +117,7 @@ def _stride_common(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--tokenizer", default=None, help="tokenizer dir (default: <ckpt>/tokenizer)")
     p.add_argument("--out", required=True, help="output dir for <task>_metrics.json and the timelines PNG")
-    p.add_argument("--limit", type=positive_int, default=None, help="evaluate at most this many samples")
+    p.add_argument("--limit", type=positive_int, default=None, help="stream the first N well-formed samples")
     add_stream_flags(p).add_argument("--no-fallback", action="store_true",
                                      help="no [0, t_last] answer for streams without a span")
     _zero_pixels_flag(p)
@@ -115,19 +126,30 @@ def _stride_common(p: argparse.ArgumentParser) -> None:
 def run_stride(args) -> dict:
     """Synthetic activation task (held-out split) or ET-Bench: stream, score, print F1@0.5 beside baselines."""
     from stvl_jax.eval import stride_eval
+    from stvl_jax.eval.skips import SkipReport
     from stvl_jax.infer.cli import load_args_detector, load_tokenizer, stream_config
 
     cfg = stream_config(args, fallback=not args.no_fallback)
-    detector = load_args_detector(args, load_tokenizer(args.tokenizer, args.ckpt, "--tokenizer"), cfg)
+    skips = SkipReport()
     if args.task == "stride":
-        samples = stride_eval.synthetic_samples(args.data, args.split)
+        where = os.path.join(args.data, "stride", f"{args.split}.jsonl")
+        samples = stride_eval.synthetic_samples(args.data, args.split, skips)
     else:
         tasks = tuple(t.strip() for t in args.tasks.split(",") if t.strip())
-        samples = stride_eval.etbench_samples(args.anno, args.videos, tasks)
+        if unknown := [t for t in tasks if t not in stride_eval.etbench.SCORERS]:
+            raise UserError(f"--tasks: {unknown[0]!r} has no STRIDE metric (supported: "
+                            f"{','.join(stride_eval.etbench.TASKS)})")
+        where = args.anno
+        samples = stride_eval.etbench_samples(args.anno, args.videos, tasks, skips)
     samples = samples[: args.limit] if args.limit else samples
+    skips.require_usable(len(samples), where)
+    detector = load_args_detector(args, load_tokenizer(args.tokenizer, args.ckpt, "--tokenizer"), cfg)
     result = stride_eval.evaluate(stride_eval.detector_factory(detector), samples, fps=cfg.fps,
-                                  zero_pixels=args.zero_pixels)
-    result["baselines"] = stride_eval.baselines(detector.stride, cfg, samples, fps=cfg.fps)
+                                  zero_pixels=args.zero_pixels, skips=skips)
+    skips.require_usable(len(result["samples"]), where)
+    scored = {s["record"] for s in result["samples"]}  # the baselines stream the samples the model streamed
+    result["baselines"] = stride_eval.baselines(detector.stride, cfg, [s for s in samples if s["record"] in scored],
+                                                fps=cfg.fps)
     _write_json(args.out, f"{args.task}_metrics.json", result)
     stride_eval.plot_samples(result["samples"], os.path.join(args.out, f"{args.task}_timelines.png"))
     control = " (every pixel zeroed)" if args.zero_pixels else ""
@@ -145,6 +167,7 @@ def run_stride(args) -> dict:
     lat = result["latency"]
     print(f"per-chunk latency: median {lat['median_ms']:.1f} ms, p90 {lat['p90_ms']:.1f} ms over {lat['chunks']} "
           f"chunks -> {args.out}")
+    print(skips.summary(len(result["samples"])))
     return result
 
 

@@ -26,6 +26,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from data_pipelines.errors import AnnotationError
 from stvl_jax.errors import InputError
 
 TASKS = ("tvg", "epm", "tal", "dvc", "slc")
@@ -34,26 +35,41 @@ _RANGE = re.compile(r"(\d+\.?\d*)\s*-\s*(\d+\.?\d*)")
 _TO = re.compile(r"(\d+\.?\d*)\s* to \s*(\d+\.?\d*)")
 
 
-def read_annotations(path: str, tasks: Sequence[str] | None = TASKS) -> list[dict]:
-    """Samples of the given tasks (None: all). Raises InputError naming the file and the bad sample."""
+def read_annotations(path: str, tasks: Sequence[str] | None = TASKS, skips=None) -> list[dict]:
+    """Samples of the given tasks (None: all). A file that is missing or not a JSON list raises InputError; a bad
+    sample (lacking 'task', 'video', 'q' or 'tgt', or a 'tgt' that is not [s, e] segments) raises too, or with a
+    `skips` report (`eval.skips.SkipReport`) is counted there as "path[i]" and left out."""
     if not os.path.isfile(path):
         raise InputError(f"ET-Bench annotation file {path!r} not found")
     try:
         with open(path) as f:
             data = json.load(f)
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise InputError(f"{path!r} is not valid JSON: {e}") from None
     if not isinstance(data, list):
         raise InputError(f"{path!r}: expected a JSON list of samples, got {type(data).__name__}")
     out = []
     for i, s in enumerate(data):
-        if not isinstance(s, dict) or any(k not in s for k in ("task", "video", "q", "tgt")):
-            raise InputError(f"{path!r}: sample {i} lacks one of 'task', 'video', 'q', 'tgt'")
-        if tasks is None or s["task"] in tasks:
-            s = dict(s)
-            s["tgt"] = _segments(s["tgt"], f"{path!r} sample {i}")
-            out.append(s)
+        key = f"{path}[{i}]"
+        try:
+            if not isinstance(s, dict) or any(k not in s for k in ("task", "video", "q", "tgt")):
+                raise AnnotationError("missing_field", "sample lacks one of 'task', 'video', 'q', 'tgt'", key)
+            if not isinstance(s["video"], str) or not isinstance(s["q"], str):
+                raise AnnotationError("bad_field", "'video' and 'q' must be strings", key)
+            if "duration" in s and not _positive_number(s["duration"]):
+                raise AnnotationError("bad_field", f"'duration' {s['duration']!r} is not a positive number of "
+                                      "seconds", key)
+            if tasks is None or s["task"] in tasks:
+                out.append({**s, "record": key, "tgt": _segments(s["tgt"], key)})
+        except InputError as e:
+            if skips is None:
+                raise
+            skips.add_error(key, e)
     return out
+
+
+def _positive_number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x > 0
 
 
 def _segments(tgt, where: str) -> list[list[float]]:
@@ -61,11 +77,12 @@ def _segments(tgt, where: str) -> list[list[float]]:
     try:
         arr = np.asarray(tgt, dtype=np.float64)
     except (TypeError, ValueError):
-        raise InputError(f"{where}: 'tgt' must be [s, e] or a list of [s, e] in seconds, got {tgt!r}") from None
+        raise AnnotationError("bad_field", f"{where}: 'tgt' must be [s, e] or a list of [s, e] in seconds, got "
+                              f"{tgt!r}") from None
     if arr.ndim == 1 and arr.shape == (2,):
         arr = arr[None]
     if arr.ndim != 2 or arr.shape[1] != 2 or not np.isfinite(arr).all():
-        raise InputError(f"{where}: 'tgt' must be [s, e] or a list of [s, e], got {tgt!r}")
+        raise AnnotationError("bad_field", f"{where}: 'tgt' must be [s, e] or a list of [s, e], got {tgt!r}")
     return np.sort(arr, axis=1).tolist()
 
 
@@ -162,6 +179,8 @@ def score(samples: Sequence[dict]) -> dict:
     """{task: {source: metrics}, "overall": {task: mean F1 over sources}} for samples carrying answers 'a'."""
     groups: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
     for i, s in enumerate(samples):
+        if not isinstance(s, dict) or any(k not in s for k in ("task", "tgt")):
+            raise InputError(f"sample {i} is not an object with 'task' and 'tgt'")
         if s["task"] not in SCORERS:
             raise InputError(f"task {s['task']!r} has no STRIDE metric (supported: {sorted(SCORERS)})")
         groups[s["task"]][s.get("source", "")].append({**s, "tgt": _segments(s["tgt"], f"sample {i}")})

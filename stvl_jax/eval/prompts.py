@@ -32,7 +32,11 @@ def video_prompt(tokenizer, vision: PreprocessConfig, video_path: str, question:
 def video_prompt_batch(tokenizer, vision: PreprocessConfig, items: Sequence[tuple[str, str]], **kw) -> dict:
     """[(video_path, question)] -> left-padded batch dict with `pixel_values_videos`/`video_grid_thw`
     (+ `second_per_grid_ts` for Qwen2.5-VL)."""
-    rows = [video_prompt(tokenizer, vision, path, q, **kw) for path, q in items]
+    return collate_prompts(tokenizer, vision, [video_prompt(tokenizer, vision, path, q, **kw) for path, q in items])
+
+
+def collate_prompts(tokenizer, vision: PreprocessConfig, rows: Sequence[tuple]) -> dict:
+    """`video_prompt` results -> the left-padded batch of `video_prompt_batch`."""
     length = max(len(r[0]) for r in rows)
     pad = SpecialIds.from_tokenizer(tokenizer).pad
     ids = np.full((len(rows), length), pad, np.int64)

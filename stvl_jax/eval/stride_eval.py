@@ -18,35 +18,65 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from data_pipelines.video import read_video
+from data_pipelines.errors import AnnotationError
+from data_pipelines.formats import stride as stride_fmt
+from data_pipelines.video import check_clip_in_video, decode_clip, sample_indices
 from stvl_jax.errors import InputError
 from stvl_jax.eval import etbench
+from stvl_jax.eval.skips import SkipReport, read_jsonl
 from stvl_jax.infer.stride_runtime import StreamConfig, StreamResult, StrideStream
 
 
-def synthetic_samples(data_dir: str, split: str = "test") -> list[dict]:
-    """ET-Bench-format tvg samples from `stvl data synth`'s stride/<split>.jsonl (one per distinct query)."""
+def synthetic_samples(data_dir: str, split: str = "test", skips: SkipReport | None = None) -> list[dict]:
+    """ET-Bench-format tvg samples from `stvl data synth`'s stride/<split>.jsonl (one per distinct query).
+
+    A line training refuses (`formats.stride.parse_sample`), one without the fields of a query (vid, entity,
+    action) or an `<active>` entry to find, or whose video has no annotation is counted in `skips` (named
+    "path:line"); `skips=None` raises it. Each sample keeps its line's clip (`clip`): the video must cover it,
+    as in training (checked when the video is decoded)."""
     path = os.path.join(data_dir, "stride", f"{split}.jsonl")
     if not os.path.isfile(path):
         raise InputError(f"{path!r} not found (make the set with `stvl data synth --out {data_dir}`)")
+    report = SkipReport() if skips is None else skips
     out, seen = [], set()
-    with open(path) as f:
-        for line in f:
-            rec = json.loads(line)
-            key = (rec["vid"], rec["entity"], rec["action"])
-            if key in seen:
-                continue
-            seen.add(key)
-            text, video, act = rec["data"]
-            target = next(e for e in act["entries"] if e["value"] == "<active>")
-            ann = os.path.normpath(os.path.join(os.path.dirname(path), "..", "annotations", rec["vid"] + ".json"))
-            with open(ann) as g:
-                duration = float(json.load(g)["duration"])
-            out.append({"idx": len(out), "task": "tvg", "source": "stvl-synth", "vid": rec["vid"],
-                        "video": os.path.normpath(os.path.join(os.path.dirname(path), video["path"])),
-                        "duration": duration, "q": text["content"],
-                        "tgt": [target["start_seconds"], target["end_seconds"]], "action": rec["action"]})
+    for key, rec in read_jsonl(path, report):
+        try:
+            sample = _synthetic_sample(rec, path, key)
+        except AnnotationError as e:
+            if skips is None:
+                raise
+            report.add_error(key, e)
+            continue
+        query = (sample["vid"], str(rec["entity"]), str(sample["action"]))
+        if query not in seen:
+            seen.add(query)
+            out.append({"idx": len(out), **sample})
     return out
+
+
+def _synthetic_sample(rec, path: str, key: str) -> dict:
+    text, vpart, entries = stride_fmt.parse_sample(rec, key)
+    missing = [k for k in ("vid", "entity", "action") if k not in rec]
+    if missing:
+        raise AnnotationError("missing_field", f"sample lacks {missing[0]!r}", key)
+    if not isinstance(vpart["path"], str) or not isinstance(rec["vid"], str):
+        raise AnnotationError("bad_field", "the video path and 'vid' must be strings", key)
+    target = next((e for e in entries if e.value == stride_fmt.ACTIVE), None)
+    if target is None:
+        raise AnnotationError("missing_field", "sample has no <active> entry (nothing to find)", key)
+    root = os.path.dirname(path)
+    ann = os.path.normpath(os.path.join(root, "..", "annotations", rec["vid"] + ".json"))
+    try:
+        with open(ann) as g:
+            duration = float(json.load(g)["duration"])
+    except OSError as e:
+        raise AnnotationError("missing_file", f"annotation {ann!r} cannot be read ({e.strerror})", key) from None
+    except (ValueError, KeyError, TypeError):
+        raise AnnotationError("bad_field", f"annotation {ann!r} has no numeric 'duration'", key) from None
+    return {"task": "tvg", "source": "stvl-synth", "vid": rec["vid"], "record": key,
+            "video": os.path.normpath(os.path.join(root, vpart["path"])), "duration": duration,
+            "q": text, "tgt": [target.start, target.end], "action": rec["action"],
+            "clip": [float(vpart["start_seconds"]), float(vpart["end_seconds"])]}
 
 
 class ConstantStream(StrideStream):
@@ -83,12 +113,9 @@ class OracleStream(ConstantStream):
         return (lambda labels: inside.astype(np.float32)), False
 
 
-def etbench_samples(anno: str, videos: str, tasks: Sequence[str]) -> list[dict]:
-    """ET-Bench samples of `tasks` with video paths resolved against `videos`."""
-    out = []
-    for s in etbench.read_annotations(anno, tasks):
-        out.append({**s, "video": os.path.join(videos, s["video"])})
-    return out
+def etbench_samples(anno: str, videos: str, tasks: Sequence[str], skips: SkipReport | None = None) -> list[dict]:
+    """ET-Bench samples of `tasks` with video paths resolved against `videos` (bad samples: `read_annotations`)."""
+    return [{**s, "video": os.path.join(videos, s["video"])} for s in etbench.read_annotations(anno, tasks, skips)]
 
 
 def detector_factory(detector: StrideStream) -> Callable[[dict], StrideStream]:
@@ -127,24 +154,39 @@ def plot_samples(samples: Sequence[dict], path: str, max_rows: int = 24) -> str:
     return path
 
 
-def load_frames(path: str, fps: float) -> np.ndarray:
-    return read_video(path, fps=fps).frames
+def load_frames(sample: dict, fps: float) -> np.ndarray:
+    """The sample's whole video at `fps`; the video must cover the sample's `clip` (if any), as in training."""
+    clip, source = sample.get("clip") or (None, None), sample.get("record", "")
+
+    def select(info):
+        check_clip_in_video(info, *clip, source)
+        return sample_indices(info, fps=fps)
+
+    return decode_clip(sample["video"], select).frames
 
 
 def evaluate(stream_factory: Callable[[dict], StrideStream], samples: Sequence[dict], *, fps: float = 1.0,
-             zero_pixels: bool = False, progress: bool = True) -> dict:
+             zero_pixels: bool = False, progress: bool = True, skips: SkipReport | None = None) -> dict:
     """Stream every sample (its video from the start, query `q`); fills `a` and returns
-    {"metrics": etbench.score(...), "samples": [...with a, segments, chunk timelines...], "latency": {...}}.
-    `zero_pixels`: every frame black (same count and size), a control for how much of the score comes from
-    the video."""
+    {"metrics": etbench.score(...), "samples": [...with a, segments, chunk timelines...], "latency": {...},
+    "skipped": {...}}. A sample whose video cannot be decoded, does not cover its clip or is too short for the
+    stream is counted in `skips` (`skips=None` raises). `zero_pixels`: every frame black (same count and size),
+    a control for how much of the score comes from the video."""
     done, chunk_ms = [], []
-    for s in tqdm(samples, desc="stride eval", unit="video", disable=not progress):
-        frames = load_frames(s["video"], fps)
-        if zero_pixels:
-            frames = np.zeros_like(frames)
-        runner = stream_factory(s)
-        t0 = time.perf_counter()
-        result: StreamResult = runner.run(frames, s["q"])
+    report = SkipReport() if skips is None else skips
+    for i, s in enumerate(tqdm(samples, desc="stride eval", unit="video", disable=not progress)):
+        try:
+            frames = load_frames(s, fps)
+            if zero_pixels:
+                frames = np.zeros_like(frames)
+            runner = stream_factory(s)
+            t0 = time.perf_counter()
+            result: StreamResult = runner.run(frames, s["q"])
+        except InputError as e:
+            if skips is None:
+                raise
+            report.add_error(s.get("record", f"sample {s.get('idx', i)}"), e)
+            continue
         wall = time.perf_counter() - t0
         segs = etbench.clip_segments([(g.start, g.end) for g in result.segments], s.get("duration", np.inf))
         chunk_ms += [1000 * c.latency_s for c in result.chunks]
@@ -156,7 +198,7 @@ def evaluate(stream_factory: Callable[[dict], StrideStream], samples: Sequence[d
     lat = np.asarray(chunk_ms) if chunk_ms else np.zeros(1)
     return {"metrics": etbench.score(done), "samples": done,
             "latency": {"chunks": len(chunk_ms), "median_ms": float(np.median(lat)),
-                        "p90_ms": float(np.percentile(lat, 90))}}
+                        "p90_ms": float(np.percentile(lat, 90))}, "skipped": report.as_dict()}
 
 
 def baselines(window, cfg: StreamConfig, samples: Sequence[dict], fps: float = 1.0) -> dict:

@@ -59,10 +59,10 @@ def test_reader_selects_tasks_and_names_bad_input(tmp_path):
     with pytest.raises(InputError, match="not found"):
         etbench.read_annotations(str(tmp_path / "missing.json"))
     path.write_text(json.dumps([{"task": "tvg", "video": "v.mp4", "q": "q"}]))
-    with pytest.raises(InputError, match="sample 0 lacks"):
+    with pytest.raises(InputError, match=r"anno.json\[0\]: sample lacks"):
         etbench.read_annotations(str(path))
     path.write_text(json.dumps([{"task": "tvg", "video": "v.mp4", "q": "q", "tgt": [1, "x"]}]))
-    with pytest.raises(InputError, match=r"sample 0: 'tgt' must be"):
+    with pytest.raises(InputError, match=r"anno.json\[0\]: 'tgt' must be"):
         etbench.read_annotations(str(path))
     with pytest.raises(InputError, match="no STRIDE metric"):
         etbench.score([{"task": "vhd", "tgt": [0, 1], "a": "0 - 1"}])
