@@ -1,0 +1,110 @@
+"""Declarative HF `Sam2VideoModel` <-> stvl-jax key map for SAM2's video memory modules.
+
+Same `Entry` table and hooks as the Qwen-VL map (`converters.qwen_vl_keys`):
+    LINEAR  HF (out, in)          <-> ours (in, out...)          nn.Linear; heads split out of `out`
+    CONV    HF (out, in, kh, kw)  <-> ours (in, kh, kw, out)     nn.Conv2d (the conv3d hook: flatten + transpose)
+    VECTOR  HF any shape          <-> ours (same elements)       biases, norms, embeddings
+Stacked layers (`layers=N`) gather HF's `layers.{i}` tensors into our leading `layers` axis.
+HF prefixes default to the submodule names in `Sam2VideoModel` (`memory_encoder.`, `memory_attention.`, the
+top-level memory parameters); ours to the attribute names the video model is expected to use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+
+import numpy as np
+
+from stvl_jax.errors import CheckpointError
+from stvl_jax.models.sam2.memory_config import MemoryAttentionConfig, MemoryBankConfig, MemoryEncoderConfig
+
+from converters.qwen_vl_keys import CONV3D, LINEAR, VECTOR, Entry, to_hf, to_ours
+
+CONV = CONV3D  # (out, in, *window) -> (in, *window, out): one hook for 2-D and 3-D kernels
+
+
+class _Table:
+    def __init__(self, hf_prefix: str, ours_prefix: str):
+        self.hf, self.ours, self.entries = hf_prefix, ours_prefix, []
+
+    def add(self, hf: str, ours: str, hook: str, shape: Iterable[int], layers: int | None = None) -> None:
+        self.entries.append(Entry(self.hf + hf, (self.ours + ours,), hook, layers, tuple(shape)))
+
+    def linear(self, hf: str, ours: str, n_in: int, n_out: int, layers: int | None = None) -> None:
+        self.add(hf + ".weight", ours + "/kernel", LINEAR, (n_out, n_in), layers)
+        self.add(hf + ".bias", ours + "/bias", VECTOR, (n_out,), layers)
+
+    def conv(self, hf: str, ours: str, n_in: int, n_out: int, k: int, layers: int | None = None) -> None:
+        self.add(hf + ".weight", ours + "/kernel", CONV, (n_out, n_in, k, k), layers)
+        self.add(hf + ".bias", ours + "/bias", VECTOR, (n_out,), layers)
+
+    def norm(self, hf: str, ours: str, n: int, layers: int | None = None) -> None:
+        self.add(hf + ".weight", ours + "/weight", VECTOR, (n,), layers)
+        self.add(hf + ".bias", ours + "/bias", VECTOR, (n,), layers)
+
+
+def memory_encoder_keys(cfg: MemoryEncoderConfig, hf_prefix: str = "memory_encoder.",
+                        ours_prefix: str = "memory_encoder/") -> list[Entry]:
+    t = _Table(hf_prefix, ours_prefix)
+    ch = 1
+    for i in range(cfg.num_downsampler_layers):
+        out = ch * cfg.downsampler_stride ** 2
+        t.conv(f"mask_downsampler.layers.{i}.conv", f"mask_downsampler/layers_{i}/conv", ch, out,
+               cfg.downsampler_kernel_size)
+        t.norm(f"mask_downsampler.layers.{i}.layer_norm", f"mask_downsampler/layers_{i}/layer_norm", out)
+        ch = out
+    c, n = cfg.hidden_size, cfg.fuser_num_layers
+    t.conv("mask_downsampler.final_conv", "mask_downsampler/final_conv", ch, cfg.downsampler_embed_dim, 1)
+    t.conv("feature_projection", "feature_projection", c, c, 1)
+    f, fo = "memory_fuser.layers.{i}.", "memory_fuser/layers/"
+    t.conv(f + "depthwise_conv", fo + "depthwise_conv", 1, c, cfg.fuser_kernel_size, n)
+    t.norm(f + "layer_norm", fo + "layer_norm", c, n)
+    t.linear(f + "pointwise_conv1", fo + "pointwise_conv1", c, cfg.fuser_intermediate_dim, n)
+    t.linear(f + "pointwise_conv2", fo + "pointwise_conv2", cfg.fuser_intermediate_dim, c, n)
+    t.add(f + "scale", fo + "scale", VECTOR, (c,), n)
+    t.conv("projection", "projection", c, cfg.output_channels, 1)
+    return t.entries
+
+
+# ------------------------------------------------------------------------------------------ tensors
+def hf_to_flat(entries: list[Entry], hf: Mapping[str, np.ndarray], shapes: Mapping[str, tuple[int, ...]]
+               ) -> dict[str, np.ndarray]:
+    """{our path: array} from HF tensors `hf` (name -> array) through `entries`; `shapes` are our full shapes
+    (stacked ones with the leading `layers` axis). A missing tensor or a shape mismatch raises `CheckpointError`
+    naming the tensor and both shapes. (Names `hf` has beyond the entries are the caller's to check: the full
+    SAM2 converter owns the whole checkpoint.)"""
+    out: dict[str, np.ndarray] = {}
+    for e in entries:
+        (path,) = e.ours
+        if path not in shapes:
+            raise AssertionError(f"key map names {path!r}, which the model does not have")
+        for i, name in enumerate(e.hf_names()):
+            if name not in hf:
+                raise CheckpointError(f"checkpoint has no tensor {name!r}")
+            value = np.asarray(hf[name])
+            if tuple(value.shape) != e.hf_shape:
+                raise CheckpointError(f"tensor {name!r} has shape {tuple(value.shape)}, the config expects "
+                                      f"{e.hf_shape}")
+            if path not in out:
+                out[path] = np.empty(shapes[path], value.dtype)
+            dest = out[path][i] if e.layers else out[path]
+            to_ours(e.hook, value, (dest.shape,), [dest])
+    missing = sorted(set(shapes) - set(out))
+    if missing:
+        raise AssertionError(f"key map out of sync with the model: unmapped {missing}")
+    return out
+
+
+def flat_to_hf(entries: list[Entry], get_param: Callable[[str], np.ndarray]) -> dict[str, np.ndarray]:
+    """{HF name: tensor} from our params (get_param(path) -> array), the inverse of `hf_to_flat`."""
+    out = {}
+    for e in entries:
+        (path,) = e.ours
+        value = np.asarray(get_param(path))
+        for i, name in enumerate(e.hf_names()):
+            out[name] = to_hf(e.hook, [value[i] if e.layers else value], e.hf_shape)
+    return out
+
+
+__all__ = ["CONV", "LINEAR", "VECTOR", "Entry", "MemoryAttentionConfig", "MemoryBankConfig", "MemoryEncoderConfig",
+           "flat_to_hf", "hf_to_flat", "memory_encoder_keys"]
