@@ -66,6 +66,22 @@ def memory_encoder_keys(cfg: MemoryEncoderConfig, hf_prefix: str = "memory_encod
     return t.entries
 
 
+def memory_attention_keys(cfg: MemoryAttentionConfig, hf_prefix: str = "memory_attention.",
+                          ours_prefix: str = "memory_attention/") -> list[Entry]:
+    t = _Table(hf_prefix, ours_prefix)
+    d, i, n, kv = cfg.hidden_size, cfg.internal_dim, cfg.num_layers, cfg.kv_in_dim
+    h, ho = "layers.{i}.", "layers/"
+    for attn, kv_in in (("self_attn", d), ("cross_attn_image", kv)):
+        for p, n_in, n_out in (("q", d, i), ("k", kv_in, i), ("v", kv_in, i), ("o", i, d)):
+            t.linear(f"{h}{attn}.{p}_proj", f"{ho}{attn}/{p}_proj", n_in, n_out, n)
+    t.linear(h + "linear1", ho + "linear1", d, cfg.ffn_hidden_size, n)
+    t.linear(h + "linear2", ho + "linear2", cfg.ffn_hidden_size, d, n)
+    for k in (1, 2, 3):
+        t.norm(f"{h}layer_norm{k}", f"{ho}layer_norm{k}", d, n)
+    t.norm("layer_norm", "layer_norm", d)
+    return t.entries
+
+
 # ------------------------------------------------------------------------------------------ tensors
 def hf_to_flat(entries: list[Entry], hf: Mapping[str, np.ndarray], shapes: Mapping[str, tuple[int, ...]]
                ) -> dict[str, np.ndarray]:
@@ -107,4 +123,4 @@ def flat_to_hf(entries: list[Entry], get_param: Callable[[str], np.ndarray]) -> 
 
 
 __all__ = ["CONV", "LINEAR", "VECTOR", "Entry", "MemoryAttentionConfig", "MemoryBankConfig", "MemoryEncoderConfig",
-           "flat_to_hf", "hf_to_flat", "memory_encoder_keys"]
+           "flat_to_hf", "hf_to_flat", "memory_attention_keys", "memory_encoder_keys"]

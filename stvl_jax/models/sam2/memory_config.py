@@ -15,6 +15,7 @@ import pydantic
 
 from stvl_jax.config_base import StrictConfig
 from stvl_jax.errors import ConfigError
+from stvl_jax.nn.mlp import ACTIVATIONS
 
 _HF_MODEL_TYPES = ("sam2_video",)
 
@@ -26,6 +27,12 @@ def _check_hf(d: Mapping[str, Any]) -> None:
     if model_type not in _HF_MODEL_TYPES:
         raise ConfigError(f"SAM2 video config: model_type {model_type!r} has no video memory "
                           f"(expected one of {list(_HF_MODEL_TYPES)})")
+
+
+def _check_act(**acts: str) -> None:
+    for field, name in acts.items():
+        if name not in ACTIVATIONS:
+            raise ValueError(f"{field} {name!r} is not a known activation ({sorted(ACTIVATIONS)})")
 
 
 def _read(cls, d: Mapping[str, Any], names: Mapping[str, str], extra: Mapping[str, Any] = ()) -> Any:
@@ -61,6 +68,7 @@ class MemoryEncoderConfig(StrictConfig):
             raise ValueError(f"hidden_size ({self.hidden_size}), downsampler_embed_dim ({self.downsampler_embed_dim}) "
                              f"and fuser_embed_dim ({self.fuser_embed_dim}) must be equal: the downsampled mask is "
                              "added to the projected pixel features, which then go through the fuser")
+        _check_act(downsampler_act=self.downsampler_act, fuser_act=self.fuser_act)
         if self.output_channels % 2:
             raise ValueError(f"output_channels ({self.output_channels}) must be even (sine position encoding)")
         if self.downsampler_stride < 2 or self.num_downsampler_layers < 1:
@@ -106,6 +114,7 @@ class MemoryAttentionConfig(StrictConfig):
 
     @pydantic.model_validator(mode="after")
     def _consistent(self):
+        _check_act(ffn_act=self.ffn_act)
         internal = self.hidden_size // self.downsample_rate
         if self.hidden_size % self.downsample_rate or internal % self.num_heads:
             raise ValueError(f"hidden_size {self.hidden_size} / downsample_rate {self.downsample_rate} must be a "

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 # two shapes: (a) 2 heads, 8x8 grid, 3 memories; (b) 1 head, non-square 6x4 grid, 4 memories, 3 fuser blocks
 SHAPES = {
-    "a": dict(hidden=32, heads=2, layers=2, ffn=48, grid=(8, 8), num_maskmem=3, fuser_layers=2, fuser_dim=48,
+    "a": dict(hidden=64, heads=2, layers=2, ffn=48, grid=(8, 8), num_maskmem=3, fuser_layers=2, fuser_dim=48,
               total_stride=16, stride=2),
-    "b": dict(hidden=64, heads=1, layers=3, ffn=40, grid=(6, 4), num_maskmem=4, fuser_layers=3, fuser_dim=24,
+    "b": dict(hidden=128, heads=1, layers=3, ffn=40, grid=(6, 4), num_maskmem=4, fuser_layers=3, fuser_dim=24,
               total_stride=4, stride=2),
 }
 
@@ -46,7 +48,10 @@ def tiny_hf_config(shape: str = "a", **top):
 
 def tiny_hf_model(config, seed: int = 0):
     """Sam2VideoModel(config) in eval mode with EVERY parameter redrawn at random (HF zero-inits some of them,
-    e.g. the fuser layer scales, which would hide whole branches from a parity test)."""
+    e.g. the fuser layer scales, which would hide whole branches from a parity test). Matrices and kernels get
+    std 1/sqrt(fan_in) (the scale of trained or default-initialised layers: activations stay O(1), so fp32
+    rounding stays where a 1e-4 comparison can see real differences); vectors N(0, 0.3), norm weights and layer
+    scales around 1."""
     import torch
     from transformers import Sam2VideoModel
 
@@ -55,8 +60,12 @@ def tiny_hf_model(config, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
-            centre = 1.0 if ("norm" in name and name.endswith("weight")) or name.endswith(".scale") else 0.0
-            p.copy_(centre + 0.3 * torch.randn(p.shape, generator=g))
+            noise = torch.randn(p.shape, generator=g)
+            if p.ndim >= 2:
+                p.copy_(noise / math.sqrt(max(p[0].numel(), 1)))
+            else:
+                centre = 1.0 if ("norm" in name and name.endswith("weight")) or name.endswith(".scale") else 0.0
+                p.copy_(centre + 0.3 * noise)
     return model
 
 
@@ -84,8 +93,9 @@ def build_loaded(factory, entries, hf_state: dict[str, np.ndarray]):
     return ours
 
 
-def jitted(module):
-    """module(*args) as one jitted function (one compile instead of many eager op dispatches)."""
+def jitted(module, **kwargs):
+    """module(*args, **kwargs) as one jitted function of args (one compile instead of many eager op
+    dispatches); kwargs are fixed (static ints, or constants)."""
     import jax
     from flax import nnx
 
@@ -93,6 +103,6 @@ def jitted(module):
 
     @jax.jit
     def run(state, *args):
-        return nnx.merge(graphdef, state)(*args)
+        return nnx.merge(graphdef, state)(*args, **kwargs)
 
     return lambda *args: run(state, *args)

@@ -43,6 +43,7 @@ def test_unknown_key_refused():
     (MemoryAttentionConfig, {"hidden_size": 30, "num_heads": 3}, "multiple of 4"),
     (MemoryAttentionConfig, {"num_heads": 3}, "multiple of num_heads"),
     (MemoryBankConfig, {"mem_dim": 48}, "multiple of mem_dim"),
+    (MemoryAttentionConfig, {"ffn_act": "swish"}, "ffn_act 'swish' is not a known activation"),
     (MemoryBankConfig, {"max_cond_frame_num": 0}, "max_cond_frame_num"),
 ])
 def test_inconsistent_shapes_refused(cls, data, match):
