@@ -82,6 +82,28 @@ def memory_attention_keys(cfg: MemoryAttentionConfig, hf_prefix: str = "memory_a
     return t.entries
 
 
+def memory_embedding_keys(cfg: MemoryBankConfig, hf_prefix: str = "",
+                          ours_prefix: str = "memory_embeddings/") -> list[Entry]:
+    """HF `Sam2VideoModel`'s video-only top-level parameters (`MemoryEmbeddings`). `no_memory_embedding` is
+    not here: the image model (`Sam2Model`) has it too, and its key map owns it."""
+    t = _Table(hf_prefix, ours_prefix)
+    d, m = cfg.hidden_dim, cfg.mem_dim
+    t.add("memory_temporal_positional_encoding", "memory_temporal_positional_encoding", VECTOR,
+          (cfg.num_maskmem, 1, 1, m))
+    t.add("no_memory_positional_encoding", "no_memory_positional_encoding", VECTOR, (1, 1, d))
+    t.add("no_object_pointer", "no_object_pointer", VECTOR, (1, d))
+    t.linear("object_pointer_proj.proj_in", "object_pointer_proj/proj_in", d, d)
+    t.linear("object_pointer_proj.layers.0", "object_pointer_proj/layers_0", d, d)
+    t.linear("object_pointer_proj.proj_out", "object_pointer_proj/proj_out", d, d)
+    if cfg.enable_temporal_pos_encoding_for_object_pointers:
+        t.linear("temporal_positional_encoding_projection_layer", "temporal_positional_encoding_projection_layer",
+                 d, m)
+    if cfg.enable_occlusion_spatial_embedding:
+        t.add("occlusion_spatial_embedding_parameter", "occlusion_spatial_embedding_parameter", VECTOR, (1, m))
+    t.conv("mask_downsample", "mask_downsample", 1, 1, 4)
+    return t.entries
+
+
 # ------------------------------------------------------------------------------------------ tensors
 def hf_to_flat(entries: list[Entry], hf: Mapping[str, np.ndarray], shapes: Mapping[str, tuple[int, ...]]
                ) -> dict[str, np.ndarray]:
@@ -123,4 +145,5 @@ def flat_to_hf(entries: list[Entry], get_param: Callable[[str], np.ndarray]) -> 
 
 
 __all__ = ["CONV", "LINEAR", "VECTOR", "Entry", "MemoryAttentionConfig", "MemoryBankConfig", "MemoryEncoderConfig",
-           "flat_to_hf", "hf_to_flat", "memory_attention_keys", "memory_encoder_keys"]
+           "flat_to_hf", "hf_to_flat", "memory_attention_keys", "memory_embedding_keys",
+           "memory_encoder_keys"]

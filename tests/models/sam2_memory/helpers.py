@@ -28,7 +28,8 @@ def tiny_hf_config(shape: str = "a", **top):
                                        num_attention_heads_per_stage=[1, 1, 2, 2], global_attention_blocks=[2],
                                        window_size_per_stage=[4, 4, 4, 4], image_size=[128, 128],
                                        window_positional_embedding_background_size=[2, 2]),
-                  backbone_channel_list=[128, 64, 32, 16], backbone_feature_sizes=[[32, 32], [16, 16], [8, 8]],
+                  backbone_channel_list=[128, 64, 32, 16],
+                  backbone_feature_sizes=[[4 * h, 4 * w], [2 * h, 2 * w], [h, w]],
                   fpn_hidden_size=d)
     kw = dict(
         vision_config=vision, image_size=128,
