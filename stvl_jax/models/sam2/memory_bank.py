@@ -203,6 +203,11 @@ def select_memory_frames(bank: MemoryBank, frame_idx, cfg: MemoryBankConfig, *, 
     return spatial, pointers, jnp.asarray(n_ptrs - 1, jnp.float32)
 
 
+def num_pointer_tokens(cfg: MemoryBankConfig, cond_capacity: int) -> int:
+    """The static number of pointer tokens `assemble_memory` appends (for `num_object_pointer_tokens`)."""
+    return (cond_capacity + cfg.max_object_pointers_in_encoder - 1) * cfg.pointer_splits
+
+
 def assemble_memory(emb: MemoryEmbeddings, bank: MemoryBank, pos_table: jax.Array, frame_idx, *,
                     cond_capacity: int, reverse: bool = False, num_frames=None):
     """(memory (M, mem_dim), memory_pos (M, mem_dim), memory_mask (M,), num_pointer_tokens) for one frame:
@@ -222,6 +227,7 @@ def assemble_memory(emb: MemoryEmbeddings, bank: MemoryBank, pos_table: jax.Arra
     memory = jnp.concatenate([spatial, ptrs])
     memory_pos = jnp.concatenate([spatial_pos, ptr_pos])
     mask = jnp.concatenate([jnp.repeat(s_ok, hw), jnp.repeat(p_ok, splits)])
+    assert ptrs.shape[0] == num_pointer_tokens(cfg, cond_capacity)
     return memory, memory_pos, mask, ptrs.shape[0]
 
 
