@@ -11,6 +11,8 @@ top-level memory parameters); ours to the attribute names the video model is exp
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from collections.abc import Callable, Iterable, Mapping
 
 import numpy as np
@@ -104,6 +106,59 @@ def memory_embedding_keys(cfg: MemoryBankConfig, hf_prefix: str = "",
     return t.entries
 
 
+# ------------------------------------------------------------------------------------------ Meta names
+# HF name -> the original `sam2` package's (`SAM2Base` module tree, the `"model"` dict of sam2.1_hiera_*.pt):
+# the same tensors and shapes under other names. Applied in order, first match only.
+_HF_TO_META = tuple((re.compile(a), b) for a, b in (
+    (r"^memory_encoder\.mask_downsampler\.layers\.(\d+)\.conv\.", lambda m: f"memory_encoder.mask_downsampler."
+     f"encoder.{3 * int(m[1])}."),
+    (r"^memory_encoder\.mask_downsampler\.layers\.(\d+)\.layer_norm\.", lambda m: f"memory_encoder.mask_downsampler."
+     f"encoder.{3 * int(m[1]) + 1}."),
+    (r"^memory_encoder\.feature_projection\.", "memory_encoder.pix_feat_proj."),
+    (r"^memory_encoder\.memory_fuser\.layers\.(\d+)\.depthwise_conv\.", r"memory_encoder.fuser.layers.\1.dwconv."),
+    (r"^memory_encoder\.memory_fuser\.layers\.(\d+)\.layer_norm\.", r"memory_encoder.fuser.layers.\1.norm."),
+    (r"^memory_encoder\.memory_fuser\.layers\.(\d+)\.pointwise_conv(\d)\.",
+     r"memory_encoder.fuser.layers.\1.pwconv\2."),
+    (r"^memory_encoder\.memory_fuser\.layers\.(\d+)\.scale$", r"memory_encoder.fuser.layers.\1.gamma"),
+    (r"^memory_encoder\.projection\.", "memory_encoder.out_proj."),
+    (r"^memory_attention\.layers\.(\d+)\.layer_norm(\d)\.", r"memory_attention.layers.\1.norm\2."),
+    (r"^memory_attention\.layers\.(\d+)\.(self_attn|cross_attn_image)\.o_proj\.",
+     r"memory_attention.layers.\1.\2.out_proj."),
+    (r"^memory_attention\.layer_norm\.", "memory_attention.norm."),
+    (r"^memory_temporal_positional_encoding$", "maskmem_tpos_enc"),
+    (r"^no_memory_positional_encoding$", "no_mem_pos_enc"),
+    (r"^no_object_pointer$", "no_obj_ptr"),
+    (r"^object_pointer_proj\.proj_in\.", "obj_ptr_proj.layers.0."),
+    (r"^object_pointer_proj\.layers\.(\d+)\.", lambda m: f"obj_ptr_proj.layers.{int(m[1]) + 1}."),
+    (r"^object_pointer_proj\.proj_out\.", "obj_ptr_proj.layers.2."),
+    (r"^temporal_positional_encoding_projection_layer\.", "obj_ptr_tpos_proj."),
+    (r"^occlusion_spatial_embedding_parameter$", "no_obj_embed_spatial"),
+))
+
+
+def meta_name(hf_name: str) -> str:
+    """The `sam2` package's name of an HF `Sam2VideoModel` memory tensor (unchanged when it is the same)."""
+    for pattern, repl in _HF_TO_META:
+        if pattern.search(hf_name):
+            return pattern.sub(repl, hf_name, count=1)
+    return hf_name
+
+
+def meta_entries(entries: list[Entry]) -> list[Entry]:
+    """The same key map under the `sam2` package's names (the downsampler's final conv, whose Meta index
+    depends on the layer count, is renamed from its position after the last downsampler layer)."""
+    out = []
+    n_down = sum(1 for e in entries if re.search(r"mask_downsampler\.layers\.\d+\.conv\.weight$", e.hf))
+    for e in entries:
+        if e.layers:
+            names = [meta_name(n) for n in e.hf_names()]
+            hf = re.sub(r"\.(\d+)\.", ".{i}.", names[0], count=1) if len(names) else e.hf
+        else:
+            hf = meta_name(e.hf).replace("mask_downsampler.final_conv.", f"mask_downsampler.encoder.{3 * n_down}.")
+        out.append(dataclasses.replace(e, hf=hf))
+    return out
+
+
 # ------------------------------------------------------------------------------------------ tensors
 def hf_to_flat(entries: list[Entry], hf: Mapping[str, np.ndarray], shapes: Mapping[str, tuple[int, ...]]
                ) -> dict[str, np.ndarray]:
@@ -146,4 +201,4 @@ def flat_to_hf(entries: list[Entry], get_param: Callable[[str], np.ndarray]) -> 
 
 __all__ = ["CONV", "LINEAR", "VECTOR", "Entry", "MemoryAttentionConfig", "MemoryBankConfig", "MemoryEncoderConfig",
            "flat_to_hf", "hf_to_flat", "memory_attention_keys", "memory_embedding_keys",
-           "memory_encoder_keys"]
+           "memory_encoder_keys", "meta_entries", "meta_name"]
