@@ -239,3 +239,23 @@ def encode_memory(emb: MemoryEmbeddings, encoder, pixel_features: jax.Array, hig
     does the bf16 rounding HF applies)."""
     features, pos = encoder(pixel_features, emb.mask_for_memory(high_res_logits, binarize))
     return emb.add_occlusion(features, object_score_logits), pos
+
+
+def condition_on_memory(attention, emb: MemoryEmbeddings, bank: MemoryBank, features: jax.Array,
+                        features_pos: jax.Array, pos_table: jax.Array, frame_idx, initial, no_memory_embedding, *,
+                        cond_capacity: int, reverse: bool = False, num_frames=None) -> jax.Array:
+    """A frame's memory-conditioned top-level features (HF `_prepare_memory_conditioned_features`), one object:
+    features, features_pos (HW, hidden) -> (HW, hidden). `initial` (bool, may be traced): an initial
+    conditioning frame, which attends to no memory and gets `no_memory_embedding` (hidden,) added instead.
+    Batch objects with `jax.vmap` (the branch then becomes a select)."""
+    def attend(_):
+        memory, memory_pos, mask, n_ptr = assemble_memory(emb, bank, pos_table, frame_idx,
+                                                          cond_capacity=cond_capacity, reverse=reverse,
+                                                          num_frames=num_frames)
+        return attention(features[None], memory[None], features_pos[None], memory_pos[None],
+                         num_object_pointer_tokens=n_ptr, memory_mask=mask[None])[0].astype(features.dtype)
+
+    def no_memory(_):
+        return features + jnp.asarray(no_memory_embedding, features.dtype).reshape(-1)
+
+    return jax.lax.cond(jnp.asarray(initial), no_memory, attend, None)

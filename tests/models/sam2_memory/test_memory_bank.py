@@ -21,7 +21,7 @@ from converters.sam2_video_keys import (flat_to_hf, memory_attention_keys, memor
                                         memory_encoder_keys)
 from stvl_jax.models.sam2.memory_attention import MemoryAttention  # noqa: E402
 from stvl_jax.models.sam2.memory_bank import (MemoryBank, MemoryEmbeddings, _select_closest,  # noqa: E402
-                                              assemble_memory, encode_memory)
+                                              condition_on_memory, encode_memory)
 from stvl_jax.models.sam2.memory_config import (MemoryAttentionConfig, MemoryBankConfig,  # noqa: E402
                                                 MemoryEncoderConfig)
 from stvl_jax.models.sam2.memory_encoder import MemoryEncoder, sine_position_encoding  # noqa: E402
@@ -116,19 +116,24 @@ def test_memory_conditioning_matches_transformers(models, scenario):
     for t in cond + tracked:
         bank = bank.store(t, feats[t], ptrs[t], t in cond)
 
-    @jax.jit
-    def run(bank, f, n):
-        memory, memory_pos, mask, n_ptr = assemble_memory(emb, bank, jnp.asarray(pos_table), f, cond_capacity=CAP,
-                                                          reverse=reverse, num_frames=n)
-        return att(cur[None], memory[None], cur_pos[None], memory_pos[None], num_object_pointer_tokens=n_ptr,
-                   memory_mask=mask[None])[0]
+    no_mem = hf.no_memory_embedding.detach().numpy()
 
-    got = np.asarray(run(bank, frame, T))
+    @jax.jit
+    def run(bank, f, n, initial):
+        return condition_on_memory(att, emb, bank, cur, cur_pos, jnp.asarray(pos_table), f, initial, no_mem,
+                                   cond_capacity=CAP, reverse=reverse, num_frames=n)
+
+    got = np.asarray(run(bank, frame, T, False))
     np.testing.assert_allclose(got, ref, atol=TOL, rtol=0)
+    with torch.no_grad():  # an initial conditioning frame: no memory, the no-memory embedding instead
+        ref_init = hf._prepare_memory_conditioned_features(session, frame, 0, True, th(cur)[:, None],
+                                                           th(cur_pos)[:, None], T, track_in_reverse_time=reverse)
+    np.testing.assert_allclose(np.asarray(run(bank, frame, T, True)), ref_init.numpy()[0].reshape(c, hw).T,
+                               atol=TOL, rtol=0)
     # static shapes: other frames, a grown bank and another video length reuse the one compiled step
     for f in range(T):
-        run(bank.store(f, feats[f], ptrs[f], False), f, T - 1)
-    assert run._cache_size() == 1
+        run(bank.store(f, feats[f], ptrs[f], False), f, T - 1, False)
+    assert run._cache_size() == 1  # (the initial-frame call is the same compiled step too)
 
 
 def test_encode_memory_matches_transformers(models):
