@@ -7,7 +7,8 @@ the memory's spatial tokens (S frames of the same grid) reuse the grid's table S
 
 Static shapes: a fixed-capacity memory bank passes all its slots and a `memory_mask` (True = a real memory
 token); masked keys get zero attention weight, which is attention over the real tokens only.
-Dropout (training) is not applied: this is the inference forward.
+Dropout (training, as SAM2 trains: `dropout` on the residual branches and inside the MLP, `rope_dropout` on the
+attention weights) applies only when a `dropout_rng` is given; without one the forward is the inference one.
 """
 
 from __future__ import annotations
@@ -27,6 +28,24 @@ from stvl_jax.nn.stack import make_stack, run_stack
 _LN_EPS = 1e-5  # torch nn.LayerNorm default, as in HF and Meta
 
 
+def _dropout(x, rate: float, rng):
+    if rng is None or rate == 0.0:
+        return x
+    keep = jax.random.bernoulli(rng, 1.0 - rate, x.shape)
+    return jnp.where(keep, x / (1.0 - rate), 0).astype(x.dtype)
+
+
+def _attention_with_dropout(q, k, v, mask, scale: float, rate: float, rng):
+    """softmax(q k^T * scale) with dropout on the weights, then @ v. q (B, Lq, H, D); k, v (B, Lk, H, D);
+    mask (B, 1, Lk) or None. The training path; inference uses the fused `dot_product_attention`."""
+    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32) * scale
+    if mask is not None:
+        logits = jnp.where(mask[:, None], logits, jnp.finfo(jnp.float32).min)
+    weights = _dropout(jax.nn.softmax(logits, axis=-1), rate, rng)
+    return jnp.einsum("bhqk,bkhd->bqhd", weights.astype(v.dtype), v, preferred_element_type=jnp.float32
+                      ).astype(q.dtype)
+
+
 class RoPEAttention(nnx.Module):
     """Multi-head attention with axial RoPE on q and the first Lk - num_k_exclude_rope keys."""
 
@@ -41,9 +60,12 @@ class RoPEAttention(nnx.Module):
         self.o_proj = Linear((h, hd), d, in_axes=heads, out_axes=("vis_embed",), **kw)
         self.rope_k_repeat = rope_k_repeat
         self.scale = hd ** -0.5
+        self.dropout_rate = cfg.rope_dropout
 
-    def __call__(self, query, key, value, cos, sin, *, num_k_exclude_rope: int = 0, key_mask=None):
-        """query (B, Lq, D); key, value (B, Lk, kv_in); cos, sin (Lq, head_dim); key_mask (B, Lk) bool or None."""
+    def __call__(self, query, key, value, cos, sin, *, num_k_exclude_rope: int = 0, key_mask=None,
+                 dropout_rng=None):
+        """query (B, Lq, D); key, value (B, Lk, kv_in); cos, sin (Lq, head_dim); key_mask (B, Lk) bool or None;
+        dropout_rng: dropout on the attention weights (training) when given."""
         q = apply_axial_rope(self.q_proj(query), cos, sin)
         k, v = self.k_proj(key), self.v_proj(value)
         n_rot = k.shape[1] - num_k_exclude_rope
@@ -59,7 +81,10 @@ class RoPEAttention(nnx.Module):
                 cos_k, sin_k = jnp.tile(jnp.asarray(cos), (reps, 1)), jnp.tile(jnp.asarray(sin), (reps, 1))
             k = jnp.concatenate([apply_axial_rope(k[:, :n_rot], cos_k, sin_k), k[:, n_rot:]], axis=1)
         mask = None if key_mask is None else key_mask[:, None, :]
-        out = dot_product_attention(q, k, v, mask, scale=self.scale)
+        if dropout_rng is None:
+            out = dot_product_attention(q, k, v, mask, scale=self.scale)
+        else:
+            out = _attention_with_dropout(q, k, v, mask, self.scale, self.dropout_rate, dropout_rng)
         return self.o_proj(out)
 
 
@@ -76,15 +101,19 @@ class MemoryAttentionLayer(nnx.Module):
         for i in (1, 2, 3):
             setattr(self, f"layer_norm{i}", LayerNorm(d, eps=_LN_EPS, param_dtype=param_dtype, rngs=rngs))
         self.act = cfg.ffn_act
+        self.dropout_rate = cfg.dropout
 
-    def __call__(self, x, memory, memory_keys, cos, sin, num_k_exclude_rope, memory_mask):
+    def __call__(self, x, memory, memory_keys, cos, sin, num_k_exclude_rope, memory_mask, rng=None):
+        r = [None] * 6 if rng is None else list(jax.random.split(rng, 6))
+        p = self.dropout_rate
         h = self.layer_norm1(x)
-        x = x + self.self_attn(h, h, h, cos, sin)
+        x = x + _dropout(self.self_attn(h, h, h, cos, sin, dropout_rng=r[0]), p, r[1])
         h = self.layer_norm2(x)
-        x = x + self.cross_attn_image(h, memory_keys, memory, cos, sin, num_k_exclude_rope=num_k_exclude_rope,
-                                      key_mask=memory_mask)
+        h = self.cross_attn_image(h, memory_keys, memory, cos, sin, num_k_exclude_rope=num_k_exclude_rope,
+                                  key_mask=memory_mask, dropout_rng=r[2])
+        x = x + _dropout(h, p, r[3])
         h = self.layer_norm3(x)
-        return x + self.linear2(activation(self.act)(self.linear1(h)))
+        return x + _dropout(self.linear2(_dropout(activation(self.act)(self.linear1(h)), p, r[4])), p, r[5])
 
 
 class MemoryAttention(nnx.Module):
@@ -96,11 +125,12 @@ class MemoryAttention(nnx.Module):
 
     def __call__(self, features: jax.Array, memory: jax.Array, features_pos: jax.Array | None,
                  memory_pos: jax.Array, *, num_object_pointer_tokens: int = 0,
-                 memory_mask: jax.Array | None = None) -> jax.Array:
+                 memory_mask: jax.Array | None = None, dropout_rng: jax.Array | None = None) -> jax.Array:
         """features (B, N, hidden) with N = width * height of `rope_feat_sizes` (row-major grid);
         features_pos (B, N, hidden) or None; memory, memory_pos (B, M, kv_in_dim): S spatial memories of N
         tokens each, frame-major, then `num_object_pointer_tokens` (static) pointer tokens;
-        memory_mask (B, M) bool, True = real token (None: all real). Returns (B, N, hidden)."""
+        memory_mask (B, M) bool, True = real token (None: all real); dropout_rng: a key to train with dropout.
+        Returns (B, N, hidden)."""
         cfg = self.config
         cos, sin = axial_rope_cos_sin(cfg.rope_feat_sizes, cfg.head_dim, cfg.rope_theta)
         if features.shape[1] != cos.shape[0]:
@@ -111,8 +141,9 @@ class MemoryAttention(nnx.Module):
         x = features if features_pos is None else features + 0.1 * features_pos
         memory_keys = memory + memory_pos
 
-        def body(layer, h, _):
-            return layer(h, memory, memory_keys, cos, sin, num_object_pointer_tokens, memory_mask), None
+        def body(layer, h, rng):
+            return layer(h, memory, memory_keys, cos, sin, num_object_pointer_tokens, memory_mask, rng), None
 
-        x, _ = run_stack(self.layers, body, x)
+        rngs = None if dropout_rng is None else jax.random.split(dropout_rng, cfg.num_layers)
+        x, _ = run_stack(self.layers, body, x, rngs)
         return self.layer_norm(x)

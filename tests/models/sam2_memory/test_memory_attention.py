@@ -116,3 +116,26 @@ def test_grid_mismatch_is_one_clear_error(pair):
     mem = np.zeros((1, 5, cfg.kv_in_dim), np.float32)
     with pytest.raises(ValueError, match="rope_feat_sizes"):
         ours(feats, mem, None, mem)
+
+
+def test_training_dropout(pair):
+    """With a key: dropout as configured (reproducible per key, changes the output); the training path's own
+    attention (weights dropout) with zero rates is the inference forward."""
+    import jax
+
+    shape, cfg, hf, ours = pair
+    h, w = SHAPES[shape]["grid"]
+    feats, pos, memory, memory_pos = _inputs(cfg, h * w, 2, 4, seed=6)
+    mask = np.ones(memory.shape[:2], bool)
+    mask[:, 3:9] = False
+    plain = np.asarray(jitted(ours, num_object_pointer_tokens=4, memory_mask=mask)(feats, memory, pos, memory_pos))
+    key = jax.random.key(0)
+    train = jitted(ours, num_object_pointer_tokens=4, memory_mask=mask, dropout_rng=key)
+    a, b = (np.asarray(train(feats, memory, pos, memory_pos)) for _ in range(2))
+    np.testing.assert_array_equal(a, b)
+    assert np.abs(a - plain).max() > 1e-2
+    no_drop = cfg.replace(dropout=0.0, rope_dropout=0.0)
+    zero = build_loaded(lambda: MemoryAttention(no_drop, rngs=nnx.Rngs(0)), memory_attention_keys(no_drop, "", ""),
+                        state_numpy(hf))
+    got = jitted(zero, num_object_pointer_tokens=4, memory_mask=mask, dropout_rng=key)(feats, memory, pos, memory_pos)
+    np.testing.assert_allclose(np.asarray(got), plain, atol=TOL, rtol=0)
