@@ -119,6 +119,7 @@ class MemoryAttentionLayer(nnx.Module):
 class MemoryAttention(nnx.Module):
     def __init__(self, cfg: MemoryAttentionConfig, *, dtype=jnp.float32, param_dtype=jnp.float32, rngs: nnx.Rngs):
         self.config = cfg
+        self.dtype = dtype
         self.layers = make_stack(lambda r: MemoryAttentionLayer(cfg, dtype=dtype, param_dtype=param_dtype, rngs=r),
                                  cfg.num_layers, rngs)
         self.layer_norm = LayerNorm(cfg.hidden_size, eps=_LN_EPS, param_dtype=param_dtype, rngs=rngs)
@@ -139,7 +140,9 @@ class MemoryAttention(nnx.Module):
         if memory.shape != memory_pos.shape:
             raise ValueError(f"memory {tuple(memory.shape)} and memory_pos {tuple(memory_pos.shape)} differ")
         x = features if features_pos is None else features + 0.1 * features_pos
-        memory_keys = memory + memory_pos
+        x = x.astype(self.dtype)  # the residual stream runs in the compute dtype
+        memory_keys = (memory + memory_pos).astype(self.dtype)
+        memory = memory.astype(self.dtype)
 
         def body(layer, h, rng):
             return layer(h, memory, memory_keys, cos, sin, num_object_pointer_tokens, memory_mask, rng), None

@@ -107,3 +107,18 @@ def jitted(module, **kwargs):
         return nnx.merge(graphdef, state)(*args, **kwargs)
 
     return lambda *args: run(state, *args)
+
+
+def random_loaded(factory, keys, seed):
+    """Random weights drawn in HF's layout (std 1/sqrt(fan_in), norm weights around 1) and loaded through the
+    key map, so every kernel has the scale of a real layer whatever our axis order."""
+    rng = np.random.default_rng(seed)
+    hf = {}
+    for e in keys:
+        for name in e.hf_names():
+            noise = rng.normal(size=e.hf_shape)
+            if len(e.hf_shape) > 1 and e.hf_shape[0] > 1:
+                hf[name] = noise / np.sqrt(np.prod(e.hf_shape[1:]))
+            else:
+                hf[name] = ("norm" in name and name.endswith("weight")) + 0.3 * noise
+    return build_loaded(factory, keys, {k: v.astype(np.float32) for k, v in hf.items()})

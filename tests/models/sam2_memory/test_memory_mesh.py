@@ -14,32 +14,19 @@ from stvl_jax.models.sam2.memory_bank import MemoryBank, MemoryEmbeddings, assem
 from stvl_jax.models.sam2.memory_config import MemoryAttentionConfig, MemoryBankConfig
 from stvl_jax.models.sam2.memory_encoder import sine_position_encoding
 from stvl_jax.sharding import describe_shardings, host_to_mesh, make_mesh, place_on_mesh
-from tests.models.sam2_memory.helpers import build_loaded
+from tests.models.sam2_memory.helpers import random_loaded
 
 H, W, T, CAP, OBJECTS = 4, 4, 8, 2, 4
-
-
-def _random(factory, keys, seed):
-    """Random weights drawn in HF's layout (std 1/sqrt(fan_in), norm weights around 1) and loaded through the
-    key map, so every kernel has the scale of a real layer whatever our axis order."""
-    rng = np.random.default_rng(seed)
-    hf = {}
-    for e in keys:
-        for name in e.hf_names():
-            noise = rng.normal(size=e.hf_shape)
-            if len(e.hf_shape) > 1 and e.hf_shape[0] > 1:
-                hf[name] = noise / np.sqrt(np.prod(e.hf_shape[1:]))
-            else:
-                hf[name] = ("norm" in name and name.endswith("weight")) + 0.3 * noise
-    return build_loaded(factory, keys, {k: v.astype(np.float32) for k, v in hf.items()})
 
 
 def test_objects_on_2x2x2_mesh_match_one_device():
     bank_cfg = MemoryBankConfig(hidden_dim=128, num_maskmem=3, max_object_pointers_in_encoder=4)
     att_cfg = MemoryAttentionConfig(hidden_size=128, num_layers=2, num_heads=2, ffn_hidden_size=64,
                                     rope_feat_sizes=(W, H))
-    emb = _random(lambda: MemoryEmbeddings(bank_cfg, rngs=nnx.Rngs(0)), memory_embedding_keys(bank_cfg, "", ""), 0)
-    att = _random(lambda: MemoryAttention(att_cfg, rngs=nnx.Rngs(0)), memory_attention_keys(att_cfg, "", ""), 1)
+    emb = random_loaded(lambda: MemoryEmbeddings(bank_cfg, rngs=nnx.Rngs(0)), memory_embedding_keys(bank_cfg, "", ""),
+                        0)
+    att = random_loaded(lambda: MemoryAttention(att_cfg, rngs=nnx.Rngs(0)), memory_attention_keys(att_cfg, "", ""),
+                        1)
     rng = np.random.default_rng(2)
     banks = []
     for o in range(OBJECTS):  # a different tracking state per object
