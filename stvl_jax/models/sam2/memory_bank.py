@@ -134,9 +134,13 @@ class MemoryBank:
                           jnp.zeros((num_frames,), jnp.int32), jnp.zeros((num_frames,), jnp.int32))
 
     def store(self, frame_idx, features: jax.Array, pointer: jax.Array, conditioning) -> "MemoryBank":
-        """Record frame `frame_idx`: features (HW, mem_dim), pointer (hidden,), conditioning (bool)."""
+        """Record frame `frame_idx`: features (HW, mem_dim), pointer (hidden,), conditioning (bool). A frame
+        stored again keeps its insertion rank if it was conditioning (as a dict key re-assigned in HF keeps its
+        place)."""
         conditioning = jnp.asarray(conditioning)
-        rank = jnp.where(conditioning, jnp.sum(self.kind == COND), 0).astype(jnp.int32)
+        was_cond = self.kind[frame_idx] == COND
+        rank = jnp.where(was_cond, self.cond_rank[frame_idx], jnp.sum(self.kind == COND))
+        rank = jnp.where(conditioning, rank, 0).astype(jnp.int32)
         return MemoryBank(self.features.at[frame_idx].set(features.astype(self.features.dtype)),
                           self.pointers.at[frame_idx].set(pointer.astype(self.pointers.dtype)),
                           self.kind.at[frame_idx].set(jnp.where(conditioning, COND, TRACKED).astype(jnp.int32)),

@@ -188,3 +188,12 @@ def test_key_map_round_trip(models):
                                                      "memory_encoder.", "memory_attention.",
                                                      "shared_image_embedding.", "no_memory_embedding"))}
     assert set(back) == video_only
+
+
+def test_store_keeps_insertion_rank():
+    bank = MemoryBank.empty(6, 2, 64, 128, dtype=jnp.float32)
+    z, p = np.zeros((2, 64)), np.zeros(128)
+    for f, cond in ((4, True), (1, True), (2, False), (4, True), (5, True)):
+        bank = bank.store(f, z, p, cond)
+    assert np.asarray(bank.kind).tolist() == [0, 1, 2, 0, 1, 1]
+    assert np.asarray(bank.cond_rank)[[4, 1, 5]].tolist() == [0, 1, 2]
