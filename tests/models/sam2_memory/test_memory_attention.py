@@ -16,7 +16,7 @@ from stvl_jax.models.sam2.memory_attention import MemoryAttention  # noqa: E402
 from stvl_jax.models.sam2.memory_config import MemoryAttentionConfig  # noqa: E402
 from stvl_jax.models.sam2.rope_axial import axial_rope_cos_sin  # noqa: E402
 from stvl_jax.nn.params import flat_params  # noqa: E402
-from tests.models.sam2_memory.helpers import SHAPES, build_loaded, jitted, state_numpy, tiny_hf_config, tiny_hf_model  # noqa: E402
+from sam2_memory_helpers import SHAPES, build_loaded, jitted, state_numpy, tiny_hf_config, tiny_hf_model  # noqa: E402
 
 TOL = 1e-4
 

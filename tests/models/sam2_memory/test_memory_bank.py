@@ -26,7 +26,7 @@ from stvl_jax.models.sam2.memory_config import (MemoryAttentionConfig, MemoryBan
                                                 MemoryEncoderConfig)
 from stvl_jax.models.sam2.memory_encoder import MemoryEncoder, sine_position_encoding  # noqa: E402
 from stvl_jax.nn.params import flat_params  # noqa: E402
-from tests.models.sam2_memory.helpers import SHAPES, build_loaded, state_numpy, tiny_hf_config, tiny_hf_model  # noqa: E402
+from sam2_memory_helpers import SHAPES, build_loaded, state_numpy, tiny_hf_config, tiny_hf_model  # noqa: E402
 
 TOL = 1e-4
 CAP = 4  # conditioning frames per object

@@ -10,7 +10,7 @@ from converters.sam2_video_keys import memory_attention_keys, memory_encoder_key
 from stvl_jax.models.sam2.memory_attention import MemoryAttention
 from stvl_jax.models.sam2.memory_config import MemoryAttentionConfig, MemoryEncoderConfig
 from stvl_jax.models.sam2.memory_encoder import MemoryEncoder
-from tests.models.sam2_memory.helpers import jitted, random_loaded
+from sam2_memory_helpers import jitted, random_loaded
 
 
 def _rel(a, b):

@@ -14,7 +14,7 @@ from converters.sam2_video_keys import flat_to_hf, memory_encoder_keys  # noqa: 
 from stvl_jax.models.sam2.memory_config import MemoryEncoderConfig  # noqa: E402
 from stvl_jax.models.sam2.memory_encoder import MemoryEncoder, sine_position_encoding  # noqa: E402
 from stvl_jax.nn.params import flat_params  # noqa: E402
-from tests.models.sam2_memory.helpers import SHAPES, build_loaded, jitted, state_numpy, tiny_hf_config, tiny_hf_model  # noqa: E402
+from sam2_memory_helpers import SHAPES, build_loaded, jitted, state_numpy, tiny_hf_config, tiny_hf_model  # noqa: E402
 
 TOL = 1e-4
 

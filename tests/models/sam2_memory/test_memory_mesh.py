@@ -14,7 +14,7 @@ from stvl_jax.models.sam2.memory_bank import MemoryBank, MemoryEmbeddings, assem
 from stvl_jax.models.sam2.memory_config import MemoryAttentionConfig, MemoryBankConfig
 from stvl_jax.models.sam2.memory_encoder import sine_position_encoding
 from stvl_jax.sharding import describe_shardings, host_to_mesh, make_mesh, place_on_mesh
-from tests.models.sam2_memory.helpers import random_loaded
+from sam2_memory_helpers import random_loaded
 
 H, W, T, CAP, OBJECTS = 4, 4, 8, 2, 4
 

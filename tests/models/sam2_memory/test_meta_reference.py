@@ -17,7 +17,7 @@ from stvl_jax.models.sam2.memory_attention import MemoryAttention  # noqa: E402
 from stvl_jax.models.sam2.memory_config import (MemoryAttentionConfig, MemoryBankConfig,  # noqa: E402
                                                 MemoryEncoderConfig)
 from stvl_jax.models.sam2.memory_encoder import MemoryEncoder  # noqa: E402
-from tests.models.sam2_memory.helpers import build_loaded, jitted  # noqa: E402
+from sam2_memory_helpers import build_loaded, jitted  # noqa: E402
 
 TOL = 1e-4
 D, HEADS, LAYERS, FFN, (H, W), THETA = 128, 2, 2, 40, (6, 4), 100.0
