@@ -76,20 +76,22 @@ def test_closest_conditioning_frames_match_transformers(models, max_cond):
         assert sorted(t[got].tolist()) == sorted(ref), (inserted, f, max_cond)
 
 
-# (shape, reverse, max_cond_frame_num, frame, conditioning frames in insertion order, tracked frames)
+# (shape, reverse, max_cond_frame_num, frame, conditioning frames in insertion order, tracked frames, streaming)
 SCENARIOS = [
-    ("a", False, -1, 8, [5, 0], [1, 2, 3, 4, 6, 7]),
-    ("a", False, 2, 5, [8, 3, 4, 6], [1, 2, 7]),  # 3 and 8 unselected; 3 comes back as a previous frame
-    ("a", True, 2, 2, [7, 3, 9], [4, 5, 6, 8]),  # reverse after a forward pass
-    ("b", False, 2, 5, [8, 2, 4, 6], [0, 1, 3, 7]),  # 4 memories, at most 4 pointers
-    ("b", True, -1, 1, [6], [2, 3, 4, 5, 7, 8, 9]),
+    ("a", False, -1, 8, [5, 0], [1, 2, 3, 4, 6, 7], False),
+    ("a", False, 2, 5, [8, 3, 4, 6], [1, 2, 7], False),  # 3 and 8 unselected; 3 comes back as a previous frame
+    ("a", True, 2, 2, [7, 3, 9], [4, 5, 6, 8], False),  # reverse after a forward pass
+    ("a", False, -1, 9, [0], [2, 3, 5, 6, 7, 8], True),  # streaming: pointer offsets normalised by 15, not 9
+    ("b", False, 2, 5, [8, 2, 4, 6], [0, 1, 3, 7], False),  # 4 memories, at most 4 pointers
+    ("b", True, -1, 1, [6], [2, 3, 4, 5, 7, 8, 9], False),
 ]
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=[f"{s[0]}-{'rev' if s[1] else 'fwd'}-m{s[2]}-f{s[3]}"
-                                                      for s in SCENARIOS])
+                                                      f"{'-stream' if s[6] else ''}" for s in SCENARIOS])
 def test_memory_conditioning_matches_transformers(models, scenario):
-    shape, reverse, max_cond, frame, cond, tracked = scenario
+    shape, reverse, max_cond, frame, cond, tracked, streaming = scenario
+    n_frames = None if streaming else T
     hf, bank_cfg, att_cfg, _, _ = models[shape]
     h, w = SHAPES[shape]["grid"]
     hw, c, m = h * w, bank_cfg.hidden_dim, bank_cfg.mem_dim
@@ -108,7 +110,7 @@ def test_memory_conditioning_matches_transformers(models, scenario):
     hf.config.max_cond_frame_num = max_cond
     with torch.no_grad():
         ref = hf._prepare_memory_conditioned_features(session, frame, 0, False, th(cur)[:, None], th(cur_pos)[:, None],
-                                                      T, track_in_reverse_time=reverse)
+                                                      T, track_in_reverse_time=reverse, streaming=streaming)
     ref = ref.numpy()[0].reshape(c, hw).T
 
     emb, att, _ = _ours(models, shape, max_cond_frame_num=max_cond)
@@ -123,16 +125,16 @@ def test_memory_conditioning_matches_transformers(models, scenario):
         return condition_on_memory(att, emb, bank, cur, cur_pos, jnp.asarray(pos_table), f, initial, no_mem,
                                    cond_capacity=CAP, reverse=reverse, num_frames=n)
 
-    got = np.asarray(run(bank, frame, T, False))
+    got = np.asarray(run(bank, frame, n_frames, False))
     np.testing.assert_allclose(got, ref, atol=TOL, rtol=0)
     with torch.no_grad():  # an initial conditioning frame: no memory, the no-memory embedding instead
         ref_init = hf._prepare_memory_conditioned_features(session, frame, 0, True, th(cur)[:, None],
                                                            th(cur_pos)[:, None], T, track_in_reverse_time=reverse)
-    np.testing.assert_allclose(np.asarray(run(bank, frame, T, True)), ref_init.numpy()[0].reshape(c, hw).T,
+    np.testing.assert_allclose(np.asarray(run(bank, frame, n_frames, True)), ref_init.numpy()[0].reshape(c, hw).T,
                                atol=TOL, rtol=0)
     # static shapes: other frames, a grown bank and another video length reuse the one compiled step
     for f in range(T):
-        run(bank.store(f, feats[f], ptrs[f], False), f, T - 1, False)
+        run(bank.store(f, feats[f], ptrs[f], False), f, None if streaming else T - 1, False)
     assert run._cache_size() == 1  # (the initial-frame call is the same compiled step too)
 
 
