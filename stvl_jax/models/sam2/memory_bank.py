@@ -167,13 +167,14 @@ def _select_closest(t, valid, rank, frame_idx, max_cond: int):
 
 
 def select_memory_frames(bank: MemoryBank, frame_idx, cfg: MemoryBankConfig, *, cond_capacity: int,
-                         reverse: bool = False, num_frames=None):
+                         reverse: bool = False, num_frames=None, training: bool = False):
     """The frames whose memories frame `frame_idx` attends to (all outputs static-shaped, jittable):
 
     spatial: (frames (S,), temporal-embedding rows (S,), valid (S,)), S = cond_capacity + num_maskmem - 1;
     pointers: (frames (P,), offsets (P,), valid (P,)), P = cond_capacity + max_object_pointers_in_encoder - 1;
     max_offset: the offset normalisation, min(num_frames, max_object_pointers_in_encoder) - 1.
     num_frames: the video's length (traced or static); None = streaming (no end, HF `streaming=True`).
+    training: SAM2 training also takes the pointers of future conditioning frames (inference: past ones only).
     """
     T = bank.kind.shape[0]
     f = jnp.asarray(frame_idx, jnp.int32)
@@ -201,7 +202,7 @@ def select_memory_frames(bank: MemoryBank, frame_idx, cfg: MemoryBankConfig, *, 
     end = T if num_frames is None else jnp.minimum(jnp.asarray(num_frames, jnp.int32), T)
     q_safe = jnp.clip(q, 0, T - 1)
     ptr_ok = (d < n_ptrs) & (q >= 0) & (q < end) & (bank.kind[q_safe] == TRACKED)
-    cond_ptr_ok = valid & ((t >= f) if reverse else (t <= f))
+    cond_ptr_ok = valid if training else valid & ((t >= f) if reverse else (t <= f))
     pointers = (jnp.concatenate([t_safe, q_safe]), jnp.concatenate([(f - t_safe) * sign, jnp.asarray(d)]),
                 jnp.concatenate([cond_ptr_ok, ptr_ok]))
     return spatial, pointers, jnp.asarray(n_ptrs - 1, jnp.float32)
@@ -213,13 +214,13 @@ def num_pointer_tokens(cfg: MemoryBankConfig, cond_capacity: int) -> int:
 
 
 def assemble_memory(emb: MemoryEmbeddings, bank: MemoryBank, pos_table: jax.Array, frame_idx, *,
-                    cond_capacity: int, reverse: bool = False, num_frames=None):
+                    cond_capacity: int, reverse: bool = False, num_frames=None, training: bool = False):
     """(memory (M, mem_dim), memory_pos (M, mem_dim), memory_mask (M,), num_pointer_tokens) for one frame:
     S spatial memories of HW tokens each, then P pointers of hidden_dim / mem_dim tokens each (static M).
     pos_table: (HW, mem_dim) the memory encoder's position encoding (the same for every frame)."""
     cfg = emb.config
     (s_frames, s_rows, s_ok), (p_frames, p_offsets, p_ok), max_offset = select_memory_frames(
-        bank, frame_idx, cfg, cond_capacity=cond_capacity, reverse=reverse, num_frames=num_frames)
+        bank, frame_idx, cfg, cond_capacity=cond_capacity, reverse=reverse, num_frames=num_frames, training=training)
     hw = bank.features.shape[1]
     dtype = pos_table.dtype
     spatial = bank.features[s_frames].astype(dtype).reshape(-1, cfg.mem_dim)
@@ -247,17 +248,20 @@ def encode_memory(emb: MemoryEmbeddings, encoder, pixel_features: jax.Array, hig
 
 def condition_on_memory(attention, emb: MemoryEmbeddings, bank: MemoryBank, features: jax.Array,
                         features_pos: jax.Array, pos_table: jax.Array, frame_idx, initial, no_memory_embedding, *,
-                        cond_capacity: int, reverse: bool = False, num_frames=None) -> jax.Array:
+                        cond_capacity: int, reverse: bool = False, num_frames=None, training: bool = False,
+                        dropout_rng=None) -> jax.Array:
     """A frame's memory-conditioned top-level features (HF `_prepare_memory_conditioned_features`), one object:
     features, features_pos (HW, hidden) -> (HW, hidden). `initial` (bool, may be traced): an initial
     conditioning frame, which attends to no memory and gets `no_memory_embedding` (hidden,) added instead.
-    Batch objects with `jax.vmap` (the branch then becomes a select)."""
+    Batch objects with `jax.vmap` (the branch then becomes a select). training / dropout_rng: SAM2's training
+    pointer selection (`select_memory_frames`) and memory-attention dropout."""
     def attend(_):
         memory, memory_pos, mask, n_ptr = assemble_memory(emb, bank, pos_table, frame_idx,
                                                           cond_capacity=cond_capacity, reverse=reverse,
-                                                          num_frames=num_frames)
+                                                          num_frames=num_frames, training=training)
         return attention(features[None], memory[None], features_pos[None], memory_pos[None],
-                         num_object_pointer_tokens=n_ptr, memory_mask=mask[None])[0].astype(features.dtype)
+                         num_object_pointer_tokens=n_ptr, memory_mask=mask[None],
+                         dropout_rng=dropout_rng)[0].astype(features.dtype)
 
     def no_memory(_):
         return features + jnp.asarray(no_memory_embedding, features.dtype).reshape(-1)

@@ -76,21 +76,24 @@ def test_closest_conditioning_frames_match_transformers(models, max_cond):
         assert sorted(t[got].tolist()) == sorted(ref), (inserted, f, max_cond)
 
 
-# (shape, reverse, max_cond_frame_num, frame, conditioning frames in insertion order, tracked frames, streaming)
+# (shape, reverse, max_cond_frame_num, frame, conditioning frames in insertion order, tracked frames, streaming,
+#  training: pointers of future conditioning frames too)
 SCENARIOS = [
-    ("a", False, -1, 8, [5, 0], [1, 2, 3, 4, 6, 7], False),
-    ("a", False, 2, 5, [8, 3, 4, 6], [1, 2, 7], False),  # 3 and 8 unselected; 3 comes back as a previous frame
-    ("a", True, 2, 2, [7, 3, 9], [4, 5, 6, 8], False),  # reverse after a forward pass
-    ("a", False, -1, 9, [0], [2, 3, 5, 6, 7, 8], True),  # streaming: pointer offsets normalised by 15, not 9
-    ("b", False, 2, 5, [8, 2, 4, 6], [0, 1, 3, 7], False),  # 4 memories, at most 4 pointers
-    ("b", True, -1, 1, [6], [2, 3, 4, 5, 7, 8, 9], False),
+    ("a", False, -1, 8, [5, 0], [1, 2, 3, 4, 6, 7], False, False),
+    ("a", False, -1, 5, [8, 2], [1, 3, 4], False, True),  # training selection: frame 8's pointer too
+    ("a", False, 2, 5, [8, 3, 4, 6], [1, 2, 7], False, False),  # 3 and 8 unselected; 3 comes back as a previous frame
+    ("a", True, 2, 2, [7, 3, 9], [4, 5, 6, 8], False, False),  # reverse after a forward pass
+    ("a", False, -1, 9, [0], [2, 3, 5, 6, 7, 8], True, False),  # streaming: pointer offsets normalised by 15, not 9
+    ("b", False, 2, 5, [8, 2, 4, 6], [0, 1, 3, 7], False, False),  # 4 memories, at most 4 pointers
+    ("b", True, -1, 1, [6], [2, 3, 4, 5, 7, 8, 9], False, False),
 ]
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=[f"{s[0]}-{'rev' if s[1] else 'fwd'}-m{s[2]}-f{s[3]}"
-                                                      f"{'-stream' if s[6] else ''}" for s in SCENARIOS])
+                                                      f"{'-stream' if s[6] else ''}{'-train' if s[7] else ''}"
+                                                      for s in SCENARIOS])
 def test_memory_conditioning_matches_transformers(models, scenario):
-    shape, reverse, max_cond, frame, cond, tracked, streaming = scenario
+    shape, reverse, max_cond, frame, cond, tracked, streaming, training = scenario
     n_frames = None if streaming else T
     hf, bank_cfg, att_cfg, _, _ = models[shape]
     h, w = SHAPES[shape]["grid"]
@@ -108,9 +111,11 @@ def test_memory_conditioning_matches_transformers(models, scenario):
     session = types.SimpleNamespace(dtype=torch.float32, output_dict_per_obj={0: {
         "cond_frame_outputs": {t: out(t) for t in cond}, "non_cond_frame_outputs": {t: out(t) for t in tracked}}})
     hf.config.max_cond_frame_num = max_cond
+    hf.training = training  # the top module only: its pointer selection; submodules stay in eval (no dropout)
     with torch.no_grad():
         ref = hf._prepare_memory_conditioned_features(session, frame, 0, False, th(cur)[:, None], th(cur_pos)[:, None],
                                                       T, track_in_reverse_time=reverse, streaming=streaming)
+    hf.training = False
     ref = ref.numpy()[0].reshape(c, hw).T
 
     emb, att, _ = _ours(models, shape, max_cond_frame_num=max_cond)
@@ -123,7 +128,7 @@ def test_memory_conditioning_matches_transformers(models, scenario):
     @jax.jit
     def run(bank, f, n, initial):
         return condition_on_memory(att, emb, bank, cur, cur_pos, jnp.asarray(pos_table), f, initial, no_mem,
-                                   cond_capacity=CAP, reverse=reverse, num_frames=n)
+                                   cond_capacity=CAP, reverse=reverse, num_frames=n, training=training)
 
     got = np.asarray(run(bank, frame, n_frames, False))
     np.testing.assert_allclose(got, ref, atol=TOL, rtol=0)
