@@ -1,0 +1,204 @@
+"""Declarative HF `Sam2VideoModel` <-> stvl-jax key map for SAM2's video memory modules.
+
+Same `Entry` table and hooks as the Qwen-VL map (`converters.qwen_vl_keys`):
+    LINEAR  HF (out, in)          <-> ours (in, out...)          nn.Linear; heads split out of `out`
+    CONV    HF (out, in, kh, kw)  <-> ours (in, kh, kw, out)     nn.Conv2d (the conv3d hook: flatten + transpose)
+    VECTOR  HF any shape          <-> ours (same elements)       biases, norms, embeddings
+Stacked layers (`layers=N`) gather HF's `layers.{i}` tensors into our leading `layers` axis.
+HF prefixes default to the submodule names in `Sam2VideoModel` (`memory_encoder.`, `memory_attention.`, the
+top-level memory parameters); ours to the attribute names the video model is expected to use.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Callable, Iterable, Mapping
+
+import numpy as np
+
+from stvl_jax.errors import CheckpointError
+from stvl_jax.models.sam2.memory_config import MemoryAttentionConfig, MemoryBankConfig, MemoryEncoderConfig
+
+from converters.qwen_vl_keys import CONV3D, LINEAR, VECTOR, Entry, to_hf, to_ours
+
+CONV = CONV3D  # (out, in, *window) -> (in, *window, out): one hook for 2-D and 3-D kernels
+
+
+class _Table:
+    def __init__(self, hf_prefix: str, ours_prefix: str):
+        self.hf, self.ours, self.entries = hf_prefix, ours_prefix, []
+
+    def add(self, hf: str, ours: str, hook: str, shape: Iterable[int], layers: int | None = None) -> None:
+        self.entries.append(Entry(self.hf + hf, (self.ours + ours,), hook, layers, tuple(shape)))
+
+    def linear(self, hf: str, ours: str, n_in: int, n_out: int, layers: int | None = None) -> None:
+        self.add(hf + ".weight", ours + "/kernel", LINEAR, (n_out, n_in), layers)
+        self.add(hf + ".bias", ours + "/bias", VECTOR, (n_out,), layers)
+
+    def conv(self, hf: str, ours: str, n_in: int, n_out: int, k: int, layers: int | None = None) -> None:
+        self.add(hf + ".weight", ours + "/kernel", CONV, (n_out, n_in, k, k), layers)
+        self.add(hf + ".bias", ours + "/bias", VECTOR, (n_out,), layers)
+
+    def norm(self, hf: str, ours: str, n: int, layers: int | None = None) -> None:
+        self.add(hf + ".weight", ours + "/weight", VECTOR, (n,), layers)
+        self.add(hf + ".bias", ours + "/bias", VECTOR, (n,), layers)
+
+
+def memory_encoder_keys(cfg: MemoryEncoderConfig, hf_prefix: str = "memory_encoder.",
+                        ours_prefix: str = "memory_encoder/") -> list[Entry]:
+    t = _Table(hf_prefix, ours_prefix)
+    ch = 1
+    for i in range(cfg.num_downsampler_layers):
+        out = ch * cfg.downsampler_stride ** 2
+        t.conv(f"mask_downsampler.layers.{i}.conv", f"mask_downsampler/layers_{i}/conv", ch, out,
+               cfg.downsampler_kernel_size)
+        t.norm(f"mask_downsampler.layers.{i}.layer_norm", f"mask_downsampler/layers_{i}/layer_norm", out)
+        ch = out
+    c, n = cfg.hidden_size, cfg.fuser_num_layers
+    t.conv("mask_downsampler.final_conv", "mask_downsampler/final_conv", ch, cfg.downsampler_embed_dim, 1)
+    t.conv("feature_projection", "feature_projection", c, c, 1)
+    f, fo = "memory_fuser.layers.{i}.", "memory_fuser/layers/"
+    t.conv(f + "depthwise_conv", fo + "depthwise_conv", 1, c, cfg.fuser_kernel_size, n)
+    t.norm(f + "layer_norm", fo + "layer_norm", c, n)
+    t.linear(f + "pointwise_conv1", fo + "pointwise_conv1", c, cfg.fuser_intermediate_dim, n)
+    t.linear(f + "pointwise_conv2", fo + "pointwise_conv2", cfg.fuser_intermediate_dim, c, n)
+    t.add(f + "scale", fo + "scale", VECTOR, (c,), n)
+    t.conv("projection", "projection", c, cfg.output_channels, 1)
+    return t.entries
+
+
+def memory_attention_keys(cfg: MemoryAttentionConfig, hf_prefix: str = "memory_attention.",
+                          ours_prefix: str = "memory_attention/") -> list[Entry]:
+    t = _Table(hf_prefix, ours_prefix)
+    d, i, n, kv = cfg.hidden_size, cfg.internal_dim, cfg.num_layers, cfg.kv_in_dim
+    h, ho = "layers.{i}.", "layers/"
+    for attn, kv_in in (("self_attn", d), ("cross_attn_image", kv)):
+        for p, n_in, n_out in (("q", d, i), ("k", kv_in, i), ("v", kv_in, i), ("o", i, d)):
+            t.linear(f"{h}{attn}.{p}_proj", f"{ho}{attn}/{p}_proj", n_in, n_out, n)
+    t.linear(h + "linear1", ho + "linear1", d, cfg.ffn_hidden_size, n)
+    t.linear(h + "linear2", ho + "linear2", cfg.ffn_hidden_size, d, n)
+    for k in (1, 2, 3):
+        t.norm(f"{h}layer_norm{k}", f"{ho}layer_norm{k}", d, n)
+    t.norm("layer_norm", "layer_norm", d)
+    return t.entries
+
+
+def memory_embedding_keys(cfg: MemoryBankConfig, hf_prefix: str = "",
+                          ours_prefix: str = "memory_embeddings/") -> list[Entry]:
+    """HF `Sam2VideoModel`'s video-only top-level parameters (`MemoryEmbeddings`). `no_memory_embedding` is
+    not here: the image model (`Sam2Model`) has it too, and its key map owns it."""
+    t = _Table(hf_prefix, ours_prefix)
+    d, m = cfg.hidden_dim, cfg.mem_dim
+    t.add("memory_temporal_positional_encoding", "memory_temporal_positional_encoding", VECTOR,
+          (cfg.num_maskmem, 1, 1, m))
+    t.add("no_memory_positional_encoding", "no_memory_positional_encoding", VECTOR, (1, 1, d))
+    t.add("no_object_pointer", "no_object_pointer", VECTOR, (1, d))
+    t.linear("object_pointer_proj.proj_in", "object_pointer_proj/proj_in", d, d)
+    t.linear("object_pointer_proj.layers.0", "object_pointer_proj/layers_0", d, d)
+    t.linear("object_pointer_proj.proj_out", "object_pointer_proj/proj_out", d, d)
+    if cfg.enable_temporal_pos_encoding_for_object_pointers:
+        t.linear("temporal_positional_encoding_projection_layer", "temporal_positional_encoding_projection_layer",
+                 d, m)
+    if cfg.enable_occlusion_spatial_embedding:
+        t.add("occlusion_spatial_embedding_parameter", "occlusion_spatial_embedding_parameter", VECTOR, (1, m))
+    t.conv("mask_downsample", "mask_downsample", 1, 1, 4)
+    return t.entries
+
+
+# ------------------------------------------------------------------------------------------ Meta names
+# HF name -> the original `sam2` package's (`SAM2Base` module tree, the `"model"` dict of sam2.1_hiera_*.pt):
+# the same tensors and shapes under other names. Applied in order, first match only.
+_HF_TO_META = tuple((re.compile(a), b) for a, b in (
+    (r"^memory_encoder\.mask_downsampler\.layers\.(\d+)\.conv\.", lambda m: f"memory_encoder.mask_downsampler."
+     f"encoder.{3 * int(m[1])}."),
+    (r"^memory_encoder\.mask_downsampler\.layers\.(\d+)\.layer_norm\.", lambda m: f"memory_encoder.mask_downsampler."
+     f"encoder.{3 * int(m[1]) + 1}."),
+    (r"^memory_encoder\.feature_projection\.", "memory_encoder.pix_feat_proj."),
+    (r"^memory_encoder\.memory_fuser\.layers\.(\d+)\.depthwise_conv\.", r"memory_encoder.fuser.layers.\1.dwconv."),
+    (r"^memory_encoder\.memory_fuser\.layers\.(\d+)\.layer_norm\.", r"memory_encoder.fuser.layers.\1.norm."),
+    (r"^memory_encoder\.memory_fuser\.layers\.(\d+)\.pointwise_conv(\d)\.",
+     r"memory_encoder.fuser.layers.\1.pwconv\2."),
+    (r"^memory_encoder\.memory_fuser\.layers\.(\d+)\.scale$", r"memory_encoder.fuser.layers.\1.gamma"),
+    (r"^memory_encoder\.projection\.", "memory_encoder.out_proj."),
+    (r"^memory_attention\.layers\.(\d+)\.layer_norm(\d)\.", r"memory_attention.layers.\1.norm\2."),
+    (r"^memory_attention\.layers\.(\d+)\.(self_attn|cross_attn_image)\.o_proj\.",
+     r"memory_attention.layers.\1.\2.out_proj."),
+    (r"^memory_attention\.layer_norm\.", "memory_attention.norm."),
+    (r"^memory_temporal_positional_encoding$", "maskmem_tpos_enc"),
+    (r"^no_memory_positional_encoding$", "no_mem_pos_enc"),
+    (r"^no_object_pointer$", "no_obj_ptr"),
+    (r"^object_pointer_proj\.proj_in\.", "obj_ptr_proj.layers.0."),
+    (r"^object_pointer_proj\.layers\.(\d+)\.", lambda m: f"obj_ptr_proj.layers.{int(m[1]) + 1}."),
+    (r"^object_pointer_proj\.proj_out\.", "obj_ptr_proj.layers.2."),
+    (r"^temporal_positional_encoding_projection_layer\.", "obj_ptr_tpos_proj."),
+    (r"^occlusion_spatial_embedding_parameter$", "no_obj_embed_spatial"),
+))
+
+
+def meta_name(hf_name: str) -> str:
+    """The `sam2` package's name of an HF `Sam2VideoModel` memory tensor (unchanged when it is the same)."""
+    for pattern, repl in _HF_TO_META:
+        if pattern.search(hf_name):
+            return pattern.sub(repl, hf_name, count=1)
+    return hf_name
+
+
+def meta_entries(entries: list[Entry]) -> list[Entry]:
+    """The same key map under the `sam2` package's names (the downsampler's final conv, whose Meta index
+    depends on the layer count, is renamed from its position after the last downsampler layer)."""
+    out = []
+    n_down = sum(1 for e in entries if re.search(r"mask_downsampler\.layers\.\d+\.conv\.weight$", e.hf))
+    for e in entries:
+        if e.layers:
+            names = [meta_name(n) for n in e.hf_names()]
+            hf = re.sub(r"\.(\d+)\.", ".{i}.", names[0], count=1) if len(names) else e.hf
+        else:
+            hf = meta_name(e.hf).replace("mask_downsampler.final_conv.", f"mask_downsampler.encoder.{3 * n_down}.")
+        out.append(dataclasses.replace(e, hf=hf))
+    return out
+
+
+# ------------------------------------------------------------------------------------------ tensors
+def hf_to_flat(entries: list[Entry], hf: Mapping[str, np.ndarray], shapes: Mapping[str, tuple[int, ...]]
+               ) -> dict[str, np.ndarray]:
+    """{our path: array} from HF tensors `hf` (name -> array) through `entries`; `shapes` are our full shapes
+    (stacked ones with the leading `layers` axis). A missing tensor or a shape mismatch raises `CheckpointError`
+    naming the tensor and both shapes. (Names `hf` has beyond the entries are the caller's to check: the full
+    SAM2 converter owns the whole checkpoint.)"""
+    out: dict[str, np.ndarray] = {}
+    for e in entries:
+        (path,) = e.ours
+        if path not in shapes:
+            raise AssertionError(f"key map names {path!r}, which the model does not have")
+        for i, name in enumerate(e.hf_names()):
+            if name not in hf:
+                raise CheckpointError(f"checkpoint has no tensor {name!r}")
+            value = np.asarray(hf[name])
+            if tuple(value.shape) != e.hf_shape:
+                raise CheckpointError(f"tensor {name!r} has shape {tuple(value.shape)}, the config expects "
+                                      f"{e.hf_shape}")
+            if path not in out:
+                out[path] = np.empty(shapes[path], value.dtype)
+            dest = out[path][i] if e.layers else out[path]
+            to_ours(e.hook, value, (dest.shape,), [dest])
+    missing = sorted(set(shapes) - set(out))
+    if missing:
+        raise AssertionError(f"key map out of sync with the model: unmapped {missing}")
+    return out
+
+
+def flat_to_hf(entries: list[Entry], get_param: Callable[[str], np.ndarray]) -> dict[str, np.ndarray]:
+    """{HF name: tensor} from our params (get_param(path) -> array), the inverse of `hf_to_flat`."""
+    out = {}
+    for e in entries:
+        (path,) = e.ours
+        value = np.asarray(get_param(path))
+        for i, name in enumerate(e.hf_names()):
+            out[name] = to_hf(e.hook, [value[i] if e.layers else value], e.hf_shape)
+    return out
+
+
+__all__ = ["CONV", "LINEAR", "VECTOR", "Entry", "MemoryAttentionConfig", "MemoryBankConfig", "MemoryEncoderConfig",
+           "flat_to_hf", "hf_to_flat", "memory_attention_keys", "memory_embedding_keys",
+           "memory_encoder_keys", "meta_entries", "meta_name"]
