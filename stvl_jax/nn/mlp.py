@@ -10,6 +10,7 @@ from stvl_jax.nn.linear import Linear
 
 ACTIVATIONS = {
     "silu": jax.nn.silu,
+    "relu": jax.nn.relu,
     "gelu": lambda x: jax.nn.gelu(x, approximate=False),  # torch nn.GELU() / "gelu"
     "gelu_pytorch_tanh": lambda x: jax.nn.gelu(x, approximate=True),
     "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),
