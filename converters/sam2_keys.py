@@ -17,6 +17,7 @@ knows both directions:
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import jax.numpy as jnp
 import numpy as np
@@ -237,6 +238,23 @@ def load_hf_state(model: nnx.Module, config: Sam2Config, hf_state: dict[str, np.
 def model_to_hf(model: nnx.Module, config: Sam2Config) -> dict[str, np.ndarray]:
     """HF `Sam2Model` state dict (numpy) of a model."""
     return ours_to_hf(config, {k: np.asarray(v.get_value()) for k, v in flat_params(model).items()})
+
+
+# Meta's `sam2` package names the Hiera trunk's tensors differently (`image_encoder.trunk.*` in its checkpoints)
+_META_TRUNK_RENAMES = ((r"^patch_embed\.proj\.", "patch_embed.projection."), (r"\.norm1\.", ".layer_norm1."),
+                       (r"\.norm2\.", ".layer_norm2."), (r"\.mlp\.layers\.0\.", ".mlp.proj_in."),
+                       (r"\.mlp\.layers\.1\.", ".mlp.proj_out."))
+
+
+def meta_trunk_to_hf(name: str, meta_prefix: str = "image_encoder.trunk.") -> str:
+    """The transformers name (`vision_encoder.backbone.*`) of a tensor of Meta's `hieradet.Hiera` (its
+    state-dict name, under `meta_prefix` in a full SAM2 checkpoint)."""
+    if not name.startswith(meta_prefix):
+        raise CheckpointError(f"{name!r} is not a Hiera trunk tensor (expected the prefix {meta_prefix!r})")
+    name = name[len(meta_prefix):]
+    for pattern, repl in _META_TRUNK_RENAMES:
+        name = re.sub(pattern, repl, name)
+    return "vision_encoder.backbone." + name
 
 
 def build_from_hf_state(build, config: Sam2Config, hf_state: dict[str, np.ndarray], *, prefix: str = "",
