@@ -93,3 +93,27 @@ class Sam2ImageModel(nnx.Module):
                                 tuple(image_embeddings[:-1]), multimask_output=multimask_output, training=training)
         return Sam2ImageOutput(out.iou_scores, out.masks, out.object_score_logits, tuple(image_embeddings),
                                out.mask_tokens)
+
+
+def abstract_image_model(config: Sam2Config, *, dtype=jnp.float32, precision=None) -> Sam2ImageModel:
+    """The model described with `nnx.eval_shape` (shapes, dtypes, logical axes; nothing allocated): the target a
+    checkpoint is loaded into."""
+    return nnx.eval_shape(lambda: Sam2ImageModel(config, dtype=dtype, precision=precision, rngs=nnx.Rngs(0)))
+
+
+def init_image_model(config: Sam2Config, *, seed: int = 0, mesh=None, dtype=jnp.float32,
+                     precision=None) -> Sam2ImageModel:
+    """Freshly initialised model, drawn in one jitted program (laid out on `mesh` by the rules table when given)
+    instead of one dispatch per parameter."""
+    from stvl_jax.sharding import auto_mesh, state_shardings
+
+    graphdef, abstract = nnx.split(abstract_image_model(config, dtype=dtype, precision=precision))
+    shardings = state_shardings(abstract, auto_mesh(mesh)) if mesh is not None else None
+
+    def init():
+        return nnx.state(Sam2ImageModel(config, dtype=dtype, precision=precision, rngs=nnx.Rngs(seed)))
+
+    model = nnx.merge(graphdef, jax.jit(init, out_shardings=shardings)())
+    if mesh is not None:
+        model.mesh = auto_mesh(mesh)
+    return model

@@ -45,3 +45,27 @@ def test_global_block_that_pools_is_refused():
     backbone = {**hf["vision_config"]["backbone_config"], "global_attention_blocks": [1]}
     with pytest.raises(ConfigError, match="global"):
         from_hf({**hf, "vision_config": {**hf["vision_config"], "backbone_config": backbone}})
+
+
+@pytest.mark.torch
+def test_image_key_map_is_the_image_part_of_sam2_video_model():
+    """Every image-path tensor of the key map exists with the same shape in transformers' `Sam2VideoModel` (the
+    video checkpoint's image part loads through the same table)."""
+    pytest.importorskip("torch")
+    from sam2_helpers import hf_config, our_config
+
+    from converters.sam2_keys import key_map
+
+    image = hf_config("b").to_dict()
+    video = transformers.Sam2VideoConfig(
+        vision_config=hf_config("b").vision_config, prompt_encoder_config=image["prompt_encoder_config"],
+        mask_decoder_config=image["mask_decoder_config"], image_size=64, memory_attention_hidden_size=48,
+        memory_attention_num_layers=1, memory_attention_feed_forward_hidden_size=32, memory_encoder_hidden_size=48,
+        mask_downsampler_embed_dim=48, memory_fuser_embed_dim=48, memory_fuser_intermediate_dim=64,
+        memory_encoder_output_channels=16)
+    assert from_hf(video.to_dict()) == our_config("b")
+    shapes = {k: tuple(v.shape) for k, v in transformers.Sam2VideoModel(video).state_dict().items()}
+    entries = key_map(our_config("b"))
+    assert {e.hf: e.hf_shape for e in entries} == {e.hf: shapes[e.hf] for e in entries}
+    assert not [k for k in shapes if k.startswith(("vision_encoder.", "prompt_encoder.", "mask_decoder."))
+                and k not in {e.hf for e in entries}]
