@@ -10,7 +10,8 @@ knows both directions:
     vector   HF (n...)                  <-> ours (any shape of the same size)
 
 `hf_to_ours` / `ours_to_hf` convert whole state dicts (numpy), checking names and shapes both ways;
-`load_hf_state` writes an HF state dict into a built `Sam2ImageModel`. The memory/video tensors of a
+`load_hf_state` writes an HF state dict into a built (or abstract) `Sam2ImageModel`; `load_hf_image_model` reads an
+HF checkpoint directory. The memory/video tensors of a
 `sam2_video` checkpoint are not in this table (the video key map owns them).
 """
 
@@ -23,8 +24,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from converters.hf_checkpoint import HFCheckpoint
 from stvl_jax.errors import CheckpointError
-from stvl_jax.models.sam2.config import Sam2Config
+from stvl_jax.models.sam2.config import Sam2Config, from_hf
 from stvl_jax.nn.params import flat_params
 
 LINEAR, CONV, CONVT, CHW, VECTOR = "linear", "conv", "convt", "chw", "vector"
@@ -263,3 +265,22 @@ def build_from_hf_state(build, config: Sam2Config, hf_state: dict[str, np.ndarra
     — then filled from an HF state dict."""
     model = nnx.eval_shape(build)
     return load_hf_state(model, config, hf_state, prefix=prefix, ignore_unmapped=ignore_unmapped)
+
+
+def load_hf_image_model(path, *, dtype=jnp.float32, precision=None, allow_pickle: bool = False):
+    """An HF SAM2 checkpoint directory (config.json + safetensors; model_type `sam2`, or `sam2_video`, whose
+    memory tensors are left to the video loader) -> (Sam2Config, the Flax `Sam2ImageModel` with its weights)."""
+    from stvl_jax.models.sam2.image_model import Sam2ImageModel
+
+    with HFCheckpoint(path, allow_pickle=allow_pickle) as ckpt:
+        hf_config = ckpt.config()
+        config = from_hf(hf_config)
+        wanted = {e.hf for e in key_map(config)}
+        extra = sorted(n for n in ckpt.names if n not in wanted)
+        if extra and hf_config.get("model_type") != "sam2_video":
+            raise CheckpointError(f"{str(path)!r} holds {len(extra)} tensor(s) a `sam2` image model does not "
+                                  f"have, e.g. {extra[:3]}")
+        state = {n: ckpt.get(n) for n in ckpt.names if n in wanted}
+    model = build_from_hf_state(lambda: Sam2ImageModel(config, dtype=dtype, precision=precision,
+                                                       rngs=nnx.Rngs(0)), config, state)
+    return config, model

@@ -66,3 +66,42 @@ def test_key_map_refuses_bad_checkpoints():
     conv = state["vision_encoder.neck.convs.0.weight"]  # (O, I, 1, 1) -> (1, 1, I, O)
     np.testing.assert_array_equal(np.asarray(loaded.vision_encoder.neck.conv_0.kernel.get_value()),
                                   conv.transpose(2, 3, 1, 0))
+
+
+@pytest.mark.torch
+def test_load_hf_directory(tmp_path):
+    """transformers `save_pretrained` directories (Sam2Model, and Sam2VideoModel whose memory tensors are left
+    out) load with every image tensor bit-exact; a config of another model is one clear error."""
+    torch = pytest.importorskip("torch")
+    import transformers
+    from sam2_helpers import hf_config, hf_state, our_config, torch_model
+
+    from converters.sam2_keys import load_hf_image_model, model_to_hf
+    from stvl_jax.errors import ConfigError
+
+    ref = torch_model("b")
+    ref.save_pretrained(tmp_path / "image")
+    config, model = load_hf_image_model(tmp_path / "image")
+    assert config == our_config("b")
+    exported = model_to_hf(model, config)
+    for k, v in hf_state(ref).items():
+        np.testing.assert_array_equal(exported[k], v, err_msg=k)
+
+    image = hf_config("b").to_dict()
+    torch.manual_seed(0)
+    video = transformers.Sam2VideoModel(transformers.Sam2VideoConfig(
+        vision_config=hf_config("b").vision_config, prompt_encoder_config=image["prompt_encoder_config"],
+        mask_decoder_config=image["mask_decoder_config"], image_size=64, memory_attention_hidden_size=48,
+        memory_attention_num_layers=1, memory_attention_feed_forward_hidden_size=32, memory_encoder_hidden_size=48,
+        mask_downsampler_embed_dim=48, memory_fuser_embed_dim=48, memory_fuser_intermediate_dim=64,
+        memory_encoder_output_channels=16))
+    video.save_pretrained(tmp_path / "video")
+    _, vmodel = load_hf_image_model(tmp_path / "video")
+    exported = model_to_hf(vmodel, config)
+    for k, v in video.state_dict().items():
+        if k in exported:
+            np.testing.assert_array_equal(exported[k], v.numpy(), err_msg=k)
+
+    (tmp_path / "video" / "config.json").write_text('{"model_type": "qwen3_vl"}')
+    with pytest.raises(ConfigError, match="not a SAM2 config"):
+        load_hf_image_model(tmp_path / "video")
