@@ -89,3 +89,21 @@ def t2n(x) -> np.ndarray:
 def nchw(x: np.ndarray) -> np.ndarray:
     """(B, H, W, C) -> (B, C, H, W)."""
     return np.moveaxis(np.asarray(x), -1, 1)
+
+
+@functools.lru_cache(maxsize=None)
+def flax_part(shape: str, part: str = ""):
+    """Our module with `torch_model(shape)`'s weights (through the key map): the whole `Sam2ImageModel` (part
+    "") or one part built alone ("vision_encoder", "prompt_encoder")."""
+    from flax import nnx
+
+    from converters.sam2_keys import build_from_hf_state
+    from stvl_jax.models.sam2.image_model import Sam2ImageModel
+    from stvl_jax.models.sam2.neck import VisionEncoder
+    from stvl_jax.models.sam2.prompt_encoder import PromptEncoder
+
+    cfg = our_config(shape)
+    build = {"": lambda: Sam2ImageModel(cfg, rngs=nnx.Rngs(0)),
+             "vision_encoder": lambda: VisionEncoder(cfg.vision, rngs=nnx.Rngs(0)),
+             "prompt_encoder": lambda: PromptEncoder(cfg.prompt_encoder, rngs=nnx.Rngs(0))}[part]
+    return build_from_hf_state(build, cfg, hf_state(torch_model(shape)), prefix=part + "/" if part else "")

@@ -11,21 +11,12 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from sam2_helpers import IMAGE, SHAPES, hf_state, our_config, t2n, torch_model
+from sam2_helpers import IMAGE, SHAPES, flax_part, hf_state, our_config, t2n, torch_model
 
 torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.torch
 
 TOL = 1e-4
-
-
-@functools.lru_cache(maxsize=None)
-def model(shape):
-    from converters.sam2_keys import build_from_hf_state
-    from stvl_jax.models.sam2.image_model import Sam2ImageModel
-
-    cfg = our_config(shape)
-    return build_from_hf_state(lambda: Sam2ImageModel(cfg, rngs=nnx.Rngs(0)), cfg, hf_state(torch_model(shape)))
 
 
 def inputs(seed, b=2, p=2, n=3):
@@ -55,7 +46,7 @@ CASES = {
 def embeddings(shape, seed=0):
     """Our image embeddings of `inputs(seed)` (the encoder compiled once per shape)."""
     pixels = jnp.asarray(inputs(seed)["pixel_values"])
-    return nnx.jit(lambda m, x: m.get_image_embeddings(x))(model(shape), pixels)
+    return nnx.jit(lambda m, x: m.get_image_embeddings(x))(flax_part(shape), pixels)
 
 
 @nnx.jit(static_argnames="multimask")
@@ -74,9 +65,9 @@ def run_both(shape, case, seed=0, from_pixels=False):
     prompts = {k: jnp.asarray(v) for k, v in prompts.items()}
     if from_pixels:
         out = nnx.jit(lambda m, x, p: m(pixel_values=x, **p, multimask_output=multimask))(
-            model(shape), jnp.asarray(data["pixel_values"]), prompts)
+            flax_part(shape), jnp.asarray(data["pixel_values"]), prompts)
     else:
-        out = decode(model(shape), embeddings(shape, seed), prompts, multimask)
+        out = decode(flax_part(shape), embeddings(shape, seed), prompts, multimask)
     return ref, out
 
 
@@ -140,7 +131,7 @@ def test_export_is_the_hf_state_dict():
     from converters.sam2_keys import model_to_hf
 
     ref = hf_state(torch_model("b"))
-    exported = model_to_hf(model("b"), our_config("b"))
+    exported = model_to_hf(flax_part("b"), our_config("b"))
     assert set(exported) == set(ref)
     for k, v in ref.items():
         np.testing.assert_array_equal(exported[k], v, err_msg=k)

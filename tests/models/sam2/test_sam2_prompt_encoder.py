@@ -2,29 +2,17 @@
 (1, 0, -1 not-a-point, -10 padding), boxes, points + boxes, mask prompts, no prompt; the antialiased mask resize
 vs `F.interpolate(antialias=True)`."""
 
-import functools
 
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import nnx
 
-from sam2_helpers import IMAGE, SHAPES, hf_state, nchw, our_config, t2n, torch_model
+from sam2_helpers import IMAGE, SHAPES, flax_part, nchw, t2n, torch_model
 
 torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.torch
 
 TOL = 1e-4
-
-
-@functools.lru_cache(maxsize=None)
-def encoder(shape):
-    from converters.sam2_keys import build_from_hf_state
-    from stvl_jax.models.sam2.prompt_encoder import PromptEncoder
-
-    cfg = our_config(shape)
-    return build_from_hf_state(lambda: PromptEncoder(cfg.prompt_encoder, rngs=nnx.Rngs(0)), cfg,
-                               hf_state(torch_model(shape)), prefix="prompt_encoder/")
 
 
 def prompts(seed, b=2, p=3, n=4):
@@ -52,7 +40,8 @@ def test_prompt_encoder_matches_transformers(shape, case):
     with torch.no_grad():
         sparse, dense = torch_model(shape).prompt_encoder(t["points"], t["labels"], t["boxes"], t["masks"])
     j = {k: None if v is None else jnp.asarray(v) for k, v in given.items()}
-    o_sparse, o_dense = encoder(shape)(j["points"], j["labels"], j["boxes"], j["masks"], batch_size=2)
+    encoder = flax_part(shape, "prompt_encoder")
+    o_sparse, o_dense = encoder(j["points"], j["labels"], j["boxes"], j["masks"], batch_size=2)
     assert o_sparse.shape == tuple(sparse.shape)
     np.testing.assert_allclose(np.asarray(o_sparse), t2n(sparse), atol=TOL, rtol=0)
     np.testing.assert_allclose(nchw(o_dense), t2n(dense), atol=TOL, rtol=0)

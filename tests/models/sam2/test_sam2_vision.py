@@ -1,29 +1,18 @@
 """SAM2 vision encoder (Hiera trunk + FPN neck) vs transformers' `Sam2VisionModel` (fp32, two shapes): every
 stage map, every FPN level and its sine position encoding; the bicubic position resize vs `F.interpolate`."""
 
-import functools
 
 import jax
 import numpy as np
 import pytest
 from flax import nnx
 
-from sam2_helpers import IMAGE, SHAPES, hf_state, nchw, our_config, t2n, torch_model
+from sam2_helpers import IMAGE, SHAPES, flax_part, nchw, t2n, torch_model
 
 torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.torch
 
 TOL = 1e-4
-
-
-@functools.lru_cache(maxsize=None)
-def encoder(shape):
-    from converters.sam2_keys import build_from_hf_state
-    from stvl_jax.models.sam2.neck import VisionEncoder
-
-    cfg = our_config(shape)
-    return build_from_hf_state(lambda: VisionEncoder(cfg.vision, rngs=nnx.Rngs(0)), cfg,
-                               hf_state(torch_model(shape)), prefix="vision_encoder/")
 
 
 def pixels(seed, batch=2):
@@ -37,7 +26,8 @@ def test_vision_encoder_matches_transformers(shape):
     with torch.no_grad():
         ref = tm.vision_encoder(torch.from_numpy(x), output_hidden_states=True)
         stages = tm.vision_encoder.backbone(torch.from_numpy(x)).intermediate_hidden_states
-    levels, pos, last = nnx.jit(lambda m, p: m(p))(encoder(shape), jax.numpy.asarray(np.moveaxis(x, 1, -1)))
+    encoder = flax_part(shape, "vision_encoder")
+    levels, pos, last = nnx.jit(lambda m, p: m(p))(encoder, jax.numpy.asarray(np.moveaxis(x, 1, -1)))
     assert len(levels) == len(ref.fpn_hidden_states) == 3
     for ours, theirs in zip(levels, ref.fpn_hidden_states):
         assert nchw(ours).shape == tuple(theirs.shape)
