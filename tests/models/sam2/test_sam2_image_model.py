@@ -78,8 +78,9 @@ def assert_same(ref, out):
         np.testing.assert_allclose(mine, theirs, atol=TOL, rtol=0, err_msg=name)
 
 
-# every case on both shapes; the default run covers each case once (each distinct prompt structure is a compile)
-FAST = {("a", "points-multimask"), ("a", "box-mask-single"), ("b", "points-single"), ("b", "points-box-multimask"),
+# every case on both shapes; the default run covers each case once (each distinct prompt structure is a compile).
+# The dynamic fallback: a-points-single falls back for every prompt set, b-box-mask-single for half of them.
+FAST = {("a", "points-multimask"), ("a", "points-single"), ("b", "box-mask-single"), ("b", "points-box-multimask"),
         ("b", "no-prompt")}
 PAIRS = [pytest.param(s, c, marks=() if (s, c) in FAST else pytest.mark.slow) for s in sorted(SHAPES) for c in CASES]
 
@@ -135,3 +136,24 @@ def test_export_is_the_hf_state_dict():
     assert set(exported) == set(ref)
     for k, v in ref.items():
         np.testing.assert_array_equal(exported[k], v, err_msg=k)
+
+
+def test_training_mode_skips_the_dynamic_fallback():
+    """In training the single-mask output is always token 0 (the reference's `not self.training` branch); on
+    these inputs inference falls back to multimask outputs, so the two differ."""
+    shape = "a"
+    data = inputs(0)
+    given = {k: torch.from_numpy(data[k]) for k in ("pixel_values", "input_points", "input_labels")}
+    tm = torch_model(shape)
+    with torch.no_grad():
+        ref_eval = tm(**given, multimask_output=False)
+        tm.train()
+        try:
+            ref = tm(**given, multimask_output=False)
+        finally:
+            tm.eval()
+    assert np.abs(t2n(ref.pred_masks) - t2n(ref_eval.pred_masks)).max() > 1.0
+    prompts = {k: jnp.asarray(data[k]) for k in ("input_points", "input_labels")}
+    out = nnx.jit(lambda m, e, p: m(image_embeddings=e, **p, multimask_output=False, training=True))(
+        flax_part(shape), embeddings(shape), prompts)
+    assert_same(ref, out)
