@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from stvl_jax.errors import InputError
 from stvl_jax.models.sam2.config import HieraConfig
 from stvl_jax.nn.attention import dot_product_attention
 from stvl_jax.nn.conv import Conv2d
@@ -179,7 +180,8 @@ class Hiera(nnx.Module):
         pos = jnp.einsum("ph,hwc,qw->pqc", mh, table, mw, precision=jax.lax.Precision.HIGHEST)
         win = self.pos_embed_window[...].astype(jnp.float32)
         if h % win.shape[0] or w % win.shape[1]:
-            raise ValueError(f"patch grid {h}x{w} is not a multiple of the first window {win.shape[:2]}")
+            raise InputError(f"the {h}x{w} patch grid is not a multiple of the first stage's window "
+                             f"{win.shape[0]}x{win.shape[1]} (image size vs window_size_per_stage[0])")
         return pos + jnp.tile(win, (h // win.shape[0], w // win.shape[1], 1))
 
     def __call__(self, pixel_values: jax.Array) -> tuple[jax.Array, ...]:

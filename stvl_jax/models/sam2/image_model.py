@@ -69,15 +69,39 @@ class Sam2ImageModel(nnx.Module):
         levels, _ = self.image_features(pixel_values)
         return (*levels[:-1], levels[-1] + self.no_memory_embedding[...].astype(levels[-1].dtype))
 
+    def check_inputs(self, pixel_values, points, labels, boxes, masks, image_embeddings) -> None:
+        """One `InputError` line naming the first malformed input (shapes only: works on tracers)."""
+        if (pixel_values is None) == (image_embeddings is None):
+            raise InputError("give exactly one of pixel_values or image_embeddings")
+        bc = self.config.vision.backbone
+        want = (bc.num_channels, *bc.image_size)
+        if pixel_values is not None and (pixel_values.ndim != 4 or tuple(pixel_values.shape[1:]) != want):
+            raise InputError(f"pixel_values has shape {tuple(pixel_values.shape)}; this model takes (batch, "
+                             f"{want[0]}, {want[1]}, {want[2]}) (resize to the config's image_size first)")
+        if image_embeddings is not None and len(image_embeddings) != 3:
+            raise InputError(f"image_embeddings must be the 3 maps of get_image_embeddings, got "
+                             f"{len(image_embeddings)}")
+        if points is not None:
+            if points.ndim != 4 or points.shape[-1] != 2:
+                raise InputError(f"input_points has shape {tuple(points.shape)}; expected (batch, prompt sets, "
+                                 "points, 2) as (x, y)")
+            if labels is not None and tuple(labels.shape) != tuple(points.shape[:-1]):
+                raise InputError(f"input_labels has shape {tuple(labels.shape)}; expected "
+                                 f"{tuple(points.shape[:-1])} (one label per point)")
+        if boxes is not None and (boxes.ndim != 3 or boxes.shape[-1] != 4):
+            raise InputError(f"input_boxes has shape {tuple(boxes.shape)}; expected (batch, prompt sets, 4) as "
+                             "x0, y0, x1, y1")
+        if points is not None and boxes is not None and points.shape[1] != boxes.shape[1]:
+            raise InputError(f"input_points has {points.shape[1]} prompt sets per image but input_boxes has "
+                             f"{boxes.shape[1]}; they must match")
+        if masks is not None and (masks.ndim != 4 or masks.shape[1] != 1):
+            raise InputError(f"input_masks has shape {tuple(masks.shape)}; expected (batch, 1, height, width)")
+
     def __call__(self, pixel_values: jax.Array | None = None, input_points: jax.Array | None = None,
                  input_labels: jax.Array | None = None, input_boxes: jax.Array | None = None,
                  input_masks: jax.Array | None = None, image_embeddings: tuple[jax.Array, ...] | None = None,
                  multimask_output: bool = True, training: bool = False) -> Sam2ImageOutput:
-        if (pixel_values is None) == (image_embeddings is None):
-            raise InputError("give exactly one of pixel_values or image_embeddings")
-        if input_points is not None and input_boxes is not None and input_points.shape[1] != input_boxes.shape[1]:
-            raise InputError(f"input_points has {input_points.shape[1]} prompt sets per image but input_boxes has "
-                             f"{input_boxes.shape[1]}; they must match")
+        self.check_inputs(pixel_values, input_points, input_labels, input_boxes, input_masks, image_embeddings)
         if pixel_values is not None:
             image_embeddings = self.get_image_embeddings(pixel_values)
         b = image_embeddings[-1].shape[0]

@@ -105,3 +105,22 @@ def test_load_hf_directory(tmp_path):
     (tmp_path / "video" / "config.json").write_text('{"model_type": "qwen3_vl"}')
     with pytest.raises(ConfigError, match="not a SAM2 config"):
         load_hf_image_model(tmp_path / "video")
+
+
+@pytest.mark.parametrize("bad, match", [
+    (dict(pixel_values=(1, 3, 32, 32)), "pixel_values has shape"),
+    (dict(pixel_values=(1, 3, 64, 64), input_points=(1, 1, 2)), "input_points has shape"),
+    (dict(pixel_values=(1, 3, 64, 64), input_points=(1, 1, 2, 2), input_labels=(1, 1, 3)), "input_labels"),
+    (dict(pixel_values=(1, 3, 64, 64), input_boxes=(1, 2, 2)), "input_boxes has shape"),
+    (dict(pixel_values=(1, 3, 64, 64), input_points=(1, 2, 1, 2), input_boxes=(1, 1, 4)), "prompt sets"),
+    (dict(pixel_values=(1, 3, 64, 64), input_masks=(1, 16, 16)), "input_masks has shape"),
+    (dict(input_boxes=(1, 1, 4)), "exactly one of"),
+])
+def test_malformed_inputs_are_one_clear_error(bad, match):
+    from stvl_jax.errors import InputError
+    from stvl_jax.models.sam2.image_model import abstract_image_model
+
+    model = abstract_image_model(TINY)
+    args = {k: jax.ShapeDtypeStruct(v, jnp.int32 if k == "input_labels" else jnp.float32) for k, v in bad.items()}
+    with pytest.raises(InputError, match=match):
+        nnx.eval_shape(lambda m, a: m(**a), model, args)
