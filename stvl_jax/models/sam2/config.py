@@ -202,11 +202,21 @@ class Sam2Config(StrictConfig):
 
 
 # ---------------------------------------------------------------------------------------------- HF config.json
-# keys every HF PreTrainedConfig writes that say nothing about the architecture
+# keys every HF PreTrainedConfig writes that say nothing about the architecture: transformers 5's, and the
+# generation/tokenizer defaults that transformers 4.x wrote into every (sub-)config of a config.json
 HF_GENERIC_KEYS = frozenset({
     "_name_or_path", "architectures", "chunk_size_feed_forward", "dtype", "torch_dtype", "id2label", "label2id",
     "is_encoder_decoder", "output_attentions", "output_hidden_states", "problem_type", "return_dict",
     "model_type", "transformers_version", "tie_word_embeddings", "_attn_implementation_autoset",
+    # transformers 4.x
+    "add_cross_attention", "bad_words_ids", "begin_suppress_tokens", "bos_token_id", "cross_attention_hidden_size",
+    "decoder_start_token_id", "diversity_penalty", "do_sample", "early_stopping", "encoder_no_repeat_ngram_size",
+    "eos_token_id", "exponential_decay_length_penalty", "finetuning_task", "forced_bos_token_id",
+    "forced_eos_token_id", "is_decoder", "length_penalty", "max_length", "min_length", "no_repeat_ngram_size",
+    "num_beam_groups", "num_beams", "num_return_sequences", "output_scores", "pad_token_id", "prefix",
+    "pruned_heads", "remove_invalid_values", "repetition_penalty", "return_dict_in_generate", "sep_token_id",
+    "suppress_tokens", "task_specific_params", "temperature", "tf_legacy_loss", "tie_encoder_decoder",
+    "tokenizer_class", "top_k", "top_p", "torchscript", "typical_p", "use_bfloat16",
 })
 MODEL_TYPES = ("sam2", "sam2_video")
 _SECTIONS = {"vision_config": "vision", "prompt_encoder_config": "prompt_encoder",

@@ -69,3 +69,13 @@ def test_image_key_map_is_the_image_part_of_sam2_video_model():
     assert {e.hf: e.hf_shape for e in entries} == {e.hf: shapes[e.hf] for e in entries}
     assert not [k for k in shapes if k.startswith(("vision_encoder.", "prompt_encoder.", "mask_decoder."))
                 and k not in {e.hf for e in entries}]
+
+
+def test_transformers_4_generic_keys_are_ignored():
+    """Hub config.json files written by transformers 4.x carry generation/tokenizer defaults in every section."""
+    legacy = dict(use_bfloat16=False, num_beams=1, top_k=50, pruned_heads={}, torchscript=False, bos_token_id=None)
+    hf = transformers.Sam2Config().to_dict()
+    vision = {**hf["vision_config"], **legacy,
+              "backbone_config": {**hf["vision_config"]["backbone_config"], **legacy}}
+    old = {**hf, **legacy, "vision_config": vision, "mask_decoder_config": {**hf["mask_decoder_config"], **legacy}}
+    assert from_hf(old) == Sam2Config()
