@@ -9,7 +9,10 @@ knows both directions:
     chw      HF (1, C, h, w)            <-> ours (h, w, C)         Hiera's position tables
     vector   HF (n...)                  <-> ours (any shape of the same size)
 
-`hf_to_ours` / `ours_to_hf` convert whole state dicts (numpy), checking names and shapes both ways;
+An entry with `layers` stands for HF's `...layers.{i}...` tensors gathered on our leading layer axis (nnx
+stacks). `entries_to_ours` / `entries_to_hf` convert through any entry list (the video map,
+`converters.sam2_video_keys`, uses the same `Entry` and hooks); `hf_to_ours` / `ours_to_hf` convert whole
+`Sam2Model` state dicts (numpy), checking names and shapes both ways;
 `load_hf_state` writes an HF state dict into a built (or abstract) `Sam2ImageModel`; `load_hf_image_model` reads an
 HF checkpoint directory. The memory/video tensors of a
 `sam2_video` checkpoint are not in this table (the video key map owns them).
@@ -34,10 +37,16 @@ LINEAR, CONV, CONVT, CHW, VECTOR = "linear", "conv", "convt", "chw", "vector"
 
 @dataclasses.dataclass(frozen=True)
 class Entry:
-    hf: str
-    ours: str
-    hook: str
-    hf_shape: tuple[int, ...]
+    """One HF tensor (or, with `layers`, the HF tensors `hf.format(i=i)` of a stack) <-> one of our params."""
+
+    hf: str  # HF name; "{i}" is the layer index when `layers` is set
+    ours: str  # "/"-joined nnx state path
+    hook: str  # LINEAR | CONV | CONVT | CHW | VECTOR
+    hf_shape: tuple[int, ...]  # one HF tensor's shape (checked on import, produced on export)
+    layers: int | None = None  # stacked: our param has a leading axis of this many layers
+
+    def hf_names(self) -> list[str]:
+        return [self.hf.format(i=i) for i in range(self.layers)] if self.layers else [self.hf]
 
 
 def key_map(config: Sam2Config) -> list[Entry]:
@@ -187,42 +196,67 @@ def to_hf(hook: str, y: np.ndarray, hf_shape: tuple[int, ...]) -> np.ndarray:
     return np.ascontiguousarray(x).reshape(hf_shape)
 
 
-def hf_to_ours(config: Sam2Config, hf_state: dict[str, np.ndarray], our_shapes: dict[str, tuple[int, ...]],
-               *, ignore_unmapped: bool = False, prefix: str = "") -> dict[str, np.ndarray]:
-    """HF state dict (name -> array) -> {our flat key: array}. Missing tensors, shape mismatches and (unless
-    `ignore_unmapped`) HF tensors outside the table raise `CheckpointError` naming them.
-
-    prefix: convert only the entries under this path of ours (e.g. "vision_encoder/" for a `VisionEncoder`
-    built alone), keys returned without it; HF tensors of the other parts are then ignored."""
-    entries = [dataclasses.replace(e, ours=e.ours[len(prefix):]) for e in key_map(config)
-               if e.ours.startswith(prefix)]
-    ignore_unmapped = ignore_unmapped or bool(prefix)
-    missing = [e.hf for e in entries if e.hf not in hf_state]
+def entries_to_ours(entries: list[Entry], hf_state: dict[str, np.ndarray], our_shapes: dict[str, tuple[int, ...]],
+                    *, ignore_unmapped: bool = False, what: str = "SAM2") -> dict[str, np.ndarray]:
+    """HF tensors (name -> array) -> {our path: array} through `entries` (stacked entries gather their layers).
+    Missing tensors, shape mismatches, params without a tensor and (unless `ignore_unmapped`) HF tensors outside
+    the entries raise `CheckpointError` naming them."""
+    missing = [n for e in entries for n in e.hf_names() if n not in hf_state]
     if missing:
-        raise CheckpointError(f"SAM2 checkpoint lacks {len(missing)} tensor(s), e.g. {missing[:3]}")
+        raise CheckpointError(f"{what} checkpoint lacks {len(missing)} tensor(s), e.g. {missing[:3]}")
     if not ignore_unmapped:
-        extra = sorted(set(hf_state) - {e.hf for e in entries})
+        extra = sorted(set(hf_state) - {n for e in entries for n in e.hf_names()})
         if extra:
-            raise CheckpointError(f"SAM2 checkpoint has {len(extra)} tensor(s) the image model does not know, "
+            raise CheckpointError(f"{what} checkpoint has {len(extra)} tensor(s) the model does not know, "
                                   f"e.g. {extra[:3]}")
     out = {}
     for e in entries:
-        x = np.asarray(hf_state[e.hf])
-        if tuple(x.shape) != e.hf_shape:
-            raise CheckpointError(f"SAM2 tensor {e.hf!r} has shape {tuple(x.shape)}, the config expects "
-                                  f"{e.hf_shape}")
         if e.ours not in our_shapes:
-            raise CheckpointError(f"SAM2 key map names {e.ours!r}, which the model does not have")
-        out[e.ours] = to_ours(e.hook, x, our_shapes[e.ours])
+            raise CheckpointError(f"{what} key map names {e.ours!r}, which the model does not have")
+        shape = our_shapes[e.ours]
+        parts = []
+        for name in e.hf_names():
+            x = np.asarray(hf_state[name])
+            if tuple(x.shape) != e.hf_shape:
+                raise CheckpointError(f"{what} tensor {name!r} has shape {tuple(x.shape)}, the config expects "
+                                      f"{e.hf_shape}")
+            parts.append(to_ours(e.hook, x, shape[1:] if e.layers else shape))
+        out[e.ours] = np.stack(parts) if e.layers else parts[0]
     unset = sorted(set(our_shapes) - set(out))
     if unset:
-        raise CheckpointError(f"{len(unset)} model parameter(s) have no SAM2 checkpoint tensor, e.g. {unset[:3]}")
+        raise CheckpointError(f"{len(unset)} model parameter(s) have no {what} checkpoint tensor, e.g. {unset[:3]}")
     return out
+
+
+def entries_to_hf(entries: list[Entry], ours) -> dict[str, np.ndarray]:
+    """{our path: array} (or a callable path -> array) -> {HF name: tensor}, the inverse of `entries_to_ours`."""
+    get = ours if callable(ours) else ours.__getitem__
+    out = {}
+    for e in entries:
+        value = np.asarray(get(e.ours))
+        for i, name in enumerate(e.hf_names()):
+            out[name] = to_hf(e.hook, value[i] if e.layers else value, e.hf_shape)
+    return out
+
+
+def prefixed(entries: list[Entry], prefix: str) -> list[Entry]:
+    """The entries under our path `prefix`, with it stripped (a sub-module built alone)."""
+    return [dataclasses.replace(e, ours=e.ours[len(prefix):]) for e in entries if e.ours.startswith(prefix)]
+
+
+def hf_to_ours(config: Sam2Config, hf_state: dict[str, np.ndarray], our_shapes: dict[str, tuple[int, ...]],
+               *, ignore_unmapped: bool = False, prefix: str = "") -> dict[str, np.ndarray]:
+    """HF `Sam2Model` state dict (name -> array) -> {our flat key: array} (see `entries_to_ours`).
+
+    prefix: convert only the entries under this path of ours (e.g. "vision_encoder/" for a `VisionEncoder`
+    built alone), keys returned without it; HF tensors of the other parts are then ignored."""
+    return entries_to_ours(prefixed(key_map(config), prefix), hf_state, our_shapes,
+                           ignore_unmapped=ignore_unmapped or bool(prefix))
 
 
 def ours_to_hf(config: Sam2Config, ours: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """{our flat key: array} -> HF state dict."""
-    return {e.hf: to_hf(e.hook, np.asarray(ours[e.ours]), e.hf_shape) for e in key_map(config)}
+    return entries_to_hf(key_map(config), ours)
 
 
 def load_hf_state(model: nnx.Module, config: Sam2Config, hf_state: dict[str, np.ndarray], *,

@@ -1,43 +1,45 @@
-"""Declarative HF `Sam2VideoModel` <-> stvl-jax key map for SAM2's video memory modules.
-
-Same `Entry` table and hooks as the Qwen-VL map (`converters.qwen_vl_keys`):
+"""Declarative HF `Sam2VideoModel` <-> stvl-jax key map: the image path (`converters.sam2_keys`, under our
+`image/`) plus SAM2's video memory modules, with the same `Entry` and hooks as the image map:
     LINEAR  HF (out, in)          <-> ours (in, out...)          nn.Linear; heads split out of `out`
-    CONV    HF (out, in, kh, kw)  <-> ours (in, kh, kw, out)     nn.Conv2d (the conv3d hook: flatten + transpose)
+    CONV    HF (out, in, kh, kw)  <-> ours (kh, kw, in, out)     nn.conv.Conv2d
     VECTOR  HF any shape          <-> ours (same elements)       biases, norms, embeddings
 Stacked layers (`layers=N`) gather HF's `layers.{i}` tensors into our leading `layers` axis.
 HF prefixes default to the submodule names in `Sam2VideoModel` (`memory_encoder.`, `memory_attention.`, the
-top-level memory parameters); ours to the attribute names the video model is expected to use.
+top-level memory parameters); ours to the attribute names of `models.sam2.video_model.Sam2VideoModel`.
+`video_key_map` is the whole model's map; `load_hf_video_state` / `video_model_to_hf` move a whole HF state dict
+in and out (export == the HF state dict, bit for bit).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 
+import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
-from stvl_jax.errors import CheckpointError
+from converters.sam2_keys import (CONV, LINEAR, VECTOR, Entry, entries_to_hf, entries_to_ours, key_map,
+                                  prefixed)
 from stvl_jax.models.sam2.memory_config import MemoryAttentionConfig, MemoryBankConfig, MemoryEncoderConfig
-
-from converters.qwen_vl_keys import CONV3D, LINEAR, VECTOR, Entry, to_hf, to_ours
-
-CONV = CONV3D  # (out, in, *window) -> (in, *window, out): one hook for 2-D and 3-D kernels
+from stvl_jax.models.sam2.video_config import Sam2VideoConfig
+from stvl_jax.nn.params import flat_params
 
 
 class _Table:
     def __init__(self, hf_prefix: str, ours_prefix: str):
         self.hf, self.ours, self.entries = hf_prefix, ours_prefix, []
 
-    def add(self, hf: str, ours: str, hook: str, shape: Iterable[int], layers: int | None = None) -> None:
-        self.entries.append(Entry(self.hf + hf, (self.ours + ours,), hook, layers, tuple(shape)))
+    def add(self, hf: str, ours: str, hook: str, shape, layers: int | None = None) -> None:
+        self.entries.append(Entry(self.hf + hf, self.ours + ours, hook, tuple(int(n) for n in shape), layers))
 
     def linear(self, hf: str, ours: str, n_in: int, n_out: int, layers: int | None = None) -> None:
         self.add(hf + ".weight", ours + "/kernel", LINEAR, (n_out, n_in), layers)
         self.add(hf + ".bias", ours + "/bias", VECTOR, (n_out,), layers)
 
     def conv(self, hf: str, ours: str, n_in: int, n_out: int, k: int, layers: int | None = None) -> None:
-        self.add(hf + ".weight", ours + "/kernel", CONV, (n_out, n_in, k, k), layers)
+        self.add(hf + ".weight", ours + "/kernel", CONV, (n_out, n_in, k, k), layers)  # depthwise: n_in = 1
         self.add(hf + ".bias", ours + "/bias", VECTOR, (n_out,), layers)
 
     def norm(self, hf: str, ours: str, n: int, layers: int | None = None) -> None:
@@ -95,7 +97,7 @@ def memory_embedding_keys(cfg: MemoryBankConfig, hf_prefix: str = "",
     t.add("no_memory_positional_encoding", "no_memory_positional_encoding", VECTOR, (1, 1, d))
     t.add("no_object_pointer", "no_object_pointer", VECTOR, (1, d))
     t.linear("object_pointer_proj.proj_in", "object_pointer_proj/proj_in", d, d)
-    t.linear("object_pointer_proj.layers.0", "object_pointer_proj/layers_0", d, d)
+    t.linear("object_pointer_proj.layers.0", "object_pointer_proj/layer_0", d, d)
     t.linear("object_pointer_proj.proj_out", "object_pointer_proj/proj_out", d, d)
     if cfg.enable_temporal_pos_encoding_for_object_pointers:
         t.linear("temporal_positional_encoding_projection_layer", "temporal_positional_encoding_projection_layer",
@@ -159,46 +161,47 @@ def meta_entries(entries: list[Entry]) -> list[Entry]:
     return out
 
 
+# ------------------------------------------------------------------------------------------ whole model
+def video_key_map(config: Sam2VideoConfig) -> list[Entry]:
+    """Every tensor of HF `Sam2VideoModel`'s state dict <-> our `Sam2VideoModel` params."""
+    image = [dataclasses.replace(e, ours="image/" + e.ours) for e in key_map(config.image)]
+    return (image + memory_encoder_keys(config.memory_encoder) + memory_attention_keys(config.memory_attention)
+            + memory_embedding_keys(config.memory_bank))
+
+
+def load_hf_video_state(model: nnx.Module, config: Sam2VideoConfig, hf_state: Mapping[str, np.ndarray], *,
+                        prefix: str = "", ignore_unmapped: bool = False) -> nnx.Module:
+    """Write an HF `Sam2VideoModel` state dict into `model` (built or abstract; in place, keeping each param's
+    dtype). prefix: `model` is the sub-module at this path of ours (its HF tensors only)."""
+    params = flat_params(model)
+    shapes = {k: tuple(v.get_value().shape) for k, v in params.items()}
+    values = entries_to_ours(prefixed(video_key_map(config), prefix), dict(hf_state), shapes,
+                             ignore_unmapped=ignore_unmapped or bool(prefix), what="SAM2 video")
+    for k, v in params.items():
+        v.set_value(jnp.asarray(values[k], dtype=v.get_value().dtype))
+    return model
+
+
+def video_model_to_hf(model: nnx.Module, config: Sam2VideoConfig) -> dict[str, np.ndarray]:
+    """The HF `Sam2VideoModel` state dict (numpy) of our model."""
+    params = flat_params(model)
+    return entries_to_hf(video_key_map(config), lambda path: np.asarray(params[path].get_value()))
+
+
 # ------------------------------------------------------------------------------------------ tensors
 def hf_to_flat(entries: list[Entry], hf: Mapping[str, np.ndarray], shapes: Mapping[str, tuple[int, ...]]
                ) -> dict[str, np.ndarray]:
-    """{our path: array} from HF tensors `hf` (name -> array) through `entries`; `shapes` are our full shapes
-    (stacked ones with the leading `layers` axis). A missing tensor or a shape mismatch raises `CheckpointError`
-    naming the tensor and both shapes. (Names `hf` has beyond the entries are the caller's to check: the full
-    SAM2 converter owns the whole checkpoint.)"""
-    out: dict[str, np.ndarray] = {}
-    for e in entries:
-        (path,) = e.ours
-        if path not in shapes:
-            raise AssertionError(f"key map names {path!r}, which the model does not have")
-        for i, name in enumerate(e.hf_names()):
-            if name not in hf:
-                raise CheckpointError(f"checkpoint has no tensor {name!r}")
-            value = np.asarray(hf[name])
-            if tuple(value.shape) != e.hf_shape:
-                raise CheckpointError(f"tensor {name!r} has shape {tuple(value.shape)}, the config expects "
-                                      f"{e.hf_shape}")
-            if path not in out:
-                out[path] = np.empty(shapes[path], value.dtype)
-            dest = out[path][i] if e.layers else out[path]
-            to_ours(e.hook, value, (dest.shape,), [dest])
-    missing = sorted(set(shapes) - set(out))
-    if missing:
-        raise AssertionError(f"key map out of sync with the model: unmapped {missing}")
-    return out
+    """{our path: array} from HF tensors `hf` (name -> array) through `entries` (names beyond the entries are
+    ignored: the caller owns the whole checkpoint); missing tensors and shape mismatches raise
+    `CheckpointError`."""
+    return entries_to_ours(entries, dict(hf), dict(shapes), ignore_unmapped=True, what="SAM2 video")
 
 
 def flat_to_hf(entries: list[Entry], get_param: Callable[[str], np.ndarray]) -> dict[str, np.ndarray]:
     """{HF name: tensor} from our params (get_param(path) -> array), the inverse of `hf_to_flat`."""
-    out = {}
-    for e in entries:
-        (path,) = e.ours
-        value = np.asarray(get_param(path))
-        for i, name in enumerate(e.hf_names()):
-            out[name] = to_hf(e.hook, [value[i] if e.layers else value], e.hf_shape)
-    return out
+    return entries_to_hf(entries, get_param)
 
 
 __all__ = ["CONV", "LINEAR", "VECTOR", "Entry", "MemoryAttentionConfig", "MemoryBankConfig", "MemoryEncoderConfig",
-           "flat_to_hf", "hf_to_flat", "memory_attention_keys", "memory_embedding_keys",
-           "memory_encoder_keys", "meta_entries", "meta_name"]
+           "flat_to_hf", "hf_to_flat", "load_hf_video_state", "memory_attention_keys", "memory_embedding_keys",
+           "memory_encoder_keys", "meta_entries", "meta_name", "video_key_map", "video_model_to_hf"]

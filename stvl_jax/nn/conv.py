@@ -28,13 +28,13 @@ class Conv2d(nnx.Module):
     def __init__(self, in_features: int, out_features: int, kernel_size: int | Sequence[int], *,
                  stride: int | Sequence[int] = 1, padding: int | Sequence[int] = 0, groups: int = 1,
                  use_bias: bool = True, in_axis: str | None = None, out_axis: str | None = None,
-                 dtype=jnp.float32, param_dtype=jnp.float32, precision=None, init_std: float = 0.02,
-                 rngs: nnx.Rngs):
+                 window_axis: str | None = None, dtype=jnp.float32, param_dtype=jnp.float32, precision=None,
+                 init_std: float = 0.02, rngs: nnx.Rngs):
         if in_features % groups or out_features % groups:
             raise ValueError(f"conv channels {in_features}->{out_features} not divisible by groups {groups}")
         kh, kw = _pair(kernel_size)
         self.kernel = param(rngs, normal(init_std), (kh, kw, in_features // groups, out_features),
-                            (None, None, in_axis, out_axis), param_dtype)
+                            (window_axis, window_axis, in_axis, out_axis), param_dtype)
         self.bias = param(rngs, zeros, (out_features,), (out_axis,), param_dtype) if use_bias else None
         self.stride = _pair(stride)
         self.padding = _pair(padding)

@@ -27,40 +27,13 @@ import numpy as np
 from flax import nnx
 
 from stvl_jax.models.sam2.memory_config import MemoryBankConfig
-from stvl_jax.models.sam2.memory_encoder import Conv2d
+from stvl_jax.models.sam2.position import sine_1d
+from stvl_jax.models.sam2.two_way_transformer import FeedForward
+from stvl_jax.nn.conv import Conv2d
 from stvl_jax.nn.linear import Linear
 from stvl_jax.nn.params import param, zeros
 
 NONE, COND, TRACKED = 0, 1, 2  # what a frame of the bank holds
-
-
-class FeedForward(nnx.Module):
-    """proj_in -> act -> (layers_i -> act)* -> proj_out (HF `Sam2VideoFeedForward`, ReLU)."""
-
-    def __init__(self, dim: int, hidden: int, out: int, num_layers: int, *, dtype=jnp.float32,
-                 param_dtype=jnp.float32, rngs: nnx.Rngs):
-        kw = dict(use_bias=True, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-        self.proj_in = Linear(dim, hidden, in_axes=("vis_embed",), out_axes=("vis_mlp",), **kw)
-        self.num_hidden = num_layers - 2
-        for i in range(self.num_hidden):
-            setattr(self, f"layers_{i}", Linear(hidden, hidden, in_axes=("vis_mlp",), out_axes=("sam2_chans",),
-                                                **kw))
-        self.proj_out = Linear(hidden, out, in_axes=("vis_mlp",), out_axes=("vis_embed",), **kw)
-
-    def __call__(self, x):
-        x = jax.nn.relu(self.proj_in(x))
-        for i in range(self.num_hidden):
-            x = jax.nn.relu(getattr(self, f"layers_{i}")(x))
-        return self.proj_out(x)
-
-
-def sine_1d(positions: jax.Array, dim: int, temperature: float = 10000.0) -> jax.Array:
-    """(...,) fp32 positions -> (..., dim) [sin | cos] table (HF `get_1d_sine_pe`)."""
-    half = dim // 2
-    dim_t = np.arange(half, dtype=np.float32)
-    dim_t = np.float32(temperature) ** (np.float32(2) * np.floor(dim_t / np.float32(2)) / np.float32(half))
-    pe = positions.astype(jnp.float32)[..., None] / jnp.asarray(dim_t)
-    return jnp.concatenate([jnp.sin(pe), jnp.cos(pe)], axis=-1)
 
 
 class MemoryEmbeddings(nnx.Module):
@@ -76,13 +49,14 @@ class MemoryEmbeddings(nnx.Module):
         # in HF's state dict but unused by its forward (and Meta's); kept so export is exact
         self.no_memory_positional_encoding = param(rngs, zeros, (d,), ("vis_embed",), param_dtype)
         self.no_object_pointer = param(rngs, zeros, (d,), ("vis_embed",), param_dtype)
-        self.object_pointer_proj = FeedForward(d, d, d, 3, **kw)
+        self.object_pointer_proj = FeedForward(d, d, d, 3, act="relu", **kw)
         self.temporal_positional_encoding_projection_layer = (
             Linear(d, m, in_axes=("vis_embed",), out_axes=("sam2_mem",), use_bias=True, **kw)
             if cfg.enable_temporal_pos_encoding_for_object_pointers else None)
         self.occlusion_spatial_embedding_parameter = (
             param(rngs, zeros, (m,), ("sam2_mem",), param_dtype) if cfg.enable_occlusion_spatial_embedding else None)
-        self.mask_downsample = Conv2d(1, 1, 4, stride=4, in_axis="sam2_chans", out_axis="sam2_chans", **kw)
+        self.mask_downsample = Conv2d(1, 1, 4, stride=4, in_axis="sam2_chans", out_axis="sam2_chans",
+                                      window_axis="sam2_window", **kw)
 
     def object_pointer(self, sam_token: jax.Array, object_score_logits: jax.Array) -> jax.Array:
         """sam_token (B, hidden), object_score_logits (B, 1) -> pointer (B, hidden); no-object pointer where the

@@ -20,6 +20,33 @@ from stvl_jax.nn.mlp import ACTIVATIONS
 _HF_MODEL_TYPES = ("sam2_video",)
 
 
+# {our field: HF `Sam2VideoConfig` key} of each config (the video config's `to_hf` writes them back)
+ENCODER_HF_KEYS = {
+    "hidden_size": "memory_encoder_hidden_size", "output_channels": "memory_encoder_output_channels",
+    "downsampler_embed_dim": "mask_downsampler_embed_dim",
+    "downsampler_kernel_size": "mask_downsampler_kernel_size",
+    "downsampler_stride": "mask_downsampler_stride", "downsampler_padding": "mask_downsampler_padding",
+    "downsampler_total_stride": "mask_downsampler_total_stride",
+    "downsampler_act": "mask_downsampler_hidden_act", "fuser_num_layers": "memory_fuser_num_layers",
+    "fuser_embed_dim": "memory_fuser_embed_dim", "fuser_intermediate_dim": "memory_fuser_intermediate_dim",
+    "fuser_kernel_size": "memory_fuser_kernel_size", "fuser_padding": "memory_fuser_padding",
+    "fuser_layer_scale_init_value": "memory_fuser_layer_scale_init_value",
+    "fuser_act": "memory_fuser_hidden_act",
+}
+ATTENTION_HF_KEYS = {
+    "hidden_size": "memory_attention_hidden_size", "num_layers": "memory_attention_num_layers",
+    "num_heads": "memory_attention_num_attention_heads",
+    "downsample_rate": "memory_attention_downsample_rate",
+    "ffn_hidden_size": "memory_attention_feed_forward_hidden_size",
+    "ffn_act": "memory_attention_feed_forward_hidden_act", "dropout": "memory_attention_dropout",
+    "rope_feat_sizes": "memory_attention_rope_feat_sizes", "rope_dropout": "memory_attention_rope_dropout",
+}  # + rope_parameters["rope_theta"]
+BANK_HF_KEYS = {k: k for k in ("num_maskmem", "max_cond_frame_num", "max_object_pointers_in_encoder",
+                              "enable_temporal_pos_encoding_for_object_pointers", "enable_occlusion_spatial_embedding",
+                              "sigmoid_scale_for_mem_enc", "sigmoid_bias_for_mem_enc")}
+BANK_HF_KEYS["mem_dim"] = "memory_encoder_output_channels"  # hidden_dim: the FPN width (vision_config)
+
+
 def _check_hf(d: Mapping[str, Any]) -> None:
     if not isinstance(d, Mapping):
         raise ConfigError(f"SAM2 video config must be a mapping, got {type(d).__name__}")
@@ -83,18 +110,7 @@ class MemoryEncoderConfig(StrictConfig):
 
     @classmethod
     def from_hf(cls, d: Mapping[str, Any]) -> "MemoryEncoderConfig":
-        return _read(cls, d, {
-            "hidden_size": "memory_encoder_hidden_size", "output_channels": "memory_encoder_output_channels",
-            "downsampler_embed_dim": "mask_downsampler_embed_dim",
-            "downsampler_kernel_size": "mask_downsampler_kernel_size",
-            "downsampler_stride": "mask_downsampler_stride", "downsampler_padding": "mask_downsampler_padding",
-            "downsampler_total_stride": "mask_downsampler_total_stride",
-            "downsampler_act": "mask_downsampler_hidden_act", "fuser_num_layers": "memory_fuser_num_layers",
-            "fuser_embed_dim": "memory_fuser_embed_dim", "fuser_intermediate_dim": "memory_fuser_intermediate_dim",
-            "fuser_kernel_size": "memory_fuser_kernel_size", "fuser_padding": "memory_fuser_padding",
-            "fuser_layer_scale_init_value": "memory_fuser_layer_scale_init_value",
-            "fuser_act": "memory_fuser_hidden_act",
-        })
+        return _read(cls, d, ENCODER_HF_KEYS)
 
 
 class MemoryAttentionConfig(StrictConfig):
@@ -139,14 +155,7 @@ class MemoryAttentionConfig(StrictConfig):
             raise ConfigError(f"SAM2 video config: rope_type {rope.get('rope_type')!r} is not supported "
                               "(memory attention uses 'axial')")
         theta = rope.get("rope_theta", d.get("memory_attention_rope_theta", 10000.0))
-        return _read(cls, d, {
-            "hidden_size": "memory_attention_hidden_size", "num_layers": "memory_attention_num_layers",
-            "num_heads": "memory_attention_num_attention_heads",
-            "downsample_rate": "memory_attention_downsample_rate",
-            "ffn_hidden_size": "memory_attention_feed_forward_hidden_size",
-            "ffn_act": "memory_attention_feed_forward_hidden_act", "dropout": "memory_attention_dropout",
-            "rope_feat_sizes": "memory_attention_rope_feat_sizes", "rope_dropout": "memory_attention_rope_dropout",
-        }, {"rope_theta": float(theta)})
+        return _read(cls, d, ATTENTION_HF_KEYS, {"rope_theta": float(theta)})
 
 
 class MemoryBankConfig(StrictConfig):
@@ -182,10 +191,5 @@ class MemoryBankConfig(StrictConfig):
         vision = d.get("vision_config") or {}
         if not isinstance(vision, Mapping):
             vision = vision.to_dict()
-        names = {k: k for k in ("num_maskmem", "max_cond_frame_num", "max_object_pointers_in_encoder",
-                                "enable_temporal_pos_encoding_for_object_pointers",
-                                "enable_occlusion_spatial_embedding", "sigmoid_scale_for_mem_enc",
-                                "sigmoid_bias_for_mem_enc")}
-        names["mem_dim"] = "memory_encoder_output_channels"
         extra = {"hidden_dim": vision["fpn_hidden_size"]} if "fpn_hidden_size" in vision else {}
-        return _read(cls, d, names, extra)
+        return _read(cls, d, BANK_HF_KEYS, extra)

@@ -2,13 +2,11 @@
 
 Each stage map gets a lateral conv to `fpn_hidden_size`; from the coarsest stage down, stages listed in
 `fpn_top_down_levels` add the 2x nearest-upsampled previous level. Every level gets the DETR-style normalised
-sine position encoding (used by memory attention in video). The encoder returns the `num_feature_levels` finest
-levels, finest first.
+sine position encoding (`position.sine_2d`; used by memory attention in video). The encoder returns the
+`num_feature_levels` finest levels, finest first.
 """
 
 from __future__ import annotations
-
-import math
 
 import jax
 import jax.numpy as jnp
@@ -16,27 +14,8 @@ from flax import nnx
 
 from stvl_jax.models.sam2.config import VisionConfig
 from stvl_jax.models.sam2.hiera import Hiera
+from stvl_jax.models.sam2.position import sine_2d
 from stvl_jax.nn.conv import Conv2d
-
-
-def sine_position_encoding(h: int, w: int, num_features: int, temperature: float = 10000.0) -> jax.Array:
-    """(h, w, 2 * num_features) fp32: [y features, x features], each interleaved sin/cos of the normalised
-    (to 2*pi) 1-based row / column index, frequencies temperature^(2 floor(i/2) / num_features)."""
-    eps, scale = 1e-6, 2 * math.pi
-    y = jnp.arange(1, h + 1, dtype=jnp.float32)
-    x = jnp.arange(1, w + 1, dtype=jnp.float32)
-    y = y / (y[-1:] + eps) * scale
-    x = x / (x[-1:] + eps) * scale
-    dim_t = jnp.arange(num_features, dtype=jnp.float32)
-    dim_t = temperature ** (2 * jnp.floor(dim_t / 2) / num_features)
-
-    def feats(pos):  # (n,) -> (n, num_features): sin of even, cos of odd slots, interleaved
-        p = pos[:, None] / dim_t
-        return jnp.stack([jnp.sin(p[:, 0::2]), jnp.cos(p[:, 1::2])], axis=-1).reshape(pos.shape[0], -1)
-
-    fy, fx = feats(y), feats(x)
-    return jnp.concatenate([jnp.broadcast_to(fy[:, None], (h, w, num_features)),
-                            jnp.broadcast_to(fx[None, :], (h, w, num_features))], axis=-1)
 
 
 def upsample_nearest_2x(x: jax.Array) -> jax.Array:
@@ -71,7 +50,7 @@ class FpnNeck(nnx.Module):
             else:
                 prev = lateral
             b, h, w, _ = prev.shape
-            enc = sine_position_encoding(h, w, self.hidden // 2).astype(prev.dtype)
+            enc = jnp.asarray(sine_2d(h, w, self.hidden), prev.dtype)
             levels.append(prev)
             pos.append(jnp.broadcast_to(enc, (b, h, w, self.hidden)))
         return tuple(levels[::-1]), tuple(pos[::-1])

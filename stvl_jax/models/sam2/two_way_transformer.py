@@ -26,9 +26,10 @@ class FeedForward(nnx.Module):
     `Sam2FeedForward`); optional sigmoid on the output (the IoU head)."""
 
     def __init__(self, n_in: int, hidden: int, n_out: int, num_layers: int, *, act: str = "relu",
-                 sigmoid_output: bool = False, out_axis: str | None = None, dtype=jnp.float32, precision=None,
-                 init_std: float = 0.02, rngs: nnx.Rngs):
-        kw = dict(use_bias=True, dtype=dtype, precision=precision, init_std=init_std, rngs=rngs)
+                 sigmoid_output: bool = False, out_axis: str | None = None, dtype=jnp.float32,
+                 param_dtype=jnp.float32, precision=None, init_std: float = 0.02, rngs: nnx.Rngs):
+        kw = dict(use_bias=True, dtype=dtype, param_dtype=param_dtype, precision=precision, init_std=init_std,
+                  rngs=rngs)
         self.proj_in = Linear(n_in, hidden, in_axes=("embed",), out_axes=("mlp",), **kw)
         for j in range(num_layers - 2):
             setattr(self, f"layer_{j}", Linear(hidden, hidden, in_axes=(None,), out_axes=("mlp",), **kw))
