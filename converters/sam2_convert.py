@@ -43,18 +43,6 @@ class Sam2Read:
 
 
 # ------------------------------------------------------------------------------------------ families
-def _video():
-    import importlib
-
-    try:
-        return importlib.import_module("converters.sam2_video_model_keys")
-    except ModuleNotFoundError as e:
-        if e.name != "converters.sam2_video_model_keys":
-            raise
-        raise CheckpointError("this build cannot convert sam2_video checkpoints yet (no video model key map); "
-                              "import the image part with model_type 'sam2'") from None
-
-
 def config_from_hf(family: str, hf_config: Mapping[str, Any]):
     """The typed config of an HF config.json dict; `CheckpointError` naming the bad key otherwise."""
     try:
@@ -62,7 +50,9 @@ def config_from_hf(family: str, hf_config: Mapping[str, Any]):
             from stvl_jax.models.sam2.config import from_hf
 
             return from_hf(hf_config, allow_video_keys=hf_config.get("model_type") == "sam2_video")
-        return _video().config_from_hf(hf_config)
+        from stvl_jax.models.sam2.video_config import from_hf as video_from_hf
+
+        return video_from_hf(hf_config)
     except ConfigError as e:
         raise CheckpointError(str(e)) from None
 
@@ -72,36 +62,41 @@ def config_to_hf(family: str, config) -> dict[str, Any]:
         from stvl_jax.models.sam2.config import to_hf
 
         return to_hf(config)
-    return _video().config_to_hf(config)
+    from stvl_jax.models.sam2.video_config import to_hf as video_to_hf
+
+    return video_to_hf(config)
+
+
+def key_map(family: str, config) -> list:
+    """The family's key map: every tensor of HF `Sam2Model` / `Sam2VideoModel` <-> our params."""
+    if family == "sam2":
+        from converters.sam2_keys import key_map as image_key_map
+
+        return image_key_map(config)
+    from converters.sam2_video_keys import video_key_map
+
+    return video_key_map(config)
 
 
 def hf_names(family: str, config) -> list[tuple[str, tuple[int, ...]]]:
     """[(HF tensor name, HF shape)] of every tensor of the family's HF model, in key-map order."""
-    if family == "sam2":
-        from converters.sam2_keys import key_map
-
-        return [(e.hf, e.hf_shape) for e in key_map(config)]
-    return _video().hf_specs(config)
+    return [(n, e.hf_shape) for e in key_map(family, config) for n in e.hf_names()]
 
 
 def hf_to_flat(family: str, config, hf_state: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """HF state dict -> our flat params (names, shapes checked both ways; unknown tensors refused)."""
+    from converters.sam2_keys import entries_to_ours
     from stvl_jax.models.sam2.loading import param_specs
 
     shapes = {k: s for k, (s, _) in param_specs(family, config).items()}
-    if family == "sam2":
-        from converters.sam2_keys import hf_to_ours
-
-        return hf_to_ours(config, dict(hf_state), shapes)
-    return _video().hf_to_flat(config, hf_state, shapes)
+    return entries_to_ours(key_map(family, config), dict(hf_state), shapes,
+                           what="SAM2" if family == "sam2" else "SAM2 video")
 
 
 def flat_to_hf(family: str, config, flat: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    if family == "sam2":
-        from converters.sam2_keys import ours_to_hf
+    from converters.sam2_keys import entries_to_hf
 
-        return ours_to_hf(config, dict(flat))
-    return _video().flat_to_hf(config, flat)
+    return entries_to_hf(key_map(family, config), flat)
 
 
 def family_of_hf(hf_config: Mapping[str, Any], where: str) -> str:

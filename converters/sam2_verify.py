@@ -3,9 +3,9 @@
 The sample comes from the config alone: one image of N(0, 1) pixel values at the model's input size, prompted
 with two prompt sets, each a box plus a positive and a negative point, with multimask output. Compared: the
 low-res mask logits (`pred_masks`), IoU scores and object-score logits; the report gives the largest |Δ| of
-each. `sam2` checkpoints run transformers' `Sam2Model`; `sam2_video` ones run the image path of
-`Sam2VideoModel` (`_single_frame_forward`: the first frame of a video, no memory), against the image part of
-our video model.
+each. `sam2` checkpoints run transformers' `Sam2Model`; `sam2_video` ones run a `Sam2Model` holding the video
+checkpoint's image-path tensors, against the image part of our video model (the tracking path is not compared
+here).
 """
 
 from __future__ import annotations
@@ -57,17 +57,37 @@ def _our_image_model(model, family: str):
     """The `Sam2ImageModel` that runs the image path of a loaded model."""
     if family == "sam2":
         return model
-    image = getattr(model, "image_model", None)
-    if image is None:
-        raise CheckpointError("the video model exposes no image path (`image_model`) to verify")
-    return image
+    return model.image  # Sam2VideoModel: its `Sam2ImageModel`
+
+
+def _transformers_image_model(hf_dir, hf_config, family: str):
+    """transformers' `Sam2Model` (eager attention, fp32, eval) with the checkpoint's image-path weights: the
+    directory itself for `sam2`; for `sam2_video`, a `Sam2Model` of the config's image sections strictly loaded
+    with those tensors of the video checkpoint (`Sam2VideoModel`'s single-frame path also selects the best mask
+    and blanks frames without an object, which would hide the raw logits this compares)."""
+    import torch
+    import transformers
+
+    from converters.hf_checkpoint import HFCheckpoint
+
+    if family == "sam2":
+        return transformers.Sam2Model.from_pretrained(str(hf_dir), dtype=torch.float32,
+                                                      attn_implementation="eager").eval()
+    image = {k: hf_config[k] for k in ("vision_config", "prompt_encoder_config", "mask_decoder_config")
+             if k in hf_config}
+    model = transformers.Sam2Model._from_config(transformers.Sam2Config(**image), attn_implementation="eager")
+    with HFCheckpoint(hf_dir) as ck:
+        state = {n: torch.from_numpy(np.ascontiguousarray(ck.get(n)).astype(np.float32))
+                 for n in model.state_dict() if n in ck.names}
+    model.load_state_dict(state, strict=True)
+    return model.float().eval()
 
 
 def verify_sam2(hf_dir: str | Path, ckpt: str | Path, *, seed: int = 0) -> Sam2VerifyReport:
     """Load both sides in fp32 and compare on `synthetic_prompts`. Needs torch + transformers."""
     try:
         import torch
-        import transformers
+        import transformers  # noqa: F401 - checked here, used by _transformers_image_model
     except ImportError:
         raise CheckpointError("verify runs transformers on PyTorch: pip install 'stvl-jax[torch]'") from None
     import jax.numpy as jnp
@@ -86,15 +106,13 @@ def verify_sam2(hf_dir: str | Path, ckpt: str | Path, *, seed: int = 0) -> Sam2V
     if config_from_hf(family, hf_config) != ours.config:
         raise CheckpointError(f"{str(hf_dir)!r} and {str(ckpt)!r} describe different SAM2 models (configs differ)")
     image_model = _our_image_model(ours, family)
-    cls = transformers.Sam2Model if family == "sam2" else transformers.Sam2VideoModel
-    hf_model = cls.from_pretrained(str(hf_dir), dtype=torch.float32, attn_implementation="eager").eval()
-    run = hf_model if family == "sam2" else hf_model._single_frame_forward
+    hf_model = _transformers_image_model(hf_dir, hf_config, family)
     diffs = {"pred_masks": 0.0, "iou_scores": 0.0, "object_score_logits": 0.0}
     size = image_model.config.vision.backbone.image_size[0]
     forward = nnx.jit(lambda m, kw: m(**kw, multimask_output=True))  # one dispatch instead of thousands
     inputs = synthetic_prompts(size, seed)
     with torch.no_grad():
-        ref = run(**{k: torch.from_numpy(v) for k, v in inputs.items()}, multimask_output=True)
+        ref = hf_model(**{k: torch.from_numpy(v) for k, v in inputs.items()}, multimask_output=True)
     got = forward(image_model, {k: jnp.asarray(v) for k, v in inputs.items()})
     for name in diffs:
         a = ref[name].numpy().astype(np.float64)

@@ -57,9 +57,29 @@ def save_image_model(directory: Path, seed: int = 0, dtype=None) -> Path:
     return Path(directory)
 
 
-def save_video_model(directory: Path, seed: int = 0) -> Path:
-    from sam2_memory_helpers import tiny_hf_config, tiny_hf_model
+def video_config():
+    """A tiny `Sam2VideoConfig` at 64 px: width 64 (a multiple of the memory width 64, which transformers
+    hard-codes), 2 memory-attention layers, 3 memories, 2 fuser blocks."""
+    from transformers import Sam2VideoConfig
 
-    model = redraw(tiny_hf_model(tiny_hf_config("a"), seed), seed)
+    e, d = IMAGE // 16, 64
+    image = image_config().to_dict()
+    vision = {**image["vision_config"], "fpn_hidden_size": d}
+    return Sam2VideoConfig(
+        vision_config=vision, image_size=IMAGE,
+        prompt_encoder_config={**image["prompt_encoder_config"], "hidden_size": d},
+        mask_decoder_config={**image["mask_decoder_config"], "hidden_size": d},
+        memory_attention_hidden_size=d, memory_attention_num_layers=2, memory_attention_num_attention_heads=2,
+        memory_attention_feed_forward_hidden_size=48, memory_attention_rope_feat_sizes=[e, e],
+        memory_encoder_hidden_size=d, memory_encoder_output_channels=64, mask_downsampler_embed_dim=d,
+        memory_fuser_embed_dim=d, memory_fuser_intermediate_dim=48, memory_fuser_num_layers=2, num_maskmem=3)
+
+
+def save_video_model(directory: Path, seed: int = 0) -> Path:
+    import torch
+    from transformers import Sam2VideoModel
+
+    torch.manual_seed(seed)
+    model = redraw(Sam2VideoModel(video_config()).eval(), seed)
     model.save_pretrained(directory)
     return Path(directory)

@@ -33,16 +33,6 @@ HF_MODEL_TYPES = FAMILIES  # config.json model_type == our family name
 
 
 # ------------------------------------------------------------------------------------------ families
-def _video_module():
-    try:
-        return importlib.import_module("stvl_jax.models.sam2.video_model")
-    except ModuleNotFoundError as e:
-        if e.name != "stvl_jax.models.sam2.video_model":
-            raise
-        raise CheckpointError("this build has no SAM2 video model (stvl_jax.models.sam2.video_model); "
-                              "sam2_video checkpoints cannot be loaded") from None
-
-
 def config_from_dict(family: str, data: Mapping[str, Any], where: str):
     """The typed config of `family` from its stvl_config.json "model" dict."""
     try:
@@ -51,7 +41,9 @@ def config_from_dict(family: str, data: Mapping[str, Any], where: str):
 
             return Sam2Config.from_dict(dict(data), source=where)
         if family == "sam2_video":
-            return _video_module().Sam2VideoConfig.from_dict(dict(data), source=where)
+            from stvl_jax.models.sam2.video_config import Sam2VideoConfig
+
+            return Sam2VideoConfig.from_dict(dict(data), source=where)
     except ConfigError as e:
         raise CheckpointError(str(e)) from None
     raise CheckpointError(f"{where}: unknown SAM2 family {family!r} (expected one of {FAMILIES})")
@@ -69,9 +61,9 @@ def abstract_model(family: str, config, *, dtype=jnp.float32, precision=None) ->
         from stvl_jax.models.sam2.image_model import abstract_image_model
 
         return abstract_image_model(config, dtype=dtype, precision=precision)
-    video = _video_module()
-    return nnx.eval_shape(lambda: video.Sam2VideoModel(config, dtype=dtype, precision=precision,
-                                                       rngs=nnx.Rngs(0)))
+    from stvl_jax.models.sam2.video_model import abstract_video_model
+
+    return abstract_video_model(config, dtype=dtype, precision=precision)
 
 
 def param_specs(family: str, config) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
