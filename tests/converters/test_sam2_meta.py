@@ -130,6 +130,40 @@ def test_cli_refuses_a_pt_without_the_flag_and_a_non_sam2_pt(meta, tmp_path, cap
     assert "not a Meta SAM2 checkpoint" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # a full-size Hiera-T (39M parameters) through Orbax and transformers: ~40 s on 2 loaded cores
+def test_cli_imports_the_whole_video_model(meta, tmp_path):
+    """`--meta-pt` imports every tensor (image path + memory) as a `sam2_video` checkpoint; its export is a
+    directory transformers' `Sam2VideoModel` loads with every key matched, and `load_model` gives our video model."""
+    from transformers import Sam2VideoConfig, Sam2VideoModel
+
+    import stvl_jax
+    from stvl_jax.models.sam2.video_model import Sam2VideoModel as OurVideoModel
+
+    _, path = meta
+    ckpt, out = tmp_path / "ckpt", tmp_path / "hf"
+    assert main(["convert", "import", "--hf", str(path), "--meta-pt", "--hiera-size", "tiny", "--out", str(ckpt),
+                 "--quiet"]) == 0
+    info = json.loads((ckpt / "stvl_config.json").read_text())
+    assert info["family"] == "sam2_video" and info["source"]["hiera_size"] == "tiny"
+    assert main(["convert", "export", "--ckpt", str(ckpt), "--out", str(out), "--quiet"]) == 0
+    config = json.loads((out / "config.json").read_text())
+    hf = Sam2VideoModel(Sam2VideoConfig(**{k: v for k, v in config.items() if k != "dtype"}))
+    from safetensors.torch import load_file
+
+    result = hf.load_state_dict(load_file(str(out / "model.safetensors")), strict=True)
+    assert not result.missing_keys and not result.unexpected_keys
+    state = torch.load(path, weights_only=True)["model"]
+    exported = load_file(str(out / "model.safetensors"))
+    # spot checks against Meta's own tensors, by the names the sam2 package gives them
+    for meta, hf_name in (("memory_encoder.fuser.layers.1.gamma", "memory_encoder.memory_fuser.layers.1.scale"),
+                          ("obj_ptr_proj.layers.2.weight", "object_pointer_proj.proj_out.weight"),
+                          ("sam_mask_decoder.iou_prediction_head.layers.2.weight",
+                           "mask_decoder.iou_prediction_head.proj_out.weight"),
+                          ("image_encoder.neck.convs.3.conv.weight", "vision_encoder.neck.convs.3.weight")):
+        assert torch.equal(state[meta], exported[hf_name]), (meta, hf_name)
+    assert isinstance(stvl_jax.load_model(ckpt), OurVideoModel)
+
+
 def test_preprocessing_is_sams_default(meta, tmp_path):
     from converters.sam2_meta import read_meta_pt
 
