@@ -193,8 +193,11 @@ def sam2_from_hf_state(hf_config: Mapping[str, Any], hf_state: Mapping[str, np.n
     """HF config.json dict + state dict -> `Sam2Read` (`family` None: the config's model_type)."""
     family = family or family_of_hf(hf_config, where)
     config = config_from_hf(family, hf_config)
-    return Sam2Read(family, config, hf_to_flat(family, config, hf_state), preprocessing or Sam2PreprocessConfig(),
-                    source)
+    try:
+        params = hf_to_flat(family, config, hf_state)
+    except CheckpointError as e:
+        raise CheckpointError(f"{where}: {e}") from None
+    return Sam2Read(family, config, params, preprocessing or Sam2PreprocessConfig(), source)
 
 
 def read_sam2_hf(path: str | Path, *, allow_pickle: bool = False) -> Sam2Read:
@@ -206,7 +209,7 @@ def read_sam2_hf(path: str | Path, *, allow_pickle: bool = False) -> Sam2Read:
         source = ck.source_info()
         directory = ck.path if ck.path.is_dir() else ck.path.parent
     pre, provenance = hf_dir_preprocessing(directory, family)
-    return sam2_from_hf_state(hf_config, state, where=str(path), source={**source, **provenance},
+    return sam2_from_hf_state(hf_config, state, where=repr(str(path)), source={**source, **provenance},
                               preprocessing=pre, family=family)
 
 
