@@ -138,6 +138,24 @@ def test_load_model_returns_the_flax_sam2_model(hf_dir, ckpt):
         np.testing.assert_array_equal(np.asarray(pa[k].get_value()), np.asarray(pb[k].get_value()))
 
 
+def test_save_model_and_mesh_placement(hf_dir, tmp_path):
+    """stvl_jax.save_model dispatches a SAM2 model to the SAM2 format; load_model(mesh=...) places the params."""
+    import jax
+
+    import stvl_jax
+    from stvl_jax.nn.params import flat_params
+
+    model = stvl_jax.load_model(hf_dir)
+    path = stvl_jax.save_model(model, None, tmp_path / "saved")
+    assert json.loads((path / "stvl_config.json").read_text())["family"] == "sam2"
+    mesh = stvl_jax.make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
+    placed = stvl_jax.load_model(path, mesh=mesh)
+    for key, var in flat_params(placed).items():
+        value = var.get_value()
+        assert isinstance(value, jax.Array) and len(value.sharding.device_set) == 8, key
+        np.testing.assert_array_equal(np.asarray(value), np.asarray(flat_params(model)[key].get_value()))
+
+
 def test_bf16_checkpoint_round_trips(tmp_path):
     from sam2_fixtures import save_image_model
 
