@@ -170,3 +170,26 @@ def test_preprocessing_is_sams_default(meta, tmp_path):
     read = read_meta_pt(meta[1], family="sam2", image_size=IMAGE)
     assert read.preprocessing.image_size == IMAGE and read.source["kind"] == "meta-sam2"
     assert json.loads(json.dumps(read.source))["hiera_size"] == "tiny"
+
+
+@pytest.mark.parametrize("yaml,size", [("s", "small"), ("b+", "base_plus"), ("l", "large")])
+def test_every_released_size_maps_with_meta_shapes(yaml, size):
+    """Meta's own yaml builds the model (random init, 2-5 s each); the Hiera size is inferred from its tensors and every HF tensor of our
+    sam2_video key map (for the config built for that size) finds its Meta tensor with the HF shape."""
+    from sam2.build_sam import build_sam2
+
+    from converters.sam2_convert import config_from_hf, hf_names
+    from converters.sam2_meta import hf_config, infer_hiera_size, meta_name_of, trunk_names
+
+    model = build_sam2(f"configs/sam2.1/sam2.1_hiera_{yaml}.yaml", ckpt_path=None, device="cpu", mode="eval")
+    state = model.state_dict()
+    assert infer_hiera_size(state, "x") == size
+    config = config_from_hf("sam2_video", hf_config(state, size))
+    keys, trunk, used = set(state), trunk_names(set(state)), set()
+    for name, shape in hf_names("sam2_video", config):
+        if name == "prompt_encoder.point_embed.weight":
+            continue
+        meta = meta_name_of(name, keys, trunk)
+        assert tuple(state[meta].shape) == shape, (name, meta)
+        used.add(meta)
+    assert sorted(k for k in keys - used if not k.startswith("sam_prompt_encoder.point_embeddings.")) == []
