@@ -7,6 +7,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
+
 IMAGE = 64  # pixels per side: Hiera maps 16, 8, 4, 2; image embedding 4x4; low-res masks 16x16
 
 
@@ -83,3 +85,17 @@ def save_video_model(directory: Path, seed: int = 0) -> Path:
     model = redraw(Sam2VideoModel(video_config()).eval(), seed)
     model.save_pretrained(directory)
     return Path(directory)
+
+
+def safetensors_state(directory) -> dict[str, np.ndarray]:
+    """{name: numpy} of every tensor in a directory's safetensors files (bf16 as its int16 bits)."""
+    import torch
+    from safetensors import safe_open
+
+    out = {}
+    for f in sorted(directory.glob("*.safetensors")):
+        with safe_open(str(f), "pt") as h:
+            for k in h.keys():
+                t = h.get_tensor(k)
+                out[k] = (t.view(torch.int16) if t.dtype == torch.bfloat16 else t).numpy()
+    return out

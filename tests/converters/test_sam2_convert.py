@@ -9,23 +9,12 @@ import json
 import numpy as np
 import pytest
 
+from sam2_fixtures import safetensors_state
 from stvl_jax.cli import main
 from stvl_jax.errors import CheckpointError
 
 torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.torch
-
-
-def safetensors_state(directory) -> dict[str, np.ndarray]:
-    from safetensors import safe_open
-
-    out = {}
-    for f in sorted(directory.glob("*.safetensors")):
-        with safe_open(str(f), "pt") as h:
-            for k in h.keys():
-                t = h.get_tensor(k)
-                out[k] = (t.view(torch.int16) if t.dtype == torch.bfloat16 else t).numpy()
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -138,6 +127,7 @@ def test_load_model_returns_the_flax_sam2_model(hf_dir, ckpt):
         np.testing.assert_array_equal(np.asarray(pa[k].get_value()), np.asarray(pb[k].get_value()))
 
 
+@pytest.mark.slow  # placing every parameter on 8 CPU devices: ~15 s on a loaded 2-core machine
 def test_save_model_and_mesh_placement(hf_dir, tmp_path):
     """stvl_jax.save_model dispatches a SAM2 model to the SAM2 format; load_model(mesh=...) places the params."""
     import jax
@@ -176,3 +166,8 @@ def test_sam2_loader_refuses_a_qwen_checkpoint(tmp_path):
                                                            "model": {}}))
     with pytest.raises(CheckpointError, match="format 'stvl-jax/qwen-vl', expected 'stvl-jax/sam2'"):
         load_model(tmp_path)
+    hf = tmp_path / "hf"
+    hf.mkdir()
+    (hf / "config.json").write_text(json.dumps({"model_type": "qwen3_vl"}))
+    with pytest.raises(CheckpointError, match="HF 'qwen3_vl' model, not SAM2"):
+        load_model(hf)

@@ -174,8 +174,9 @@ def test_preprocessing_is_sams_default(meta, tmp_path):
 
 @pytest.mark.parametrize("yaml,size", [("s", "small"), ("b+", "base_plus"), ("l", "large")])
 def test_every_released_size_maps_with_meta_shapes(yaml, size):
-    """Meta's own yaml builds the model (random init, 2-5 s each); the Hiera size is inferred from its tensors and every HF tensor of our
-    sam2_video key map (for the config built for that size) finds its Meta tensor with the HF shape."""
+    """Meta's own yaml builds the model (random init, 2-5 s each); the Hiera size is inferred from its tensors
+    and every HF tensor of our sam2_video key map (for the config built for that size) finds its Meta tensor with
+    the HF shape."""
     from sam2.build_sam import build_sam2
 
     from converters.sam2_convert import config_from_hf, hf_names

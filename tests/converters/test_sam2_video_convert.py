@@ -28,8 +28,9 @@ def dirs(tmp_path_factory):
 
 
 def test_export_is_bit_exact_and_loads_in_transformers(dirs, tmp_path):
-    from test_sam2_convert import safetensors_state
     from transformers import Sam2VideoModel
+
+    from sam2_fixtures import safetensors_state
 
     hf, ckpt = dirs
     info = json.loads((ckpt / "stvl_config.json").read_text())
