@@ -4,8 +4,8 @@ The sample comes from the config alone: one image of N(0, 1) pixel values at the
 with two prompt sets, each a box plus a positive and a negative point, with multimask output. Compared: the
 low-res mask logits (`pred_masks`), IoU scores and object-score logits; the report gives the largest |Δ| of
 each. `sam2` checkpoints run transformers' `Sam2Model`; `sam2_video` ones run a `Sam2Model` holding the video
-checkpoint's image-path tensors, against the image part of our video model (the tracking path is not compared
-here).
+checkpoint's image-path tensors, against the image part of our video model; then its tracking path
+(`converters.sam2_verify_video`, when this build has the tracker; the report says when it has not).
 """
 
 from __future__ import annotations
@@ -27,17 +27,23 @@ class Sam2VerifyReport:
     iou_scores: float
     object_scores: float
     masks: int  # low-res masks compared
+    tracking: object | None = None  # sam2_video: `sam2_verify_video.TrackingReport`
+    note: str = ""  # what was not compared, and why
 
     @property
     def max_abs_diff(self) -> float:
         return max(self.mask_logits, self.iou_scores, self.object_scores)
 
     def ok(self, atol: float = DEFAULT_ATOL) -> bool:
-        return bool(self.max_abs_diff <= atol)  # NaN compares False: not OK
+        image = bool(self.max_abs_diff <= atol)  # NaN compares False: not OK
+        return image and (self.tracking is None or self.tracking.ok())
 
     def describe(self) -> str:
-        return (f"SAM2 ({self.family}) image path, {self.masks} low-res masks: max |Δ mask logit| "
+        text = (f"SAM2 ({self.family}) image path, {self.masks} low-res masks: max |Δ mask logit| "
                 f"{self.mask_logits:.3e}, |Δ IoU| {self.iou_scores:.3e}, |Δ object score| {self.object_scores:.3e}")
+        if self.tracking is not None:
+            text += f"; {self.tracking.describe()}"
+        return text + (f"; {self.note}" if self.note else "")
 
 
 def synthetic_prompts(image_size: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -83,8 +89,9 @@ def _transformers_image_model(hf_dir, hf_config, family: str):
     return model.float().eval()
 
 
-def verify_sam2(hf_dir: str | Path, ckpt: str | Path, *, seed: int = 0) -> Sam2VerifyReport:
-    """Load both sides in fp32 and compare on `synthetic_prompts`. Needs torch + transformers."""
+def verify_sam2(hf_dir: str | Path, ckpt: str | Path, *, seed: int = 0, track: bool = True) -> Sam2VerifyReport:
+    """Load both sides in fp32 and compare on `synthetic_prompts`; a `sam2_video` checkpoint's tracking path too
+    (`sam2_verify_video`, unless `track` is off). Needs torch + transformers."""
     try:
         import torch
         import transformers  # noqa: F401 - checked here, used by _transformers_image_model
@@ -121,4 +128,15 @@ def verify_sam2(hf_dir: str | Path, ckpt: str | Path, *, seed: int = 0) -> Sam2V
             raise CheckpointError(f"{name} shapes differ: transformers {a.shape}, ours {b.shape}")
         diffs[name] = float(np.abs(a - b).max()) if np.isfinite(b).all() else float("inf")
     masks = int(np.prod(ref["pred_masks"].shape[:3]))
-    return Sam2VerifyReport(family, diffs["pred_masks"], diffs["iou_scores"], diffs["object_score_logits"], masks)
+    tracking, note = None, ""
+    if family == "sam2_video" and track:
+        import importlib.util
+
+        if importlib.util.find_spec("stvl_jax.models.sam2.tracker") is None:
+            note = "tracking path not compared: this build has no SAM2 tracker (stvl_jax.models.sam2.tracker)"
+        else:
+            from converters.sam2_verify_video import verify_tracking
+
+            tracking = verify_tracking(hf_dir, ours, seed=seed)
+    return Sam2VerifyReport(family, diffs["pred_masks"], diffs["iou_scores"], diffs["object_score_logits"], masks,
+                            tracking, note)
