@@ -69,7 +69,8 @@ class MemoryEmbeddings(nnx.Module):
         """Mask logits -> memory-encoder input: binarised (a prompted frame at inference) or sigmoid, then
         * sigmoid_scale_for_mem_enc + sigmoid_bias_for_mem_enc."""
         cfg = self.config
-        m = (high_res_logits > 0).astype(high_res_logits.dtype) if binarize else jax.nn.sigmoid(high_res_logits)
+        # binarize may be traced (a per-frame flag of the jitted tracking step)
+        m = jnp.where(binarize, (high_res_logits > 0).astype(high_res_logits.dtype), jax.nn.sigmoid(high_res_logits))
         return m * cfg.sigmoid_scale_for_mem_enc + cfg.sigmoid_bias_for_mem_enc
 
     def add_occlusion(self, memory_features: jax.Array, object_score_logits: jax.Array) -> jax.Array:
@@ -152,7 +153,7 @@ def select_memory_frames(bank: MemoryBank, frame_idx, cfg: MemoryBankConfig, *, 
     """
     T = bank.kind.shape[0]
     f = jnp.asarray(frame_idx, jnp.int32)
-    sign = -1 if reverse else 1
+    sign = jnp.where(jnp.asarray(reverse), -1, 1).astype(jnp.int32)  # reverse may be traced
     t = jnp.nonzero(bank.kind == COND, size=cond_capacity, fill_value=-1)[0].astype(jnp.int32)
     valid = t >= 0
     t_safe = jnp.maximum(t, 0)
@@ -176,7 +177,7 @@ def select_memory_frames(bank: MemoryBank, frame_idx, cfg: MemoryBankConfig, *, 
     end = T if num_frames is None else jnp.minimum(jnp.asarray(num_frames, jnp.int32), T)
     q_safe = jnp.clip(q, 0, T - 1)
     ptr_ok = (d < n_ptrs) & (q >= 0) & (q < end) & (bank.kind[q_safe] == TRACKED)
-    cond_ptr_ok = valid if training else valid & ((t >= f) if reverse else (t <= f))
+    cond_ptr_ok = valid if training else valid & jnp.where(jnp.asarray(reverse), t >= f, t <= f)
     pointers = (jnp.concatenate([t_safe, q_safe]), jnp.concatenate([(f - t_safe) * sign, jnp.asarray(d)]),
                 jnp.concatenate([cond_ptr_ok, ptr_ok]))
     return spatial, pointers, jnp.asarray(n_ptrs - 1, jnp.float32)

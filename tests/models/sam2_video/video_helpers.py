@@ -14,7 +14,7 @@ import math
 import numpy as np
 
 IMAGE = 64
-D = 64  # a multiple of mem_dim 64 (object pointers are split into D / 64 memory tokens)
+D = 128  # 2 x mem_dim: object pointers are split into 2 memory tokens (HF breaks when D == mem_dim)
 
 
 def hf_video_config(**top):
