@@ -43,6 +43,7 @@ def corpus(tmp_path_factory):
         "bad_yaml.yaml": b"steps: [1, 2\n", "unknown_key.yaml": b"name: x\nsteps: 2\nstepz: 3\n",
         "not_a_checkpoint.safetensors": b"\x08\x00\x00\x00\x00\x00\x00\x00{\"a\": 1}",
         "predictions.json": b"{not json", "index.jsonl": b'{"video": "good.mp4", "messages": []}\n',
+        "sam2.1_hiera_tiny.pt": b"PK\x03\x04 not really a torch zip archive",
     }
     for name, content in files.items():
         p[name] = str(d / name)
@@ -57,6 +58,12 @@ def corpus(tmp_path_factory):
     from safetensors.numpy import save_file
 
     save_file({"embeddings.weight": np.zeros((4, 2), np.float32)}, os.path.join(p["hf_unknown"], "model.safetensors"))
+    # an HF SAM2 directory whose weights are not SAM2's
+    p["hf_sam2_wrong"] = str(d / "hf_sam2_wrong")
+    os.makedirs(p["hf_sam2_wrong"])
+    json.dump({"model_type": "sam2"}, open(os.path.join(p["hf_sam2_wrong"], "config.json"), "w"))
+    save_file({"embeddings.weight": np.zeros((4, 2), np.float32)},
+              os.path.join(p["hf_sam2_wrong"], "model.safetensors"))
     # a checkpoint directory with its arrays gone
     p["ckpt_empty"] = str(d / "ckpt_empty")
     os.makedirs(p["ckpt_empty"])
@@ -71,10 +78,23 @@ CASES = [
          ("{missing}",)),
     Case("convert import: unknown model_type", ("convert", "import", "--hf", "{hf_unknown}", "--out", "{out}"),
          ("bert",)),
+    Case("convert import: .pt without --meta-pt", ("convert", "import", "--hf", "{sam2.1_hiera_tiny.pt}", "--out",
+                                                  "{out}"), ("sam2.1_hiera_tiny.pt", "--meta-pt")),
+    Case("convert import: --meta-pt on a file that is no torch checkpoint",
+         ("convert", "import", "--hf", "{sam2.1_hiera_tiny.pt}", "--meta-pt", "--out", "{out}"),
+         ("sam2.1_hiera_tiny.pt", "weights_only=True")),
+    Case("convert import: --meta-pt on a directory", ("convert", "import", "--hf", "{dir}", "--meta-pt", "--out",
+                                                      "{out}"), ("{dir}", "not a file")),
+    Case("convert import: --hiera-size without --meta-pt",
+         ("convert", "import", "--hf", "{hf_sam2_wrong}", "--hiera-size", "tiny", "--out", "{out}"), ("--meta-pt",)),
+    Case("convert import: SAM2 config, other weights", ("convert", "import", "--hf", "{hf_sam2_wrong}", "--out",
+                                                        "{out}"), ("SAM2", "lacks")),
     Case("convert export: missing checkpoint", ("convert", "export", "--ckpt", "{missing}", "--out", "{out}"),
          ("{missing}",)),
     Case("convert export: empty checkpoint dir", ("convert", "export", "--ckpt", "{ckpt_empty}", "--out", "{out}"),
          ("{ckpt_empty}",)),
+    Case("convert verify: SAM2 directory, missing checkpoint",
+         ("convert", "verify", "--hf", "{hf_sam2_wrong}", "--ckpt", "{missing}"), ("{missing}",)),
     Case("convert verify: missing dirs", ("convert", "verify", "--hf", "{missing}", "--ckpt", "{missing}"),
          ("{missing}",)),
     Case("convert inspect: missing path", ("convert", "inspect", "{missing}"), ("{missing}",)),
