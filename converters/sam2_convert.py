@@ -191,13 +191,15 @@ def sam2_from_hf_state(hf_config: Mapping[str, Any], hf_state: Mapping[str, np.n
                        source: dict[str, Any], preprocessing: Sam2PreprocessConfig | None = None,
                        family: str | None = None) -> Sam2Read:
     """HF config.json dict + state dict -> `Sam2Read` (`family` None: the config's model_type)."""
+    from stvl_jax.models.sam2.loading import default_preprocessing
+
     family = family or family_of_hf(hf_config, where)
     config = config_from_hf(family, hf_config)
     try:
         params = hf_to_flat(family, config, hf_state)
     except CheckpointError as e:
         raise CheckpointError(f"{where}: {e}") from None
-    return Sam2Read(family, config, params, preprocessing or Sam2PreprocessConfig(), source)
+    return Sam2Read(family, config, params, preprocessing or default_preprocessing(config), source)
 
 
 def read_sam2_hf(path: str | Path, *, allow_pickle: bool = False) -> Sam2Read:

@@ -149,6 +149,22 @@ CASES = [
     Case("stream: empty video", ("stream", "{zero.mp4}", "--query", "q", "--ckpt", "{missing}"),
          ("zero.mp4", "0 bytes")),
     Case("stream: missing checkpoint", ("stream", "{good}", "--query", "q", "--ckpt", "{missing}"), ("{missing}",)),
+    # segment
+    Case("segment: missing video", ("segment", "{missing}", "--ckpt", "{missing}", "--box", "1,1,5,5", "--out",
+                                    "{out}"), ("{missing}", "not found")),
+    Case("segment: directory", ("segment", "{dir}", "--ckpt", "{missing}", "--box", "1,1,5,5", "--out", "{out}"),
+         ("{dir}", "not a regular file")),
+    Case("segment: no prompt", ("segment", "{good}", "--ckpt", "{missing}", "--out", "{out}"), ("no prompt",)),
+    Case("segment: inverted box", ("segment", "{good}", "--ckpt", "{missing}", "--box", "20,10,5,30", "--out",
+                                   "{out}"), ("--box 20,10,5,30", "inverted")),
+    Case("segment: box outside the frame", ("segment", "{good}", "--ckpt", "{missing}", "--box", "1,1,70,20",
+                                            "--out", "{out}"), ("outside the 64x48 frame",)),
+    Case("segment: frame past the end", ("segment", "{good}", "--ckpt", "{missing}", "--frame", "12", "--point",
+                                         "5,5", "--out", "{out}"), ("frame 12 is past the end",)),
+    Case("segment: malformed point", ("segment", "{good}", "--ckpt", "{missing}", "--point", "5", "--out",
+                                      "{out}"), ("--point", "2 comma-separated numbers")),
+    Case("segment: not a SAM2 checkpoint", ("segment", "{good}", "--ckpt", "{ckpt_empty}", "--box", "1,1,5,5",
+                                            "--out", "{out}"), ("{ckpt_empty}",)),
     # bench
     Case("bench: unknown benchmark", ("bench", "no_such_benchmark"), ("no_such_benchmark",)),
     # demo

@@ -119,17 +119,27 @@ def read_info(path: str | Path) -> tuple[str, Any, dict[str, Any]]:
     return family, config_from_dict(family, info["model"], where), info
 
 
-def read_preprocessing(info: Mapping[str, Any], where: str) -> Sam2PreprocessConfig:
-    """The checkpoint's "preprocessing" (SAM2's default when it has none)."""
+def default_preprocessing(config) -> Sam2PreprocessConfig:
+    """SAM2's preprocessing at the model's input size."""
+    return Sam2PreprocessConfig(image_size=config.image_size)
+
+
+def read_preprocessing(info: Mapping[str, Any], where: str, config=None) -> Sam2PreprocessConfig:
+    """The checkpoint's "preprocessing" (SAM2's default at the model's input size when it has none); with
+    `config`, one whose image_size is not the model's is refused."""
     data = info.get("preprocessing")
     if data is None:
-        return Sam2PreprocessConfig()
+        return default_preprocessing(config) if config is not None else Sam2PreprocessConfig()
     if not isinstance(data, Mapping):
         raise CheckpointError(f"{where} preprocessing is {type(data).__name__}, expected a mapping")
     try:
-        return Sam2PreprocessConfig.from_dict(dict(data), source=f"{where} preprocessing")
+        pre = Sam2PreprocessConfig.from_dict(dict(data), source=f"{where} preprocessing")
     except ConfigError as e:
         raise CheckpointError(str(e)) from None
+    if config is not None and pre.image_size != config.image_size:
+        raise CheckpointError(f"{where} preprocessing resizes to {pre.image_size} px but the model's input is "
+                              f"{config.image_size} px")
+    return pre
 
 
 def check_params(stored: Mapping[str, tuple], want: Mapping[str, tuple], where: str) -> None:
@@ -164,7 +174,7 @@ def load_model(path: str | Path, *, mesh=None, dtype=None, param_dtype=None, pre
     path = Path(path)
     if stvl_format(path) is not None or (path / checkpoint_io.PARAMS_DIR).is_dir():
         family, config, info = read_info(path)
-        preprocessing = read_preprocessing(info, f"{path}/{checkpoint_io.CONFIG_FILE}")
+        preprocessing = read_preprocessing(info, f"{path}/{checkpoint_io.CONFIG_FILE}", config)
         stored = checkpoint_io.param_metadata(path)
         check_params(stored, param_specs(family, config), f"checkpoint {str(path)!r}")
         flat = checkpoint_io.restore_params(path, {k: None for k in stored})
@@ -212,7 +222,10 @@ def save_model(model_or_params: nnx.Module | Mapping[str, Any], config, path: st
         raise ValueError(f"unknown SAM2 family {family!r}")
     check_params({k: (tuple(np.shape(v)),) for k, v in flat.items()}, param_specs(family, config),
                  "parameters to save")
-    pre = preprocessing or Sam2PreprocessConfig()
+    pre = preprocessing or default_preprocessing(config)
+    if pre.image_size != config.image_size:
+        raise ValueError(f"preprocessing resizes to {pre.image_size} px but the model's input is "
+                         f"{config.image_size} px")
     return checkpoint_io.write_checkpoint(path, config.to_dict(), flat, source=source or {"kind": "stvl-jax"},
                                           preprocessing=pre.to_dict(), sections={"family": family},
                                           overwrite=overwrite, fmt=FORMAT)
