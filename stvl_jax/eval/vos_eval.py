@@ -74,3 +74,56 @@ def evaluate_vos(clips: Iterable[VosClip], segment: Segmenter, *, controls: bool
     out["objects"] = len(runs["model"])
     out["skipped"] = dict(skipped or {})
     return out
+
+
+def sam2_segmenter(model) -> Segmenter:
+    """The SAM2 tracker as a `Segmenter`: the prompts as `stvl segment` boxes (object k is id k + 1), propagated
+    forward from the first prompted frame; an object's frames before its own prompt are empty (it has not been
+    introduced yet, as in DAVIS's semi-supervised protocol)."""
+    from stvl_jax.infer.segment_cli import segment
+    from stvl_jax.infer.segment_prompts import Prompt as BoxPrompt
+
+    def run(clip: VosClip, prompts: list) -> np.ndarray:
+        boxes = [BoxPrompt("box", tuple(float(v) for v in p.box), p.frame, p.object + 1) for p in prompts]
+        _, masks = segment(model, clip.frames, boxes, direction="forward", progress=False)
+        out = masks.transpose(1, 0, 2, 3).copy()  # (O, T, H, W); ids ascend with the object index
+        for p in prompts:
+            out[p.object, :p.frame] = False
+        return out
+
+    return run
+
+
+def run_vos(args) -> dict:
+    """`stvl eval vos`: the SAM2 checkpoint on a split of a synthetic set (whole videos by default)."""
+    import itertools
+    import json
+    import os
+
+    from data_pipelines.vos import VosClipConfig, VosReader
+    from stvl_jax.errors import InputError
+    from stvl_jax.eval.vos_plots import plot_jf_per_case, plot_per_frame
+    from stvl_jax.infer.segment_cli import load_sam2_video
+
+    reader = VosReader(args.data, args.split, VosClipConfig(num_frames=args.frames, frame_stride=args.frame_stride),
+                       decode=True)
+    model = load_sam2_video(args.ckpt)
+    clips = itertools.islice(reader.clips(), args.limit)
+    res = evaluate_vos(clips, sam2_segmenter(model), controls=not args.no_controls, skipped=reader.skipped,
+                       progress=lambda n: print(f"\rvos: {n} clips", end="", flush=True))
+    print()
+    if res["clips"] == 0:
+        raise InputError(f"no usable clip in split {args.split!r} of {args.data!r} (skipped: {dict(reader.skipped)})")
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "vos_metrics.json"), "w") as f:
+        json.dump(res, f, indent=1)
+    plot_jf_per_case(res["model"], os.path.join(args.out, "vos_jf_per_case.png"))
+    plot_per_frame(res["model"], os.path.join(args.out, "vos_per_frame.png"))
+    for name, r in res.items():
+        if name in ("model", "box_copy", "black_frames"):
+            cases = ", ".join(f"{c} {v['JF']:.3f} ({v['count']})" for c, v in r["per_case"].items())
+            print(f"vos {name}: J&F {r['overall']['JF']:.3f} (J {r['overall']['J_mean']:.3f}, "
+                  f"F {r['overall']['F_mean']:.3f}); per case: {cases}")
+    skipped = sum(res["skipped"].values())
+    print(f"{res['clips']} clips, {res['objects']} objects, skipped {skipped} {res['skipped'] or ''} -> {args.out}")
+    return res

@@ -141,6 +141,8 @@ CASES = [
          ("{missing}",)),
     Case("eval etbench-score: not JSON", ("eval", "etbench-score", "{predictions.json}"),
          ("predictions.json",)),
+    Case("eval vos: not a synthetic set", ("eval", "vos", "--ckpt", "{missing}", "--data", "{dir}", "--out",
+                                           "{out}"), ("manifest.json", "not a synthetic set manifest")),
     # stream
     Case("stream: directory", ("stream", "{dir}", "--query", "q", "--ckpt", "{missing}"), ("{dir}", "not a regular")),
     Case("stream: FIFO", ("stream", "{fifo}", "--query", "q", "--ckpt", "{missing}"), ("fifo.mp4", "not a regular")),
