@@ -4,7 +4,7 @@
     stvl convert import  --hf sam2.1_hiera_t.pt --meta-pt [--hiera-size tiny|small|base_plus|large] --out CKPT
     stvl convert export  --ckpt CKPT --out DIR [--dtype ...] [--max-shard-size 5GB] [--names auto|module|legacy]
                          [--allow-non-finite] [--no-verify]
-    stvl convert verify  --hf DIR --ckpt CKPT [--atol 1e-3] [--max-kl 1e-5]
+    stvl convert verify  --hf DIR --ckpt CKPT [--atol 1e-3] [--max-kl 1e-5] [--no-track (SAM2 video)]
     stvl convert inspect PATH [--flat] [--allow-pickle]
 
 SAM2 (config.json model_type `sam2` / `sam2_video`, stvl_config.json format `stvl-jax/sam2`) goes to
@@ -68,6 +68,8 @@ def _parser() -> argparse.ArgumentParser:
     ver.add_argument("--max-kl", type=non_negative_float, default=DEFAULT_MAX_KL,
                      help="max allowed per-token KL(HF‖ours)")
     ver.add_argument("--seed", type=int, default=0, help="seed of the synthetic sample")
+    ver.add_argument("--no-track", dest="track", action="store_false",
+                     help="SAM2 video checkpoints: compare the image path only, not the 8-frame tracking clip")
 
     ins = sub.add_parser("inspect", help="tree of tensor names/shapes/dtypes (HF dir/file or stvl-jax ckpt)")
     ins.add_argument("path")
@@ -113,7 +115,7 @@ def _sam2_main(args) -> int | None:
             return None
         from converters.sam2_verify import verify_sam2
 
-        report = verify_sam2(args.hf, args.ckpt, seed=args.seed)
+        report = verify_sam2(args.hf, args.ckpt, seed=args.seed, track=args.track)
         ok = report.ok(args.atol)
         print(f"{report.describe()}   (limit {args.atol:.1e})   {'OK' if ok else 'FAIL'}")
         return 0 if ok else 1

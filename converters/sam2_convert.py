@@ -30,6 +30,7 @@ from stvl_jax.models.sam2.host.preprocess import Sam2PreprocessConfig
 PREPROCESSOR_FILE = "preprocessor_config.json"
 VIDEO_PREPROCESSOR_FILE = "video_preprocessor_config.json"
 _BILINEAR = 2  # PIL.Image.Resampling.BILINEAR, what SAM2's HF processors resize with
+_BICUBIC = 3  # a checkpoint preprocessed as Meta's predictor does (PIL bicubic): the nearest HF setting
 FAMILIES = ("sam2", "sam2_video")  # = stvl_jax.models.sam2.loading.FAMILIES (not imported here: it pulls in Flax)
 
 
@@ -176,7 +177,8 @@ def processor_files(pre: Sam2PreprocessConfig, family: str, stored: Mapping[str,
 def _fresh_processor(pre: Sam2PreprocessConfig, family: str, *, video: bool) -> dict[str, Any]:
     s = pre.image_size
     d = {"do_convert_rgb": True, "do_normalize": True, "do_rescale": True, "do_resize": True,
-         "image_mean": list(pre.mean), "image_std": list(pre.std), "resample": _BILINEAR,
+         "image_mean": list(pre.mean), "image_std": list(pre.std),
+         "resample": _BICUBIC if pre.resample == "pil_bicubic" else _BILINEAR,
          "rescale_factor": 1 / 255, "size": {"height": s, "width": s},
          "processor_class": "Sam2VideoProcessor" if family == "sam2_video" else "Sam2Processor"}
     if video:

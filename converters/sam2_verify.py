@@ -129,7 +129,9 @@ def verify_sam2(hf_dir: str | Path, ckpt: str | Path, *, seed: int = 0, track: b
         diffs[name] = float(np.abs(a - b).max()) if np.isfinite(b).all() else float("inf")
     masks = int(np.prod(ref["pred_masks"].shape[:3]))
     tracking, note = None, ""
-    if family == "sam2_video" and track:
+    if family == "sam2_video" and not track:
+        note = "tracking path not compared (--no-track)"
+    elif family == "sam2_video":
         import importlib.util
 
         if importlib.util.find_spec("stvl_jax.models.sam2.tracker") is None:

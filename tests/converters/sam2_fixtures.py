@@ -60,11 +60,12 @@ def save_image_model(directory: Path, seed: int = 0, dtype=None) -> Path:
 
 
 def video_config():
-    """A tiny `Sam2VideoConfig` at 64 px: width 64 (a multiple of the memory width 64, which transformers
-    hard-codes), 2 memory-attention layers, 3 memories, 2 fuser blocks."""
+    """A tiny `Sam2VideoConfig` at 64 px: width 128, twice the memory width 64 that transformers hard-codes
+    (object pointers split into 2 memory tokens; at width 64 transformers' tracking fails to concatenate its
+    memories), 2 memory-attention layers, 3 memories, 2 fuser blocks."""
     from transformers import Sam2VideoConfig
 
-    e, d = IMAGE // 16, 64
+    e, d = IMAGE // 16, 128
     image = image_config().to_dict()
     vision = {**image["vision_config"], "fpn_hidden_size": d}
     return Sam2VideoConfig(
@@ -74,7 +75,8 @@ def video_config():
         memory_attention_hidden_size=d, memory_attention_num_layers=2, memory_attention_num_attention_heads=2,
         memory_attention_feed_forward_hidden_size=48, memory_attention_rope_feat_sizes=[e, e],
         memory_encoder_hidden_size=d, memory_encoder_output_channels=64, mask_downsampler_embed_dim=d,
-        memory_fuser_embed_dim=d, memory_fuser_intermediate_dim=48, memory_fuser_num_layers=2, num_maskmem=3)
+        memory_fuser_embed_dim=d, memory_fuser_intermediate_dim=48, memory_fuser_num_layers=2, num_maskmem=3,
+        max_object_pointers_in_encoder=4)
 
 
 def save_video_model(directory: Path, seed: int = 0) -> Path:

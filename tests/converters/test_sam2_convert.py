@@ -171,3 +171,17 @@ def test_sam2_loader_refuses_a_qwen_checkpoint(tmp_path):
     (hf / "config.json").write_text(json.dumps({"model_type": "qwen3_vl"}))
     with pytest.raises(CheckpointError, match="HF 'qwen3_vl' model, not SAM2"):
         load_model(hf)
+
+
+@pytest.mark.parametrize("processor,reason", [
+    ({"size": {"height": 1024, "width": 768}}, "not a square side"),
+    ({"size": {"height": 1024, "width": 1024}, "resample": 3}, "not bilinear"),
+    ({"size": {"height": 1024, "width": 1024}, "do_normalize": False}, "normalisation"),
+])
+def test_unsupported_processor_configs_are_one_clear_error(tmp_path, processor, reason):
+    from converters.sam2_convert import hf_dir_preprocessing
+
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps(processor))
+    with pytest.raises(CheckpointError, match=reason) as e:
+        hf_dir_preprocessing(tmp_path, "sam2")
+    assert "preprocessor_config.json" in str(e.value)

@@ -3,7 +3,8 @@ prompts on any frames for several objects, then propagation forward and/or in re
 
 Public API (stable for `stvl segment` and training):
 
-    track(model, pixel_values, prompts, *, reverse=False, start_frame=None, both_directions=False) -> TrackResult
+    track(model, pixel_values, prompts, *, reverse=False, start_frame=None, both_directions=False,
+          cond_capacity=None, bank_dtype=jnp.bfloat16) -> TrackResult
         pixel_values (T, 3, S, S) preprocessed frames (`host.preprocess`), S = the model's image_size;
         prompts {(frame, obj_id): Prompt | (points (N, 2), labels (N,))}: points in model-input pixels (x, y),
         labels 1 positive / 0 negative; Prompt(box=(x0, y0, x1, y1)) or Prompt(mask=(H, W) {0, 1}).
@@ -233,15 +234,15 @@ class Tracker:
 
 
 def track(model, pixel_values, prompts: Mapping[tuple[int, int], object], *, reverse: bool = False,
-          start_frame: int | None = None, both_directions: bool = False, cond_capacity: int | None = None
-          ) -> TrackResult:
+          start_frame: int | None = None, both_directions: bool = False, cond_capacity: int | None = None,
+          bank_dtype=jnp.bfloat16) -> TrackResult:
     """Prompt, then propagate (see the module docstring)."""
     if not prompts:
         raise InputError("no prompts: give at least one (frame, object id) prompt")
     object_ids = sorted({int(obj) for _, obj in prompts})
     per_obj = {obj: {f for f, o in prompts if o == obj} for obj in object_ids}
     cap = cond_capacity or max(len(v) for v in per_obj.values())
-    tracker = Tracker(model, pixel_values, object_ids, cond_capacity=cap)
+    tracker = Tracker(model, pixel_values, object_ids, cond_capacity=cap, bank_dtype=bank_dtype)
     for frame in sorted({int(f) for f, _ in prompts}):
         tracker.add_prompts(frame, {obj: p for (f, obj), p in prompts.items() if f == frame})
     for _ in tracker.propagate(reverse=reverse, start_frame=start_frame):

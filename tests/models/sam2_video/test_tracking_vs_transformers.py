@@ -12,8 +12,6 @@ fp32, ours `bank_dtype=float32`); the shipped bf16 storage (both sides bf16) is 
 
 from __future__ import annotations
 
-import types
-
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -22,7 +20,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from stvl_jax.models.sam2.tracker import Prompt, Tracker  # noqa: E402
-from video_helpers import IMAGE, flax_video_model, torch_video_model  # noqa: E402
+from video_helpers import IMAGE, flax_video_model, hf_fp32_memory, torch_video_model  # noqa: E402
 
 T = 8
 TOL = 1e-4
@@ -34,16 +32,7 @@ def _pixels(seed):
 
 @pytest.fixture
 def fp32_memory(monkeypatch):
-    """HF's `maskmem_features.to(torch.bfloat16)` made a no-op: `torch.bfloat16` reads as float32 inside
-    modeling_sam2_video only (the module's only use of bfloat16 is that cast)."""
-    import transformers.models.sam2_video.modeling_sam2_video as mod
-
-    class _Torch(types.ModuleType):
-        def __getattr__(self, name):
-            return torch.float32 if name == "bfloat16" else getattr(torch, name)
-
-    monkeypatch.setattr(mod, "torch", _Torch("torch"))
-    return jnp.float32
+    return hf_fp32_memory(monkeypatch)
 
 
 def _hf_run(pixels, steps, passes):

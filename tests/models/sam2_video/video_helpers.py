@@ -90,3 +90,21 @@ def flax_video_model(seed: int = 0, **top):
 
     cfg = our_video_config(**top)
     return load_hf_video_state(abstract_video_model(cfg), cfg, hf_state(torch_video_model(seed, **top)))
+
+
+def hf_fp32_memory(monkeypatch):
+    """HF's `maskmem_features.to(torch.bfloat16)` (in `_encode_new_memory`) made a no-op: `torch.bfloat16` reads as
+    float32 inside modeling_sam2_video only (the module's only use of bfloat16 is that cast). Returns the
+    matching bank dtype for ours."""
+    import types
+
+    import jax.numpy as jnp
+    import torch
+    import transformers.models.sam2_video.modeling_sam2_video as mod
+
+    class _Torch(types.ModuleType):
+        def __getattr__(self, name):
+            return torch.float32 if name == "bfloat16" else getattr(torch, name)
+
+    monkeypatch.setattr(mod, "torch", _Torch("torch"))
+    return jnp.float32
