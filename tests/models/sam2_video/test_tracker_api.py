@@ -16,6 +16,7 @@ from test_tracking_vs_transformers import T, _hf_run, _pixels  # noqa: E402
 from video_helpers import IMAGE, flax_video_model, hf_fp32_memory  # noqa: E402
 
 
+@pytest.mark.slow  # ~50-90 s (compiles); the same steps are checked frame by frame in test_tracking_vs_transformers
 def test_track_both_directions_matches_transformers(monkeypatch):
     bank_dtype = hf_fp32_memory(monkeypatch)
     pixels = _pixels(2)
