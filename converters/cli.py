@@ -1,11 +1,14 @@
 """`stvl convert {import,export,verify,inspect}`: HF <-> stvl-jax checkpoints. See docs/conversion.md.
 
     stvl convert import  --hf DIR --out CKPT [--dtype keep|bf16|fp32|fp16] [--allow-pickle] [--overwrite]
+    stvl convert import  --hf sam2.1_hiera_t.pt --meta-pt [--hiera-size tiny|small|base_plus|large] --out CKPT
     stvl convert export  --ckpt CKPT --out DIR [--dtype ...] [--max-shard-size 5GB] [--names auto|module|legacy]
                          [--allow-non-finite] [--no-verify]
     stvl convert verify  --hf DIR --ckpt CKPT [--atol 1e-3] [--max-kl 1e-5]
     stvl convert inspect PATH [--flat] [--allow-pickle]
 
+SAM2 (config.json model_type `sam2` / `sam2_video`, stvl_config.json format `stvl-jax/sam2`) goes to
+`converters.sam2_convert` / `sam2_verify`; everything else to the Qwen-VL converters.
 User errors (`CheckpointError`) propagate to `stvl_jax.cli`, which prints them as one line and exits 2.
 """
 
@@ -28,8 +31,8 @@ def _output_options(p: argparse.ArgumentParser, what: str) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="stvl convert", description="Convert Qwen-VL checkpoints between Hugging "
-                                "Face (safetensors) and stvl-jax (Orbax).")
+    p = argparse.ArgumentParser(prog="stvl convert", description="Convert Qwen-VL and SAM2 checkpoints between "
+                                "Hugging Face (safetensors) and stvl-jax (Orbax).")
     sub = p.add_subparsers(dest="cmd", required=True, metavar="{import,export,verify,inspect}")
 
     imp = sub.add_parser("import", help="HF directory -> stvl-jax checkpoint")
@@ -37,6 +40,11 @@ def _parser() -> argparse.ArgumentParser:
     _output_options(imp, "stvl-jax checkpoint")
     imp.add_argument("--allow-pickle", action="store_true",
                      help="accept .bin/.pt weights, loaded with torch.load(weights_only=True)")
+    imp.add_argument("--meta-pt", action="store_true",
+                     help="--hf is Meta's original SAM2.1 checkpoint (sam2.1_hiera_*.pt, a dict with 'model'), "
+                          "loaded with torch.load(weights_only=True)")
+    imp.add_argument("--hiera-size", choices=["tiny", "small", "base_plus", "large"], default=None,
+                     help="with --meta-pt: the Hiera size (default: inferred from the tensor shapes)")
 
     exp = sub.add_parser("export", help="stvl-jax checkpoint -> HF directory (from_pretrained loads it)")
     exp.add_argument("--ckpt", required=True, help="stvl-jax checkpoint directory")
@@ -68,8 +76,57 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _sam2_main(args) -> int | None:
+    """Run the SAM2 converters when the inputs are SAM2's (None otherwise: the Qwen-VL path runs)."""
+    from pathlib import Path
+
+    from stvl_jax.errors import CheckpointError
+    from stvl_jax.models.sam2.loading import is_sam2
+
+    if args.cmd == "import":
+        hf = Path(args.hf)
+        if args.meta_pt or args.hiera_size:
+            if not args.meta_pt:
+                raise CheckpointError("--hiera-size applies to Meta checkpoints only: add --meta-pt")
+        elif hf.is_file() and hf.suffix in (".pt", ".pth") and not args.allow_pickle:
+            raise CheckpointError(f"{str(hf)!r} is a PyTorch pickle, refused by default; if it is Meta's SAM2 "
+                                  f"checkpoint (sam2.1_hiera_*.pt), import it with --meta-pt")
+        elif not is_sam2(hf):
+            return None
+        from converters.sam2_convert import import_sam2
+
+        out = import_sam2(args.hf, args.out, dtype=args.dtype, allow_pickle=args.allow_pickle, overwrite=args.overwrite,
+                          progress=not args.quiet, meta_pt=args.meta_pt, hiera_size=args.hiera_size)
+        print(f"imported {args.hf} -> {out}")
+    elif args.cmd == "export":
+        if not is_sam2(args.ckpt):
+            return None
+        from converters.sam2_convert import export_sam2
+
+        weight_map = export_sam2(args.ckpt, args.out, dtype=args.dtype, max_shard_size=args.max_shard_size,
+                                 overwrite=args.overwrite, progress=not args.quiet, verify=args.verify,
+                                 allow_non_finite=args.allow_non_finite)
+        print(f"exported {args.ckpt} -> {args.out} ({len(weight_map)} tensors in "
+              f"{len(set(weight_map.values()))} file(s))")
+    elif args.cmd == "verify":
+        if not (is_sam2(args.ckpt) or is_sam2(args.hf)):
+            return None
+        from converters.sam2_verify import verify_sam2
+
+        report = verify_sam2(args.hf, args.ckpt, seed=args.seed)
+        ok = report.ok(args.atol)
+        print(f"{report.describe()}   (limit {args.atol:.1e})   {'OK' if ok else 'FAIL'}")
+        return 0 if ok else 1
+    else:
+        return None
+    return 0
+
+
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
+    sam2 = _sam2_main(args)
+    if sam2 is not None:
+        return sam2
     if args.cmd == "import":
         from converters.qwen_vl_io import import_hf
 

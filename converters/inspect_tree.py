@@ -26,9 +26,11 @@ def read_specs(path: str | Path, *, allow_pickle: bool = False) -> tuple[str, di
     path = Path(path)
     if path.is_dir() and (path / "stvl_config.json").exists():
         from stvl_jax import checkpoint_io
+        from stvl_jax.models.sam2.loading import FORMAT as SAM2_FORMAT
 
-        checkpoint_io.read_info(path)
-        return "stvl-jax checkpoint (Orbax)", checkpoint_io.param_metadata(path), "/"
+        info = checkpoint_io.read_info(path, formats=(checkpoint_io.FORMAT, SAM2_FORMAT))
+        family = f", {info['family']}" if info.get("format") == SAM2_FORMAT else ""
+        return f"stvl-jax checkpoint (Orbax{family})", checkpoint_io.param_metadata(path), "/"
     from converters.hf_checkpoint import HFCheckpoint
 
     with HFCheckpoint(path, allow_pickle=allow_pickle) as ck:

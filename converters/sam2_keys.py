@@ -293,6 +293,71 @@ def meta_trunk_to_hf(name: str, meta_prefix: str = "image_encoder.trunk.") -> st
     return "vision_encoder.backbone." + name
 
 
+_META_RENAMES = (  # Meta `SAM2Base` image-path names -> transformers names (after the trunk's own renames)
+    (r"^image_encoder\.neck\.convs\.(\d+)\.conv\.", r"vision_encoder.neck.convs.\1."),
+    (r"^no_mem_embed$", "no_memory_embedding"),
+    (r"^sam_prompt_encoder\.mask_downscaling\.0\.", "prompt_encoder.mask_embed.conv1."),
+    (r"^sam_prompt_encoder\.mask_downscaling\.1\.", "prompt_encoder.mask_embed.layer_norm1."),
+    (r"^sam_prompt_encoder\.mask_downscaling\.3\.", "prompt_encoder.mask_embed.conv2."),
+    (r"^sam_prompt_encoder\.mask_downscaling\.4\.", "prompt_encoder.mask_embed.layer_norm2."),
+    (r"^sam_prompt_encoder\.mask_downscaling\.6\.", "prompt_encoder.mask_embed.conv3."),
+    (r"^sam_prompt_encoder\.(no_mask_embed|not_a_point_embed)\.", r"prompt_encoder.\1."),
+    (r"^sam_mask_decoder\.output_upscaling\.0\.", "mask_decoder.upscale_conv1."),
+    (r"^sam_mask_decoder\.output_upscaling\.1\.", "mask_decoder.upscale_layer_norm."),
+    (r"^sam_mask_decoder\.output_upscaling\.3\.", "mask_decoder.upscale_conv2."),
+    (r"\.out_proj\.", ".o_proj."),
+    (r"\.norm_final_attn\.", ".layer_norm_final_attn."),
+    (r"(transformer\.layers\.\d+)\.norm(\d)\.", r"\1.layer_norm\2."),
+    (r"^sam_mask_decoder\.", "mask_decoder."),
+)
+_META_MLP = re.compile(r"^(mask_decoder\.(?:transformer\.layers\.\d+\.mlp|output_hypernetworks_mlps\.\d+|"
+                       r"iou_prediction_head|pred_obj_score_head))\.layers\.(\d+)\.(weight|bias)$")
+
+
+def meta_image_to_hf(meta_state: dict[str, np.ndarray], config: Sam2Config
+                     ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Meta `sam2` checkpoint tensors (`SAM2Base` state dict, the "model" dict of `sam2.1_hiera_*.pt`) ->
+    (transformers-named image-path tensors, the other tensors untouched: memory attention/encoder, pointers...).
+
+    Beyond renames: the four `point_embeddings.{i}` (1, D) rows stack into `point_embed` (4, D), and the one
+    Fourier matrix (`pe_layer`) fills both of transformers' copies. MLP `layers.{j}` become proj_in / layers.{j-1}
+    / proj_out by the MLP's depth."""
+    depth = {"iou_prediction_head": config.mask_decoder.iou_head_depth, "pred_obj_score_head": 3,
+             "output_hypernetworks_mlps": 3, "mlp": config.mask_decoder.num_hidden_layers}
+    hf, rest, points = {}, {}, {}
+    for name, x in meta_state.items():
+        if name.startswith("image_encoder.trunk."):
+            hf[meta_trunk_to_hf(name)] = x
+            continue
+        if name == "sam_prompt_encoder.pe_layer.positional_encoding_gaussian_matrix":
+            hf["prompt_encoder.shared_embedding.positional_embedding"] = x
+            hf["shared_image_embedding.positional_embedding"] = x
+            continue
+        m = re.match(r"^sam_prompt_encoder\.point_embeddings\.(\d+)\.weight$", name)
+        if m:
+            points[int(m.group(1))] = x
+            continue
+        if not name.startswith(("image_encoder.neck.", "no_mem_embed", "sam_prompt_encoder.", "sam_mask_decoder.")):
+            rest[name] = x
+            continue
+        new = name
+        for pattern, repl in _META_RENAMES:
+            new = re.sub(pattern, repl, new)
+        m = _META_MLP.match(new)
+        if m:
+            prefix, j, kind = m.group(1), int(m.group(2)), m.group(3)
+            parts = prefix.split(".")  # ...mlp | ...output_hypernetworks_mlps.{m} | ...iou_prediction_head
+            n = depth[parts[-2] if parts[-1].isdigit() else parts[-1]]
+            part = "proj_in" if j == 0 else "proj_out" if j == n - 1 else f"layers.{j - 1}"
+            new = f"{prefix}.{part}.{kind}"
+        hf[new] = x
+    if points:
+        if sorted(points) != list(range(len(points))):
+            raise CheckpointError(f"Meta SAM2 checkpoint has point_embeddings {sorted(points)}; expected 0..n-1")
+        hf["prompt_encoder.point_embed.weight"] = np.concatenate([points[i] for i in sorted(points)], axis=0)
+    return hf, rest
+
+
 def build_from_hf_state(build, config: Sam2Config, hf_state: dict[str, np.ndarray], *, prefix: str = "",
                         ignore_unmapped: bool = False) -> nnx.Module:
     """`build()` (a module constructor) described abstractly with `nnx.eval_shape` — nothing is drawn at random

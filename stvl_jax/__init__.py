@@ -4,6 +4,7 @@ The public API is imported lazily so that host-side code (Grain workers, the CLI
 for importing JAX and Flax.
 
     model = stvl_jax.load_model("ckpt/", mesh=mesh)      # stvl-jax checkpoint (import, training) or HF directory
+                                                          # (Qwen-VL, or SAM2: `Sam2ImageModel` / `Sam2VideoModel`)
     logits = model(**batch).logits                        # batch: the HF processor's dict of numpy arrays
     ids = stvl_jax.generate(model, batch, max_new_tokens=16)
 """
@@ -11,8 +12,8 @@ for importing JAX and Flax.
 __version__ = "0.1.0"
 
 _LAZY = {
-    "load_model": ("stvl_jax.models.qwen_vl.loading", "load_model"),
-    "save_model": ("stvl_jax.models.qwen_vl.loading", "save_model"),
+    "load_model": ("stvl_jax.models.dispatch", "load_model"),  # Qwen-VL or SAM2, by the checkpoint
+    "save_model": ("stvl_jax.models.dispatch", "save_model"),
     "generate": ("stvl_jax.models.qwen_vl.generate", "generate"),
     "make_mesh": ("stvl_jax.sharding", "make_mesh"),
 }

@@ -144,8 +144,9 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------ read
-def read_info(path: str | Path) -> dict[str, Any]:
-    """Parse and check CKPT/stvl_config.json; raise `CheckpointError` naming the path otherwise."""
+def read_info(path: str | Path, formats: tuple[str, ...] = (FORMAT,)) -> dict[str, Any]:
+    """Parse and check CKPT/stvl_config.json (its "format" one of `formats`: Qwen-VL unless a model family's
+    loader says otherwise, e.g. SAM2's); raise `CheckpointError` naming the path otherwise."""
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
@@ -160,9 +161,10 @@ def read_info(path: str | Path) -> dict[str, Any]:
         info = json.loads(cfg.read_text())
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{str(cfg)!r} is not valid JSON: {e}") from None
-    if not isinstance(info, dict) or info.get("format") != FORMAT:
+    if not isinstance(info, dict) or info.get("format") not in formats:
         got = info.get("format") if isinstance(info, dict) else type(info).__name__
-        raise CheckpointError(f"{str(cfg)!r} has format {got!r}, expected {FORMAT!r}")
+        want = " or ".join(repr(f) for f in formats)
+        raise CheckpointError(f"{str(cfg)!r} has format {got!r}, expected {want}")
     if info.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(f"{str(cfg)!r} has format_version {info.get('format_version')!r}; this stvl-jax "
                               f"reads version {FORMAT_VERSION}")
@@ -233,8 +235,8 @@ def restore_params(path: str | Path, targets: Mapping[str, Any], *, verify: bool
 
 # ------------------------------------------------------------------------------------------ write
 def header(model: Mapping[str, Any], params: Mapping[str, Any], source: Mapping[str, Any], *,
-           preprocessing: Mapping[str, Any] | None = None, sections: Mapping[str, Any] | None = None
-           ) -> dict[str, Any]:
+           preprocessing: Mapping[str, Any] | None = None, sections: Mapping[str, Any] | None = None,
+           fmt: str = FORMAT) -> dict[str, Any]:
     """The stvl_config.json of a checkpoint: model config dict, preprocessing config dict, task sections,
     {path: array} params (summarised), provenance."""
     from stvl_jax import __version__
@@ -243,7 +245,7 @@ def header(model: Mapping[str, Any], params: Mapping[str, Any], source: Mapping[
     for v in params.values():
         name = str(np.dtype(v.dtype))
         dtypes[name] = dtypes.get(name, 0) + int(np.prod(v.shape))
-    out = {"format": FORMAT, "format_version": FORMAT_VERSION, "model": dict(model)}
+    out = {"format": fmt, "format_version": FORMAT_VERSION, "model": dict(model)}
     if preprocessing is not None:
         out["preprocessing"] = dict(preprocessing)
     out.update(sections or {})
@@ -254,8 +256,9 @@ def header(model: Mapping[str, Any], params: Mapping[str, Any], source: Mapping[
 
 def write_checkpoint(path: str | Path, model: Mapping[str, Any], params: Mapping[str, Any], *,
                      source: Mapping[str, Any], preprocessing: Mapping[str, Any] | None = None,
-                     sections: Mapping[str, Any] | None = None, overwrite: bool = False) -> Path:
-    """Write CKPT = params/ from a flat {path: numpy array | jax.Array} dict, then stvl_config.json (`header`).
+                     sections: Mapping[str, Any] | None = None, overwrite: bool = False, fmt: str = FORMAT) -> Path:
+    """Write CKPT = params/ from a flat {path: numpy array | jax.Array} dict, then stvl_config.json (`header`;
+    `fmt`: the model family's format string).
     Sharded jax.Arrays are written shard by shard by their owners."""
     import jax
     import orbax.checkpoint as ocp
@@ -279,7 +282,7 @@ def write_checkpoint(path: str | Path, model: Mapping[str, Any], params: Mapping
     if jax.process_index() == 0:
         integrity.write(path, doc)  # before stvl_config.json, which marks the checkpoint complete
         tmp = path / (CONFIG_FILE + ".tmp")
-        info = header(model, params, source, preprocessing=preprocessing, sections=sections)
+        info = header(model, params, source, preprocessing=preprocessing, sections=sections, fmt=fmt)
         tmp.write_text(json.dumps(info, indent=1) + "\n")
         tmp.replace(path / CONFIG_FILE)
     return path

@@ -4,7 +4,7 @@
     stvl convert {import,export,verify,inspect} ...
     stvl data {synth,streamo,stride,qvh-yesno,...} ...
     stvl train CONFIG [key=value ...]
-    stvl eval ... | stvl stream ... | stvl bench ...
+    stvl eval ... | stvl stream ... | stvl segment ... | stvl bench ...
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ _COMMANDS = {
     "train": ("stvl_jax.train.cli", "main", "train from a typed YAML config"),
     "eval": ("stvl_jax.eval.cli", "main", "sharded evaluation"),
     "stream": ("stvl_jax.infer.cli", "main", "proactive streaming inference on a video"),
+    "segment": ("stvl_jax.infer.segment_cli", "main", "promptable video segmentation with SAM2"),
     "bench": ("stvl_jax.bench", "main", "run a benchmark script"),
 }
 

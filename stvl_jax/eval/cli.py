@@ -5,6 +5,7 @@
     stvl eval stride    --ckpt CKPT --data SYNTH_DIR [--split test] [--tokenizer DIR] --out OUT [stream flags]
     stvl eval etbench   --ckpt CKPT --anno etbench_txt_v1.0.json --videos DIR --out OUT [--tasks tvg,epm,...]
     stvl eval etbench-score PREDICTIONS.json   (ET-Bench metrics of a file whose samples carry answers "a")
+    stvl eval vos       --ckpt SAM2_CKPT --data SYNTH_DIR [--split test] --out OUT   (J, F, J&F per case)
 
 `--zero-pixels` (streamo, stride, etbench) streams black frames: a control for what the score owes the video.
 A bad sample (malformed JSON line, missing field, unreadable video, a video too short for its record by the
@@ -184,6 +185,12 @@ def run_etbench_score(args) -> dict:
     return result
 
 
+def _run_vos(args) -> dict:
+    from stvl_jax.eval.vos_eval import run_vos
+
+    return run_vos(args)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="stvl eval", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -215,6 +222,16 @@ def main(argv=None) -> int:
     es = sub.add_parser("etbench-score", help="ET-Bench metrics of a predictions file (samples with answers)")
     es.add_argument("predictions", help="JSON list of ET-Bench samples, each with its answer in 'a'")
     es.set_defaults(func=run_etbench_score)
+    v = sub.add_parser("vos", help="SAM2 promptable video segmentation: J, F, J&F per case beside controls")
+    v.add_argument("--ckpt", required=True, help="SAM2 video checkpoint")
+    v.add_argument("--data", required=True, help="the synthetic set (`stvl data synth --preset vos`)")
+    v.add_argument("--split", default="test")
+    v.add_argument("--out", required=True, help="output dir for vos_metrics.json and plots")
+    v.add_argument("--frames", type=positive_int, default=None, help="clip length (default: whole videos)")
+    v.add_argument("--frame-stride", type=positive_int, default=1, help="take every K-th source frame")
+    v.add_argument("--limit", type=positive_int, default=None, help="evaluate at most this many clips")
+    v.add_argument("--no-controls", action="store_true", help="skip the box-copy and black-frames runs")
+    v.set_defaults(func=_run_vos)
     args = p.parse_args(argv)
     args.func(args)
     return 0

@@ -21,9 +21,6 @@ import numpy as np
 
 from stvl_jax.errors import InputError
 
-BOX_LABELS = (2, 3)  # SAM2's labels of a box's top-left and bottom-right corner
-
-
 @dataclass(frozen=True)
 class Prompt:
     """One `--box` (coords x0, y0, x1, y1) or `--point` (coords x, y; label 1 or 0) on `frame` for `obj`."""
@@ -114,11 +111,13 @@ def check_prompts(prompts: list[Prompt], num_frames: int, height: int, width: in
             raise InputError(f"object {obj}: only background clicks; give a box or a foreground point")
 
 
-def encode_prompts(prompts: list[Prompt], height: int, width: int, image_size: int
-                   ) -> dict[tuple[int, int], tuple[np.ndarray, np.ndarray]]:
-    """{(frame, object): (points (N, 2) float32 in model-input pixels, labels (N,) int32)}, box corners first.
+def encode_prompts(prompts: list[Prompt], height: int, width: int, image_size: int) -> dict:
+    """{(frame, object): tracker.Prompt(points (N, 2) float32 model-input pixels, labels (N,), box (4,) or None)}.
 
-    Coordinates scale from the video's (width, height) to the model's square input, as SAM2's processors do."""
+    Coordinates scale from the video's (width, height) to the model's square input, as SAM2's processors do; the
+    tracker puts a box's corners (labels 2, 3) ahead of the clicks."""
+    from stvl_jax.models.sam2.tracker import Prompt as TrackerPrompt
+
     scale = np.array([image_size / width, image_size / height], np.float32)
     grouped: dict[tuple[int, int], list[Prompt]] = defaultdict(list)
     for p in prompts:
@@ -129,13 +128,9 @@ def encode_prompts(prompts: list[Prompt], height: int, width: int, image_size: i
         if len(boxes) > 1:
             raise InputError(f"frame {key[0]}, object {key[1]}: more than one --box (SAM2 takes one box per "
                              f"object and frame)")
-        pts, labels = [], []
-        for p in boxes:
-            pts += [p.coords[:2], p.coords[2:]]
-            labels += list(BOX_LABELS)
-        for p in ps:
-            if p.kind == "point":
-                pts.append(p.coords)
-                labels.append(p.label)
-        out[key] = (np.asarray(pts, np.float32) * scale, np.asarray(labels, np.int32))
+        clicks = [p for p in ps if p.kind == "point"]
+        out[key] = TrackerPrompt(
+            points=np.asarray([p.coords for p in clicks], np.float32).reshape(-1, 2) * scale if clicks else None,
+            labels=np.asarray([p.label for p in clicks], np.int32) if clicks else None,
+            box=np.asarray(boxes[0].coords, np.float32) * np.tile(scale, 2) if boxes else None)
     return out

@@ -43,6 +43,7 @@ def corpus(tmp_path_factory):
         "bad_yaml.yaml": b"steps: [1, 2\n", "unknown_key.yaml": b"name: x\nsteps: 2\nstepz: 3\n",
         "not_a_checkpoint.safetensors": b"\x08\x00\x00\x00\x00\x00\x00\x00{\"a\": 1}",
         "predictions.json": b"{not json", "index.jsonl": b'{"video": "good.mp4", "messages": []}\n',
+        "sam2.1_hiera_tiny.pt": b"PK\x03\x04 not really a torch zip archive",
     }
     for name, content in files.items():
         p[name] = str(d / name)
@@ -57,6 +58,12 @@ def corpus(tmp_path_factory):
     from safetensors.numpy import save_file
 
     save_file({"embeddings.weight": np.zeros((4, 2), np.float32)}, os.path.join(p["hf_unknown"], "model.safetensors"))
+    # an HF SAM2 directory whose weights are not SAM2's
+    p["hf_sam2_wrong"] = str(d / "hf_sam2_wrong")
+    os.makedirs(p["hf_sam2_wrong"])
+    json.dump({"model_type": "sam2"}, open(os.path.join(p["hf_sam2_wrong"], "config.json"), "w"))
+    save_file({"embeddings.weight": np.zeros((4, 2), np.float32)},
+              os.path.join(p["hf_sam2_wrong"], "model.safetensors"))
     # a checkpoint directory with its arrays gone
     p["ckpt_empty"] = str(d / "ckpt_empty")
     os.makedirs(p["ckpt_empty"])
@@ -71,10 +78,23 @@ CASES = [
          ("{missing}",)),
     Case("convert import: unknown model_type", ("convert", "import", "--hf", "{hf_unknown}", "--out", "{out}"),
          ("bert",)),
+    Case("convert import: .pt without --meta-pt", ("convert", "import", "--hf", "{sam2.1_hiera_tiny.pt}", "--out",
+                                                  "{out}"), ("sam2.1_hiera_tiny.pt", "--meta-pt")),
+    Case("convert import: --meta-pt on a file that is no torch checkpoint",
+         ("convert", "import", "--hf", "{sam2.1_hiera_tiny.pt}", "--meta-pt", "--out", "{out}"),
+         ("sam2.1_hiera_tiny.pt", "weights_only=True")),
+    Case("convert import: --meta-pt on a directory", ("convert", "import", "--hf", "{dir}", "--meta-pt", "--out",
+                                                      "{out}"), ("{dir}", "not a file")),
+    Case("convert import: --hiera-size without --meta-pt",
+         ("convert", "import", "--hf", "{hf_sam2_wrong}", "--hiera-size", "tiny", "--out", "{out}"), ("--meta-pt",)),
+    Case("convert import: SAM2 config, other weights", ("convert", "import", "--hf", "{hf_sam2_wrong}", "--out",
+                                                        "{out}"), ("SAM2", "lacks")),
     Case("convert export: missing checkpoint", ("convert", "export", "--ckpt", "{missing}", "--out", "{out}"),
          ("{missing}",)),
     Case("convert export: empty checkpoint dir", ("convert", "export", "--ckpt", "{ckpt_empty}", "--out", "{out}"),
          ("{ckpt_empty}",)),
+    Case("convert verify: SAM2 directory, missing checkpoint",
+         ("convert", "verify", "--hf", "{hf_sam2_wrong}", "--ckpt", "{missing}"), ("{missing}",)),
     Case("convert verify: missing dirs", ("convert", "verify", "--hf", "{missing}", "--ckpt", "{missing}"),
          ("{missing}",)),
     Case("convert inspect: missing path", ("convert", "inspect", "{missing}"), ("{missing}",)),
@@ -121,6 +141,8 @@ CASES = [
          ("{missing}",)),
     Case("eval etbench-score: not JSON", ("eval", "etbench-score", "{predictions.json}"),
          ("predictions.json",)),
+    Case("eval vos: not a synthetic set", ("eval", "vos", "--ckpt", "{missing}", "--data", "{dir}", "--out",
+                                           "{out}"), ("manifest.json", "not a synthetic set manifest")),
     # stream
     Case("stream: directory", ("stream", "{dir}", "--query", "q", "--ckpt", "{missing}"), ("{dir}", "not a regular")),
     Case("stream: FIFO", ("stream", "{fifo}", "--query", "q", "--ckpt", "{missing}"), ("fifo.mp4", "not a regular")),
@@ -129,6 +151,22 @@ CASES = [
     Case("stream: empty video", ("stream", "{zero.mp4}", "--query", "q", "--ckpt", "{missing}"),
          ("zero.mp4", "0 bytes")),
     Case("stream: missing checkpoint", ("stream", "{good}", "--query", "q", "--ckpt", "{missing}"), ("{missing}",)),
+    # segment
+    Case("segment: missing video", ("segment", "{missing}", "--ckpt", "{missing}", "--box", "1,1,5,5", "--out",
+                                    "{out}"), ("{missing}", "not found")),
+    Case("segment: directory", ("segment", "{dir}", "--ckpt", "{missing}", "--box", "1,1,5,5", "--out", "{out}"),
+         ("{dir}", "not a regular file")),
+    Case("segment: no prompt", ("segment", "{good}", "--ckpt", "{missing}", "--out", "{out}"), ("no prompt",)),
+    Case("segment: inverted box", ("segment", "{good}", "--ckpt", "{missing}", "--box", "20,10,5,30", "--out",
+                                   "{out}"), ("--box 20,10,5,30", "inverted")),
+    Case("segment: box outside the frame", ("segment", "{good}", "--ckpt", "{missing}", "--box", "1,1,70,20",
+                                            "--out", "{out}"), ("outside the 64x48 frame",)),
+    Case("segment: frame past the end", ("segment", "{good}", "--ckpt", "{missing}", "--frame", "12", "--point",
+                                         "5,5", "--out", "{out}"), ("frame 12 is past the end",)),
+    Case("segment: malformed point", ("segment", "{good}", "--ckpt", "{missing}", "--point", "5", "--out",
+                                      "{out}"), ("--point", "2 comma-separated numbers")),
+    Case("segment: not a SAM2 checkpoint", ("segment", "{good}", "--ckpt", "{ckpt_empty}", "--box", "1,1,5,5",
+                                            "--out", "{out}"), ("{ckpt_empty}",)),
     # bench
     Case("bench: unknown benchmark", ("bench", "no_such_benchmark"), ("no_such_benchmark",)),
     # demo

@@ -234,6 +234,9 @@ def test_eval_cli_reports_a_bad_hf_directory_in_one_line(hf_dirs, tmp_path, caps
 
     hf, _, _ = hf_dirs("qwen3_vl", False)
     bad = _copy_without(hf, tmp_path / "bad", KEY)
+    capsys.readouterr()
+    (tmp_path / "streamo").mkdir()  # an index that exists: the checkpoint is what fails
+    (tmp_path / "streamo" / "stream_val.jsonl").write_text("{}\n")
     rc = main(["eval", "streamo", "--ckpt", str(bad), "--data", str(tmp_path), "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1 and KEY in err and "lacks 1 tensor" in err, err

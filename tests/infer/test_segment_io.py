@@ -54,13 +54,15 @@ def test_bad_prompts_are_one_line(prompts, msg):
     assert "\n" not in str(e.value)
 
 
-def test_encoding_puts_box_corners_first_and_scales_to_the_model_input():
-    prompts = [Prompt("point", (32, 12), 2, 1, 0), Prompt("box", (16, 24, 48, 36), 2, 1)]
+def test_encoding_scales_to_the_model_input():
+    prompts = [Prompt("point", (32, 12), 2, 1, 0), Prompt("box", (16, 24, 48, 36), 2, 1),
+               Prompt("point", (8, 6), 0, 4)]
     enc = encode_prompts(prompts, height=48, width=64, image_size=1024)
-    pts, labels = enc[(2, 1)]
     # x * 1024 / 64 = 16 x, y * 1024 / 48: Meta's add_new_points_or_box / HF's processor normalise the same way
-    np.testing.assert_allclose(pts, [[256, 512], [768, 768], [512, 256]], rtol=1e-6)
-    assert labels.tolist() == [2, 3, 0]
+    np.testing.assert_allclose(enc[(2, 1)].box, [256, 512, 768, 768], rtol=1e-6)
+    np.testing.assert_allclose(enc[(2, 1)].points, [[512, 256]], rtol=1e-6)
+    assert enc[(2, 1)].labels.tolist() == [0]
+    assert enc[(0, 4)].box is None and enc[(0, 4)].labels.tolist() == [1]
     with pytest.raises(InputError, match="more than one --box"):
         encode_prompts(prompts + [Prompt("box", (1, 1, 5, 5), 2, 1)], 48, 64, 1024)
 
@@ -109,3 +111,15 @@ def test_draw_masks_tints_inside_and_keeps_outside():
     assert (out[0, 0] == 100).all() and (out[5, 5] == 100).all()
     assert out[1, 1].tolist() == [31, 119, 180]  # the outline takes the object's colour
     assert out[2, 2].tolist() == [66, 110, 140]  # inside: (100 + colour) / 2, rounded
+
+
+def test_a_checkpoint_of_another_model_is_one_line(monkeypatch):
+    import stvl_jax
+    from stvl_jax.infer.segment_cli import load_sam2_video
+
+    class QwenVLForConditionalGeneration:  # what load_model returns for a Qwen-VL checkpoint
+        pass
+
+    monkeypatch.setattr(stvl_jax, "load_model", lambda path: QwenVLForConditionalGeneration())
+    with pytest.raises(InputError, match="holds a QwenVLForConditionalGeneration, not a SAM2 video model"):
+        load_sam2_video("ckpt/qwen")

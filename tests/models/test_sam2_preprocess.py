@@ -62,7 +62,8 @@ def test_preprocess_equals_hf_video_processor_arithmetic():
 
 def test_pil_bicubic_equals_meta_sam2_loader(tmp_path):
     from PIL import Image
-    from sam2.utils.misc import load_video_frames_from_jpg_images
+
+    load_video_frames_from_jpg_images = pytest.importorskip("sam2.utils.misc").load_video_frames_from_jpg_images
 
     frames = np.random.default_rng(1).integers(0, 256, (2, 90, 120, 3), dtype=np.uint8)
     for i, f in enumerate(frames):  # PNG bytes under .jpg names: PIL reads by content, and nothing is lossy
