@@ -185,7 +185,7 @@ class Tracker:
         for i in parsed:
             self.active[i] = True
         init = np.array([i in parsed and not self.tracked[i, frame] for i in range(o)])
-        full = (self.cond.sum(axis=1) + init) > self.cond_capacity
+        full = (self.cond.sum(axis=1) + (init & ~self.cond[:, frame])) > self.cond_capacity  # re-prompts reuse a slot
         if full.any():
             raise InputError(f"object {self.object_ids[int(np.argmax(full))]} would have more than cond_capacity="
                              f"{self.cond_capacity} prompted frames; make the Tracker with a larger cond_capacity")
