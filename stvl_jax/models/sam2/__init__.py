@@ -11,6 +11,8 @@
     memory_config / memory_encoder / memory_attention / rope_axial / memory_bank   the video memory
     video_config    `Sam2VideoConfig` (image config + memory configs + tracking rules), HF config.json reader/writer
     video_model     `Sam2VideoModel`: the image model + memory encoder, memory attention, memory embeddings
+    tracker_step    one jitted tracking step: a frame, all objects, their fixed-capacity memory banks (pure)
+    tracker         `track()` / `Tracker`: prompts on any frames, several objects, forward / reverse propagation
 
 The HF key maps are `converters/sam2_keys.py` (image) and `converters/sam2_video_keys.py` (whole video model).
 """

@@ -129,15 +129,16 @@ def init_image_model(config: Sam2Config, *, seed: int = 0, mesh=None, dtype=jnp.
                      precision=None) -> Sam2ImageModel:
     """Freshly initialised model, drawn in one jitted program (laid out on `mesh` by the rules table when given)
     instead of one dispatch per parameter."""
+    return init_jitted(lambda rngs: Sam2ImageModel(config, dtype=dtype, precision=precision, rngs=rngs), seed, mesh)
+
+
+def init_jitted(build, seed: int, mesh):
+    """`build(rngs)` (a module constructor) drawn in one jitted program, laid out on `mesh` when given."""
     from stvl_jax.sharding import auto_mesh, state_shardings
 
-    graphdef, abstract = nnx.split(abstract_image_model(config, dtype=dtype, precision=precision))
+    graphdef, abstract = nnx.split(nnx.eval_shape(lambda: build(nnx.Rngs(0))))
     shardings = state_shardings(abstract, auto_mesh(mesh)) if mesh is not None else None
-
-    def init():
-        return nnx.state(Sam2ImageModel(config, dtype=dtype, precision=precision, rngs=nnx.Rngs(seed)))
-
-    model = nnx.merge(graphdef, jax.jit(init, out_shardings=shardings)())
+    model = nnx.merge(graphdef, jax.jit(lambda: nnx.state(build(nnx.Rngs(seed))), out_shardings=shardings)())
     if mesh is not None:
         model.mesh = auto_mesh(mesh)
     return model

@@ -39,7 +39,7 @@ import numpy as np
 from flax import nnx
 
 from stvl_jax.errors import InputError
-from stvl_jax.models.sam2.memory_bank import COND, MemoryBank
+from stvl_jax.models.sam2.memory_bank import MemoryBank
 from stvl_jax.models.sam2.prompt_encoder import antialias_bilinear_matrix
 from stvl_jax.models.sam2.tracker_step import (INACTIVE, MASK, NO_OBJ_SCORE, POINTS, REUSE, TRACK, frame_features,
                                                frame_step)
@@ -165,9 +165,6 @@ class Tracker:
             else:
                 self.tracked[i, frame] = True
         self.computed[frame] = True
-        cond_count = int(np.asarray(jnp.sum(self.banks.kind == COND, axis=1)).max())
-        if cond_count > self.cond_capacity:
-            raise InputError(f"more than {self.cond_capacity} prompted frames for one object; raise cond_capacity")
 
     def _base_modes(self, frame: int) -> np.ndarray:
         """TRACK for registered objects, REUSE where the frame is one of their conditioning frames."""
@@ -188,6 +185,10 @@ class Tracker:
         for i in parsed:
             self.active[i] = True
         init = np.array([i in parsed and not self.tracked[i, frame] for i in range(o)])
+        full = (self.cond.sum(axis=1) + (init & ~self.cond[:, frame])) > self.cond_capacity  # re-prompts reuse a slot
+        if full.any():
+            raise InputError(f"object {self.object_ids[int(np.argmax(full))]} would have more than cond_capacity="
+                             f"{self.cond_capacity} prompted frames; make the Tracker with a larger cond_capacity")
         # one call per prompt shape (objects with different point counts cannot share the decoder's token axis);
         # the other objects go with the first call; memories are binarised when any object is prompted (HF)
         groups: dict[tuple, list[int]] = {}

@@ -12,11 +12,10 @@ Tracking (per-frame steps over the memory bank) is `models.sam2.tracker`; the HF
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from stvl_jax.models.sam2.image_model import Sam2ImageModel
+from stvl_jax.models.sam2.image_model import Sam2ImageModel, init_jitted
 from stvl_jax.models.sam2.memory_attention import MemoryAttention
 from stvl_jax.models.sam2.memory_bank import MemoryEmbeddings
 from stvl_jax.models.sam2.memory_encoder import MemoryEncoder
@@ -42,15 +41,4 @@ def abstract_video_model(config: Sam2VideoConfig, *, dtype=jnp.float32, precisio
 def init_video_model(config: Sam2VideoConfig, *, seed: int = 0, mesh=None, dtype=jnp.float32,
                      precision=None) -> Sam2VideoModel:
     """Freshly initialised model, drawn in one jitted program (laid out on `mesh` by the rules table when given)."""
-    from stvl_jax.sharding import auto_mesh, state_shardings
-
-    graphdef, abstract = nnx.split(abstract_video_model(config, dtype=dtype, precision=precision))
-    shardings = state_shardings(abstract, auto_mesh(mesh)) if mesh is not None else None
-
-    def init():
-        return nnx.state(Sam2VideoModel(config, dtype=dtype, precision=precision, rngs=nnx.Rngs(seed)))
-
-    model = nnx.merge(graphdef, jax.jit(init, out_shardings=shardings)())
-    if mesh is not None:
-        model.mesh = auto_mesh(mesh)
-    return model
+    return init_jitted(lambda rngs: Sam2VideoModel(config, dtype=dtype, precision=precision, rngs=rngs), seed, mesh)

@@ -16,6 +16,7 @@ from test_tracking_vs_transformers import T, _hf_run, _pixels  # noqa: E402
 from video_helpers import IMAGE, flax_video_model, hf_fp32_memory  # noqa: E402
 
 
+@pytest.mark.slow  # ~50-90 s (compiles); the same steps are checked frame by frame in test_tracking_vs_transformers
 def test_track_both_directions_matches_transformers(monkeypatch):
     bank_dtype = hf_fp32_memory(monkeypatch)
     pixels = _pixels(2)
@@ -47,6 +48,8 @@ def test_track_both_directions_matches_transformers(monkeypatch):
     (lambda m, px: track(m, px, {(0, 1): Prompt()}), "empty"),
     (lambda m, px: Tracker(m, px, [1]).add_prompts(0, {2: ([[1.0, 1.0]], [1])}), "object id 2"),
     (lambda m, px: Tracker(m, px, [1]).propagate().__next__(), "no prompted frame"),
+    (lambda m, px: track(m, px, {(0, 1): ([[1.0, 1.0]], [1]), (1, 1): ([[1.0, 1.0]], [1])}, cond_capacity=1),
+     "cond_capacity=1"),
 ])
 def test_bad_input_is_one_clear_error(bad, match):
     with pytest.raises(InputError, match=match):

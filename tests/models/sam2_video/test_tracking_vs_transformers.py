@@ -3,7 +3,8 @@
 points labelled 2, 3: single mask, dynamic multimask), each prompted frame run as HF's `model(session, frame)`,
 then propagation forward (from the first prompted frame) and in reverse from the last frame. Every yielded
 frame: low-res logits <= 1e-4, identical binarised masks, object score logits <= 1e-4. A second scenario puts a
-mask prompt on frame 1 (`_use_mask_as_output`) and clicks (positive + negative) on frame 4.
+mask prompt on frame 1 (`_use_mask_as_output`) and clicks (positive + negative) on frame 4; a third a correction
+click on an already tracked frame between two propagations.
 
 Memory storage: HF (and Meta) round every encoded memory to bf16. fp32 differences of ~1e-6 then flip an
 element by one bf16 ulp (2^-8 relative) now and then, which moves later frames' logits by ~1e-4: the 1e-4
@@ -37,15 +38,31 @@ def fp32_memory(monkeypatch):
 
 def _hf_run(pixels, steps, passes):
     """steps: [(frame, obj_id, ("points", coords, labels) | ("box", xyxy, None) | ("mask", mask, None))];
-    passes: [(reverse, start)]."""
+    passes: [(reverse, start)]: all prompts, then the passes."""
+    return _hf_actions(pixels, [("prompt", *s) for s in steps] + [("propagate", *p) for p in passes])
+
+
+def _hf_actions(pixels, actions):
+    """actions: ("prompt", frame, obj_id, prompt) runs `model(session, frame)` after adding it; ("propagate",
+    reverse, start) runs `propagate_in_video_iterator`. Returns [(frame, low (O, 16, 16), scores (O,), ids)]."""
     from transformers.models.sam2_video.modeling_sam2_video import Sam2VideoInferenceSession
 
     model = torch_video_model()
     session = Sam2VideoInferenceSession(video=torch.from_numpy(pixels), video_height=IMAGE, video_width=IMAGE,
                                         dtype=torch.float32)
     outs = []
+
+    def record(o):
+        outs.append((o.frame_idx, o.pred_masks.numpy().reshape(len(o.object_ids), IMAGE // 4, IMAGE // 4),
+                     o.object_score_logits.numpy().reshape(-1), list(o.object_ids)))
+
     with torch.no_grad():
-        for frame, obj, prompt in steps:
+        for action in actions:
+            if action[0] == "propagate":
+                for o in model.propagate_in_video_iterator(session, start_frame_idx=action[2], reverse=action[1]):
+                    record(o)
+                continue
+            _, frame, obj, prompt = action
             idx = session.obj_id_to_idx(obj)
             if prompt[0] == "box":  # as HF's processor: the two corners labelled 2, 3
                 prompt = ("points", np.reshape(prompt[1], (2, 2)).tolist(), [2, 3])
@@ -58,27 +75,27 @@ def _hf_run(pixels, steps, passes):
                 session.add_mask_inputs(idx, frame, torch.tensor(prompt[1], dtype=torch.float32)[None, None])
                 session.remove_point_inputs(idx, frame)
             session.obj_with_new_inputs = [obj]
-            o = model(inference_session=session, frame_idx=frame)
-            outs.append((frame, o.pred_masks.numpy().reshape(len(o.object_ids), IMAGE // 4, IMAGE // 4),
-                         o.object_score_logits.numpy().reshape(-1), list(o.object_ids)))
-        for reverse, start in passes:
-            for o in model.propagate_in_video_iterator(session, start_frame_idx=start, reverse=reverse):
-                outs.append((o.frame_idx, o.pred_masks.numpy().reshape(len(o.object_ids), IMAGE // 4, IMAGE // 4),
-                             o.object_score_logits.numpy().reshape(-1), list(o.object_ids)))
+            record(model(inference_session=session, frame_idx=frame))
     return outs
 
 
 def _ours_run(pixels, steps, passes, object_ids, bank_dtype):
+    return _ours_actions(pixels, [("prompt", *s) for s in steps] + [("propagate", *p) for p in passes], object_ids,
+                         bank_dtype)
+
+
+def _ours_actions(pixels, actions, object_ids, bank_dtype):
     tracker = Tracker(flax_video_model(), pixels, object_ids, cond_capacity=2, bank_dtype=bank_dtype)
     outs = []
-    for frame, obj, prompt in steps:
-        kind, value, labels = prompt
+    for action in actions:
+        if action[0] == "propagate":
+            outs.extend(tracker.propagate(reverse=action[1], start_frame=action[2]))
+            continue
+        _, frame, obj, (kind, value, labels) = action
         p = {"points": lambda: Prompt(points=value, labels=labels), "box": lambda: Prompt(box=value),
              "mask": lambda: Prompt(mask=value)}[kind]()
         low, scores = tracker.add_prompts(frame, {obj: p})
         outs.append((frame, low, scores))
-    for reverse, start in passes:
-        outs.extend(tracker.propagate(reverse=reverse, start_frame=start))
     return outs
 
 
@@ -112,6 +129,18 @@ def test_mask_prompt_and_clicks(fp32_memory):
     steps = [(1, 7, ("mask", mask, None)), (4, 3, ("points", [[30.0, 30.0], [5.0, 60.0]], [1, 0]))]
     passes = [(False, None), (True, None)]
     _compare(_hf_run(pixels, steps, passes), _ours_run(pixels, steps, passes, [3, 7], fp32_memory), [3, 7])
+
+
+@pytest.mark.slow  # ~60 s: one more object count, so every step compiles again
+def test_correction_click_on_a_tracked_frame(fp32_memory):
+    """A negative click added on a frame already tracked (HF: not an initial conditioning frame, so memory
+    attention, and stored as a tracked frame), then propagation again."""
+    pixels = _pixels(3)
+    actions = [("prompt", 1, 5, ("points", [[22.0, 40.0]], [1])), ("propagate", False, None),
+               ("prompt", 4, 5, ("points", [[50.0, 12.0]], [0])), ("propagate", False, None)]
+    ref = _hf_actions(pixels, actions)
+    assert [r[0] for r in ref] == [1] + list(range(1, T)) + [4] + list(range(1, T))
+    _compare(ref, _ours_actions(pixels, actions, [5], fp32_memory), [5])
 
 
 @pytest.mark.slow  # ~45 s: a second compile of every step for the bf16 banks
