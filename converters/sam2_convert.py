@@ -128,9 +128,11 @@ def _processor_preprocessing(data: Mapping[str, Any], where: str) -> dict[str, A
     return out
 
 
-def hf_dir_preprocessing(directory: Path, family: str) -> tuple[Sam2PreprocessConfig, dict[str, Any]]:
+def hf_dir_preprocessing(directory: Path, family: str, image_size: int = 1024
+                         ) -> tuple[Sam2PreprocessConfig, dict[str, Any]]:
     """(the checkpoint's preprocessing, provenance {"processor_files": {name: dict}}) from the processor configs
-    next to config.json (the video one first for sam2_video); SAM2's default when there are none."""
+    next to config.json (the video one first for sam2_video); SAM2's default at the model's `image_size` when
+    there are none."""
     files: dict[str, Any] = {}
     for name in (PREPROCESSOR_FILE, VIDEO_PREPROCESSOR_FILE):
         f = directory / name
@@ -146,6 +148,7 @@ def hf_dir_preprocessing(directory: Path, family: str) -> tuple[Sam2PreprocessCo
         if isinstance(files.get(name), Mapping):
             fields = _processor_preprocessing(files[name], str(directory / name))
             break
+    fields = {"image_size": image_size, **fields}
     try:
         pre = Sam2PreprocessConfig.from_dict(fields, source=str(directory))
     except ConfigError as e:
@@ -201,7 +204,11 @@ def sam2_from_hf_state(hf_config: Mapping[str, Any], hf_state: Mapping[str, np.n
         params = hf_to_flat(family, config, hf_state)
     except CheckpointError as e:
         raise CheckpointError(f"{where}: {e}") from None
-    return Sam2Read(family, config, params, preprocessing or default_preprocessing(config), source)
+    pre = preprocessing or default_preprocessing(config)
+    if pre.image_size != config.image_size:
+        raise CheckpointError(f"{where}: its processor config resizes to {pre.image_size} px but the model's input "
+                              f"is {config.image_size} px")
+    return Sam2Read(family, config, params, pre, source)
 
 
 def read_sam2_hf(path: str | Path, *, allow_pickle: bool = False) -> Sam2Read:
@@ -212,7 +219,7 @@ def read_sam2_hf(path: str | Path, *, allow_pickle: bool = False) -> Sam2Read:
         state = {n: ck.get(n) for n in ck.names}
         source = ck.source_info()
         directory = ck.path if ck.path.is_dir() else ck.path.parent
-    pre, provenance = hf_dir_preprocessing(directory, family)
+    pre, provenance = hf_dir_preprocessing(directory, family, config_from_hf(family, hf_config).image_size)
     return sam2_from_hf_state(hf_config, state, where=repr(str(path)), source={**source, **provenance},
                               preprocessing=pre, family=family)
 

@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from sam2_fixtures import safetensors_state
+from sam2_fixtures import IMAGE, safetensors_state
 from stvl_jax.cli import main
 from stvl_jax.errors import CheckpointError
 
@@ -34,7 +34,8 @@ def ckpt(hf_dir, tmp_path_factory):
 def test_import_writes_an_stvl_checkpoint(ckpt):
     info = json.loads((ckpt / "stvl_config.json").read_text())
     assert info["format"] == "stvl-jax/sam2" and info["family"] == "sam2"
-    assert info["preprocessing"]["image_size"] == 1024  # no processor config next to the weights: SAM2's default
+    # no processor config next to the weights: SAM2's default at the model's input size
+    assert info["preprocessing"]["image_size"] == IMAGE
     assert info["source"]["hf_config"]["model_type"] == "sam2"
     assert (ckpt / "integrity.json").is_file() and (ckpt / "params").is_dir()
 
@@ -53,7 +54,7 @@ def test_export_is_bit_exact_and_loads_in_transformers(hf_dir, ckpt, tmp_path):
     reference = Sam2Model.from_pretrained(str(hf_dir))
     assert model.config.to_dict()["vision_config"] == reference.config.to_dict()["vision_config"]
     pre = json.loads((out / "preprocessor_config.json").read_text())
-    assert pre["size"] == {"height": 1024, "width": 1024} and pre["image_mean"] == [0.485, 0.456, 0.406]
+    assert pre["size"] == {"height": IMAGE, "width": IMAGE} and pre["image_mean"] == [0.485, 0.456, 0.406]
     assert not (out / "video_preprocessor_config.json").exists()
 
 
@@ -63,17 +64,21 @@ def test_export_writes_the_checkpoints_preprocessing(hf_dir, tmp_path):
 
     src = tmp_path / "hf"
     shutil.copytree(hf_dir, src)
-    shipped = {"image_processor_type": "Sam2ImageProcessorFast", "size": {"height": 512, "width": 512},
+    shipped = {"image_processor_type": "Sam2ImageProcessorFast", "size": {"height": IMAGE, "width": IMAGE},
                "image_mean": [0.5, 0.5, 0.5], "image_std": [0.25, 0.25, 0.25], "resample": 2, "do_resize": True,
-               "rescale_factor": 1 / 255, "mask_size": {"height": 128, "width": 128}, "custom": 7}
+               "rescale_factor": 1 / 255, "mask_size": {"height": IMAGE // 4, "width": IMAGE // 4}, "custom": 7}
     (src / "preprocessor_config.json").write_text(json.dumps(shipped))
     ckpt = tmp_path / "ckpt"
-    main(["convert", "import", "--hf", str(src), "--out", str(ckpt), "--quiet"])
+    assert main(["convert", "import", "--hf", str(src), "--out", str(ckpt), "--quiet"]) == 0
     pre = json.loads((ckpt / "stvl_config.json").read_text())["preprocessing"]
-    assert pre["image_size"] == 512 and pre["mean"] == [0.5, 0.5, 0.5] and pre["std"] == [0.25, 0.25, 0.25]
+    assert pre["image_size"] == IMAGE and pre["mean"] == [0.5, 0.5, 0.5] and pre["std"] == [0.25, 0.25, 0.25]
     out = tmp_path / "out"
     main(["convert", "export", "--ckpt", str(ckpt), "--out", str(out), "--quiet"])
     assert json.loads((out / "preprocessor_config.json").read_text()) == shipped
+    # a processor that resizes to another size than the model's input: one line, nothing written
+    (src / "preprocessor_config.json").write_text(json.dumps({**shipped, "size": {"height": 512, "width": 512}}))
+    assert main(["convert", "import", "--hf", str(src), "--out", str(tmp_path / "bad"), "--quiet"]) == 2
+    assert not (tmp_path / "bad").exists()
 
 
 @pytest.mark.slow  # compiling the whole model on XLA:CPU: ~20-40 s on a loaded 2-core machine
@@ -120,7 +125,7 @@ def test_load_model_returns_the_flax_sam2_model(hf_dir, ckpt):
     a, b = stvl_jax.load_model(ckpt), stvl_jax.load_model(hf_dir)
     for m in (a, b):
         assert isinstance(m, Sam2ImageModel) and m.family == "sam2"
-        assert m.preprocessing == Sam2PreprocessConfig()
+        assert m.preprocessing == Sam2PreprocessConfig(image_size=IMAGE)
     pa, pb = flat_params(a), flat_params(b)
     assert sorted(pa) == sorted(pb)
     for k in pa:

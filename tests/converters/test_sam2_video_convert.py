@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from stvl_jax.cli import main
+from sam2_fixtures import IMAGE
 
 torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.torch
@@ -45,7 +46,7 @@ def test_export_is_bit_exact_and_loads_in_transformers(dirs, tmp_path):
     assert reloaded.config.num_maskmem == 3
     for name in ("preprocessor_config.json", "video_preprocessor_config.json"):
         data = json.loads((out / name).read_text())
-        assert data["size"] == {"height": 1024, "width": 1024} and data["image_std"] == [0.229, 0.224, 0.225]
+        assert data["size"] == {"height": IMAGE, "width": IMAGE} and data["image_std"] == [0.229, 0.224, 0.225]
 
 
 def test_load_model_returns_the_video_model(dirs):
@@ -56,7 +57,7 @@ def test_load_model_returns_the_video_model(dirs):
     hf, ckpt = dirs
     a, b = stvl_jax.load_model(ckpt), stvl_jax.load_model(hf)
     assert isinstance(a, Sam2VideoModel) and isinstance(b, Sam2VideoModel)
-    assert a.family == b.family == "sam2_video" and a.preprocessing.image_size == 1024
+    assert a.family == b.family == "sam2_video" and a.preprocessing.image_size == IMAGE  # the model's input
     pa, pb = flat_params(a), flat_params(b)
     assert sorted(pa) == sorted(pb) and "memory_attention/layers/linear1/kernel" in pa
     for k in pa:

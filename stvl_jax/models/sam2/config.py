@@ -190,6 +190,11 @@ class Sam2Config(StrictConfig):
     mask_decoder: MaskDecoderConfig = MaskDecoderConfig()
     initializer_range: float = 0.02
 
+    @property
+    def image_size(self) -> int:
+        """The model's square input size in pixels."""
+        return self.prompt_encoder.image_size
+
     @pydantic.model_validator(mode="after")
     def _check(self):
         d = self.vision.fpn_hidden_size
