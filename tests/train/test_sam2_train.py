@@ -117,17 +117,20 @@ def test_loss_decreases_resume_is_exact_and_the_model_loads_in_eval_vos(vos_set,
     losses = [r["loss"] for r in summary["history"]]
     assert np.mean(losses[-8:]) < 0.7 * np.mean(losses[:4]), losses
 
-    # interrupted after step 1 (checkpoint), resumed to 3 == 3 uninterrupted steps
-    ref = Sam2Trainer(_cfg(vos_set, tmp_path / "ref"), mesh=mesh)
-    ref.run()
+    # interrupted after step 1 (checkpoint), resumed to 3 == 3 uninterrupted steps (steps=30 as above: the
+    # same lr schedule, so the same compiled step)
+    same = ("steps=30", "optim.warmup_steps=0")
+    ref = Sam2Trainer(_cfg(vos_set, tmp_path / "ref", *same), mesh=mesh)
+    ref.run(until=3)
     ref.close()
-    a = Sam2Trainer(_cfg(vos_set, tmp_path / "cut"), mesh=mesh)
+    a = Sam2Trainer(_cfg(vos_set, tmp_path / "cut", *same), mesh=mesh)
     a.run(until=1)
     a.close()
-    b = Sam2Trainer(_cfg(vos_set, tmp_path / "cut", "checkpoint.resume=required"), mesh=mesh)
+    b = Sam2Trainer(_cfg(vos_set, tmp_path / "cut", *same, "checkpoint.resume=required"), mesh=mesh)
     assert b.resumed_from == 1
-    b.run()
+    b.run(until=3)
     b.close()
+    assert ref.step == b.step == 3
     for k in ref.params:
         np.testing.assert_array_equal(np.asarray(ref.params[k]), np.asarray(b.params[k]), err_msg=k)
     jax.tree.map(np.testing.assert_array_equal, ref.opt_state, b.opt_state)
