@@ -138,7 +138,7 @@ def test_loss_decreases_resume_is_exact_and_the_model_loads_in_eval_vos(vos_set,
     model = load_model(summary["model_dir"])
     assert model.family == "sam2_video" and model.config.image_size == 128
     out = tmp_path / "eval"
-    assert main(["eval", "vos", "--ckpt", summary["model_dir"], "--data", vos_set, "--split", "test", "--frames",
+    assert main(["eval", "vos", "--ckpt", summary["model_dir"], "--data", vos_set, "--split", "train", "--frames",
                  "4", "--limit", "1", "--out", str(out)]) == 0
     res = json.load(open(out / "vos_metrics.json"))
     assert 0.0 <= res["model"]["overall"]["JF"] <= 1.0
