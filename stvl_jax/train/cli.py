@@ -30,6 +30,13 @@ def main(argv: list[str]) -> int:
     from stvl_jax.train.config import load_train_config
 
     overrides = list(args.overrides) + (["checkpoint.resume=required"] if args.resume else [])
+    from stvl_jax import packaged
+    from stvl_jax.train.sam2_config import is_sam2_config
+
+    if is_sam2_config(packaged.resolve_config(args.config, "train")):  # `task: sam2`: SAM2 video segmentation
+        from stvl_jax.train.sam2_cli import run_sam2
+
+        return run_sam2(args.config, overrides)
     cfg = load_train_config(args.config, overrides)
     from stvl_jax.train.trainer import Trainer
 

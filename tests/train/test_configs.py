@@ -12,6 +12,12 @@ CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs" / "train").glo
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
 def test_train_config_loads(path):
+    from stvl_jax.train.sam2_config import is_sam2_config, load_sam2_train_config, resolve_model_config
+
+    if is_sam2_config(path):  # task: sam2 (SAM2 video segmentation)
+        cfg = load_sam2_train_config(path)
+        assert cfg.steps > 0 and resolve_model_config(cfg.model).image_size > 0 and cfg.optim.groups.trainable()
+        return
     cfg = load_train_config(path)
     arch = model_config(cfg.model)
     assert cfg.steps > 0 and arch.text.vocab_size > 0
