@@ -73,30 +73,26 @@ def param_specs(family: str, config) -> dict[str, tuple[tuple[int, ...], np.dtyp
 
 
 # ------------------------------------------------------------------------------------------ detection
+def _json_key(cfg: Path, key: str) -> str | None:
+    """cfg[key] of a JSON object file, or None when it is absent or unreadable (the loader names the problem)."""
+    if not cfg.is_file():
+        return None
+    try:
+        data = json.loads(cfg.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return data.get(key) if isinstance(data, dict) else None
+
+
 def hf_model_type(path: str | Path) -> str | None:
     """config.json's model_type of an HF directory (or of the directory of one .safetensors file), else None."""
     path = Path(path)
-    cfg = (path if path.is_dir() else path.parent) / "config.json"
-    if not cfg.is_file():
-        return None
-    try:
-        data = json.loads(cfg.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return None
-    return data.get("model_type") if isinstance(data, dict) else None
+    return _json_key((path if path.is_dir() else path.parent) / "config.json", "model_type")
 
 
 def stvl_format(path: str | Path) -> str | None:
-    """The "format" of CKPT/stvl_config.json, or None (not an stvl-jax checkpoint, or unreadable: the loader
-    then names the problem)."""
-    cfg = Path(path) / checkpoint_io.CONFIG_FILE
-    if not cfg.is_file():
-        return None
-    try:
-        data = json.loads(cfg.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return None
-    return data.get("format") if isinstance(data, dict) else None
+    """The "format" of CKPT/stvl_config.json, or None (not an stvl-jax checkpoint, or unreadable)."""
+    return _json_key(Path(path) / checkpoint_io.CONFIG_FILE, "format")
 
 
 def is_sam2(path: str | Path) -> bool:
