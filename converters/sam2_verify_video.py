@@ -13,6 +13,7 @@ later frames' logits by ~1e-4, so the masks are the tracking criterion).
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import numpy as np
 
@@ -46,13 +47,24 @@ def synthetic_clip(image_size: int, seed: int = 0):
     return pixels, steps, [(False, None), (True, FRAMES - 1)]
 
 
-def _hf_run(hf_dir: str, pixels: np.ndarray, steps, passes):
+def hf_video_model(hf_dir):
+    """transformers' `Sam2VideoModel.from_pretrained(hf_dir)`, fp32, eager attention, eval mode."""
     import torch
     import transformers
+
+    return transformers.Sam2VideoModel.from_pretrained(str(hf_dir), dtype=torch.float32,
+                                                       attn_implementation="eager").eval()
+
+
+def hf_track(hf_dir, pixels: np.ndarray, steps, passes):
+    """transformers' `Sam2VideoModel` (`hf_dir`: a directory, or a model from `hf_video_model`) over `pixels`
+    (T, 3, S, S): each step (frame, obj_id, "points"|"box", model-input coords, labels) is run as it is added,
+    then each pass (reverse, start_frame) propagates.
+    Returns [(frame, low-res logits (O, S/4, S/4), object scores (O,), object ids)] in the order run."""
+    import torch
     from transformers.models.sam2_video.modeling_sam2_video import Sam2VideoInferenceSession
 
-    model = transformers.Sam2VideoModel.from_pretrained(str(hf_dir), dtype=torch.float32,
-                                                        attn_implementation="eager").eval()
+    model = hf_video_model(hf_dir) if isinstance(hf_dir, (str, os.PathLike)) else hf_dir
     size = pixels.shape[-1]
     session = Sam2VideoInferenceSession(video=torch.from_numpy(pixels), video_height=size, video_width=size,
                                         dtype=torch.float32)
@@ -97,7 +109,7 @@ def verify_tracking(hf_dir, model, *, seed: int = 0) -> TrackingReport:
     from stvl_jax.errors import CheckpointError
 
     pixels, steps, passes = synthetic_clip(model.config.image_size, seed)
-    ref = _hf_run(hf_dir, pixels, steps, passes)
+    ref = hf_track(hf_dir, pixels, steps, passes)
     ours = _ours_run(model, pixels, steps, passes)
     if [r[0] for r in ref] != [o[0] for o in ours]:
         raise CheckpointError(f"tracking visited frames {[o[0] for o in ours]}, transformers "
