@@ -6,7 +6,8 @@
     stvl eval etbench   --ckpt CKPT --anno etbench_txt_v1.0.json --videos DIR --out OUT [--tasks tvg,epm,...]
     stvl eval etbench-score PREDICTIONS.json   (ET-Bench metrics of a file whose samples carry answers "a")
     stvl eval vos       --ckpt SAM2_CKPT --data SYNTH_DIR [--split test] --out OUT   (J, F, J&F per case)
-    stvl eval rvos      --ckpt VIRST_CKPT --data ROOT --format mevis|refytvos|revos|synthetic [--split S] --out OUT
+    stvl eval rvos      --ckpt VIRST_CKPT | --predictions DIR --data ROOT --format mevis|refytvos|revos|synthetic
+                        [--split S] --out OUT
                         (referring segmentation: J, F, J&F per split / query kind; submission PNGs; docs/virst.md)
 
 `--zero-pixels` (streamo, stride, etbench) streams black frames: a control for what the score owes the video.
@@ -241,7 +242,10 @@ def main(argv=None) -> int:
     v.add_argument("--no-controls", action="store_true", help="skip the box-copy and black-frames runs")
     v.set_defaults(func=_run_vos)
     r = sub.add_parser("rvos", help="referring video segmentation (VIRST): J, F, J&F per split / kind beside controls")
-    r.add_argument("--ckpt", required=True, help="VIRST checkpoint")
+    src = r.add_mutually_exclusive_group(required=True)
+    src.add_argument("--ckpt", help="VIRST checkpoint")
+    src.add_argument("--predictions", help="score masks already predicted: a folder in the submission layout "
+                     "(e.g. OUT/submission of an earlier run, or another model's)")
     r.add_argument("--data", required=True, help="dataset root (MeViS, Ref-YouTube-VOS, ReVOS, or a synthetic set "
                    "written with `stvl data synth --export rvos`)")
     r.add_argument("--format", required=True, choices=("mevis", "refytvos", "revos", "synthetic"))

@@ -55,6 +55,29 @@ def write_masks(folder: str, frame_names, masks: np.ndarray) -> None:
         Image.fromarray(np.where(m, 255, 0).astype(np.uint8), mode="L").save(os.path.join(folder, name + ".png"))
 
 
+def read_submission(root: str, fmt: str, expr: RvosExpression, shape: tuple[int, int, int]) -> np.ndarray:
+    """An expression's masks from a folder in the submission layout (any nonzero pixel is foreground, as the
+    official scripts read them) -> (T, H, W) bool; a missing or misshapen PNG is an AnnotationError
+    (`missing_prediction` / `bad_prediction`) naming it."""
+    from PIL import Image, UnidentifiedImageError
+
+    folder = submission_dir(root, fmt, expr)
+    out = np.zeros(shape, bool)
+    for i, name in enumerate(expr.frames):
+        path = os.path.join(folder, name + ".png")
+        if not os.path.isfile(path):
+            raise AnnotationError("missing_prediction", "no predicted mask", path)
+        try:
+            with Image.open(path) as im:
+                m = np.asarray(im.convert("L")) > 0
+        except (OSError, UnidentifiedImageError) as e:
+            raise AnnotationError("bad_prediction", f"not a readable PNG ({e})", path) from None
+        if m.shape != shape[1:]:
+            raise AnnotationError("bad_prediction", f"mask of size {m.shape}, the frames are {shape[1:]}", path)
+        out[i] = m
+    return out
+
+
 def _predict(predict: Predictor, frames: np.ndarray, expr: RvosExpression) -> np.ndarray:
     pred = np.asarray(predict(frames, expr.text))
     if pred.shape != frames.shape[:3]:
@@ -86,17 +109,23 @@ def revos_overall(summary: dict) -> dict | None:
     return {**out, "count": cases["referring"]["count"] + cases["reasoning"]["count"]}
 
 
-def evaluate_rvos(ds: RvosDataset, predict: Predictor, *, out: str | None = None, controls: bool = True,
-                  limit: int | None = None, sheets: int = 0, progress=None) -> dict:
-    """Run `predict` on the first `limit` expressions of `ds`; score them when the split has ground truth.
+def evaluate_rvos(ds: RvosDataset, predict: Predictor | None = None, *, predictions: str | None = None,
+                  out: str | None = None, controls: bool = True, limit: int | None = None, sheets: int = 0,
+                  progress=None) -> dict:
+    """Run `predict` on the first `limit` expressions of `ds` (or read their masks from `predictions`, a folder in
+    the submission layout); score them when the split has ground truth.
 
-    out: the submission masks go to OUT/submission (module docstring) and `sheets` overlay contact sheets (the
-    prediction in blue, the ground truth in orange) to OUT/sheets/. Returns {"model", "black_frames",
+    out: the submission masks go to OUT/submission (module docstring; not with `predictions`) and `sheets`
+    overlay contact sheets (the prediction in blue, the ground truth in orange) to OUT/sheets/. With
+    `predictions` there is no black-frames control (nothing is run). Returns {"model", "black_frames",
     "other_entity": `vos_metrics.aggregate` summaries by kind (absent when nothing was scored), "expressions":
     predicted, "scored", "per_expression": [{key, kind, text, J_mean, F_mean, JF, ...}], "skipped"}.
     A frame or mask that cannot be read skips its expression (counted, with the reader's own skips).
     """
     from stvl_jax.infer.segment_outputs import write_contact_sheet
+
+    if (predict is None) == (predictions is None):
+        raise ValueError("evaluate_rvos: give a predictor or a predictions folder, not both or neither")
 
     skips = SkipReport()
     for reason, n in ds.skipped.items():  # the reader's skips, each reason with its first message
@@ -112,18 +141,20 @@ def evaluate_rvos(ds: RvosDataset, predict: Predictor, *, out: str | None = None
             other = _other_target(ds, expr, cache) if controls and gt is not None else None
             gt_other = ds.read_masks(RvosExpression(expr.vid, "", "", expr.frames, other), frames.shape[1:3]) \
                 if other else None
+            pred = read_submission(predictions, ds.format, expr, frames.shape[:3]) if predictions else None
         except (AnnotationError, VideoDecodeError) as e:
             skips.add_error(expr.key, e)
             continue
-        pred = _predict(predict, frames, expr)
-        if out is not None:
-            write_masks(submission_dir(os.path.join(out, "submission"), ds.format, expr), expr.frames, pred)
+        if predictions is None:
+            pred = _predict(predict, frames, expr)
+            if out is not None:
+                write_masks(submission_dir(os.path.join(out, "submission"), ds.format, expr), expr.frames, pred)
         if gt is not None:
             runs["model"].append(_scored(gt, pred, expr))
-            if controls:
+            if controls and predictions is None:
                 runs["black_frames"].append(_scored(gt, _predict(predict, np.zeros_like(frames), expr), expr))
-                if gt_other is not None:
-                    runs["other_entity"].append(_scored(gt_other, pred, expr))
+            if gt_other is not None:
+                runs["other_entity"].append(_scored(gt_other, pred, expr))
             if out is not None and len(runs["model"]) <= sheets:
                 name = f"{expr.vid}_{expr.exp_id}".replace("/", "_")
                 write_contact_sheet(os.path.join(out, "sheets", name + ".png"), frames, np.stack([pred, gt], 1),
@@ -180,7 +211,8 @@ def _fmt(r: dict) -> str:
 
 
 def run_rvos(args, predictor: Predictor | None = None) -> dict:
-    """`stvl eval rvos`: the set first (a bad path or layout fails before the model loads), then the model."""
+    """`stvl eval rvos`: the set first (a bad path or layout fails before the model loads), then the model (or
+    the masks of `--predictions`)."""
     import json
 
     from stvl_jax.eval.vos_plots import plot_jf_per_case
@@ -189,9 +221,14 @@ def run_rvos(args, predictor: Predictor | None = None) -> dict:
     if not ds.expressions:
         detail = f" (skipped: {dict(ds.skipped)}; first: {next(iter(ds.first_skip.values()))})" if ds.skipped else ""
         raise InputError(f"no usable expression in {ds.paths['meta']}{detail}")
-    predict = predictor if predictor is not None else load_rvos_predictor(args.ckpt)
-    res = evaluate_rvos(ds, predict, out=args.out, controls=not args.no_controls, limit=args.limit,
-                        sheets=args.sheets, progress=lambda n: print(f"\rrvos: {n} expressions", end="", flush=True))
+    predictions = getattr(args, "predictions", None)
+    if predictions is not None and not os.path.isdir(predictions):
+        raise InputError(f"--predictions {predictions!r} is not a directory (masks in the submission layout)")
+    if predictions is None and predictor is None:
+        predictor = load_rvos_predictor(args.ckpt)
+    res = evaluate_rvos(ds, predictor, predictions=predictions, out=args.out, controls=not args.no_controls,
+                        limit=args.limit, sheets=args.sheets,
+                        progress=lambda n: print(f"\rrvos: {n} expressions", end="", flush=True))
     print()
     skipped = res["skipped"]
     if res["expressions"] == 0:

@@ -203,3 +203,37 @@ def test_non_virst_checkpoint_is_one_line(synth, tmp_path, capsys, config, expec
                  "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and expect in err[0] and str(ckpt) in err[0]
+
+
+def test_cli_scores_a_predictions_folder(synth, tmp_path, capsys):
+    """`stvl eval rvos --predictions DIR`: the oracle's submission scores 1.0; a missing or misshapen PNG is a
+    counted skip naming it."""
+    from stvl_jax.cli import main
+
+    ds = RvosDataset(synth, "synthetic", "test")
+    first = evaluate_rvos(ds, Lookup(_tables(ds, len(ds.expressions))[0]), out=str(tmp_path / "run"), controls=False)
+    sub = str(tmp_path / "run" / "submission")
+    argv = ["eval", "rvos", "--predictions", sub, "--data", synth, "--format", "synthetic", "--sheets", "1"]
+    assert main([*argv, "--out", str(tmp_path / "a")]) == 0
+    out = capsys.readouterr().out
+    assert "rvos synthetic/test model: J&F 1.000" in out and "other_entity" in out and "black_frames" not in out
+    saved = json.load(open(tmp_path / "a" / "rvos_metrics.json"))
+    assert saved["scored"] == first["scored"] == len(ds.expressions) and saved["model"]["overall"]["JF"] == 1.0
+    assert len(os.listdir(tmp_path / "a" / "sheets")) == 1
+
+    e0, e1 = ds.expressions[0], ds.expressions[-1]
+    os.remove(os.path.join(sub, e0.vid, e0.exp_id, e0.frames[2] + ".png"))
+    Image.fromarray(np.zeros((3, 3), np.uint8)).save(os.path.join(sub, e1.vid, e1.exp_id, e1.frames[0] + ".png"))
+    assert main([*argv, "--out", str(tmp_path / "b")]) == 0
+    saved = json.load(open(tmp_path / "b" / "rvos_metrics.json"))
+    assert saved["skipped"]["by_reason"] == {"missing_prediction": 1, "bad_prediction": 1}
+    assert e0.frames[2] + ".png" in saved["skipped"]["examples"][0]["message"]
+    assert saved["model"]["overall"]["JF"] == 1.0 and saved["scored"] == len(ds.expressions) - 2
+
+    with pytest.raises(SystemExit) as e:  # one or the other (argparse's usage error)
+        main([*argv, "--out", str(tmp_path / "c"), "--ckpt", "x"])
+    assert e.value.code == 2 and "not allowed with argument --predictions" in capsys.readouterr().err
+    assert main(["eval", "rvos", "--predictions", str(tmp_path / "nope"), "--data", synth, "--format", "synthetic",
+                 "--out", str(tmp_path / "d")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "nope" in err[0] and "not a directory" in err[0]
