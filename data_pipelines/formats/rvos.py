@@ -7,7 +7,8 @@ Layouts (as the official releases unpack; `split` is the folder or file name par
                ROOT/SPLIT/JPEGImages/VID/FRAME.jpg                       (splits train, valid_u, valid)
     refytvos   ROOT/meta_expressions/SPLIT/meta_expressions.json, ROOT/SPLIT/JPEGImages/VID/FRAME.jpg,
                ROOT/SPLIT/Annotations/VID/FRAME.png: palette PNG, pixel value = the expression's obj_id
-               (train only; the valid split is scored by the server)
+               (train only; the valid split is scored by the server, and its videos are those of the valid
+               expressions file minus those of meta_expressions/test/, as the competition defines it)
     revos      ROOT/meta_expressions_SPLIT_.json, ROOT/mask_dict.json, ROOT/JPEGImages/VID/FRAME.jpg
                (VID may hold a "/", e.g. "MOSE/0a43..."; splits train, valid)
     synthetic  ROOT/rvos/SPLIT/ in the mevis layout (ROOT: a `stvl data synth` set; splits train, val, test)
@@ -122,9 +123,25 @@ class RvosDataset:
             if not isinstance(self.mask_dict, dict):
                 raise AnnotationError("bad_schema", "expected {ANNO_ID: [RLE or null per frame]}", masks)
         self.has_masks = self.mask_dict is not None or (self.format == "refytvos" and os.path.isdir(masks))
+        self.excluded = self._competition_test_videos()
         self.expressions: list[RvosExpression] = []
         for vid, video in meta["videos"].items():
-            self._add_video(str(vid), video, f"{self.paths['meta']}[{vid}]")
+            if str(vid) not in self.excluded:
+                self._add_video(str(vid), video, f"{self.paths['meta']}[{vid}]")
+
+    def _competition_test_videos(self) -> set[str]:
+        """Ref-YouTube-VOS's valid expressions file also lists the 305 test videos; the valid split is the other
+        202 (what ReferFormer, VISA and VIRST evaluate, and what the server scores): the videos of
+        meta_expressions/test/meta_expressions.json, when present, are left out."""
+        if self.format != "refytvos" or self.split != "valid":
+            return set()
+        path = os.path.join(self.root, "meta_expressions", "test", "meta_expressions.json")
+        if not os.path.isfile(path):
+            return set()
+        test = _load_json(path, "Ref-YouTube-VOS test expressions")
+        if not isinstance(test, dict) or not isinstance(test.get("videos"), dict):
+            raise AnnotationError("bad_schema", "expected {\"videos\": {VID: {...}}}", path)
+        return set(map(str, test["videos"]))
 
     def _skip(self, err: AnnotationError) -> None:
         if self.strict:

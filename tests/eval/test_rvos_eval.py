@@ -175,14 +175,20 @@ def test_refytvos_valid_writes_the_server_layout(tmp_path, capsys):
     for n in names:
         Image.fromarray(np.zeros((H, W, 3), np.uint8)).save(d / f"{n}.jpg")
     (tmp_path / "meta_expressions" / "valid").mkdir(parents=True)
-    json.dump({"videos": {"v9": {"frames": names, "expressions": {"0": {"exp": "a cat", "obj_id": "1"}}}}},
+    # the competition's valid file also lists its test videos ("t1"), which the valid split leaves out
+    json.dump({"videos": {"v9": {"frames": names, "expressions": {"0": {"exp": "a cat", "obj_id": "1"}}},
+                          "t1": {"frames": names, "expressions": {"0": {"exp": "a dog", "obj_id": "1"}}}}},
               open(tmp_path / "meta_expressions" / "valid" / "meta_expressions.json", "w"))
+    (tmp_path / "meta_expressions" / "test").mkdir()
+    json.dump({"videos": {"t1": {"frames": names, "expressions": {"0": {"exp": "a dog"}}}}},
+              open(tmp_path / "meta_expressions" / "test" / "meta_expressions.json", "w"))
     out = str(tmp_path / "out")
     res = run_rvos(_args(data=str(tmp_path), format="refytvos", out=out),
                    predictor=lambda f, t: np.ones(f.shape[:3], bool))
     assert "model" not in res and res["expressions"] == 1
     assert "no ground truth" in capsys.readouterr().out
     assert sorted(os.listdir(os.path.join(out, "submission", "Annotations", "v9", "0"))) == ["00000.png", "00005.png"]
+    assert os.listdir(os.path.join(out, "submission", "Annotations")) == ["v9"]
 
 
 @pytest.mark.parametrize("config, expect", [
