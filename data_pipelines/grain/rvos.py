@@ -18,6 +18,9 @@ subset kept in time order, go to SAM2. Batch (B samples; every shape static for 
     seg_index (B, S) int64                      which of the F VLM frames each SAM2 frame is
     expression (B,) object (str)                the text;  key (B,) object (str) "VID/EXP_ID"
 
+`sample_fn(sample, rng)` adds the model's own arrays to each sample (VIRST's prompt with its [SEG] tokens, padded
+to a static length, is the model's business, not this pipeline's).
+
 Static buckets: every video is resized to `vlm_size` (h, w) when given, so the VLM rows of a batch have one
 count; without it each video gets Qwen-VL's own size (smart_resize) and the rows are zero-padded to the smallest
 of `patch_buckets` (then required). A sample whose frames or masks cannot be read is skipped and counted
@@ -29,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import grain
@@ -60,6 +64,9 @@ class RvosPipelineConfig:
     num_epochs: int | None = 1  # None: repeat forever
     drop_remainder: bool = True
     strict: bool = False
+    # (sample, rng) -> more arrays for the sample (e.g. the prompt's token ids, padded to a static length): the
+    # model's text side, so this pipeline stays model-agnostic; must be picklable, its arrays one shape per key
+    sample_fn: Callable[[dict, np.random.Generator], dict] | None = None
 
     def __post_init__(self):
         if self.vlm_frames < 1 or not 1 <= self.seg_frames <= self.vlm_frames:
@@ -127,10 +134,13 @@ class BuildRvosSample(grain.transforms.RandomMap):
         except (AnnotationError, VideoDecodeError) as e:
             return {"__skip__": skip_reason(e), "message": str(e), "source": expr.key}
         pv, grid = process_video(frames, cfg.preprocess, cfg.vlm_size, dtype=np.dtype(cfg.pixel_dtype))
-        return {"pixel_values_videos": pv, "video_grid_thw": grid,
-                "sam2_pixel_values": preprocess_frames(frames[seg], cfg.sam2),
-                "masks": resize_masks(masks, cfg.sam2.image_size), "frame_indices": idx, "seg_index": seg,
-                "expression": expr.text, "key": expr.key}
+        sample = {"pixel_values_videos": pv, "video_grid_thw": grid,
+                  "sam2_pixel_values": preprocess_frames(frames[seg], cfg.sam2),
+                  "masks": resize_masks(masks, cfg.sam2.image_size), "frame_indices": idx, "seg_index": seg,
+                  "expression": expr.text, "key": expr.key}
+        if cfg.sample_fn is not None:
+            sample.update(cfg.sample_fn(sample, rng))
+        return sample
 
 
 def collate_rvos(samples: list[dict], patch_buckets=None) -> dict:

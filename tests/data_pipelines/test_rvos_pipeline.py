@@ -72,6 +72,15 @@ def test_batches_are_static_and_hold_the_picked_frames(synth):
             np.testing.assert_array_equal(b["pixel_values_videos"][i * n:(i + 1) * n], rows)
 
 
+def _text_len(sample, rng):  # module level: the config is pickled with it
+    return {"n_chars": np.int64(len(sample["expression"])), "grid_t": sample["video_grid_thw"][0, 0]}
+
+
+def test_sample_fn_adds_arrays(synth):
+    b = next(make_rvos_pipeline(_cfg(synth, shuffle=False, sample_fn=_text_len)))
+    assert b["n_chars"].tolist() == [len(t) for t in b["expression"]] and b["grid_t"].tolist() == [2, 2]
+
+
 def test_resume_gives_the_same_batches(synth):
     cfg = _cfg(synth, num_epochs=None, seed=7)
     it = make_rvos_pipeline(cfg)
