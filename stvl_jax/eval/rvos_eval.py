@@ -133,10 +133,14 @@ def evaluate_rvos(ds: RvosDataset, predict: Predictor | None = None, *, predicti
         skips.by_reason[reason] += n - 1
     runs: dict[str, list[dict]] = {r: [] for r in RUNS}
     cache: dict = {}
-    done = 0
+    done, video = 0, (None, None)
     for expr in ds.expressions[:limit]:
         try:
-            frames = ds.read_frames(expr)
+            if video[0] != expr.vid:  # a video's expressions are consecutive: decode its frames once
+                video = (None, None)
+                video = (expr.vid, ds.read_frames(expr))
+                video[1].flags.writeable = False  # shared by the video's expressions: no predictor may edit it
+            frames = video[1]
             gt = ds.read_masks(expr, frames.shape[1:3]) if ds.has_masks else None
             other = _other_target(ds, expr, cache) if controls and gt is not None else None
             gt_other = ds.read_masks(RvosExpression(expr.vid, "", "", expr.frames, other), frames.shape[1:3]) \
