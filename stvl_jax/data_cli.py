@@ -1,6 +1,6 @@
 """`stvl data ...`: make the synthetic set, convert annotation formats, inspect/check data.
 
-    stvl data synth --out DIR [--videos N] [--seed S] [--workers W]
+    stvl data synth --out DIR [--videos N] [--seed S] [--workers W] [--preset vos] [--export rvos]
     stvl data tokenizer --out DIR
     stvl data streamo --input raw.json --out stream.jsonl [--fps 1] [--video-root DIR] [--system-prompt TEXT]
                       [--refuse-past-end] [--default-question [TEXT]] [--strict]
@@ -155,7 +155,12 @@ def cmd_synth(a) -> int:
     cfg = (vos_synth_config(a.videos, a.seed) if a.preset == "vos" else
            SynthConfig(num_videos=a.videos, seed=a.seed))
     m = generate_dataset(a.out, cfg, workers=a.workers, progress=True)
-    print(json.dumps({"out": a.out, "splits": {k: len(v) for k, v in m["splits"].items()}, "counts": m["counts"]}))
+    counts = dict(m["counts"])
+    if a.export == "rvos":
+        from data_pipelines.synthetic.rvos_export import export_rvos
+
+        counts.update({f"rvos/{k}": n for k, n in export_rvos(a.out, progress=True).items()})
+    print(json.dumps({"out": a.out, "splits": {k: len(v) for k, v in m["splits"].items()}, "counts": counts}))
     return 0
 
 
@@ -318,6 +323,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--workers", type=positive_int, default=None)
     s.add_argument("--preset", choices=("default", "vos"), default="default",
                    help="vos: entities also leave and come back (SAM2 / VOS training and eval; docs/data.md)")
+    s.add_argument("--export", choices=("rvos",), default=None,
+                   help="rvos: also write the set in MeViS's referring-segmentation layout under OUT/rvos "
+                        "(colour / shape / timing expressions; docs/virst.md)")
     s.set_defaults(fn=cmd_synth)
     s = sub.add_parser("tokenizer", help="build the tiny Qwen-style tokenizer")
     s.add_argument("--out", type=output_dir, required=True)

@@ -6,6 +6,9 @@
     stvl eval etbench   --ckpt CKPT --anno etbench_txt_v1.0.json --videos DIR --out OUT [--tasks tvg,epm,...]
     stvl eval etbench-score PREDICTIONS.json   (ET-Bench metrics of a file whose samples carry answers "a")
     stvl eval vos       --ckpt SAM2_CKPT --data SYNTH_DIR [--split test] --out OUT   (J, F, J&F per case)
+    stvl eval rvos      --ckpt VIRST_CKPT | --predictions DIR --data ROOT --format mevis|refytvos|revos|synthetic
+                        [--split S] --out OUT
+                        (referring segmentation: J, F, J&F per split / query kind; submission PNGs; docs/virst.md)
 
 `--zero-pixels` (streamo, stride, etbench) streams black frames: a control for what the score owes the video.
 A bad sample (malformed JSON line, missing field, unreadable video, a video too short for its record by the
@@ -19,7 +22,7 @@ import argparse
 import json
 import os
 
-from stvl_jax.cli_args import positive_int
+from stvl_jax.cli_args import non_negative_int, output_dir, positive_int
 from stvl_jax.errors import UserError
 
 
@@ -191,6 +194,12 @@ def _run_vos(args) -> dict:
     return run_vos(args)
 
 
+def _run_rvos(args) -> dict:
+    from stvl_jax.eval.rvos_eval import run_rvos
+
+    return run_rvos(args)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="stvl eval", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -232,6 +241,22 @@ def main(argv=None) -> int:
     v.add_argument("--limit", type=positive_int, default=None, help="evaluate at most this many clips")
     v.add_argument("--no-controls", action="store_true", help="skip the box-copy and black-frames runs")
     v.set_defaults(func=_run_vos)
+    r = sub.add_parser("rvos", help="referring video segmentation (VIRST): J, F, J&F per split / kind beside controls")
+    src = r.add_mutually_exclusive_group(required=True)
+    src.add_argument("--ckpt", help="VIRST checkpoint")
+    src.add_argument("--predictions", help="score masks already predicted: a folder in the submission layout "
+                     "(e.g. OUT/submission of an earlier run, or another model's)")
+    r.add_argument("--data", required=True, help="dataset root (MeViS, Ref-YouTube-VOS, ReVOS, or a synthetic set "
+                   "written with `stvl data synth --export rvos`)")
+    r.add_argument("--format", required=True, choices=("mevis", "refytvos", "revos", "synthetic"))
+    r.add_argument("--split", default=None, help="default: valid_u (mevis), valid (refytvos, revos), test (synthetic)")
+    r.add_argument("--out", type=output_dir, required=True,
+                   help="output dir: rvos_metrics.json, plot, submission/, sheets/")
+    r.add_argument("--limit", type=positive_int, default=None, help="evaluate the first N expressions")
+    r.add_argument("--sheets", type=non_negative_int, default=4,
+                   help="overlay contact sheets of the first N scored expressions")
+    r.add_argument("--no-controls", action="store_true", help="skip the black-frames and other-entity controls")
+    r.set_defaults(func=_run_rvos)
     args = p.parse_args(argv)
     args.func(args)
     return 0

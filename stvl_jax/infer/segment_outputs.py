@@ -87,10 +87,11 @@ def write_overlay_video(path: str, frames: np.ndarray, masks: np.ndarray, fps: f
     return path
 
 
-def write_contact_sheet(path: str, frames: np.ndarray, masks: np.ndarray, times: Sequence[float],
-                        n: int = 8, columns: int = 4, thumb_width: int = 320) -> list[int]:
-    """A PNG grid of n evenly spaced frames with their masks, each labelled with its index and time; returns the
-    frame indices shown."""
+def write_contact_sheet(path: str, frames: np.ndarray, masks: np.ndarray, times: Sequence[float] | None,
+                        n: int = 8, columns: int = 4, thumb_width: int = 320,
+                        labels: Sequence[str] | None = None) -> list[int]:
+    """A PNG grid of n evenly spaced frames with their masks, each labelled with its index and time (or, given
+    `labels`, with its label: e.g. frame names of an image-sequence set); returns the frame indices shown."""
     from PIL import Image, ImageDraw
 
     t = len(frames)
@@ -101,7 +102,8 @@ def write_contact_sheet(path: str, frames: np.ndarray, masks: np.ndarray, times:
     sheet = Image.new("RGB", (columns * tw, rows * th), (255, 255, 255))
     for j, i in enumerate(picks):
         thumb = Image.fromarray(draw_masks(frames[i], masks[i])).resize((tw, th), Image.BILINEAR)
-        ImageDraw.Draw(thumb).text((4, 4), f"#{i}  {times[i]:.2f}s", fill=(255, 255, 255))
+        text = labels[i] if labels is not None else f"#{i}  {times[i]:.2f}s"
+        ImageDraw.Draw(thumb).text((4, 4), text, fill=(255, 255, 255))
         sheet.paste(thumb, ((j % columns) * tw, (j // columns) * th))
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     sheet.save(path)

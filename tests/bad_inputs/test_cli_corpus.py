@@ -143,6 +143,8 @@ CASES = [
          ("predictions.json",)),
     Case("eval vos: not a synthetic set", ("eval", "vos", "--ckpt", "{missing}", "--data", "{dir}", "--out",
                                            "{out}"), ("manifest.json", "not a synthetic set manifest")),
+    Case("eval rvos: no MeViS layout there", ("eval", "rvos", "--ckpt", "{missing}", "--data", "{dir}", "--format",
+                                              "mevis", "--out", "{out}"), ("meta_expressions.json", "not found")),
     # stream
     Case("stream: directory", ("stream", "{dir}", "--query", "q", "--ckpt", "{missing}"), ("{dir}", "not a regular")),
     Case("stream: FIFO", ("stream", "{fifo}", "--query", "q", "--ckpt", "{missing}"), ("fifo.mp4", "not a regular")),
