@@ -40,7 +40,7 @@ def _run(model, prompt, frames, **kw):
 def test_prefix_reuse_gives_the_same_outputs(tiny_model, prompt, frames, positions):
     runs = {c: _run(tiny_model, prompt, frames, cache=c, positions=positions) for c in ("mega", "chunk", "none")}
     mega = runs["mega"]
-    assert len(mega.chunks) == 6 and any(c.labels.any() for c in mega.chunks)  # non-trivial labels
+    assert len(mega.chunks) == 7 and any(c.labels.any() for c in mega.chunks)  # non-trivial labels
     assert any(c.retained for c in mega.chunks)  # the retain step ran
     for name in ("chunk", "none"):
         other = runs[name]
@@ -61,15 +61,17 @@ def test_reference_positions_change_the_probabilities(tiny_model, prompt, frames
 
 def test_chunk_geometry_and_mega_window_advance(tiny_model, prompt, frames):
     r = _run(tiny_model, prompt, frames)
-    # 13 frames -> 12 used (pairs); cursor 2, 4, ..., 12; max_window 8, stride 4: stack_start 0 until the
-    # cursor passes 8, then 4 (cursor 10, 12)
-    assert [c.t_last for c in r.chunks] == [1, 3, 5, 7, 9, 11]
-    assert [c.seen_start for c in r.chunks] == [0, 0, 0, 0, 4, 4]
-    assert [c.prefix_built for c in r.chunks] == [True, False, False, False, True, False]
+    # 13 frames; cursor 2, 4, ..., 12, 13 (the reference's last step goes to the odd end); max_window 8,
+    # stride 4: stack_start 0 until the cursor passes 8, then 4 (cursor 10, 12), then 8 (cursor 13: 13 - 4 > 8);
+    # the view at cursor 13 is 5 frames rounded down to 4 (pairs): frames 8..11, a new mega-window
+    assert [c.t_last for c in r.chunks] == [1, 3, 5, 7, 9, 11, 11]
+    assert [c.seen_start for c in r.chunks] == [0, 0, 0, 0, 4, 4, 8]
+    assert [c.prefix_built for c in r.chunks] == [True, False, False, False, True, False, True]
     for c in r.chunks:  # slots end at the last frame, 1 s each
         np.testing.assert_allclose(c.slot_starts, c.t_last - 8 + np.arange(8))
         # unseen slots (ending before the first frame in view, with the reference's 0.1 s slack) stay inactive
-        assert not c.labels[c.slot_starts + 1 + 0.1 < c.seen_start].any()
+        np.testing.assert_array_equal(c.unseen, c.slot_starts + 1 + 0.1 < c.seen_start)
+        assert not c.labels[c.unseen].any()
         assert 1 <= c.forwards <= 9 * 6  # <= (retain + 8 steps) x re-diffusions
 
 
