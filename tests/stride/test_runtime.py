@@ -142,3 +142,21 @@ def test_runtime_prompt_matches_the_training_pipeline(tok_dir, tok, tiny_model, 
     np.testing.assert_array_equal(batch["pixel_values_videos"], prefix.pixel_values)
     rest = batch["input_ids"][0, n:n + 16]
     assert set(rest.tolist()) <= set(prompt.stride.slot_token_ids)  # then the two slot copies
+
+
+def test_future_slots_and_decoded_times_through_the_model(tok, tiny_model, vision, frames):
+    """trigger_window_future > 0 and decoded (non-integer) frame times: the mega-window cache and a per-chunk
+    prefill still agree, the grid has window + future slots anchored at the last frame's decoded time."""
+    prompt = StridePrompt(tok, tiny_model.config, vision, StrideConfig.from_tokenizer(tok, window=6, future=2))
+    times = np.arange(8) * 1.001 + 0.25
+    cfg = StreamConfig(chunk_size=4, max_window=8, stride=4, confidence=0.55)
+    mega = StrideStream(tiny_model, prompt, cfg).run(frames[:8], QUERY, times=times)
+    full = StrideStream(tiny_model, prompt, cfg.replace(cache="chunk")).run(frames[:8], QUERY, times=times)
+    assert [c.t_last for c in mega.chunks] == [times[3], times[7]]
+    for a, b in zip(mega.chunks, full.chunks):
+        assert a.labels.shape == (8,)
+        np.testing.assert_array_equal(a.labels, b.labels)
+        np.testing.assert_allclose(a.p_active, b.p_active, atol=1e-5, rtol=0)
+    # slot i starts at t_last - 6 + i (relative to the first frame's time, then shifted back by it)
+    np.testing.assert_allclose(mega.chunks[1].slot_starts, (times[7] - times[0]) - 6 + np.arange(8) + times[0])
+    assert mega.duration == times[-1]

@@ -1,5 +1,5 @@
 """The five decisions (and the edge cases) where the streaming loop must follow the released STRIDE code
-(eval/model/qwen3_stride.py: `_diffuse_shifted`, `_unmask`, `_update_segments`, `detect`), each on a hand-made
+(`STRIDEQwen3VL._diffuse_shifted`, `_unmask`, `_update_segments`, `detect`), each on a hand-made
 case: stub p(active), fixed draws, expected outputs worked out by hand from the reference's rule (the comments
 give the arithmetic). research/probes/stride_upstream_parity.py runs the reference's loop itself against ours."""
 
