@@ -40,6 +40,7 @@ class ChunkRecord:
     t_last: float  # stream time of the chunk's last frame in view (s)
     seen_start: float  # stream time of the first frame in view
     slot_starts: np.ndarray  # (W,) absolute slot start times
+    unseen: np.ndarray  # (W,) bool: slots ending more than 0.1 s before the first frame in view
     labels: np.ndarray  # (W,) final labels (of the last diffusion)
     p_active: np.ndarray  # (W,) p(active) when each slot was decided
     span: tuple[float, float] | None
@@ -48,7 +49,6 @@ class ChunkRecord:
     prefix_built: bool
     latency_s: float  # wall time of the chunk (prefix build, if any, + all steps)
     triggers: list[Segment] = field(default_factory=list)
-    unseen: np.ndarray | None = None  # (W,) bool
 
 
 @dataclass
@@ -119,8 +119,8 @@ def stream_chunks(times: np.ndarray, open_view: OpenView, cfg, tracker: TriggerT
             new += done
             if not done or not cfg.multi_event or tracker.done:
                 break
-        yield ChunkRecord(t_last, float(times[stack_start]), starts, out.labels, out.p_active, span, forwards,
-                          retained, built, time.perf_counter() - t0, new, unseen)
+        yield ChunkRecord(t_last, float(times[stack_start]), starts, unseen, out.labels, out.p_active, span,
+                          forwards, retained, built, time.perf_counter() - t0, new)
         if tracker.done:
             return
         if cursor >= total:
