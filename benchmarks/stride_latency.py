@@ -5,9 +5,12 @@ The detector (`stvl_jax.infer.stride_runtime.StrideStream`) runs over a random-f
   chunk — one prefill per chunk (its own frames), shared by the chunk's steps;
   none  — every denoising step re-runs [query, video, slots] from scratch (vision tower included).
 A warm-up pass compiles every shape first; the timed pass reports the median per-chunk wall time, the median
-time per model call (forward) and the ratios none / mega and chunk / mega. Spans never complete (margin = inf),
-so every chunk runs exactly one diffusion (retain step + 8 unmasking steps) and the three passes do the same
-number of forwards. Weights are random (timing only); prompts are synthetic token ids, so no tokenizer is needed.
+time per model call (forward), the forwards per chunk (median, range and the per-chunk list) and the ratios
+none / mega and chunk / mega. Spans never complete (margin = inf), so every chunk runs one diffusion: the retain
+forward (from the second chunk on) and the steps the reference's schedule needs — the seen slots spread over
+`--steps`, each step capped at what is still masked, so a chunk whose history is mostly retained needs few
+forwards. The three passes draw alike (same seed) and do the same forwards. Weights are random (timing only);
+prompts are synthetic token ids, so no tokenizer is needed.
 
     stvl bench stride_latency                                # tiny STRIDE on CPU (fp32)
     stvl bench stride_latency --preset qwen3vl_2b --dtype bfloat16 --window 256 --chunk 32 \\
@@ -109,10 +112,12 @@ def main(argv=None) -> int:
         run = stream.run(frames, "")
         lat = [c.latency_s for c in run.chunks]
         per_fwd = [c.latency_s / c.forwards for c in run.chunks]
-        results[mode] = (statistics.median(lat), statistics.median(per_fwd), len(run.chunks),
-                         sum(c.forwards for c in run.chunks))
+        fwd = [c.forwards for c in run.chunks]
+        results[mode] = (statistics.median(lat), statistics.median(per_fwd), len(run.chunks), sum(fwd))
         print(f"  {mode:<5}: per chunk {1000 * results[mode][0]:8.1f} ms (median of {results[mode][2]}), "
               f"per forward {1000 * results[mode][1]:7.2f} ms, {results[mode][3]} forwards")
+        print(f"         forwards per chunk: median {statistics.median(fwd):g} (min {min(fwd)}, max {max(fwd)}); "
+              f"per chunk {fwd}")
     if "mega" in results:
         for mode in ("none", "chunk"):
             if mode in results:

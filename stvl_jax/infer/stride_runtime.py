@@ -1,9 +1,10 @@
 """STRIDE's streaming detector: 1-FPS frames -> chunks -> denoised activation windows -> triggers.
 
-Loop (STRIDE's reference): the cursor advances `chunk_size` frames per step; the frames in view run from
-`stack_start` to the cursor, at most `max_window` of them (beyond that `stack_start` moves by `stride`). Each
-chunk denoises the slot window ending at its last frame (`models.stride.sampler.denoise`) and feeds the
-resulting span to the trigger tracker (`models.stride.triggers`).
+Loop (the released STRIDE code's `detect`, host side in `infer.stride_loop`): the cursor advances `chunk_size`
+frames per step; the frames in view run from `stack_start` to the cursor, at most `max_window` of them (beyond
+that `stack_start` moves by `stride`). Each chunk denoises the slot window ending at its last frame
+(`models.stride.sampler.denoise`) and feeds the resulting span to the trigger tracker
+(`models.stride.triggers`). This module supplies the model calls (`predict(labels) -> p_active`).
 
 Prefix reuse (`cache`):
   "mega"  — the reference: one prefill over [query, all frames of the mega-window] (times re-based to its
@@ -19,9 +20,7 @@ reproduces the reference eval's cached-rope_deltas ids (see `stride_prompt.slot_
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from typing import Literal
 
 import jax
@@ -31,13 +30,13 @@ import pydantic
 
 from stvl_jax.config_base import StrictConfig
 from stvl_jax.errors import InputError
+from stvl_jax.infer.stride_loop import ChunkRecord, StreamResult, run_stream, stream_chunks, stream_times
 from stvl_jax.infer.stride_prompt import StridePrompt, VideoPrefix, slot_positions
 from stvl_jax.models.qwen_vl.inputs import ModelInputs
 from stvl_jax.models.qwen_vl.text import KVCache
 from stvl_jax.models.qwen_vl.vision_inputs import prepare_vision_inputs
 from stvl_jax.models.stride.head import p_active
-from stvl_jax.models.stride.sampler import active_span, denoise, shift_history
-from stvl_jax.models.stride.triggers import Segment, TriggerTracker
+from stvl_jax.models.stride.triggers import TriggerTracker
 from stvl_jax.nn.bound_jit import bind_jit
 from stvl_jax.nn.shapes import bucket
 
@@ -54,10 +53,10 @@ class StreamConfig(StrictConfig):
     margin: float = pydantic.Field(default=1.0, ge=0)  # a span is complete when it ends this long before now
     multi_event: bool = False
     max_triggers: int = pydantic.Field(default=50, gt=0)
-    fallback: bool = True  # no segment at the end -> [0, t_last]
+    fallback: bool = True  # no segment at the end -> [0, time of the last decoded frame]
     cache: Literal["mega", "chunk", "none"] = "mega"
     positions: Literal["correct", "reference"] = "correct"
-    seed: int = 0
+    seed: int = 0  # np.random.RandomState(seed): the reference's np.random draws after np.random.seed(seed)
 
     @pydantic.model_validator(mode="after")
     def _even(self):
@@ -69,27 +68,7 @@ class StreamConfig(StrictConfig):
         return self
 
 
-@dataclass
-class ChunkRecord:
-    t_last: float  # stream time of the chunk's last frame (s)
-    seen_start: float  # stream time of the first frame in view
-    slot_starts: np.ndarray  # (W,) absolute slot start times
-    labels: np.ndarray  # (W,) final labels
-    p_active: np.ndarray  # (W,) p(active) when each slot was decided
-    span: tuple[float, float] | None
-    forwards: int
-    retained: int
-    prefix_built: bool
-    latency_s: float  # wall time of the chunk (prefix build, if any, + all steps)
-    triggers: list[Segment] = field(default_factory=list)
-
-
-@dataclass
-class StreamResult:
-    chunks: list[ChunkRecord]
-    segments: list[Segment]  # completed/finalized segments (triggers first, in order)
-    discarded: list[Segment]
-    duration: float  # stream time of the last frame seen
+__all__ = ["ChunkRecord", "StreamConfig", "StreamResult", "StrideStream", "load_detector"]
 
 
 # ------------------------------------------------------------------------------------------- jitted pieces
@@ -133,8 +112,6 @@ class StrideStream:
         self._jit_prefill = bind_jit(_prefill, model)
         self._jit_cached_probs = bind_jit(_cached_probs, model, static_argnums=(5, 6, 7))
         self._jit_full_probs = bind_jit(_full_probs, model, static_argnums=(2, 3))
-        if prompt.stride.future:
-            raise InputError("trigger_window_future > 0 is not supported (the released code never trains it)")
 
     # ----------------------------------------------------------------------------------- model calls
     def _vision(self, prefix: VideoPrefix):
@@ -187,7 +164,8 @@ class StrideStream:
 
     def _mega_prefix(self, query: str, frames: np.ndarray, start: int, end: int):
         """-> (prefix over frames[start:end], its prefilled cache if cache == "mega")."""
-        prefix = self.prompt.prefix(query, frames[start:end], np.arange(end - start) / self.cfg.fps)
+        times = self._times[start:end] - self._times[start]  # re-based to the mega-window's first frame
+        prefix = self.prompt.prefix(query, frames[start:end], times)
         return prefix, (self._prefill(prefix) if self.cfg.cache == "mega" else None)
 
     def _chunk_predictor(self, prefix: VideoPrefix, cache, groups: int):
@@ -209,75 +187,50 @@ class StrideStream:
         c = self.cfg
         return TriggerTracker(c.margin, c.multi_event, c.max_triggers, c.fallback)
 
-    def chunks(self, frames: np.ndarray, query: str, tracker: TriggerTracker) -> Iterator[ChunkRecord]:
-        """Yield each chunk's record as it is decided (its `triggers` are the segments it completed);
-        frames (T, H, W, 3) uint8 at cfg.fps. Stops after the tracker's last allowed trigger."""
-        cfg, sc = self.cfg, self.stride
+    def _prepare(self, frames, times) -> tuple[np.ndarray, np.ndarray]:
         frames = np.asarray(frames)
         if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
             raise InputError(f"frames must be (T, H, W, 3) uint8, got {frames.dtype} {frames.shape}")
-        total = len(frames) - len(frames) % 2  # frames go in pairs; a trailing odd frame waits for its partner
-        if total < 2:
+        if len(frames) < 2:
             raise InputError(f"the stream needs at least 2 frames, got {len(frames)}")
-        rng = np.random.default_rng(cfg.seed)
-        res, w = sc.resolution, sc.total_slots
-        stack_start, cursor = 0, 0
-        mega = None  # (stack_start, prefix, cache)
-        history, history_start = None, None
-        while cursor < total and not tracker.done:
-            t0 = time.perf_counter()
-            cursor = min(cursor + cfg.chunk_size, total)
-            while cursor - stack_start > cfg.max_window:
-                stack_start += cfg.stride
-            built = False
-            if mega is None or mega[0] != stack_start:
-                end = min(stack_start + cfg.max_window, total)
-                mega = (stack_start, *self._mega_prefix(query, frames, stack_start, end))
-                built = cfg.cache == "mega"
-            predict, chunk_built = self._chunk_predictor(mega[1], mega[2], (cursor - stack_start) // 2)
-            built |= chunk_built
-            t_rel = (cursor - 1 - stack_start) / cfg.fps  # last frame, window-relative
-            base = stack_start / cfg.fps
-            starts_rel = t_rel - sc.window * res + np.arange(w) * res
-            unseen = starts_rel + res + 0.1 < 0  # the reference's "end + 0.1 < 0"
-            starts = starts_rel + base
-            t_last, seen_start = t_rel + base, base
-            hist = None
-            if history is not None:
-                hist = shift_history(history, int(round((starts[0] - history_start) / res)))
-            new, forwards = [], 0
-            while True:
-                fixed = unseen.copy()
-                if tracker.last_end is not None:  # earlier segments are settled
-                    fixed |= starts + res <= tracker.last_end + 1e-6
-                out = denoise(predict, fixed, rng, steps=cfg.steps, confidence=cfg.confidence, history=hist)
-                forwards += out.forwards
-                span = active_span(out.labels, starts, res)
-                if span is not None:  # slot [-res, 0) counts as seen (it ends at the first frame)
-                    span = (max(span[0], seen_start), span[1])
-                done = tracker.update(span, seen_start, t_last)
-                new += done
-                if not (done and cfg.multi_event) or tracker.done:
-                    break
-                hist = None  # re-diffuse the same window with the new segment fixed
-            history, history_start = out.labels, starts[0]
-            rec = ChunkRecord(t_last, seen_start, starts, out.labels, out.p_active, span, forwards, out.retained,
-                              built, time.perf_counter() - t0, new)
-            yield rec
+        times = stream_times(len(frames), self.cfg.fps, times)
+        if times.shape != (len(frames),) or not np.isfinite(times).all() or (np.diff(times) < 0).any():
+            raise InputError(f"times must be {len(frames)} finite non-decreasing seconds, got shape {times.shape}")
+        self._times = times
+        return frames, times
 
-    def run(self, frames: np.ndarray, query: str, on_chunk: Callable[[ChunkRecord], None] | None = None
-            ) -> StreamResult:
-        """The whole stream: chunk records (each passed to `on_chunk` as it is decided), then the open segment
-        finalized at the last frame seen."""
-        tracker = self.new_tracker()
-        records = []
-        for rec in self.chunks(frames, query, tracker):
-            records.append(rec)
-            if on_chunk is not None:
-                on_chunk(rec)
-        duration = records[-1].t_last if records else 0.0
-        tracker.finish(duration)
-        return StreamResult(records, list(tracker.segments), list(tracker.discarded), duration)
+    def _loop_args(self) -> dict:
+        sc = self.stride
+        return {"window": sc.window, "future": sc.future, "resolution": sc.resolution}
+
+    def chunks(self, frames: np.ndarray, query: str, tracker: TriggerTracker, times=None) -> Iterator[ChunkRecord]:
+        """Yield each chunk's record as it is decided (`infer.stride_loop.stream_chunks`); frames (T, H, W, 3)
+        uint8, times (T,) their stream times in seconds (None: index / cfg.fps; the reference uses the decoded
+        timestamps). Stops after the tracker's last allowed trigger; finalizes the open segment at the end."""
+        frames, times = self._prepare(frames, times)
+        yield from stream_chunks(times, self._open_view(frames, query), self.cfg, tracker, **self._loop_args())
+
+    def run(self, frames: np.ndarray, query: str, on_chunk: Callable[[ChunkRecord], None] | None = None,
+            times=None) -> StreamResult:
+        """The whole stream (`infer.stride_loop.run_stream`): chunk records, each passed to `on_chunk` as it is
+        decided; with `fallback`, [0, last frame time] when nothing completed. Segments are clipped at 0."""
+        frames, times = self._prepare(frames, times)
+        return run_stream(times, self._open_view(frames, query), self.cfg, self.new_tracker(),
+                          on_chunk=on_chunk, **self._loop_args())
+
+    def _open_view(self, frames: np.ndarray, query: str):
+        """-> open_view(stack_start, mega_end, n): the predictor over frames [stack_start, stack_start + n);
+        the mega-window prefix over [stack_start, mega_end) is built whenever stack_start changes."""
+        mega = [None]  # (stack_start, prefix, cache)
+
+        def open_view(start: int, end: int, n: int):
+            built = False
+            if mega[0] is None or mega[0][0] != start:
+                mega[0] = (start, *self._mega_prefix(query, frames, start, end))
+                built = self.cfg.cache == "mega"
+            predict, chunk_built = self._chunk_predictor(mega[0][1], mega[0][2], n // 2)
+            return predict, built or chunk_built
+        return open_view
 
 
 def load_detector(ckpt: str, tokenizer, cfg: StreamConfig, *, window: int | None = None,

@@ -66,8 +66,8 @@ def plot_timeline(result: StreamResult, path: str, *, resolution: float = 1.0,
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 2.2 + 0.28 * max(len(chunks), 1)), sharex=True,
                                       gridspec_kw={"height_ratios": [max(len(chunks), 1), 3]})
     for c in chunks:
-        for s, v in zip(c.slot_starts, c.labels):
-            if s + resolution <= c.seen_start:  # unseen slots (before the frames in view)
+        for s, v, unseen in zip(c.slot_starts, c.labels, c.unseen):
+            if unseen:  # slots before the frames in view
                 continue
             top.barh(c.t_last, resolution, left=s, height=0.8 * _row_gap(chunks),
                      color="tab:orange" if v else "0.85", edgecolor="white", linewidth=0.3)

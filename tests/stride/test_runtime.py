@@ -40,7 +40,7 @@ def _run(model, prompt, frames, **kw):
 def test_prefix_reuse_gives_the_same_outputs(tiny_model, prompt, frames, positions):
     runs = {c: _run(tiny_model, prompt, frames, cache=c, positions=positions) for c in ("mega", "chunk", "none")}
     mega = runs["mega"]
-    assert len(mega.chunks) == 6 and any(c.labels.any() for c in mega.chunks)  # non-trivial labels
+    assert len(mega.chunks) == 7 and any(c.labels.any() for c in mega.chunks)  # non-trivial labels
     assert any(c.retained for c in mega.chunks)  # the retain step ran
     for name in ("chunk", "none"):
         other = runs[name]
@@ -61,15 +61,17 @@ def test_reference_positions_change_the_probabilities(tiny_model, prompt, frames
 
 def test_chunk_geometry_and_mega_window_advance(tiny_model, prompt, frames):
     r = _run(tiny_model, prompt, frames)
-    # 13 frames -> 12 used (pairs); cursor 2, 4, ..., 12; max_window 8, stride 4: stack_start 0 until the
-    # cursor passes 8, then 4 (cursor 10, 12)
-    assert [c.t_last for c in r.chunks] == [1, 3, 5, 7, 9, 11]
-    assert [c.seen_start for c in r.chunks] == [0, 0, 0, 0, 4, 4]
-    assert [c.prefix_built for c in r.chunks] == [True, False, False, False, True, False]
+    # 13 frames; cursor 2, 4, ..., 12, 13 (the reference's last step goes to the odd end); max_window 8,
+    # stride 4: stack_start 0 until the cursor passes 8, then 4 (cursor 10, 12), then 8 (cursor 13: 13 - 4 > 8);
+    # the view at cursor 13 is 5 frames rounded down to 4 (pairs): frames 8..11, a new mega-window
+    assert [c.t_last for c in r.chunks] == [1, 3, 5, 7, 9, 11, 11]
+    assert [c.seen_start for c in r.chunks] == [0, 0, 0, 0, 4, 4, 8]
+    assert [c.prefix_built for c in r.chunks] == [True, False, False, False, True, False, True]
     for c in r.chunks:  # slots end at the last frame, 1 s each
         np.testing.assert_allclose(c.slot_starts, c.t_last - 8 + np.arange(8))
         # unseen slots (ending before the first frame in view, with the reference's 0.1 s slack) stay inactive
-        assert not c.labels[c.slot_starts + 1 + 0.1 < c.seen_start].any()
+        np.testing.assert_array_equal(c.unseen, c.slot_starts + 1 + 0.1 < c.seen_start)
+        assert not c.labels[c.unseen].any()
         assert 1 <= c.forwards <= 9 * 6  # <= (retain + 8 steps) x re-diffusions
 
 
@@ -140,3 +142,21 @@ def test_runtime_prompt_matches_the_training_pipeline(tok_dir, tok, tiny_model, 
     np.testing.assert_array_equal(batch["pixel_values_videos"], prefix.pixel_values)
     rest = batch["input_ids"][0, n:n + 16]
     assert set(rest.tolist()) <= set(prompt.stride.slot_token_ids)  # then the two slot copies
+
+
+def test_future_slots_and_decoded_times_through_the_model(tok, tiny_model, vision, frames):
+    """trigger_window_future > 0 and decoded (non-integer) frame times: the mega-window cache and a per-chunk
+    prefill still agree, the grid has window + future slots anchored at the last frame's decoded time."""
+    prompt = StridePrompt(tok, tiny_model.config, vision, StrideConfig.from_tokenizer(tok, window=6, future=2))
+    times = np.arange(8) * 1.001 + 0.25
+    cfg = StreamConfig(chunk_size=4, max_window=8, stride=4, confidence=0.55)
+    mega = StrideStream(tiny_model, prompt, cfg).run(frames[:8], QUERY, times=times)
+    full = StrideStream(tiny_model, prompt, cfg.replace(cache="chunk")).run(frames[:8], QUERY, times=times)
+    assert [c.t_last for c in mega.chunks] == [times[3], times[7]]
+    for a, b in zip(mega.chunks, full.chunks):
+        assert a.labels.shape == (8,)
+        np.testing.assert_array_equal(a.labels, b.labels)
+        np.testing.assert_allclose(a.p_active, b.p_active, atol=1e-5, rtol=0)
+    # slot i starts at t_last - 6 + i (relative to the first frame's time, then shifted back by it)
+    np.testing.assert_allclose(mega.chunks[1].slot_starts, (times[7] - times[0]) - 6 + np.arange(8) + times[0])
+    assert mega.duration == times[-1]

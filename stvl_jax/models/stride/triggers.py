@@ -1,17 +1,24 @@
-"""From per-chunk activation spans to completed segments (triggers), as in STRIDE's reference streaming loop.
+"""From per-chunk activation spans to completed segments (triggers), as the released STRIDE code's
+`_update_segments` decides them.
 
-Each chunk yields at most one span (first to last active slot, absolute seconds). Against the pending
-(incomplete) segment it is merged when they overlap; otherwise the pending one is discarded as a false
-positive if it still lies inside the seen window (the model had the chance to confirm it and did not), or
-accepted if it has left the window. A pending segment is complete — a trigger — once it ends at least
-`margin` seconds before the current frame. Single-event mode stops at the first trigger; multi-event mode goes
-on up to `max_triggers`. At the end of the stream the open segment is finalized; with `fallback`, a stream
-without any segment answers [0, t_last] (the reference's ET-Bench behaviour).
+Each diffusion yields at most one span (first active slot's start to last active slot's end, absolute
+seconds). Against the pending (incomplete) segment:
+  merge   — when the span starts at or before the pending segment's end: start = the earlier start, end = the
+            NEW span's end (the model may withdraw an end it predicted before);
+  discard — else, when the pending segment ends at or after the start of the first seen slot (it was in view
+            and not re-predicted: a false positive);
+  accept  — else (it has left the window): it completes now.
+The (merged) span then completes — a trigger — when it ends strictly before `t_last - margin`, else it is
+pending. Single-event mode stops after the diffusion that completes a segment (which may complete two: an
+accepted one and a trigger); multi-event mode stops once `max_triggers` are complete. At the end of the
+stream the open segment is finalized; with `fallback`, a stream without any segment answers [0, t_last]
+(t_last: the last decoded frame). Segments are reported clipped at 0 (a span may start one slot before the
+first frame); the tracker keeps the unclipped times.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 
 @dataclass(frozen=True)
@@ -21,9 +28,6 @@ class Segment:
     trigger_time: float | None = None  # stream time (last frame) when it was completed; None: finalized/fallback
     kind: str = "trigger"  # trigger | accepted (left the window) | final (end of stream) | fallback
 
-    def overlaps(self, other: "Segment") -> bool:
-        return self.start <= other.end and other.start <= self.end
-
 
 @dataclass
 class TriggerTracker:
@@ -32,7 +36,7 @@ class TriggerTracker:
     max_triggers: int = 50
     fallback: bool = True
     pending: Segment | None = None
-    segments: list[Segment] = field(default_factory=list)
+    segments: list[Segment] = field(default_factory=list)  # completed, in order, unclipped
     discarded: list[Segment] = field(default_factory=list)
 
     @property
@@ -41,40 +45,50 @@ class TriggerTracker:
         return len(self.segments) >= limit
 
     @property
-    def last_end(self) -> float | None:
-        return self.segments[-1].end if self.segments else None
+    def settled_until(self) -> float | None:
+        """Slots ending at or before this time are fixed to <inactive> (the latest end of a completed segment)."""
+        return max(g.end for g in self.segments) if self.segments else None
 
-    def update(self, span: tuple[float, float] | None, seen_start: float, t_last: float) -> list[Segment]:
-        """Feed one chunk's span; returns the segments completed by it (in order)."""
+    def update(self, span: tuple[float, float] | None, first_seen_start: float, t_last: float) -> list[Segment]:
+        """Feed one diffusion's span; first_seen_start: start of the window's first seen slot; returns the
+        segments completed by it (in order). No-op once `done` (the loop stops there)."""
+        if self.done:
+            return []
         new: list[Segment] = []
         cur = None if span is None else Segment(span[0], span[1])
-        prev = self.pending
-        if prev is not None and cur is not None and prev.overlaps(cur):
-            cur = Segment(min(prev.start, cur.start), max(prev.end, cur.end))
-        elif prev is not None:
-            if prev.start >= seen_start:
+        prev, self.pending = self.pending, None
+        if prev is not None:
+            if cur is not None and cur.start <= prev.end:
+                cur = Segment(min(cur.start, prev.start), cur.end)
+            elif prev.end >= first_seen_start:
                 self.discarded.append(prev)
             else:
                 new.append(Segment(prev.start, prev.end, t_last, "accepted"))
-        self.pending = cur
-        if cur is not None and cur.end < t_last - self.margin:
-            new.append(Segment(cur.start, cur.end, t_last, "trigger"))
-            self.pending = None
-        return self._add(new)
+        if cur is not None:
+            if cur.end < t_last - self.margin:
+                new.append(Segment(cur.start, cur.end, t_last, "trigger"))
+            else:
+                self.pending = cur
+        self.segments.extend(new)
+        return new
 
-    def _add(self, new: list[Segment]) -> list[Segment]:
-        limit = self.max_triggers if self.multi_event else 1
-        room = max(0, limit - len(self.segments))
-        new = new[:room]
+    def finalize(self) -> list[Segment]:
+        """End of stream (after the last chunk that ran): the open segment completes as "final"."""
+        if self.pending is None or self.done:
+            return []
+        new = [Segment(self.pending.start, self.pending.end, None, "final")]
+        self.pending = None
         self.segments.extend(new)
         return new
 
     def finish(self, t_last: float) -> list[Segment]:
-        """End of stream: finalize the open segment (or fall back to the whole stream)."""
-        new = []
-        if self.pending is not None and not self.done:
-            new = self._add([Segment(self.pending.start, self.pending.end, None, "final")])
-            self.pending = None
-        if not self.segments and self.fallback:
-            new = self._add([Segment(0.0, float(t_last), None, "fallback")])
+        """After the loop: with `fallback`, [0, t_last] when nothing completed (t_last: last decoded frame)."""
+        if self.segments or not self.fallback:
+            return []
+        new = [Segment(0.0, float(t_last), None, "fallback")]
+        self.segments.extend(new)
         return new
+
+    def reported(self) -> list[Segment]:
+        """The completed segments as the reference reports them: times clipped at 0."""
+        return [replace(g, start=max(0.0, g.start), end=max(0.0, g.end)) for g in self.segments]
