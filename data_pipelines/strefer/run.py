@@ -1,0 +1,80 @@
+"""`stvl data strefer`: run the engine over a folder of videos into a TFDS dataset, print the counters.
+
+    summary = run_engine("videos/", "out/", EngineConfig(), runner="DirectRunner",
+                         beam_args=["--direct_num_workers=2", "--direct_running_mode=multi_processing"])
+
+Writes out/strefer/<version>/ (TFDS, ArrayRecord shards) and out/dead_letter.jsonl (or `dead_letter_path`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+
+from data_pipelines.strefer.config import VIDEO_EXTENSIONS, EngineConfig
+from stvl_jax.errors import InputError
+
+RUNNERS = ("DirectRunner", "DataflowRunner", "FlinkRunner", "SparkRunner", "PrismRunner")
+
+
+def list_videos(videos_dir: str) -> tuple[list[str], int]:
+    """Video files under `videos_dir` (recursive, sorted, absolute) -> (paths, other files ignored)."""
+    if not os.path.isdir(videos_dir):
+        raise InputError(f"--videos {videos_dir!r}: not a directory")
+    paths, other = [], 0
+    for root, dirs, files in os.walk(videos_dir):
+        dirs.sort()
+        for f in sorted(files):
+            if f.lower().endswith(VIDEO_EXTENSIONS):
+                paths.append(os.path.abspath(os.path.join(root, f)))
+            else:
+                other += 1
+    if not paths:
+        raise InputError(f"--videos {videos_dir!r}: no video files ({', '.join(VIDEO_EXTENSIONS)}) in it")
+    return paths, other
+
+
+def run_engine(videos_dir: str, out_dir: str, cfg: EngineConfig, *, runner: str = "DirectRunner",
+               beam_args=(), chat_factory=None, overwrite: bool = False, dead_letter_path: str | None = None) -> dict:
+    import tensorflow_datasets as tfds
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from data_pipelines.strefer.pipeline import counters
+    from data_pipelines.strefer.tfds_dataset import StreferDataset
+
+    if runner not in RUNNERS:
+        raise InputError(f"--runner {runner!r}: expected one of {', '.join(RUNNERS)}")
+    videos, ignored = list_videos(videos_dir)
+    os.makedirs(out_dir, exist_ok=True)
+    dead_letter_path = dead_letter_path or os.path.join(out_dir, "dead_letter.jsonl")
+    builder = StreferDataset(data_dir=out_dir, videos=videos, engine=cfg, dead_letter_path=dead_letter_path,
+                             chat_factory=chat_factory)
+    if os.path.isdir(builder.data_dir):
+        if not overwrite:
+            raise InputError(f"--out {out_dir!r} already holds a strefer dataset ({builder.data_dir}); pass "
+                             f"--overwrite to replace it")
+        shutil.rmtree(builder.data_dir)
+        builder = StreferDataset(data_dir=out_dir, videos=videos, engine=cfg, dead_letter_path=dead_letter_path,
+                                 chat_factory=chat_factory)
+    options = PipelineOptions([f"--runner={runner}", *beam_args])
+    t0 = time.perf_counter()
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(beam_options=options))
+    seconds = time.perf_counter() - t0
+    counts = counters(builder.pipeline_result) if builder.pipeline_result is not None else {}
+    dead = 0
+    if os.path.isfile(dead_letter_path):
+        with open(dead_letter_path) as f:
+            dead = sum(1 for line in f if line.strip())
+    examples = builder.info.splits["train"].num_examples
+    return {"out": builder.data_dir, "videos": len(videos), "ignored_files": ignored, "examples": examples,
+            "dead_letters": dead, "dead_letter_path": dead_letter_path, "counters": counts,
+            "seconds": round(seconds, 2), "clips_per_min": round(60 * counts.get("clips", 0) / seconds, 1)}
+
+
+def print_summary(summary: dict) -> None:
+    print("strefer counters:")
+    for k, v in summary["counters"].items():
+        print(f"  {k:32s} {v}")
+    print(json.dumps({k: v for k, v in summary.items() if k != "counters"}))
