@@ -31,8 +31,14 @@ def detect_shots(path: str, cfg: EngineConfig) -> list[tuple[int, int]]:
         manager.add_detector(detector)
         manager.detect_scenes(video, show_progress=False)
         scenes = manager.get_scene_list(start_in_scene=True)
+        read = int(video.frame_number)
     except Exception as e:  # the decoder's own errors on a damaged stream
         raise VideoDecodeError(path, f"shot detection failed ({type(e).__name__}: {e})") from None
+    # PyAV stops quietly at a truncated file's end: compare with the container's count (small slack for
+    # containers whose count is estimated from the duration).
+    if read < info.num_frames - max(2, info.num_frames // 50):
+        raise VideoDecodeError(path, f"decoding stopped at frame {read} of {info.num_frames} (truncated or "
+                                     f"corrupt file)")
     shots = [(int(s.frame_num), min(int(e.frame_num), info.num_frames)) for s, e in scenes]
     shots = [(a, b) for a, b in shots if b > a]
     return shots or [(0, info.num_frames)]

@@ -150,7 +150,11 @@ class Synthesizer:
         return out
 
     def ordering(self) -> list[dict]:
-        events = [(e["id"], a) for e in self.meta["entities"] for a in e["actions"] if not a.get("cut_start")]
+        # Only actions seen starting in the clip, and the only one of their kind for their entity (the question
+        # names an action, not an occurrence).
+        once = [(e["id"], a) for e in self.meta["entities"] for a in e["actions"]
+                if sum(b["action"] == a["action"] for b in e["actions"]) == 1]
+        events = [(eid, a) for eid, a in once if not a.get("cut_start")]
         pairs = []
         for i, (ea, a) in enumerate(events):
             for eb, b in events[i + 1:]:
