@@ -78,3 +78,21 @@ def print_summary(summary: dict) -> None:
     for k, v in summary["counters"].items():
         print(f"  {k:32s} {v}")
     print(json.dumps({k: v for k, v in summary.items() if k != "counters"}))
+
+
+def plot_families(counts: dict, path: str) -> str:
+    """Bar chart of the instruction families (`family_<name>` counters) -> path (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fams = sorted((k[len("family_"):], v) for k, v in counts.items() if k.startswith("family_"))
+    fig, ax = plt.subplots(figsize=(7, 3))
+    ax.barh([f for f, _ in fams], [v for _, v in fams])
+    ax.set_xlabel("instruction-response pairs")
+    ax.set_title(f"Strefer engine: {sum(v for _, v in fams)} pairs by family")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
