@@ -60,7 +60,14 @@ def run_engine(videos_dir: str, out_dir: str, cfg: EngineConfig, *, runner: str 
                                  chat_factory=chat_factory)
     options = PipelineOptions([f"--runner={runner}", *beam_args])
     t0 = time.perf_counter()
-    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(beam_options=options))
+    try:
+        builder.download_and_prepare(download_config=tfds.download.DownloadConfig(beam_options=options))
+    except Exception as e:
+        # TFDS refuses to write a split without examples (the pipeline stops, its counters are lost).
+        if "number of generated examples is 0" not in str(e):
+            raise
+        raise InputError(f"no example was produced from the {len(videos)} videos under {videos_dir!r}: every clip "
+                         f"failed or was dropped (dead letters, if written: {dead_letter_path})") from None
     seconds = time.perf_counter() - t0
     counts = counters(builder.pipeline_result) if builder.pipeline_result is not None else {}
     dead = 0
