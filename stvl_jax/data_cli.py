@@ -9,6 +9,8 @@
     stvl data qvh-yesno-score --samples yesno.jsonl --predictions preds.jsonl [--strict]
     stvl data inspect PATH [--check]     (a video, or a JSONL index: record/skip counts)
     stvl data to-arrayrecord --input x.jsonl --out x.array_record [--strict]
+    stvl data strefer --videos DIR --out DIR [--annotator synthetic|stvl|openai] [--runner R] [beam options]
+                      (the Strefer data engine on Apache Beam -> a TFDS dataset; docs/strefer.md)
 Bad records are skipped with per-reason counts printed at the end; --strict stops at the first with one line
 naming the file:line (or file[index]) and the reason. No target or question is filled in with a default.
 """
@@ -302,6 +304,25 @@ def cmd_to_arrayrecord(a) -> int:
     return 0
 
 
+def cmd_strefer(a) -> int:
+    """The Strefer engine (data_pipelines.strefer); the `stvl` annotator's model chat is built here (JAX side)."""
+    from data_pipelines.strefer.cli import beam_args, engine_config
+    from data_pipelines.strefer.run import plot_families, print_summary, run_engine
+
+    cfg = engine_config(a)
+    chat_factory = None
+    if cfg.annotator.name == "stvl":
+        from stvl_jax.infer.strefer_chat import StvlChatFactory
+
+        chat_factory = StvlChatFactory(cfg.annotator.checkpoint, cfg.annotator.tokenizer, cfg.annotator.max_new_tokens)
+    summary = run_engine(a.videos, a.out, cfg, runner=a.runner, beam_args=beam_args(a.beam_args),
+                         chat_factory=chat_factory, overwrite=a.overwrite, dead_letter_path=a.dead_letter)
+    print_summary(summary)
+    if a.plot:
+        print(f"family plot: {plot_families(summary['counters'], a.plot)}")
+    return 0
+
+
 def _nonempty(text: str) -> str:
     if not text.strip():
         raise argparse.ArgumentTypeError("must not be empty")
@@ -370,9 +391,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True)
     s.add_argument("--strict", action="store_true")
     s.set_defaults(fn=cmd_to_arrayrecord)
+    s = sub.add_parser("strefer", help="Strefer data engine on Apache Beam: videos -> instructions (TFDS dataset)")
+    from data_pipelines.strefer.cli import add_arguments
+
+    add_arguments(s)
+    s.set_defaults(fn=cmd_strefer)
     return p
 
 
 def main(argv: list[str]) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    if argv[:1] == ["strefer"]:  # the options argparse does not know are Beam pipeline options
+        args, extra = parser.parse_known_args(argv)
+        args.beam_args = extra
+    else:
+        args = parser.parse_args(argv)
     return int(args.fn(args) or 0)

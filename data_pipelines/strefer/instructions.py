@@ -106,8 +106,7 @@ class Synthesizer:
         out = []
         for eid in self._pick([e for e in self.tracked() if self.entities[e]["actions"]]):
             acts = self.entities[eid]["actions"]
-            parts = [f"{ACTION_PHRASES.get(a['action'], (None, a['action']))[1]} from {self.tok(a['start'])} to "
-                     f"{self.tok(a['end'])}" for a in acts]
+            parts = [f"{_says(a['action'])} from {self.tok(a['start'])} to {self.tok(a['end'])}" for a in acts]
             out.append(self._pair("region_action", "what_does_region_do", "What does <region> do in the video?",
                                   "It " + ", then ".join(parts) + ".", [eid], [eid], self._frames_of(eid)))
         return out
@@ -163,7 +162,7 @@ class Synthesizer:
                     pairs.append(((ea, a), (eb, b)) if self.rng.random() < 0.5 else ((eb, b), (ea, a)))
         out = []
         for (ea, a), (eb, b) in self._pick(pairs):
-            phrase = [f"the {_strip(self.entities[e]['expression'])} {ACTION_PHRASES.get(x['action'], (0, x['action']))[1]}"
+            phrase = [f"the {_strip(self.entities[e]['expression'])} {_says(x['action'])}"
                       for e, x in ((ea, a), (eb, b))]
             first = phrase[0] if a["start"] < b["start"] else phrase[1]
             out.append(self._pair("ordering", "which_first", f"Which happens first: {phrase[0]}, or {phrase[1]}?",
@@ -182,7 +181,8 @@ class Synthesizer:
             gone = [i for i in range(first, frames[-1]) if not self.present[eid][i]]
             if gone:
                 back = next(i for i in frames if i > gone[0])
-                ans = f"Yes. It leaves at {self.tok(self.times[gone[0]])} and comes back at {self.tok(self.times[back])}."
+                leave, come = self.tok(self.times[gone[0]]), self.tok(self.times[back])
+                ans = f"Yes. It leaves at {leave} and comes back at {come}."
                 ref = [gone[0], back]
             else:
                 ans, ref = "No.", []
@@ -197,9 +197,9 @@ class Synthesizer:
         grid = [token_time(k, self.duration, self.n) for k in range(self.n)]
         for eid, act in self._pick(states):
             spans = [(a["start"], a["end"]) for a in self.entities[eid]["actions"] if a["action"] == act]
-            inside = [k for k, t in enumerate(grid) if any(s + YESNO_MARGIN_S <= t <= e - YESNO_MARGIN_S for s, e in spans)]
-            outside = [k for k, t in enumerate(grid) if all(t < s - YESNO_MARGIN_S or t > e + YESNO_MARGIN_S
-                                                             for s, e in spans)]
+            m = YESNO_MARGIN_S
+            inside = [k for k, t in enumerate(grid) if any(s + m <= t <= e - m for s, e in spans)]
+            outside = [k for k, t in enumerate(grid) if all(t < s - m or t > e + m for s, e in spans)]
             q = f"At <{{k}}>, is the {_strip(self.entities[eid]['expression'])} {STATE_PHRASES[act]}? Answer Yes or No."
             for ks, ans in ((inside, "Yes"), (outside, "No")):
                 if ks:
@@ -214,6 +214,11 @@ class Synthesizer:
 def synthesize(clip: dict, meta: dict, masklets: dict, *, num_time_tokens: int = 32, per_family: int = 2,
                seed: int = 0) -> list[dict]:
     return Synthesizer(clip, meta, masklets, num_time_tokens=num_time_tokens, per_family=per_family, seed=seed).all()
+
+
+def _says(action: str) -> str:
+    """An action as an answer's verb phrase ('move_left' -> 'moves to the left'; a model's own text as is)."""
+    return ACTION_PHRASES.get(action, (action, action))[1]
 
 
 def _strip(expression: str) -> str:

@@ -61,7 +61,7 @@ def _toks(text):
 
 def check(t: Truth, ex, p):
     """Asserts one pair against the ground truth."""
-    q, a, fam = p["question"], p["answer"], p["family"]
+    q, a = p["question"], p["answer"]
     regions = p["regions"]
     if p["template"] == "what_does_region_do":
         (eid,) = regions
@@ -204,9 +204,9 @@ def _mutate(p):
     """A wrong version of a pair's answer: every time token moved by 3, Yes/No flipped, counts and cells changed."""
     a = p["answer"]
     exact = {"Yes": "No", "No": "Yes", "No.": "Yes. It leaves at <1> and comes back at <9>."}
-    swaps = [("top", "bottom"),
-             ("bottom", "top"), ("middle", "top"), ("In the center", "In the top left"), ("One.", "Two."),
-             ("Two.", "Three."), ("Three.", "One."), ("Four.", "One."), ("Zero.", "One."), ("visible from the start", "at <5>")]
+    swaps = [("top", "bottom"), ("bottom", "top"), ("middle", "top"), ("In the center", "In the top left"),
+             ("One.", "Two."), ("Two.", "Three."), ("Three.", "One."), ("Four.", "One."), ("Zero.", "One."),
+             ("visible from the start", "at <5>")]
     b = re.sub(r"<(\d+)>", lambda m: f"<{(int(m.group(1)) + 3) % N}>", a)
     if a in exact:
         b = exact[a]

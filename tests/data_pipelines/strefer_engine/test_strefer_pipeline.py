@@ -41,7 +41,7 @@ def test_end_to_end_counters_and_rerun_identical(strefer_set, strefer_run, tmp_p
     assert _shards(str(tmp_path)) == _shards(os.path.dirname(os.path.dirname(summary["out"])))
 
 
-@pytest.mark.slow  # ~40 s on 2 shared cores: two worker processes each import Beam, TFDS and PyAV
+# ~12 s on 2 shared cores (two worker processes each import Beam, TFDS and PyAV)
 def test_two_worker_processes_same_output(strefer_set, strefer_run, tmp_path):
     from data_pipelines.strefer.config import EngineConfig
     from data_pipelines.strefer.run import run_engine
