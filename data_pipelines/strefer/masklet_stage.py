@@ -38,31 +38,44 @@ class GroundTruthMasklets:
 
 
 class GeneratorMasklets:
-    """Adapter over `MaskletGenerator(config).setup()` / `.generate(frames, expressions) -> MaskletResult`."""
+    """Adapter over `MaskletGenerator(config).setup()` / `.generate(frames, expressions, nouns=, boxes_fn=)`.
 
-    def __init__(self, generator_config: dict):
-        self.generator_config = generator_config
+    With the synthetic annotator, the ground-truth boxes of the sampled frames are handed over as `boxes_fn`
+    (what the generator's oracle detector and synthetic matcher read); a model annotator passes none."""
+
+    def __init__(self, generator_config: dict, ground_truth_boxes: bool):
+        self.generator_config, self.ground_truth_boxes = generator_config, ground_truth_boxes
 
     def setup(self) -> None:
         from data_pipelines.strefer.masklets import MaskletConfig, MaskletGenerator
 
-        self.gen = MaskletGenerator(MaskletConfig.from_dict(self.generator_config))
-        self.gen.setup()
+        self.gen = MaskletGenerator(MaskletConfig.from_dict(self.generator_config)).setup()
+        if self.ground_truth_boxes:
+            from data_pipelines.strefer.synthetic_truth import TruthReader
+
+            self.truth = TruthReader()
+
+    def _boxes_fn(self, clip: dict, frame_indices, ids: list[int]):
+        from data_pipelines.strefer.masklets.synthetic import gt_boxes_fn
+
+        ann, first = self.truth.shot(clip)
+        local = [int(f) - clip["start_frame"] + first for f in frame_indices]  # frames of the shot's annotation
+        return gt_boxes_fn(ann, local, ids)
 
     def __call__(self, clip: dict, frames: np.ndarray, frame_indices, meta: dict) -> tuple[dict, Counter]:
-        exprs = [e["expression"] for e in meta["entities"]]
-        res = self.gen.generate(frames, exprs)
-        ent, scores = {}, {}
-        # The result lists tracked objects with the expression each was matched to (or None).
-        for obj, expr_index in enumerate(res.matched):
-            if expr_index is None:
-                continue
-            eid = meta["entities"][expr_index]["id"]
-            ent[eid] = list(res.masklets[obj])
-            scores[eid] = [float(s) for s in res.scores[obj]]
-        fails = Counter({f"masklet_{k}": int(v) for k, v in dict(res.failures).items()})
-        return {"entities": ent, "anchor_frame": int(res.anchor_frame), "scores": scores}, fails
+        ents = meta["entities"]
+        boxes_fn = self._boxes_fn(clip, frame_indices, [e["id"] for e in ents]) if self.ground_truth_boxes else None
+        res = self.gen.generate(frames, [e["expression"] for e in ents], nouns=[e["general_noun"] for e in ents],
+                                boxes_fn=boxes_fn)
+        masks, scores = {}, {}
+        for i, m in res.by_expression().items():
+            masks[ents[i]["id"]] = list(m.masks)
+            scores[ents[i]["id"]] = list(m.object_scores)
+        fails = Counter({f"masklet_{k}": v for k, v in res.counts.items()})
+        return {"entities": masks, "anchor_frame": res.anchor_frame, "scores": scores}, fails
 
 
 def make_masklet_source(cfg: EngineConfig):
-    return GroundTruthMasklets() if cfg.masklets == "ground_truth" else GeneratorMasklets(dict(cfg.generator))
+    if cfg.masklets == "ground_truth":
+        return GroundTruthMasklets()
+    return GeneratorMasklets(dict(cfg.generator), ground_truth_boxes=cfg.annotator.name == "synthetic")

@@ -1,11 +1,10 @@
 """Fixtures of the Strefer engine tests: a small synthetic set with one multi-shot video, and one engine run."""
 
-import json
 import os
 
 import pytest
 
-MULTISHOT = (0, 1, 2)
+from strefer_helpers import MULTISHOT, read_dataset
 
 
 @pytest.fixture(scope="session")
@@ -19,20 +18,6 @@ def strefer_set(tmp_path_factory):
     generate_dataset(out, cfg, workers=1)
     write_multishot(out, cfg, MULTISHOT)
     return out
-
-
-def read_dataset(data_dir: str) -> list[dict]:
-    """Every example of a strefer TFDS dataset, sorted by clip id, text features decoded."""
-    import tensorflow_datasets as tfds
-
-    src = tfds.data_source("strefer", split="train", data_dir=data_dir)
-    out = []
-    for i in range(len(src)):
-        ex = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in src[i].items()}
-        for k in ("metadata", "masklets", "instructions", "record"):
-            ex[k] = json.loads(ex[k])
-        out.append(ex)
-    return sorted(out, key=lambda e: e["clip_id"])
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import numpy as np
 import pytest
 
-from conftest import MULTISHOT
+from strefer_helpers import MULTISHOT
 
 
 def _clip(root, vid, a, b, fps=4.0):

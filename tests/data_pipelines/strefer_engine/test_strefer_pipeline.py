@@ -9,7 +9,7 @@ import shutil
 import numpy as np
 import pytest
 
-from conftest import read_dataset
+from strefer_helpers import read_dataset
 
 
 def _same(a, b):
