@@ -157,7 +157,14 @@ def cmd_synth(a) -> int:
     cfg = (vos_synth_config(a.videos, a.seed) if a.preset == "vos" else
            SynthConfig(num_videos=a.videos, seed=a.seed))
     m = generate_dataset(a.out, cfg, workers=a.workers, progress=True)
-    print(json.dumps({"out": a.out, "splits": {k: len(v) for k, v in m["splits"].items()}, "counts": m["counts"]}))
+    if a.multishot:
+        from data_pipelines.synthetic.multishot import write_multishot
+
+        if a.multishot > a.videos:
+            raise InputError(f"--multishot {a.multishot} joins more scenes than --videos {a.videos}")
+        m["multishot"] = write_multishot(a.out, cfg, range(a.multishot))["vid"]
+    print(json.dumps({"out": a.out, "splits": {k: len(v) for k, v in m["splits"].items()}, "counts": m["counts"],
+                      **({"multishot": m["multishot"]} if a.multishot else {})}))
     return 0
 
 
@@ -339,6 +346,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--workers", type=positive_int, default=None)
     s.add_argument("--preset", choices=("default", "vos"), default="default",
                    help="vos: entities also leave and come back (SAM2 / VOS training and eval; docs/data.md)")
+    s.add_argument("--multishot", type=positive_int, default=None, metavar="K",
+                   help="also write videos/multishot_*.mp4 joining scenes 0..K-1 with hard cuts (recorded in its "
+                        "annotation; shot-detection tests, `stvl data strefer`)")
     s.set_defaults(fn=cmd_synth)
     s = sub.add_parser("tokenizer", help="build the tiny Qwen-style tokenizer")
     s.add_argument("--out", type=output_dir, required=True)
