@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 
 from data_pipelines.strefer.config import VIDEO_EXTENSIONS, EngineConfig
@@ -46,16 +45,18 @@ def run_engine(videos_dir: str, out_dir: str, cfg: EngineConfig, *, runner: str 
 
     if runner not in RUNNERS:
         raise InputError(f"--runner {runner!r}: expected one of {', '.join(RUNNERS)}")
+    from etils import epath  # local paths and gs:// alike (what TFDS writes through)
+
     videos, ignored = list_videos(videos_dir)
-    os.makedirs(out_dir, exist_ok=True)
+    epath.Path(out_dir).mkdir(parents=True, exist_ok=True)
     dead_letter_path = dead_letter_path or os.path.join(out_dir, "dead_letter.jsonl")
     builder = StreferDataset(data_dir=out_dir, videos=videos, engine=cfg, dead_letter_path=dead_letter_path,
                              chat_factory=chat_factory)
-    if os.path.isdir(builder.data_dir):
+    if epath.Path(builder.data_dir).exists():
         if not overwrite:
             raise InputError(f"--out {out_dir!r} already holds a strefer dataset ({builder.data_dir}); pass "
                              f"--overwrite to replace it")
-        shutil.rmtree(builder.data_dir)
+        epath.Path(builder.data_dir).rmtree()
         builder = StreferDataset(data_dir=out_dir, videos=videos, engine=cfg, dead_letter_path=dead_letter_path,
                                  chat_factory=chat_factory)
     options = PipelineOptions([f"--runner={runner}", *beam_args])
@@ -71,9 +72,8 @@ def run_engine(videos_dir: str, out_dir: str, cfg: EngineConfig, *, runner: str 
     seconds = time.perf_counter() - t0
     counts = counters(builder.pipeline_result) if builder.pipeline_result is not None else {}
     dead = 0
-    if os.path.isfile(dead_letter_path):
-        with open(dead_letter_path) as f:
-            dead = sum(1 for line in f if line.strip())
+    if epath.Path(dead_letter_path).exists():
+        dead = sum(1 for line in epath.Path(dead_letter_path).read_text().splitlines() if line.strip())
     examples = builder.info.splits["train"].num_examples
     return {"out": builder.data_dir, "videos": len(videos), "ignored_files": ignored, "examples": examples,
             "dead_letters": dead, "dead_letter_path": dead_letter_path, "counters": counts,
