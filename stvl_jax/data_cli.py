@@ -156,12 +156,12 @@ def cmd_synth(a) -> int:
 
     cfg = (vos_synth_config(a.videos, a.seed) if a.preset == "vos" else
            SynthConfig(num_videos=a.videos, seed=a.seed))
+    if a.multishot and a.multishot > a.videos:
+        raise InputError(f"--multishot {a.multishot} joins more scenes than --videos {a.videos}")
     m = generate_dataset(a.out, cfg, workers=a.workers, progress=True)
     if a.multishot:
         from data_pipelines.synthetic.multishot import write_multishot
 
-        if a.multishot > a.videos:
-            raise InputError(f"--multishot {a.multishot} joins more scenes than --videos {a.videos}")
         m["multishot"] = write_multishot(a.out, cfg, range(a.multishot))["vid"]
     print(json.dumps({"out": a.out, "splits": {k: len(v) for k, v in m["splits"].items()}, "counts": m["counts"],
                       **({"multishot": m["multishot"]} if a.multishot else {})}))

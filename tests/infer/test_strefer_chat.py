@@ -23,7 +23,26 @@ def chat(tmp_path_factory):
 
     tok = AutoTokenizer.from_pretrained(build_tiny_tokenizer(str(tmp_path_factory.mktemp("tok"))))
     model = QwenVLForConditionalGeneration(load_model_config("qwen25vl_tiny"), rngs=nnx.Rngs(0))
-    return StvlChat(model, tok, max_new_tokens=6, vision=per_frame_preprocessing("qwen2_5_vl", max_pixels=32 * 32))
+    vision = per_frame_preprocessing("qwen2_5_vl", max_pixels=32 * 32)
+    return StvlChat(model, tok, max_new_tokens=6, vision=vision)
+
+
+def test_factory_loads_a_checkpoint_once_per_worker(chat, tmp_path, monkeypatch):
+    """What `stvl data strefer --annotator stvl --checkpoint DIR --tokenizer TOK` hands Beam: picklable, loads in
+    the worker's setup, answers with the checkpoint's preprocessing."""
+    import pickle
+
+    from stvl_jax.infer.strefer_chat import StvlChatFactory
+    from stvl_jax.models.dispatch import save_model
+
+    ckpt = save_model(chat.model, path=str(tmp_path / "ckpt"), preprocessing=chat.vision)
+    chat.tok.save_pretrained(str(tmp_path / "tok"))
+    factory = pickle.loads(pickle.dumps(StvlChatFactory(str(ckpt), str(tmp_path / "tok"), max_new_tokens=4)))
+    loaded = factory()
+    assert loaded.vision.to_dict() == chat.vision.to_dict() and loaded.max_new_tokens == 4
+    monkeypatch.setattr("stvl_jax.models.qwen_vl.generate.generate",
+                        lambda model, batch, **kw: np.asarray([chat.tok("[]", add_special_tokens=False)["input_ids"]]))
+    assert loaded(FRAMES, TIMES, "List every active entity") == "[]"
 
 
 def test_prompt_batch_and_decoding(chat, monkeypatch):

@@ -55,3 +55,17 @@ def test_cli_runs_and_prints_counters(strefer_set, tmp_path, capsys):
     rc = main(["data", "strefer", "--videos", str(tmp_path / "missing"), "--out", str(out)])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1 and "not a directory" in err
+
+
+def test_synth_multishot_flag(tmp_path, capsys):
+    from stvl_jax.cli import main
+
+    assert main(["data", "synth", "--out", str(tmp_path / "s"), "--videos", "2", "--workers", "1",
+                 "--multishot", "2"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    ann = json.load(open(tmp_path / "s" / "annotations" / f"{out['multishot']}.json"))
+    first = json.load(open(tmp_path / "s" / "annotations" / "synth_00000.json"))
+    assert ann["cuts"] == [first["num_frames"]]
+    assert os.path.isfile(tmp_path / "s" / "videos" / f"{out['multishot']}.mp4")
+    assert main(["data", "synth", "--out", str(tmp_path / "t"), "--videos", "2", "--multishot", "3"]) == 2
+    assert "--multishot 3" in capsys.readouterr().err
