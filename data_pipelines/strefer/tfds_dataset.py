@@ -57,8 +57,10 @@ class StreferDataset(tfds.core.GeneratorBasedBuilder):
         super().__init__(**kwargs)
 
     def _info(self) -> tfds.core.DatasetInfo:
+        # The engine config that made the data (metadata.json beside the shards): provenance for its users.
         return tfds.core.DatasetInfo(builder=self, description=self.__doc__, features=features(),
-                                     supervised_keys=None)
+                                     supervised_keys=None,
+                                     metadata=tfds.core.MetadataDict(engine=self._engine.to_dict()))
 
     def _split_generators(self, dl_manager, pipeline):
         from data_pipelines.strefer.pipeline import StreferEngine

@@ -38,6 +38,8 @@ def test_end_to_end_counters_and_rerun_identical(strefer_set, strefer_run, tmp_p
     assert c["clips"] == summary["examples"] + summary["dead_letters"] == len(examples) == 14
     assert summary["dead_letters"] == 0 and open(summary["dead_letter_path"]).read() == ""
     assert c["pairs"] == sum(len(e["instructions"]) for e in examples)
+    with open(os.path.join(summary["out"], "metadata.json")) as f:  # provenance: the engine config
+        assert json.load(f)["engine"] == EngineConfig().to_dict()
     again = run_engine(os.path.join(strefer_set, "videos"), str(tmp_path), EngineConfig())
     assert again["counters"] == c
     _same(read_dataset(str(tmp_path)), examples)
