@@ -18,7 +18,11 @@ def detect_shots(path: str, cfg: EngineConfig) -> list[tuple[int, int]]:
     """Shots as [start, end) frame ranges covering the video (one shot when no cut is found).
 
     PySceneDetect over the PyAV backend (the one the project already decodes with; no OpenCV needed)."""
+    import logging
+
     from scenedetect import AdaptiveDetector, ContentDetector, SceneManager, open_video
+
+    logging.getLogger("pyscenedetect").setLevel(logging.WARNING)  # one "Detecting scenes..." line per video
 
     info = probe_video(path)  # VideoDecodeError naming the file for missing/empty/garbage input
     if cfg.shot_detector == "content":
