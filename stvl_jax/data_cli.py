@@ -9,6 +9,8 @@
     stvl data qvh-yesno-score --samples yesno.jsonl --predictions preds.jsonl [--strict]
     stvl data inspect PATH [--check]     (a video, or a JSONL index: record/skip counts)
     stvl data to-arrayrecord --input x.jsonl --out x.array_record [--strict]
+    stvl data strefer --videos DIR --out DIR [--annotator synthetic|stvl|openai] [--runner R] [beam options]
+                      (the Strefer data engine on Apache Beam -> a TFDS dataset; docs/strefer.md)
 Bad records are skipped with per-reason counts printed at the end; --strict stops at the first with one line
 naming the file:line (or file[index]) and the reason. No target or question is filled in with a default.
 """
@@ -154,13 +156,20 @@ def cmd_synth(a) -> int:
 
     cfg = (vos_synth_config(a.videos, a.seed) if a.preset == "vos" else
            SynthConfig(num_videos=a.videos, seed=a.seed))
+    if a.multishot and a.multishot > a.videos:
+        raise InputError(f"--multishot {a.multishot} joins more scenes than --videos {a.videos}")
     m = generate_dataset(a.out, cfg, workers=a.workers, progress=True)
     counts = dict(m["counts"])
     if a.export == "rvos":
         from data_pipelines.synthetic.rvos_export import export_rvos
 
         counts.update({f"rvos/{k}": n for k, n in export_rvos(a.out, progress=True).items()})
-    print(json.dumps({"out": a.out, "splits": {k: len(v) for k, v in m["splits"].items()}, "counts": counts}))
+    if a.multishot:
+        from data_pipelines.synthetic.multishot import write_multishot
+
+        m["multishot"] = write_multishot(a.out, cfg, range(a.multishot))["vid"]
+    print(json.dumps({"out": a.out, "splits": {k: len(v) for k, v in m["splits"].items()}, "counts": counts,
+                      **({"multishot": m["multishot"]} if a.multishot else {})}))
     return 0
 
 
@@ -307,6 +316,25 @@ def cmd_to_arrayrecord(a) -> int:
     return 0
 
 
+def cmd_strefer(a) -> int:
+    """The Strefer engine (data_pipelines.strefer); the `stvl` annotator's model chat is built here (JAX side)."""
+    from data_pipelines.strefer.cli import beam_args, engine_config
+    from data_pipelines.strefer.run import plot_families, print_summary, run_engine
+
+    cfg = engine_config(a)
+    chat_factory = None
+    if cfg.annotator.name == "stvl":
+        from stvl_jax.infer.strefer_chat import StvlChatFactory
+
+        chat_factory = StvlChatFactory(cfg.annotator.checkpoint, cfg.annotator.tokenizer, cfg.annotator.max_new_tokens)
+    summary = run_engine(a.videos, a.out, cfg, runner=a.runner, beam_args=beam_args(a.beam_args),
+                         chat_factory=chat_factory, overwrite=a.overwrite, dead_letter_path=a.dead_letter)
+    print_summary(summary)
+    if a.plot:
+        print(f"family plot: {plot_families(summary['counters'], a.plot)}")
+    return 0
+
+
 def _nonempty(text: str) -> str:
     if not text.strip():
         raise argparse.ArgumentTypeError("must not be empty")
@@ -326,6 +354,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--export", choices=("rvos",), default=None,
                    help="rvos: also write the set in MeViS's referring-segmentation layout under OUT/rvos "
                         "(colour / shape / timing expressions; docs/virst.md)")
+    s.add_argument("--multishot", type=positive_int, default=None, metavar="K",
+                   help="also write videos/multishot_*.mp4 joining scenes 0..K-1 with hard cuts (recorded in its "
+                        "annotation; shot-detection tests, `stvl data strefer`)")
     s.set_defaults(fn=cmd_synth)
     s = sub.add_parser("tokenizer", help="build the tiny Qwen-style tokenizer")
     s.add_argument("--out", type=output_dir, required=True)
@@ -378,9 +409,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True)
     s.add_argument("--strict", action="store_true")
     s.set_defaults(fn=cmd_to_arrayrecord)
+    s = sub.add_parser("strefer", help="Strefer data engine on Apache Beam: videos -> instructions (TFDS dataset)")
+    from data_pipelines.strefer.cli import add_arguments
+
+    add_arguments(s)
+    s.set_defaults(fn=cmd_strefer)
     return p
 
 
 def main(argv: list[str]) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    if argv[:1] == ["strefer"]:  # the options argparse does not know are Beam pipeline options
+        args, extra = parser.parse_known_args(argv)
+        args.beam_args = extra
+    else:
+        args = parser.parse_args(argv)
     return int(args.fn(args) or 0)

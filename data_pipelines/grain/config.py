@@ -18,7 +18,8 @@ FORMATS = ("chat", "streamo", "stride")
 class PipelineConfig:
     """One pipeline: index -> batches.
 
-    index: JSONL or ArrayRecord file of records in `format`:
+    index: JSONL or ArrayRecord file of records in `format`, or a prepared TFDS dataset "tfds:NAME/SPLIT[@DATA_DIR]"
+      (its `record` feature; e.g. the Strefer engine's output "tfds:strefer/train@OUT"):
       chat    {"messages": [{"role", "content": str | [{"type": "text"|"image"|"video", ...}]}]}
       streamo the Streamo stream format ({"messages": [...user "<stream>" turns...], "videos": [path]})
       stride  STRIDE activation samples ([text, video, activation_output] or {"data": [...]})

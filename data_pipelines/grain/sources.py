@@ -1,4 +1,5 @@
-"""Random-access record sources for Grain: JSONL (line-offset index) and ArrayRecord (JSON bytes per record).
+"""Random-access record sources for Grain: JSONL (line-offset index), ArrayRecord (JSON bytes per record) and
+prepared TFDS datasets ("tfds:NAME/SPLIT[@DATA_DIR]", `tfds.data_source`).
 
 Each item is {"key": "<file>:<line or record>", "data": bytes}; JSON parsing happens in the transform so a
 malformed line becomes a counted skip instead of a crashed source.
@@ -77,6 +78,60 @@ class ArrayRecordSource:
         return f"ArrayRecordSource({self.paths!r}, {len(self)} records)"
 
 
+class TfdsSource:
+    """A prepared TFDS dataset through `tfds.data_source`: spec "tfds:NAME/SPLIT" or "tfds:NAME/SPLIT@DATA_DIR"
+    (NAME may carry a config and version, e.g. strefer:1.0.0). An example's `record` feature (text: a JSON record
+    in the pipeline's format, as the Strefer engine writes) is the item's data; a dataset without one is handed
+    over whole, as JSON (bytes decoded as UTF-8, arrays as lists)."""
+
+    def __init__(self, spec: str):
+        self.spec = spec
+        body = spec[len("tfds:"):]
+        body, _, self.data_dir = body.partition("@")
+        self.name, _, self.split = body.rpartition("/")
+        if not self.name or not self.split:
+            raise AnnotationError("bad_index", f"tfds index {spec!r}: expected tfds:NAME/SPLIT[@DATA_DIR]")
+        self._src = None
+        self._len = len(self._open())
+
+    def _open(self):
+        if self._src is None:
+            import tensorflow_datasets as tfds
+
+            try:
+                self._src = tfds.data_source(self.name, split=self.split, data_dir=self.data_dir or None)
+            except Exception as e:  # DatasetNotFoundError, unknown split, ...: one line naming the spec
+                raise AnnotationError("missing_file", f"tfds index {self.spec!r}: {type(e).__name__}: "
+                                                      f"{str(e).splitlines()[0] if str(e) else ''}") from None
+        return self._src
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __getitem__(self, i: int) -> dict:
+        ex = self._open()[int(i)]
+        data = ex["record"] if "record" in ex else json.dumps(_plain(ex)).encode()
+        return {"key": f"{self.spec}#{int(i)}", "data": data}
+
+    def __getstate__(self):  # reopened in each Grain worker
+        return {**self.__dict__, "_src": None}
+
+    def __repr__(self) -> str:
+        return f"TfdsSource({self.spec!r}, {len(self)} records)"
+
+
+def _plain(value):
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, np.ndarray):
+        return _plain(value.tolist()) if value.dtype == object else value.tolist()
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value.item() if isinstance(value, np.generic) else value
+
+
 def jsonl_to_array_record(jsonl_path: str, out_path: str) -> int:
     """Copy every non-empty line of a JSONL file into an ArrayRecord file (one record per line), unchecked
     (`stvl data to-arrayrecord` checks each line first)."""
@@ -100,8 +155,11 @@ def write_array_record(out_path: str, payloads) -> int:
 
 
 def open_source(path: str):
-    """Pick the source by suffix: .jsonl -> JsonlSource; .array_record / .arrayrecord -> ArrayRecordSource."""
+    """Pick the source: "tfds:..." -> TfdsSource; by suffix .jsonl -> JsonlSource; .array_record / .arrayrecord
+    -> ArrayRecordSource."""
     p = os.fspath(path)
+    if p.startswith("tfds:"):
+        return TfdsSource(p)
     if p.endswith((".array_record", ".arrayrecord")) or "array_record-" in os.path.basename(p):
         return ArrayRecordSource(p)
     if p.endswith((".jsonl", ".json")):
