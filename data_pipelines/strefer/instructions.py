@@ -16,6 +16,7 @@ from __future__ import annotations
 import zlib
 
 import numpy as np
+from data_pipelines.rle import coco_rle_decode
 
 FAMILIES = ("region_action", "region_location", "temporal_grounding", "counting", "ordering",
             "appearance_reentry", "timestamp_yesno")
@@ -226,22 +227,10 @@ def _strip(expression: str) -> str:
     return expression[4:] if expression.lower().startswith("the ") else expression
 
 
-def _mask(rle: dict) -> np.ndarray:
-    counts = rle["counts"]
-    if isinstance(counts, list):
-        from data_pipelines.rle import rle_decode
-
-        return rle_decode(rle)
-    from pycocotools import mask as mask_util
-
-    c = counts.encode("ascii") if isinstance(counts, str) else counts
-    return mask_util.decode({"size": list(rle["size"]), "counts": c}).astype(bool)
-
-
 def _area(rle: dict) -> int:
-    return int(_mask(rle).sum())
+    return int(coco_rle_decode(rle).sum())
 
 
 def _box(rle: dict) -> tuple[int, int, int, int]:
-    ys, xs = np.nonzero(_mask(rle))
+    ys, xs = np.nonzero(coco_rle_decode(rle))
     return int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)
