@@ -3,9 +3,13 @@ compare every number (not part of CI: it needs a local copy of the official scri
 
     python research/probes/etbench_official_parity.py --official DIR [--fuzz 2000]
 
-DIR holds the official evaluation as an importable module `official_cm.py` (its functions; nncore's
-`temporal_iou`, torch, pycocoevalcap and sentence-transformers importable), with
-`SentenceTransformerSimilarity(path)` taking a local model directory. The prediction set is
+DIR holds the official script's functions, unchanged, as an importable module `official_cm.py` (with nncore's
+`temporal_iou`, torch, pycocoevalcap and sentence-transformers importable; `SentenceTransformerSimilarity(path)`
+taking a local model directory; `PTBTokenizer()` without `verbose`, which pycocoevalcap 1.2 lacks) plus
+`evaluate_all(samples, st) -> (collected, met, overall row, merged row)`: its `__main__` dispatch and table
+arithmetic without the file IO and logging. The copy used (2026-12-07) was read from a public GitHub mirror of
+the HF repository's `evaluation/compute_metrics.py` through the code search (its `rvq_eval` is the one with the
+"(X)" search first); it is not kept in this repository (CC BY-NC-SA code). The prediction set is
 `tests/etbench_helpers.parity_samples()` (printed as the expected numbers of tests/eval/test_etbench_official.py)
 plus `--fuzz` random answers per task. Both sides draw the dvc/slc unmatched-caption reference as the same fixed
 string so that SentSim compares exactly (the official code draws it unseeded).

@@ -89,3 +89,5 @@ def test_etbench_score_cli(tmp_path, capsys):
     assert "TVG (F1)" in out and "100.0" in out and "n/c" in out
     assert main(["eval", "etbench-score", str(tmp_path / "nope.json")]) == 2
     assert "nope.json" in capsys.readouterr().err
+    assert main(["eval", "etbench-score", str(preds), "--sentsim-model", str(tmp_path / "no_model")]) == 2
+    assert "no_model' is not a directory" in capsys.readouterr().err
