@@ -98,7 +98,13 @@ class CaptionScorer:
     def _tokenize(texts: list[str]) -> dict[str, str]:
         from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
-        tokens = PTBTokenizer().tokenize({i: [{"caption": x}] for i, x in enumerate(texts)})
+        try:
+            tokens = PTBTokenizer().tokenize({i: [{"caption": x}] for i, x in enumerate(texts)})
+        except OSError as e:  # it writes its input next to its jar and runs `java`
+            raise InputError(f"caption metrics: pycocoevalcap's PTB tokenizer could not run ({e})") from None
+        if len(tokens) != len(texts):
+            raise InputError(f"caption metrics: the PTB tokenizer (Java) returned {len(tokens)} of {len(texts)} "
+                             "captions; check that `java -version` works")
         return {x: tokens[i][0] for i, x in enumerate(texts)}
 
     def _score_at(self, pairs: dict[str, list[tuple[str, str]]], tokens: dict[str, str],
