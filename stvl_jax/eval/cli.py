@@ -4,7 +4,8 @@
     stvl eval qvh-yesno --ckpt CKPT --data SYNTH_DIR [--split val] [--tokenizer DIR] --out OUT
     stvl eval stride    --ckpt CKPT --data SYNTH_DIR [--split test] [--tokenizer DIR] --out OUT [stream flags]
     stvl eval etbench   --ckpt CKPT --anno etbench_txt_v1.0.json --videos DIR --out OUT [--tasks tvg,epm,...]
-    stvl eval etbench-score PREDICTIONS.json   (ET-Bench metrics of a file whose samples carry answers "a")
+    stvl eval etbench-score PREDICTIONS.json [--sentsim-model DIR] [--json OUT.json]   (the official E.T. Bench
+                        metrics of a file whose samples carry answers "a")
     stvl eval vos       --ckpt SAM2_CKPT --data SYNTH_DIR [--split test] --out OUT   (J, F, J&F per case)
     stvl eval rvos      --ckpt VIRST_CKPT | --predictions DIR --data ROOT --format mevis|refytvos|revos|synthetic
                         [--split S] --out OUT
@@ -140,7 +141,7 @@ def run_stride(args) -> dict:
         samples = stride_eval.synthetic_samples(args.data, args.split, skips)
     else:
         tasks = tuple(t.strip() for t in args.tasks.split(",") if t.strip())
-        if unknown := [t for t in tasks if t not in stride_eval.etbench.SCORERS]:
+        if unknown := [t for t in tasks if t not in stride_eval.etbench.TASKS]:
             raise UserError(f"--tasks: {unknown[0]!r} has no STRIDE metric (supported: "
                             f"{','.join(stride_eval.etbench.TASKS)})")
         where = args.anno
@@ -158,7 +159,7 @@ def run_stride(args) -> dict:
     stride_eval.plot_samples(result["samples"], os.path.join(args.out, f"{args.task}_timelines.png"))
     control = " (every pixel zeroed)" if args.zero_pixels else ""
     for task, by_source in result["metrics"].items():
-        if task == "overall":
+        if task == "summary":
             continue
         for source, m in by_source.items():
             base = {k: v[task][source] for k, v in result["baselines"].items()}
@@ -167,7 +168,7 @@ def run_stride(args) -> dict:
                   f"oracle {base['oracle']['F1@0.5']:.3f}); "
                   f"F1 mean over tIoU {m['F1']:.3f} "
                   f"(always-on {base['always_on']['F1']:.3f}, always-off {base['always_off']['F1']:.3f}); "
-                  f"{m['total']} samples")
+                  f"{m['Total']} samples")
     lat = result["latency"]
     print(f"per-chunk latency: median {lat['median_ms']:.1f} ms, p90 {lat['p90_ms']:.1f} ms over {lat['chunks']} "
           f"chunks -> {args.out}")
@@ -183,8 +184,17 @@ def run_etbench_score(args) -> dict:
             samples = json.load(f)
     except (OSError, json.JSONDecodeError) as e:
         raise UserError(f"predictions file {args.predictions!r} cannot be read as JSON ({e})") from None
-    result = etbench.score(samples)
-    print(json.dumps(result, indent=1))
+    if not isinstance(samples, list):
+        raise UserError(f"predictions file {args.predictions!r}: expected a JSON list of samples")
+    captions = etbench.CaptionScorer(args.sentsim_model)
+    try:
+        result = etbench.score(samples, captions)
+    finally:
+        captions.close()
+    print(etbench.tables(result))
+    if args.json:
+        _write_json(os.path.dirname(os.path.abspath(args.json)), os.path.basename(args.json), result)
+        print(f"metrics -> {args.json}")
     return result
 
 
@@ -230,6 +240,10 @@ def main(argv=None) -> int:
     et.set_defaults(func=run_stride)
     es = sub.add_parser("etbench-score", help="ET-Bench metrics of a predictions file (samples with answers)")
     es.add_argument("predictions", help="JSON list of ET-Bench samples, each with its answer in 'a'")
+    es.add_argument("--sentsim-model", default=None,
+                    help="local sentence-transformers dir (all-MiniLM-L6-v2) for SentSim and the choice tasks' "
+                         "similarity fallback; never downloaded (absent: not computed)")
+    es.add_argument("--json", default=None, help="also write the metrics (rows and tables) to this JSON file")
     es.set_defaults(func=run_etbench_score)
     v = sub.add_parser("vos", help="SAM2 promptable video segmentation: J, F, J&F per case beside controls")
     v.add_argument("--ckpt", required=True, help="SAM2 video checkpoint")

@@ -1,18 +1,13 @@
-"""ET-Bench (E.T. Bench, Liu et al. 2024) annotation reader and the grounding metrics STRIDE reports.
+"""ET-Bench (E.T. Bench, Liu et al. 2024): the annotation reader, STRIDE's text answers, and `score`, which
+gives the numbers of the official evaluation (`compute_metrics.py` of the benchmark's Hugging Face repository).
 
 Annotation file (`etbench_txt_v1.0.json`): a JSON list of {"idx", "task", "source", "video", "duration", "q",
-"tgt", ["g", "src", "p", "o"]}; predictions add "a", the model's text answer. STRIDE answers with its trigger
+["tgt", "g", "src", "p", "o"]}; predictions add "a", the model's text answer. STRIDE answers with its trigger
 segments formatted as text ("a - b seconds", dvc/slc with a placeholder caption).
 
-Metrics (thresholds tIoU 0.1 / 0.3 / 0.5 / 0.7, the reported number is the mean over them):
-- tvg, epm: per sample, the first predicted segment against the single target; F1@t is the hit rate
-  (IoU >= t) over all samples (unparseable answers count as misses) — ET-Bench's `tvg_eval`;
-- tal: per sample, recall = share of targets matched (max IoU >= t), precision = share of predictions matched,
-  F1 = harmonic mean (0 when nothing reaches t), averaged over all samples;
-- dvc, slc: the temporal-only fallback of the dense-captioning score: per video, recall = share of targets
-  covered by a prediction with IoU > t, precision = share of predictions covering a target; both averaged over
-  the videos with a parseable answer, scaled by the parseable fraction, F1 from the scaled means. (The caption
-  metrics — METEOR, CIDEr, SentSim — are out of scope: STRIDE does not caption.)
+`score` reads answers as the official code does (`etbench_parse`), computes each (task, source) row with the
+official arithmetic (`etbench_metrics`, `etbench_captions`), and summarizes as the official tables: per task the
+mean of its sources' rounded numbers, the "Overall" row (14 columns) and the "Merged" row (5 columns).
 """
 
 from __future__ import annotations
@@ -20,19 +15,30 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
-from collections import defaultdict
 from collections.abc import Sequence
 
 import numpy as np
 
 from data_pipelines.errors import AnnotationError
 from stvl_jax.errors import InputError
+from stvl_jax.eval import etbench_metrics as em
+from stvl_jax.eval.etbench_captions import METRICS as CAPTION_METRICS
+from stvl_jax.eval.etbench_captions import CaptionScorer
 
-TASKS = ("tvg", "epm", "tal", "dvc", "slc")
-THRESHOLDS = (0.1, 0.3, 0.5, 0.7)
-_RANGE = re.compile(r"(\d+\.?\d*)\s*-\s*(\d+\.?\d*)")
-_TO = re.compile(r"(\d+\.?\d*)\s* to \s*(\d+\.?\d*)")
+TASKS = ("tvg", "epm", "tal", "dvc", "slc")  # the tasks STRIDE answers (`stvl eval etbench`)
+ALL_TASKS = ("rar", "eca", "rvq", "tvg", "epm", "tal", "evs", "vhd", "dvc", "slc", "tem", "gvq")
+THRESHOLDS = em.THRESHOLDS
+# The official "Overall" columns: (label, task, the per-source number averaged), in its order
+OVERALL = (("RAR (Acc)", "rar", "Acc"), ("EVC (Acc)", "eca", "Acc"), ("RVQ (Acc)", "rvq", "Acc"),
+           ("TVG (F1)", "tvg", "F1"), ("EPM (F1)", "epm", "F1"), ("TAL (F1)", "tal", "F1"),
+           ("EVS (F1)", "evs", "F1"), ("VHD (F1)", "vhd", "F1"), ("DVC (F1)", "dvc", "F1"),
+           ("DVC (Sim)", "dvc", "SentSim"), ("SLC (F1)", "slc", "F1"), ("SLC (Sim)", "slc", "SentSim"),
+           ("TEM (Rec)", "tem", "mRec"), ("GVQ (Rec)", "gvq", "mRec"))
+# The official "Merged" columns: (label, the Overall columns averaged)
+MERGED = (("Acc (ref)", ("RAR (Acc)", "EVC (Acc)", "RVQ (Acc)")),
+          ("F1 (gnd)", ("TVG (F1)", "EPM (F1)", "TAL (F1)", "EVS (F1)", "VHD (F1)")),
+          ("F1 (cap)", ("DVC (F1)", "SLC (F1)")), ("Sim (cap)", ("DVC (Sim)", "SLC (Sim)")),
+          ("Rec (com)", ("TEM (Rec)", "GVQ (Rec)")))
 
 
 def read_annotations(path: str, tasks: Sequence[str] | None = TASKS, skips=None) -> list[dict]:
@@ -60,7 +66,8 @@ def read_annotations(path: str, tasks: Sequence[str] | None = TASKS, skips=None)
                 raise AnnotationError("bad_field", f"'duration' {s['duration']!r} is not a positive number of "
                                       "seconds", key)
             if tasks is None or s["task"] in tasks:
-                out.append({**s, "record": key, "tgt": _segments(s["tgt"], key)})
+                _segments(s["tgt"], key)  # checked; kept as written (the official metrics read it raw)
+                out.append({**s, "record": key})
         except InputError as e:
             if skips is None:
                 raise
@@ -93,100 +100,145 @@ def format_answer(segments: Sequence[Sequence[float]], task: str) -> str:
     return ", ".join(f"{s:.1f} - {e:.1f} seconds" for s, e in segments)
 
 
-def parse_segments(answer: str | None) -> list[list[float]] | None:
-    """'a - b' (or 'a to b') pairs in an answer -> [[s, e], ...] ordered within each pair; None if none."""
-    if not answer:
-        return None
-    text = answer.lower()
-    pairs = _RANGE.findall(text) or _TO.findall(text)
-    if not pairs:
-        return None
-    return [sorted((float(a), float(b))) for a, b in pairs]
+def score(samples: Sequence[dict], captions: CaptionScorer | None = None) -> dict:
+    """Official E.T. Bench metrics of samples carrying answers 'a'.
 
-
-def iou_matrix(a: Sequence[Sequence[float]], b: Sequence[Sequence[float]]) -> np.ndarray:
-    """(len(a), len(b)) temporal IoU."""
-    a, b = np.asarray(a, np.float64).reshape(-1, 2), np.asarray(b, np.float64).reshape(-1, 2)
-    inter = np.clip(np.minimum(a[:, None, 1], b[None, :, 1]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
-    union = np.maximum(a[:, None, 1], b[None, :, 1]) - np.minimum(a[:, None, 0], b[None, :, 0])
-    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
-
-
-def _parsed(samples: Sequence[dict]) -> tuple[list[tuple[dict, list]], int]:
-    """-> ([(sample, predicted segments)] for the parseable answers, number of unparseable ones)."""
-    pairs = [(s, parse_segments(s.get("a"))) for s in samples]
-    return [(s, p) for s, p in pairs if p is not None], sum(p is None for _, p in pairs)
-
-
-def grounding_f1(samples: Sequence[dict]) -> dict:
-    """tvg/epm: hit rate of the first predicted segment at each threshold (ET-Bench calls it F1)."""
-    hits = np.zeros(len(THRESHOLDS))
-    parsed, failed = _parsed(samples)
-    ious = []
-    for s, pred in parsed:
-        iou = float(iou_matrix(s["tgt"][:1], pred[:1])[0, 0])
-        ious.append(iou)
-        hits += [iou >= t for t in THRESHOLDS]
-    return _summary(hits / max(len(samples), 1), len(samples), failed, mIoU=sum(ious) / max(len(samples), 1))
-
-
-def localization_f1(samples: Sequence[dict]) -> dict:
-    """tal: per-sample F1 of matched targets / predictions, averaged over samples."""
-    f1 = np.zeros(len(THRESHOLDS))
-    parsed, failed = _parsed(samples)
-    for s, pred in parsed:
-        iou = iou_matrix(s["tgt"], pred)
-        for i, t in enumerate(THRESHOLDS):
-            if iou.max() >= t:
-                rec, prc = (iou.max(axis=1) >= t).mean(), (iou.max(axis=0) >= t).mean()
-                f1[i] += 2 * prc * rec / (prc + rec)
-    return _summary(f1 / max(len(samples), 1), len(samples), failed)
-
-
-def dense_temporal_f1(samples: Sequence[dict]) -> dict:
-    """dvc/slc temporal-only: per-video recall/precision at IoU > t, means over parsed videos, scaled by the
-    parsed fraction, then F1 (the dense-captioning detection score without captions)."""
-    parsed, failed = _parsed(samples)
-    per_video = {s["video"]: (s["tgt"], pred) for s, pred in parsed}
-    scale = len(per_video) / max(len(samples), 1)
-    f1 = np.zeros(len(THRESHOLDS))
-    for i, t in enumerate(THRESHOLDS):
-        if not per_video:
-            break
-        rec, prc = [], []
-        for gt, pred in per_video.values():
-            hit = iou_matrix(gt, pred) > t
-            rec.append(hit.any(axis=1).mean())
-            prc.append(hit.any(axis=0).mean())
-        r, p = np.mean(rec) * scale, np.mean(prc) * scale
-        f1[i] = 0.0 if r + p == 0 else 2 * p * r / (p + r)
-    return _summary(f1, len(samples), failed)
-
-
-def _summary(per_threshold: np.ndarray, total: int, failed: int, **extra) -> dict:
-    out = {"total": total, "failed": failed}
-    out.update({f"F1@{t}": float(v) for t, v in zip(THRESHOLDS, per_threshold)})
-    out["F1"] = float(np.mean(per_threshold))
-    out.update({k: float(v) for k, v in extra.items()})
-    return out
-
-
-SCORERS = {"tvg": grounding_f1, "epm": grounding_f1, "tal": localization_f1, "dvc": dense_temporal_f1,
-           "slc": dense_temporal_f1}
-
-
-def score(samples: Sequence[dict]) -> dict:
-    """{task: {source: metrics}, "overall": {task: mean F1 over sources}} for samples carrying answers 'a'."""
-    groups: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
+    -> {task: {source: row}, "summary": {"tasks", "overall", "merged", "means", "not_computed"}}. A row holds the
+    official columns (`etbench_metrics`); caption metrics (dvc/slc) and the SentSim fallback of the choice tasks
+    come from `captions` (None: not computed). "tasks": {Overall label: mean over the task's sources of the rounded
+    per-source number, rounded to 5 decimals}; "overall" / "merged": the official tables in percent, 1 decimal
+    (None where a task is absent or a number is not computed). A malformed sample raises InputError naming it."""
+    groups: dict[str, dict[str, list]] = {}
     for i, s in enumerate(samples):
-        if not isinstance(s, dict) or any(k not in s for k in ("task", "tgt")):
-            raise InputError(f"sample {i} is not an object with 'task' and 'tgt'")
-        if s["task"] not in SCORERS:
-            raise InputError(f"task {s['task']!r} has no STRIDE metric (supported: {sorted(SCORERS)})")
-        groups[s["task"]][s.get("source", "")].append({**s, "tgt": _segments(s["tgt"], f"sample {i}")})
-    out = {task: {src: SCORERS[task](rows) for src, rows in by_src.items()} for task, by_src in groups.items()}
-    out["overall"] = {task: float(np.mean([m["F1"] for m in out[task].values()])) for task in groups}
+        _check(s, i)
+        groups.setdefault(s["task"], {}).setdefault(s.get("source", ""), []).append(s)
+    sim = captions.similarity if captions is not None and captions.has_similarity else None
+    out: dict = {task: {src: _row(task, rows, sim, captions) for src, rows in by_src.items()}
+                 for task, by_src in groups.items()}
+    out["summary"] = _summary(out, captions)
     return out
+
+
+def _row(task: str, rows: list[dict], sim, captions: CaptionScorer | None) -> dict:
+    if task in ("tvg", "epm"):
+        return em.grounding(rows)
+    if task == "tem":
+        return em.moment_recall(rows)
+    if task == "tal":
+        return em.localization(rows)
+    if task == "evs":
+        return em.summarization(rows)
+    if task == "vhd":
+        return em.highlight(rows)
+    if task in ("rar", "eca", "rvq"):
+        return em.choice_accuracy(rows, sim)
+    if task == "gvq":
+        return em.grounded_qa(rows, sim)
+    videos, failed = em.dense_parse(rows)
+    f1 = em.dense_detection(videos, len(rows))[0]
+    row = {"Total": len(rows), "Failed": failed}
+    row.update({f"F1@{t}": em.r5(v) for t, v in zip(THRESHOLDS, f1)})
+    row["F1"] = em.r5(sum(f1) / len(f1))
+    return row | (captions.score(videos) if captions is not None else {m: None for m in CAPTION_METRICS})
+
+
+def _mean5(values: list) -> float | None:
+    return None if not values or any(v is None for v in values) else em.r5(sum(values) / len(values))
+
+
+def _summary(out: dict, captions: CaptionScorer | None) -> dict:
+    tasks = {label: _mean5([row.get(key) for row in out[task].values()]) if task in out else None
+             for label, task, key in OVERALL}
+    overall = {label: None if v is None else round(v * 100, 1) for label, v in tasks.items()}
+    merged = {label: None if any(tasks[c] is None for c in cols) else round(sum(tasks[c] for c in cols) * 100 /
+                                                                             len(cols), 1)
+              for label, cols in MERGED}
+
+    def pooled(task_names, key):  # the official per-group "Mean ..." lines: over all sources of the group
+        return _mean5([row.get(key) for t in task_names if t in out for row in out[t].values()])
+
+    means = {"Referring Acc": pooled(("rar", "eca", "rvq"), "Acc"),
+             "Grounding F1": pooled(("tvg", "epm", "tal", "evs", "vhd"), "F1"),
+             "Captioning F1": pooled(("dvc", "slc"), "F1"), "Captioning SentSim": pooled(("dvc", "slc"), "SentSim")}
+    if captions is None:
+        not_computed = {m: "no caption scorer" for m in CAPTION_METRICS} if {"dvc", "slc"} & set(out) else {}
+    else:
+        not_computed = captions.missing()
+    return {"tasks": tasks, "overall": overall, "merged": merged, "means": means, "not_computed": not_computed}
+
+
+# The official tables' columns per group: (title, tasks, columns)
+_GROUPS = (("Referring", ("rar", "eca", "rvq"), ("Acc",)),
+           ("Grounding", ("tvg", "epm", "tal", "evs", "vhd"), ("F1@0.1", "F1@0.3", "F1@0.5", "F1@0.7", "F1")),
+           ("Captioning", ("dvc", "slc"), ("F1@0.1", "F1@0.3", "F1@0.5", "F1@0.7", "F1", "Bleu_1", "Bleu_2", "Bleu_3",
+                                           "Bleu_4", "METEOR", "ROUGE_L", "CIDEr", "SentSim")),
+           ("Complex", ("tem", "gvq"), ("R@0.1", "R@0.3", "R@0.5", "R@0.7", "mRec", "Acc")))
+
+
+def tables(result: dict) -> str:
+    """The official log's tables as text: one per task group, then Overall and Merged ('-': not applicable,
+    'n/c': not computed)."""
+    def cell(v):
+        return "n/c" if v is None else str(v)
+
+    blocks = []
+    for title, tasks, cols in _GROUPS:
+        rows = [(t, src, r["Total"], r["Failed"], *(cell(r[c]) if c in r else "-" for c in cols))
+                for t in tasks if t in result for src, r in result[t].items()]
+        if rows:
+            blocks.append(f"{title}\n" + _grid([("Task", "Source", "Total", "Failed", *cols), *rows]))
+    summary = result["summary"]
+    for title in ("overall", "merged"):
+        blocks.append(f"{title.capitalize()} (%)\n" + _grid([tuple(summary[title]),
+                                                              tuple(cell(v) for v in summary[title].values())]))
+    if summary["not_computed"]:
+        blocks.append("not computed: " + "; ".join(f"{m} ({why})" for m, why in summary["not_computed"].items()))
+    return "\n\n".join(blocks)
+
+
+def _grid(rows: list[tuple]) -> str:
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(str(v).ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows)
+
+
+def _check(s, i: int) -> None:
+    """One clear InputError for a sample the official script would crash on or misread."""
+    if not isinstance(s, dict) or not isinstance(s.get("task"), str) or not isinstance(s.get("a"), str):
+        raise InputError(f"sample {i} is not an object with a 'task' and a text answer 'a'")
+    task, where = s["task"], f"sample {i} ({s['task']}/{s.get('source', '')})"
+    if task not in ALL_TASKS:
+        raise InputError(f"{where}: unknown task {task!r} (E.T. Bench tasks: {', '.join(ALL_TASKS)})")
+    if task in ("tvg", "epm", "gvq") and not _is_span(s.get("tgt")):
+        raise InputError(f"{where}: 'tgt' must be [start, end] in seconds, got {s.get('tgt')!r}")
+    if task in ("tal", "evs", "tem", "dvc", "slc") and not _is_spans(s.get("tgt")):
+        raise InputError(f"{where}: 'tgt' must be a non-empty list of [start, end], got {s.get('tgt')!r}")
+    if task == "vhd" and not (_is_spans(s.get("tgt")) or (isinstance(s.get("tgt"), list) and s["tgt"]
+                                                          and all(_is_spans(a) for a in s["tgt"]))):
+        raise InputError(f"{where}: 'tgt' must be a list of [start, end] (or one such list per annotator), got "
+                         f"{s.get('tgt')!r}")
+    if task in ("rar", "eca", "rvq", "gvq"):
+        if not isinstance(s.get("o"), list) or len(s["o"]) not in (4, 5):
+            raise InputError(f"{where}: 'o' must be a list of 4 or 5 options, got {s.get('o')!r}")
+        if not isinstance(s.get("p"), int) or isinstance(s["p"], bool):
+            raise InputError(f"{where}: 'p' must be the index of the correct option, got {s.get('p')!r}")
+    if task in ("dvc", "slc"):
+        if not isinstance(s.get("video"), str):
+            raise InputError(f"{where}: 'video' must be a string (dense captions are grouped by video)")
+        g = s.get("g")
+        if not isinstance(g, list) or len(g) != len(s["tgt"]) or not all(isinstance(c, str) for c in g):
+            raise InputError(f"{where}: 'g' must hold one caption string per 'tgt' segment")
+
+
+def _number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _is_span(x) -> bool:
+    return isinstance(x, (list, tuple)) and len(x) == 2 and all(_number(v) for v in x)
+
+
+def _is_spans(x) -> bool:
+    return isinstance(x, list) and len(x) > 0 and all(_is_span(v) for v in x)
 
 
 def is_multi_event(task: str) -> bool:

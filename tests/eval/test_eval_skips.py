@@ -218,8 +218,8 @@ def test_qvh_yesno_skips_bad_samples_and_scores_the_rest_as_alone(env, tmp_path,
 def test_etbench_score_names_a_malformed_prediction(tmp_path, capsys):
     (tmp_path / "pred.json").write_text(json.dumps([{"task": "tvg", "tgt": [0, 1], "a": "0 - 1"}, 3]))
     rc, out, err = _run(["eval", "etbench-score", str(tmp_path / "pred.json")], capsys)
-    assert rc == 2 and err.strip().splitlines() == ["stvl eval: error: sample 1 is not an object with 'task' and "
-                                                    "'tgt'"]
+    assert rc == 2 and err.strip().splitlines() == ["stvl eval: error: sample 1 is not an object with a 'task' "
+                                                    "and a text answer 'a'"]
 
 
 def test_streamo_eval_refuses_what_training_refuses(env, tmp_path):
