@@ -34,6 +34,9 @@ where the code and the paper's wording differ, this follows the code:
 - new memories: from sigmoid(mask logits) on every frame (VIRST's SAM2 leaves
   binarize_mask_from_pts_for_mem_enc off), + the occlusion embedding where the object is absent; stored in
   bf16 at evaluation (`maskmem_features.to(torch.bfloat16)`), fp32 in training (`bank_dtype`).
+- frames: VIRST evaluates on the whole video (anchors mapped to video frame ids) and trains on its selected
+  frames only (3 random anchors + propagation frames, indices local to that subset): the caller passes those
+  frames and picks the anchors (`anchor_frames_for` is the evaluation rule).
 - not modelled: the memory-attention dropout of VIRST's training forward.
 """
 

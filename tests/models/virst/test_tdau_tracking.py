@@ -73,8 +73,7 @@ def _reference(model, pixels, *, training):
 
 
 def _check_same(got, ref_low, ref_obj):
-    present = ref_obj > 0
-    assert present.any() and (~present).any() or present.all(), "degenerate test model"
+    assert (ref_obj > 0).any(), "the objects are absent everywhere: every mask would be NO_OBJ_SCORE"
     np.testing.assert_allclose(np.asarray(got.object_score_logits), ref_obj, atol=TOL, rtol=0)
     np.testing.assert_allclose(np.asarray(got.low_res_logits), ref_low, atol=TOL, rtol=0)
 
