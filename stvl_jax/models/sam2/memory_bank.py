@@ -11,7 +11,10 @@ validity mask, so one compiled step serves every frame; `MemoryAttention` takes 
   distance r, taken when tracked or conditioning-but-unselected;
 - object pointers: every conditioning frame not in the future, then tracked frames up to
   min(T, max_object_pointers_in_encoder) - 1 away; positions = sine(offset / max offset) -> linear, each
-  pointer split into hidden_dim / mem_dim tokens that RoPE skips.
+  pointer split into hidden_dim / mem_dim tokens that RoPE skips. `meta_pointers`: Meta's `sam2` rule instead
+  (the SAM2 VIRST runs): only the *selected* conditioning frames' pointers, and the unselected conditioning
+  frames count as tracked ones among the previous frames (the two rules agree when every conditioning frame is
+  selected, e.g. max_cond_frame_num = -1).
 
 `cond_capacity` (static) bounds the number of conditioning frames per object (the host refuses more).
 Tokens come in a different order than HF's concatenation: attention is order-free over keys.
@@ -142,7 +145,8 @@ def _select_closest(t, valid, rank, frame_idx, max_cond: int):
 
 
 def select_memory_frames(bank: MemoryBank, frame_idx, cfg: MemoryBankConfig, *, cond_capacity: int,
-                         reverse: bool = False, num_frames=None, training: bool = False):
+                         reverse: bool = False, num_frames=None, training: bool = False,
+                         max_cond_frame_num: int | None = None, meta_pointers: bool = False):
     """The frames whose memories frame `frame_idx` attends to (all outputs static-shaped, jittable):
 
     spatial: (frames (S,), temporal-embedding rows (S,), valid (S,)), S = cond_capacity + num_maskmem - 1;
@@ -150,6 +154,8 @@ def select_memory_frames(bank: MemoryBank, frame_idx, cfg: MemoryBankConfig, *, 
     max_offset: the offset normalisation, min(num_frames, max_object_pointers_in_encoder) - 1.
     num_frames: the video's length (traced or static); None = streaming (no end, HF `streaming=True`).
     training: SAM2 training also takes the pointers of future conditioning frames (inference: past ones only).
+    max_cond_frame_num: overrides the config's (static; VIRST attends to 3 anchors); meta_pointers: Meta's
+    pointer rule (module docstring).
     """
     T = bank.kind.shape[0]
     f = jnp.asarray(frame_idx, jnp.int32)
@@ -157,7 +163,8 @@ def select_memory_frames(bank: MemoryBank, frame_idx, cfg: MemoryBankConfig, *, 
     t = jnp.nonzero(bank.kind == COND, size=cond_capacity, fill_value=-1)[0].astype(jnp.int32)
     valid = t >= 0
     t_safe = jnp.maximum(t, 0)
-    selected = _select_closest(t, valid, bank.cond_rank[t_safe], f, cfg.max_cond_frame_num)
+    max_cond = cfg.max_cond_frame_num if max_cond_frame_num is None else max_cond_frame_num
+    selected = _select_closest(t, valid, bank.cond_rank[t_safe], f, max_cond)
     selected_by_frame = jnp.zeros((T,), bool).at[t_safe].max(selected)
 
     r = np.arange(1, cfg.num_maskmem, dtype=np.int32)
@@ -176,8 +183,11 @@ def select_memory_frames(bank: MemoryBank, frame_idx, cfg: MemoryBankConfig, *, 
     q = f - sign * d
     end = T if num_frames is None else jnp.minimum(jnp.asarray(num_frames, jnp.int32), T)
     q_safe = jnp.clip(q, 0, T - 1)
-    ptr_ok = (d < n_ptrs) & (q >= 0) & (q < end) & (bank.kind[q_safe] == TRACKED)
-    cond_ptr_ok = valid if training else valid & jnp.where(jnp.asarray(reverse), t >= f, t <= f)
+    kq = bank.kind[q_safe]
+    tracked_like = (kq == TRACKED) | ((kq == COND) & ~selected_by_frame[q_safe]) if meta_pointers else kq == TRACKED
+    ptr_ok = (d < n_ptrs) & (q >= 0) & (q < end) & tracked_like
+    cond_for_ptr = selected if meta_pointers else valid
+    cond_ptr_ok = cond_for_ptr if training else cond_for_ptr & jnp.where(jnp.asarray(reverse), t >= f, t <= f)
     pointers = (jnp.concatenate([t_safe, q_safe]), jnp.concatenate([(f - t_safe) * sign, jnp.asarray(d)]),
                 jnp.concatenate([cond_ptr_ok, ptr_ok]))
     return spatial, pointers, jnp.asarray(n_ptrs - 1, jnp.float32)
@@ -189,13 +199,15 @@ def num_pointer_tokens(cfg: MemoryBankConfig, cond_capacity: int) -> int:
 
 
 def assemble_memory(emb: MemoryEmbeddings, bank: MemoryBank, pos_table: jax.Array, frame_idx, *,
-                    cond_capacity: int, reverse: bool = False, num_frames=None, training: bool = False):
+                    cond_capacity: int, reverse: bool = False, num_frames=None, training: bool = False,
+                    max_cond_frame_num: int | None = None, meta_pointers: bool = False):
     """(memory (M, mem_dim), memory_pos (M, mem_dim), memory_mask (M,), num_pointer_tokens) for one frame:
     S spatial memories of HW tokens each, then P pointers of hidden_dim / mem_dim tokens each (static M).
     pos_table: (HW, mem_dim) the memory encoder's position encoding (the same for every frame)."""
     cfg = emb.config
     (s_frames, s_rows, s_ok), (p_frames, p_offsets, p_ok), max_offset = select_memory_frames(
-        bank, frame_idx, cfg, cond_capacity=cond_capacity, reverse=reverse, num_frames=num_frames, training=training)
+        bank, frame_idx, cfg, cond_capacity=cond_capacity, reverse=reverse, num_frames=num_frames, training=training,
+        max_cond_frame_num=max_cond_frame_num, meta_pointers=meta_pointers)
     hw = bank.features.shape[1]
     dtype = pos_table.dtype
     spatial = bank.features[s_frames].astype(dtype).reshape(-1, cfg.mem_dim)
@@ -224,16 +236,20 @@ def encode_memory(emb: MemoryEmbeddings, encoder, pixel_features: jax.Array, hig
 def condition_on_memory(attention, emb: MemoryEmbeddings, bank: MemoryBank, features: jax.Array,
                         features_pos: jax.Array, pos_table: jax.Array, frame_idx, initial, no_memory_embedding, *,
                         cond_capacity: int, reverse: bool = False, num_frames=None, training: bool = False,
-                        dropout_rng=None) -> jax.Array:
+                        dropout_rng=None, max_cond_frame_num: int | None = None,
+                        meta_pointers: bool = False) -> jax.Array:
     """A frame's memory-conditioned top-level features (HF `_prepare_memory_conditioned_features`), one object:
     features, features_pos (HW, hidden) -> (HW, hidden). `initial` (bool, may be traced): an initial
     conditioning frame, which attends to no memory and gets `no_memory_embedding` (hidden,) added instead.
     Batch objects with `jax.vmap` (the branch then becomes a select). training / dropout_rng: SAM2's training
-    pointer selection (`select_memory_frames`) and memory-attention dropout."""
+    pointer selection (`select_memory_frames`) and memory-attention dropout; max_cond_frame_num / meta_pointers
+    as `select_memory_frames`."""
     def attend(_):
         memory, memory_pos, mask, n_ptr = assemble_memory(emb, bank, pos_table, frame_idx,
                                                           cond_capacity=cond_capacity, reverse=reverse,
-                                                          num_frames=num_frames, training=training)
+                                                          num_frames=num_frames, training=training,
+                                                          max_cond_frame_num=max_cond_frame_num,
+                                                          meta_pointers=meta_pointers)
         return attention(features[None], memory[None], features_pos[None], memory_pos[None],
                          num_object_pointer_tokens=n_ptr, memory_mask=mask[None],
                          dropout_rng=dropout_rng)[0].astype(features.dtype)
