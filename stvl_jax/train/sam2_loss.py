@@ -37,9 +37,13 @@ class Sam2LossConfig(StrictConfig):
 def sigmoid_focal(logits: jax.Array, targets: jax.Array, alpha: float, gamma: float) -> jax.Array:
     """Elementwise focal loss (RetinaNet); alpha < 0 switches the class weighting off."""
     p = jax.nn.sigmoid(logits)
-    ce = jnp.maximum(logits, 0) - logits * targets + jnp.log1p(jnp.exp(-jnp.abs(logits)))  # BCE with logits
-    p_t = p * targets + (1 - p) * (1 - targets)
-    loss = ce * (1 - p_t) ** gamma
+    # BCE with logits through log-sigmoid: smooth, so its gradient is sigmoid(x) - t everywhere (also at x = 0)
+    ce = -(targets * jax.nn.log_sigmoid(logits) + (1 - targets) * jax.nn.log_sigmoid(-logits))
+    if gamma == 0:  # SAM2's object-score loss: (1 - p_t) ** 0 would have a NaN gradient where p_t == 1
+        loss = ce
+    else:
+        p_t = p * targets + (1 - p) * (1 - targets)
+        loss = ce * (1 - p_t) ** gamma
     if alpha >= 0:
         loss = (alpha * targets + (1 - alpha) * (1 - targets)) * loss
     return loss

@@ -56,3 +56,17 @@ def test_terms_are_divided_by_the_number_of_objects():
                       jnp.concatenate([gt] * 2, 0), Sam2LossConfig())
     for k in ("loss_mask", "loss_dice", "loss_iou", "loss_class", "loss"):
         assert float(two[k]) == pytest.approx(float(one[k]), rel=1e-6)  # the same object twice: the same mean
+
+
+def test_focal_gamma_zero_has_finite_gradients_at_saturated_logits():
+    """SAM2's object-score loss uses gamma 0: it is plain BCE, whose gradient is sigmoid(x) - t (by hand), also
+    where sigmoid saturates to exactly 0 or 1 in fp32 ((1 - p_t) ** 0 differentiated there is 0 * inf)."""
+    import jax
+    import jax.numpy as jnp
+
+    from stvl_jax.train.sam2_loss import sigmoid_focal
+
+    x = jnp.asarray([40.0, -40.0, 40.0, 0.0])
+    t = jnp.asarray([1.0, 0.0, 0.0, 1.0])
+    g = jax.grad(lambda v: sigmoid_focal(v, t, -1.0, 0.0).sum())(x)
+    np.testing.assert_allclose(np.asarray(g), [0.0, 0.0, 1.0, -0.5], atol=1e-7)
