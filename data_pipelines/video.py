@@ -179,6 +179,18 @@ def sample_indices(
     return idx
 
 
+def stream_indices(info: VideoInfo, fps: float) -> np.ndarray:
+    """Source frame indices of a whole video streamed at `fps`: the released STRIDE evaluation's rule
+    (`load_video_frames` in interlive-team/STRIDE eval/task/utils.py). Positions k * info.fps / fps for
+    k = 0, 1, ... below `num_frames` (numpy's float arange, so ceil(num_frames * fps / info.fps) of them),
+    rounded half to even (`np.round`, where `sample_indices` floors) and clipped to the last frame; no cap.
+    Their times are index / info.fps, as `decode_clip` gives them. -> (T,) int64."""
+    if not (fps > 0 and math.isfinite(fps)):
+        raise ValueError(f"fps must be positive, got {fps}")
+    idx = np.arange(0, info.num_frames, info.fps / fps).round().astype(np.int64)
+    return np.minimum(idx, info.num_frames - 1)
+
+
 class _DecodeThread:
     """A daemon thread that runs the decode calls of one calling thread, reused across calls (starting a thread
     per call costs about as much as decoding a small frame). A call that overruns its timeout leaves its thread

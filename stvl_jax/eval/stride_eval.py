@@ -20,10 +20,11 @@ from tqdm import tqdm
 
 from data_pipelines.errors import AnnotationError
 from data_pipelines.formats import stride as stride_fmt
-from data_pipelines.video import check_clip_in_video, decode_clip, sample_indices
+from data_pipelines.video import VideoClip, check_clip_in_video, decode_clip, stream_indices
 from stvl_jax.errors import InputError
 from stvl_jax.eval import etbench
 from stvl_jax.eval.skips import SkipReport, read_jsonl
+from stvl_jax.infer.stride_loop import FRAMES_PER_GROUP, slot_grid
 from stvl_jax.infer.stride_runtime import StreamConfig, StreamResult, StrideStream
 
 
@@ -106,9 +107,10 @@ class OracleStream(ConstantStream):
         return None, None
 
     def _chunk_predictor(self, prefix, cache, groups):
-        sc, fps = self.stride, self.cfg.fps
-        t_last = (self._start + 2 * groups - 1) / fps  # as `chunks` computes it
-        mid = t_last - sc.window * sc.resolution + (np.arange(sc.total_slots) + 0.5) * sc.resolution
+        sc = self.stride  # the chunk's slot grid, from the stream's times as the loop builds it
+        starts, ends, _ = slot_grid(self._times, self._start, FRAMES_PER_GROUP * groups, sc.window, sc.future,
+                                    sc.resolution)
+        mid = (starts + ends) / 2
         inside = ((mid[:, None] >= self.segments[:, 0]) & (mid[:, None] < self.segments[:, 1])).any(1)
         return (lambda labels: inside.astype(np.float32)), False
 
@@ -154,21 +156,23 @@ def plot_samples(samples: Sequence[dict], path: str, max_rows: int = 24) -> str:
     return path
 
 
-def load_frames(sample: dict, fps: float) -> np.ndarray:
-    """The sample's whole video at `fps`; the video must cover the sample's `clip` (if any), as in training."""
+def load_stream(sample: dict, fps: float) -> VideoClip:
+    """The sample's whole video at `fps` with its decoded timestamps, sampled as the released STRIDE evaluation
+    does (`data_pipelines.video.stream_indices`); the video must cover the sample's `clip` (if any), as in
+    training."""
     clip, source = sample.get("clip") or (None, None), sample.get("record", "")
 
     def select(info):
         check_clip_in_video(info, *clip, source)
-        return sample_indices(info, fps=fps)
+        return stream_indices(info, fps)
 
-    return decode_clip(sample["video"], select).frames
+    return decode_clip(sample["video"], select)
 
 
 def evaluate(stream_factory: Callable[[dict], StrideStream], samples: Sequence[dict], *, fps: float = 1.0,
              zero_pixels: bool = False, progress: bool = True, skips: SkipReport | None = None) -> dict:
-    """Stream every sample (its video from the start, query `q`); fills `a` and returns
-    {"metrics": etbench.score(...), "samples": [...with a, segments, chunk timelines...], "latency": {...},
+    """Stream every sample (its whole video with its decoded timestamps, `load_stream`; query `q`); fills `a` and
+    returns {"metrics": etbench.score(...), "samples": [...with a, segments, chunk timelines...], "latency": {...},
     "skipped": {...}}. A sample whose video cannot be decoded, does not cover its clip or is too short for the
     stream is counted in `skips` (`skips=None` raises). `zero_pixels`: every frame black (same count and size),
     a control for how much of the score comes from the video."""
@@ -176,12 +180,11 @@ def evaluate(stream_factory: Callable[[dict], StrideStream], samples: Sequence[d
     report = SkipReport() if skips is None else skips
     for i, s in enumerate(tqdm(samples, desc="stride eval", unit="video", disable=not progress)):
         try:
-            frames = load_frames(s, fps)
-            if zero_pixels:
-                frames = np.zeros_like(frames)
+            clip = load_stream(s, fps)
+            frames = np.zeros_like(clip.frames) if zero_pixels else clip.frames
             runner = stream_factory(s)
             t0 = time.perf_counter()
-            result: StreamResult = runner.run(frames, s["q"])
+            result: StreamResult = runner.run(frames, s["q"], times=clip.times)
         except InputError as e:
             if skips is None:
                 raise

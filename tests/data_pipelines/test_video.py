@@ -8,7 +8,8 @@ import pytest
 
 from data_pipelines.errors import VideoDecodeError
 from data_pipelines.rle import rle_area, rle_decode, rle_encode
-from data_pipelines.video import check_video_isolated, decode_frames, probe_video, read_video, sample_indices
+from data_pipelines.video import (VideoInfo, check_video_isolated, decode_frames, probe_video, read_video,
+                                  sample_indices, stream_indices)
 
 
 def test_probe_and_fps_resampling(synth_dir):
@@ -27,6 +28,59 @@ def test_probe_and_fps_resampling(synth_dir):
     assert n.indices.tolist() == [4, 6, 8, 9, 11]  # round(linspace(4, 11, 5)), frames of [1 s, 3 s)
     capped = read_video(path, fps=4.0, max_frames=6)
     assert len(capped.indices) == 6 and capped.indices[0] == 0 and capped.indices[-1] == info.num_frames - 1
+
+
+# The released STRIDE evaluation's rule (interlive-team/STRIDE eval/task/utils.py `load_video_frames`): positions
+# k * avg_fps / fps below the frame count (numpy float arange: ceil(frames * fps / avg_fps) of them), rounded half
+# to even, clipped to the last frame, no cap; time = index / avg_fps. Worked by hand per case:
+STREAM_CASES = [
+    # 100 frames at 29.97 fps, 1 fps: step 29.97, ceil(100 / 29.97) = ceil(3.34) = 4 positions 0, 29.97, 59.94,
+    # 89.91 -> 0, 30, 60, 90 (flooring gives 0, 29, 59, 89, and floor(3.34 s * 1) = 3 frames)
+    (100, 29.97, 1.0, [0, 30, 60, 90]),
+    # 250 frames at 25 fps, 1 fps: step 25, 10 positions 0, 25, ..., 225 (exact: floor and round agree)
+    (250, 25.0, 1.0, list(range(0, 250, 25))),
+    # 95 frames at 10 fps, 1 fps: step 10, ceil(9.5) = 10 positions 0..90 (the 9.5 s video keeps t = 9 s)
+    (95, 10.0, 1.0, list(range(0, 100, 10))),
+    # 50 frames at 12.5 fps, 1 fps: step 12.5, 4 positions 0, 12.5, 25, 37.5 -> half to even 0, 12, 25, 38
+    (50, 12.5, 1.0, [0, 12, 25, 38]),
+    # 5 frames at 2 fps, 3 fps: step 2/3, ceil(7.5) = 8 positions 0, .67, 1.33, 2, 2.67, 3.33, 4, 4.67
+    # -> 0, 1, 1, 2, 3, 3, 4, 5 -> the last clipped to frame 4
+    (5, 2.0, 3.0, [0, 1, 1, 2, 3, 3, 4, 4]),
+    # 108000 frames (1 h) at 30 fps, 1 fps: 3600 frames 0, 30, ..., 107970 - no max_frames cap
+    (108000, 30.0, 1.0, list(range(0, 108000, 30))),
+]
+
+
+@pytest.mark.parametrize("frames,avg_fps,fps,expected", STREAM_CASES)
+def test_stream_indices_follow_the_released_stride_loader(frames, avg_fps, fps, expected):
+    info = VideoInfo(path="v.mp4", num_frames=frames, fps=avg_fps, width=64, height=48)
+    idx = stream_indices(info, fps)
+    assert idx.dtype == np.int64 and idx.tolist() == expected
+
+
+def test_stream_indices_round_where_sample_indices_floor():
+    info = VideoInfo(path="v.mp4", num_frames=100, fps=29.97, width=64, height=48)
+    assert sample_indices(info, fps=1.0).tolist() == [0, 29, 59]  # floor(k * 29.97), floor(3.34) frames
+    assert stream_indices(info, 1.0).tolist() == [0, 30, 60, 90]
+    with pytest.raises(ValueError, match="fps must be positive"):
+        stream_indices(info, 0.0)
+
+
+def test_stream_clip_of_a_29_97_fps_file(tmp_path):
+    """Decoded: 300 frames at 30000/1001 fps streamed at 1 fps -> step 29.97003, ceil(300 / 29.97003) = 11
+    positions 0, 29.97, ..., 269.73, 299.70 -> 0, 30, ..., 270, 300 -> the last clipped to 299; times
+    index * 1001 / 30000 (1.001 s, 2.002 s, ..., 9.00901 s, then 299 * 1001 / 30000 = 9.97663 s)."""
+    import fractions
+
+    from data_pipelines.video import decode_clip
+    from video_files import write_video
+
+    path = write_video(str(tmp_path / "ntsc.mp4"), "mpeg4", fractions.Fraction(30000, 1001), 300)
+    clip = decode_clip(path, lambda info: stream_indices(info, 1.0))
+    expected = [30 * k for k in range(10)] + [299]
+    assert clip.indices.tolist() == expected
+    np.testing.assert_allclose(clip.times, np.array(expected) * 1001 / 30000, rtol=0, atol=1e-9)
+    assert clip.times[-1] == pytest.approx(9.976633, abs=1e-6)
 
 
 def test_decoded_frames_match_decord_direct(synth_dir):

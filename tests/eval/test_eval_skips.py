@@ -326,7 +326,7 @@ def test_stride_skips_bad_lines_and_scores_the_rest_as_alone(env, tmp_path):
         skips = SkipReport()
         runs[name] = _oracle_eval(stride_eval.synthetic_samples(str(tmp_path / name), "test", skips), skips)
     assert runs["mixed"]["metrics"] == runs["good"]["metrics"]
-    assert runs["good"]["metrics"]["tvg"]["stvl-synth"]["total"] == 2
+    assert runs["good"]["metrics"]["tvg"]["stvl-synth"]["Total"] == 2
     assert _without_records(runs["mixed"]) == _without_records(runs["good"])
     _check_skipped(runs["mixed"]["skipped"], {"bad_json": 1, "bad_record": 1, "bad_video": 1,
                                               "time_out_of_range": 1})

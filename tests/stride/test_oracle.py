@@ -20,7 +20,7 @@ def test_oracle_scores_one_on_the_synthetic_task(synth_dir, chunk, max_window, s
     cfg = StreamConfig(chunk_size=chunk, max_window=max_window, stride=stride)
     base = stride_eval.baselines(WINDOW, cfg, samples)
     m = base["oracle"]["tvg"]["stvl-synth"]
-    assert m["total"] == len(samples) and m["failed"] == 0
+    assert m["Total"] == len(samples) and m["Failed"] == 0
     assert m["F1@0.1"] == m["F1@0.5"] == 1.0  # (at 0.7, rounding a 2-3 s event to 1-s slots can miss)
     assert base["always_on"]["tvg"]["stvl-synth"]["F1@0.5"] < 1.0
     res = stride_eval.evaluate(lambda s: stride_eval.OracleStream(s["tgt"], WINDOW, cfg), samples, progress=False)
