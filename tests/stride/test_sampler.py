@@ -7,18 +7,7 @@ import pytest
 from stvl_jax.models.stride.sampler import (
     ACTIVE, INACTIVE, MASKED, NO_HISTORY, active_span, denoise, match_history, step_sizes,
 )
-
-
-class Recorder:
-    """predict() stub: fixed probabilities; records the labels it was called with."""
-
-    def __init__(self, p):
-        self.p = np.asarray(p, np.float32)
-        self.calls = []
-
-    def __call__(self, labels):
-        self.calls.append(labels.copy())
-        return self.p
+from stride_stubs import Recorder
 
 
 def test_step_sizes_split_evenly_and_drop_empty_steps():

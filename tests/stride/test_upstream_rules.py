@@ -10,18 +10,7 @@ from stvl_jax.infer.stride_loop import run_stream
 from stvl_jax.infer.stride_runtime import StreamConfig
 from stvl_jax.models.stride.sampler import MASKED, NO_HISTORY, denoise
 from stvl_jax.models.stride.triggers import Segment, TriggerTracker
-
-
-class Recorder:
-    """predict() stub: fixed p(active); records the labels it was called with."""
-
-    def __init__(self, p):
-        self.p = np.asarray(p, np.float32)
-        self.calls = []
-
-    def __call__(self, labels):
-        self.calls.append(labels.copy())
-        return self.p
+from stride_stubs import Recorder
 
 
 class FixedDraws:
