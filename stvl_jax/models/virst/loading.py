@@ -39,7 +39,7 @@ PARTS = ("seg_prompter.", "initial_seg_fusion_module.", "seg_model.", "occ_predi
 @dataclasses.dataclass
 class ImportReport:
     imported: list[str]  # our flat keys that were set
-    skipped: dict[str, str]  # upstream key -> why it was not imported
+    skipped: dict[str, str]  # upstream key (wrapper prefixes stripped, `strip_prefix`) -> why it was not imported
 
     def summary(self) -> str:
         return f"imported {len(self.imported)} tensors, skipped {len(self.skipped)}"
@@ -196,7 +196,7 @@ def import_fusion_modules(model, state: Mapping[str, np.ndarray], *, parts_only:
     fusion, sam2, llm = split_state(state)
     if not parts_only:
         refuse_llm(llm, where)
-    skipped = {k: f"LLM ({BACKBONE}) weight" for k in llm}
+    skipped = {strip_prefix(k): f"LLM ({BACKBONE}) weight" for k in llm}
     for k in fusion:
         if k.startswith("occ_predictor."):
             skipped[k] = "occ_predictor is defined but never used upstream"
