@@ -47,8 +47,9 @@ def gather_rows(x: jax.Array, positions: jax.Array) -> jax.Array:
 def scatter_rows(x: jax.Array, positions: jax.Array, values: jax.Array, valid: jax.Array) -> jax.Array:
     """Write values (B, K, D) into x (B, L, D) at positions (B, K) where valid (B, K)."""
     b = jnp.arange(x.shape[0])[:, None]
-    current = x[b, positions]
-    return x.at[b, positions].set(jnp.where(valid[..., None], values.astype(x.dtype), current))
+    # invalid slots point past the end and are dropped (their position 0 may be a real [SEG] of the row)
+    target = jnp.where(valid, positions, x.shape[1])
+    return x.at[b, target].set(values.astype(x.dtype), mode="drop")
 
 
 def seg_hidden_states(hidden: jax.Array, input_ids: jax.Array, cfg: VirstConfig, count: int
