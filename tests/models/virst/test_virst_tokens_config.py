@@ -55,8 +55,9 @@ def test_templates():
     rng = random.Random(0)
     a = answer(10, rng=rng)
     assert a.count("[SEG]") == 10 and a.endswith("(9) [SEG].")
-    assert a in {f"It is {seg_answer_span(10)}.", f"Sure, {seg_answer_span(10)}.", f"Sure, it is {seg_answer_span(10)}.",
-                 f"Sure, the segmentation result is {seg_answer_span(10)}."}
+    span = seg_answer_span(10)
+    assert a in {f"It is {span}.", f"Sure, {span}.", f"Sure, it is {span}.",
+                 f"Sure, the segmentation result is {span}."}
     before, after = question_parts("the red circle", rng=random.Random(1))
     assert before == "Reference Video: "
     assert after in {" \nWhat is the red circle in the Reference Video? Please respond with segmentation mask in "
