@@ -10,6 +10,7 @@ import pytest
 from flax import nnx
 from virst_helpers import install_fake_tdau, tiny_config
 
+from stvl_jax.models.qwen_vl.presets import load_model_config
 from stvl_jax.models.virst.model import init_virst_model
 from stvl_jax.nn.params import flat_params
 
@@ -42,10 +43,13 @@ def plain_lm(model, inputs):
     return logits, hidden
 
 
-@pytest.mark.slow  # builds and compiles the tiny Qwen3-VL + SAM2 (~2-3 min on 2 shared cores)
-def test_forward_assembly(monkeypatch):
+@pytest.mark.slow  # builds and compiles the tiny Qwen-VL + SAM2 (~3-4 min each on 2 shared cores)
+@pytest.mark.parametrize("llm", ["qwen3vl_tiny", "qwen25vl_tiny"])
+def test_forward_assembly(monkeypatch, llm):
     fake = install_fake_tdau(monkeypatch)
-    model = init_virst_model(tiny_config(), seed=0)
+    cfg = tiny_config(llm=load_model_config(llm, ["text.vocab_size=513"]).to_dict())
+    assert cfg.llm.family == ("qwen3_vl" if llm == "qwen3vl_tiny" else "qwen2_5_vl")
+    model = init_virst_model(cfg, seed=0)
     inputs, positions = make_batch(model, [10, 7])
     pixels = jnp.asarray(np.random.default_rng(1).normal(size=(T, 3, 128, 128)), jnp.float32)
     out = run(model, inputs, pixels, True)

@@ -122,3 +122,18 @@ def test_add_seg_token_to_tiny_tokenizer_and_model(tmp_path):
     assert new.shape == (513, 128)
     np.testing.assert_array_equal(new[:512], old)
     np.testing.assert_allclose(new[512], old.mean(0), rtol=1e-5, atol=1e-7)  # resize_vocab's new-row rule
+
+
+def test_every_parameter_has_logical_axes_that_shard():
+    from stvl_jax.models.virst.model import abstract_virst_model
+    from stvl_jax.sharding import describe_shardings, make_mesh
+    from stvl_jax.nn.params import flat_params
+
+    model = abstract_virst_model(load_virst_config("virst_tiny").replace(initial_fusion={"enabled": True,
+                                                                                           "num_heads": 4}))
+    params = flat_params(model)
+    missing = [k for k, v in params.items() if v.get_metadata().get("logical_axes") is None]
+    assert not missing
+    assert any(k.startswith("initial_fusion/") for k in params) and any(k.startswith("sam2/") for k in params)
+    report = describe_shardings(nnx.state(model, nnx.Param), make_mesh({"data": 2, "fsdp": 2, "tensor": 2}))
+    assert report is not None
