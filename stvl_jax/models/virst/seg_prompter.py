@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from stvl_jax.errors import InputError
 from stvl_jax.models.sam2.memory_attention import _dropout
 from stvl_jax.models.virst.config import VirstConfig
 from stvl_jax.models.virst.rope3d import apply_pair_rotation, key_angles, query_angles
@@ -146,17 +147,18 @@ class SegPrompter(nnx.Module):
         b, q = seg_hidden.shape[:2]
         t = image_embeddings.shape[0]
         if t > p.max_frames:
-            raise ValueError(f"SegPrompter: {t} segmentation frames exceed prompter.max_frames {p.max_frames}")
+            raise InputError(f"SegPrompter: {t} segmentation frames exceed prompter.max_frames {p.max_frames}")
+        if image_embeddings.shape[1:3] != (cfg.sam2_grid, cfg.sam2_grid):
+            raise InputError(f"SegPrompter: SAM2 image embeddings of shape {tuple(image_embeddings.shape)}; "
+                             f"expected (T, {cfg.sam2_grid}, {cfg.sam2_grid}, {cfg.sam2_width})")
         memory = self.memory(image_embeddings)
-        g2 = memory.shape[0] // t
+        g2 = cfg.memory_grid ** 2
         memory = jnp.broadcast_to(memory[None], (b, *memory.shape))
         x = self.seg_proj(seg_hidden)  # (B, Q, C)
         x = jnp.broadcast_to(x[:, :, None], (b, q, t, x.shape[-1])).reshape(b, q * t, -1)  # q-major
         mask = None if query_mask is None else jnp.repeat(query_mask.astype(bool), t, axis=1)
         q_ang = jnp.asarray(query_angles(q, t, p.head_dim, p.rope_theta))
         k_ang = jnp.asarray(key_angles(t, cfg.memory_grid, p.head_dim, p.rope_theta))
-        if cfg.memory_grid ** 2 != g2:
-            raise ValueError(f"SegPrompter: memory grid {g2} cells per frame, expected {cfg.memory_grid ** 2}")
 
         def body(layer, h, rng):
             h, weights = layer(h, memory, mask, q_ang, k_ang, rng)

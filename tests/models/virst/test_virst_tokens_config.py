@@ -137,3 +137,14 @@ def test_every_parameter_has_logical_axes_that_shard():
     assert any(k.startswith("initial_fusion/") for k in params) and any(k.startswith("sam2/") for k in params)
     report = describe_shardings(nnx.state(model, nnx.Param), make_mesh({"data": 2, "fsdp": 2, "tensor": 2}))
     assert report is not None
+
+
+def test_prompter_refuses_bad_frames():
+    from stvl_jax.models.virst.seg_prompter import SegPrompter
+
+    cfg = load_virst_config("virst_tiny", ["prompter.max_frames=4"])
+    p = SegPrompter(cfg, rngs=nnx.Rngs(0))
+    with pytest.raises(InputError, match="exceed prompter.max_frames 4"):
+        p(jnp.zeros((1, 2, 128)), jnp.zeros((5, 8, 8, 128)))
+    with pytest.raises(InputError, match=r"expected \(T, 8, 8, 128\)"):
+        p(jnp.zeros((1, 2, 128)), jnp.zeros((2, 16, 16, 128)))
