@@ -174,8 +174,10 @@ def _torch_load(file: Path) -> dict[str, Any]:
     except Exception as e:  # noqa: BLE001 - UnpicklingError for forbidden globals, RuntimeError for corrupt zips
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"torch.load(weights_only=True) refused {str(file)!r}: {first}") from None
-    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
-        obj = obj["state_dict"]
+    for wrapper in ("state_dict", "model_state_dict"):  # Lightning-style / VIRST's training checkpoints
+        if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
+            obj = obj[wrapper]
+            break
     if not isinstance(obj, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
                                             for k, v in obj.items()):
         raise CheckpointError(f"{str(file)!r} is not a state dict of named tensors")

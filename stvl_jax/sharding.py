@@ -44,6 +44,10 @@ LOGICAL_AXIS_RULES: dict[str, tuple[str, ...]] = {
     "sam2_chans": (),  # small conv channel dims (mask downsampler 1..256; outputs of width->width 1x1 convs)
     "sam2_mem": (),  # memory channels (mem_dim: 64 in SAM2): small, replicated
     "sam2_maskmem": (),  # rows of the temporal memory embedding (num_maskmem)
+    # ---- VIRST fusion modules (SegPrompter, initial fusion): 256 wide, small, replicated ----
+    "virst_embed": (),  # prompter width (SAM2's prompt width) and fusion conv channels
+    "virst_heads": (),
+    "virst_mlp": (),
     # ---- activations -------------------------------------------------------------------------
     "act_batch": ("data", "fsdp"),
     "act_len": (),
