@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import optax
 
 from stvl_jax.models.qwen_vl.inputs import ModelInputs
+from stvl_jax.nn.lora import set_dropout_keys
 from stvl_jax.train.config import LossConfig
 from stvl_jax.train.losses import ForwardOutput, LossFn, LossOutput
 from stvl_jax.train.state import ModelSpec, TrainState
@@ -46,6 +47,9 @@ def _loss_and_grads(spec: ModelSpec, loss_fn: LossFn, loss_cfg: LossConfig, stat
 
     def objective(trainable):
         model = spec.merge({**trainable, **frozen})
+        if spec.lora is not None and spec.lora.dropout > 0:
+            # the micro-batches of one optimizer step share these keys (independent of the data)
+            set_dropout_keys(model, jax.random.fold_in(state.rng, state.step))
         _, hidden, _ = model.forward(inputs, return_hidden=True, compute_logits=False)
         out = loss_fn(ForwardOutput(hidden, model.logits, model.token_logits), targets, loss_cfg)
         return out.total, out
