@@ -106,6 +106,9 @@ def _sam2_main(args) -> int | None:
     elif args.cmd == "export":
         if not is_sam2(args.ckpt):
             return None
+        if args.lora_adapter_dir:
+            raise CheckpointError(f"--lora-adapter-dir: {args.ckpt!r} is a SAM2 checkpoint; LoRA export applies to "
+                                  f"Qwen-VL checkpoints")
         from converters.sam2_convert import export_sam2
 
         weight_map = export_sam2(args.ckpt, args.out, dtype=args.dtype, max_shard_size=args.max_shard_size,

@@ -39,6 +39,20 @@ def base_spec(spec: ModelSpec) -> ModelSpec:
                             preprocessing=spec.preprocessing)
 
 
+def refuse_adapter_checkpoint(path: str) -> None:
+    """A LoRA-trained checkpoint as `model.checkpoint` (initial weights) is one error line: its adapters are not
+    part of the base model. Merge them first (`stvl convert export`), or resume its run."""
+    from stvl_jax.errors import CheckpointError
+    from stvl_jax.models.qwen_vl.checkpoints import open_checkpoint
+
+    with open_checkpoint(path) as source:
+        lora = source.info.get("lora")
+    if lora is not None:
+        raise CheckpointError(f"model.checkpoint {str(path)!r} holds LoRA adapters (rank {lora.get('rank')}): "
+                              f"export it merged (stvl convert export --ckpt ... --out DIR) and start from DIR, or "
+                              f"resume its run with --resume")
+
+
 def init_adapters(spec: ModelSpec, mesh, seed: int) -> dict[str, jax.Array]:
     """Fresh adapters, sharded by the rules table: the values a fresh run from `seed` gives them (the base
     initialisers' work is dead code in this program and is removed by XLA)."""

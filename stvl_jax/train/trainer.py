@@ -119,6 +119,7 @@ class Trainer:
         self.resumed_from = None
         params = None
         if cfg.model.checkpoint is not None:
+            lora_train.refuse_adapter_checkpoint(cfg.model.checkpoint)
             if self.spec.lora is None:
                 params = restore_initial_params(self.spec, cfg.model.checkpoint, self.mesh)
             else:  # the checkpoint holds the base weights; the adapters start fresh

@@ -124,6 +124,15 @@ def test_adapter_dir_requests_that_cannot_work_are_one_line(hf_checkpoint, stvl,
     assert rc == 2 and "fused" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "o2").exists()  # a failed export leaves nothing behind
 
+    # a LoRA checkpoint as a run's initial weights: one line (merge it first, or resume its run)
+    from stvl_jax.errors import CheckpointError
+    from stvl_jax.train.lora_train import refuse_adapter_checkpoint
+
+    refuse_adapter_checkpoint(tmp_path / "base")
+    with pytest.raises(CheckpointError, match="holds LoRA adapters") as e:
+        refuse_adapter_checkpoint(tmp_path / "vis")
+    assert "\n" not in str(e.value)
+
 
 @pytest.mark.slow
 def test_trained_adapters_export_merged(hf_checkpoint, stvl, tmp_path):

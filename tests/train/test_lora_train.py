@@ -16,7 +16,8 @@ from .conftest import tiny_config
 
 # text-only copy task: the LoRA path is the LLM's; no vision tower program to compile
 LORA = ["steps=4", "data.batch_size=8", "data.synthetic.image_grid=null", "lora.rank=4", "lora.alpha=8",
-        "lora.dropout=0.1", "lora.lr=0.02", "checkpoint.async_save=false"]
+        "lora.dropout=0.1", "lora.lr=0.02", "optim.weight_decay=0", "optim.warmup_steps=0",
+        "checkpoint.async_save=false"]  # no decay: an adapter that changes got a gradient
 
 
 def _params(trainer):
@@ -88,3 +89,23 @@ def test_lora_groups_and_optimizer_settings(tmp_path):
     assert group_of("visual/blocks/mlp/fc1/lora/b") == "lora"
     assert group_of("language_model/layers/self_attn/q_proj/kernel") == "llm"
     assert lora_train.trainable_groups(tiny_config(tmp_path)) == ("merger", "llm", "embed")  # no lora: as before
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preset", ["qwen3vl_tiny", "qwen25vl_tiny"])
+def test_vision_adapters_train_through_the_vit(preset, tmp_path):
+    """modules=all with dropout: adapters inside the scanned ViT (Qwen2.5-VL: window/full attention branches)
+    and the LLM all receive updates (A from step 2 on, once B is non-zero); the base stays bit-identical."""
+    cfg = tiny_config(tmp_path, "steps=3", "optim.weight_decay=0", "optim.warmup_steps=0", f"model.config={preset}",
+                      "data.batch_size=8", "lora.rank=2",
+                      "lora.modules=all", "lora.targets=[q_proj,v_proj,down_proj]", "lora.dropout=0.2",
+                      "lora.lr=0.02", "checkpoint.async_save=false")
+    trainer = Trainer(cfg)
+    before = _params(trainer)
+    trainer.run()
+    after = _params(trainer)
+    vision = [k for k in before if k.startswith("visual/blocks/") and "/lora/" in k]
+    assert len(vision) == 4 if preset == "qwen3vl_tiny" else len(vision) == 6
+    for k in before:
+        same = np.array_equal(before[k], after[k])
+        assert same != ("/lora/" in k), k
