@@ -30,11 +30,12 @@ from stvl_jax.nn.params import param, zeros
 
 RANK_AXIS = "lora_rank"
 # which Linear layers each `modules` choice covers: the decoder layers and the ViT blocks (not the mergers, the
-# embeddings or the LM head, which PEFT recipes train fully when they train them)
+# embeddings or the LM head, which PEFT recipes train fully when they train them), wherever the Qwen-VL model
+# sits in a larger one (e.g. VIRST's)
 SCOPES: dict[str, tuple[str, ...]] = {
-    "llm": ("language_model/layers/",),
-    "vision": ("visual/blocks/",),
-    "all": ("language_model/layers/", "visual/blocks/"),
+    "llm": ("/language_model/layers/",),
+    "vision": ("/visual/blocks/",),
+    "all": ("/language_model/layers/", "/visual/blocks/"),
 }
 
 
@@ -113,13 +114,16 @@ def _linears(model: nnx.Module):
 
     for path, node in nnx.iter_graph(model):
         if isinstance(node, Linear):
-            yield "/".join(map(str, path)) + "/", node
+            yield "/" + "/".join(map(str, path)) + "/", node
+
+
+def _in_scope(path: str, modules: str) -> bool:
+    return any(scope in path for scope in SCOPES[modules])
 
 
 def target_names(model: nnx.Module, modules: str) -> list[str]:
     """The Linear attribute names a spec may target in `modules` of this model (sorted)."""
-    scopes = SCOPES[modules]
-    return sorted({p.rstrip("/").rsplit("/", 1)[-1] for p, _ in _linears(model) if p.startswith(scopes)})
+    return sorted({p.rstrip("/").rsplit("/", 1)[-1] for p, _ in _linears(model) if _in_scope(p, modules)})
 
 
 def add_lora(model: nnx.Module, spec: LoRASpec, rngs: nnx.Rngs) -> list[str]:
@@ -127,8 +131,7 @@ def add_lora(model: nnx.Module, spec: LoRASpec, rngs: nnx.Rngs) -> list[str]:
     Returns the adapted module paths. A target that matches no Linear there is one ConfigError line."""
     if spec.modules not in SCOPES:
         raise ConfigError(f"lora.modules {spec.modules!r} is not one of {sorted(SCOPES)}")
-    scopes = SCOPES[spec.modules]
-    chosen = [(p, lin) for p, lin in _linears(model) if p.startswith(scopes) and
+    chosen = [(p, lin) for p, lin in _linears(model) if _in_scope(p, spec.modules) and
               p.rstrip("/").rsplit("/", 1)[-1] in spec.targets]
     missing = sorted(set(spec.targets) - {p.rstrip("/").rsplit("/", 1)[-1] for p, _ in chosen})
     if missing:
@@ -140,7 +143,7 @@ def add_lora(model: nnx.Module, spec: LoRASpec, rngs: nnx.Rngs) -> list[str]:
         lead = tuple(kernel.get_value().shape[:kernel.get_value().ndim - len(lin.in_shape) - len(lin.out_shape)])
         lin.lora = nnx.data(LoRA(tuple(axes), lead, lin.in_shape, lin.out_shape, spec, dtype=lin.dtype,
                         param_dtype=kernel.get_value().dtype, precision=lin.precision, rngs=rngs))
-    return [p.rstrip("/") for p, _ in chosen]
+    return [p.strip("/") for p, _ in chosen]
 
 
 def set_dropout_keys(model: nnx.Module, key: jax.Array) -> None:
