@@ -3,7 +3,7 @@
     stvl convert import  --hf DIR --out CKPT [--dtype keep|bf16|fp32|fp16] [--allow-pickle] [--overwrite]
     stvl convert import  --hf sam2.1_hiera_t.pt --meta-pt [--hiera-size tiny|small|base_plus|large] --out CKPT
     stvl convert export  --ckpt CKPT --out DIR [--dtype ...] [--max-shard-size 5GB] [--names auto|module|legacy]
-                         [--allow-non-finite] [--no-verify]
+                         [--allow-non-finite] [--no-verify] [--lora-adapter-dir DIR]
     stvl convert verify  --hf DIR --ckpt CKPT [--atol 1e-3] [--max-kl 1e-5] [--no-track (SAM2 video)]
     stvl convert inspect PATH [--flat] [--allow-pickle]
 
@@ -60,6 +60,9 @@ def _parser() -> argparse.ArgumentParser:
                      help="export tensors holding NaN/inf (refused by default: one line names the tensor)")
     exp.add_argument("--no-verify", dest="verify", action="store_false",
                      help="do not check the arrays against the checksums recorded in the checkpoint")
+    exp.add_argument("--lora-adapter-dir", default=None, metavar="DIR",
+                     help="a LoRA-trained checkpoint: write the base weights unmerged to --out and the adapters "
+                          "as a PEFT adapter directory DIR (default: merge them into the base weights)")
 
     ver = sub.add_parser("verify", help="compare HF and stvl-jax logits on a synthetic sample (needs torch)")
     ver.add_argument("--hf", required=True, help="HF model directory")
@@ -103,6 +106,9 @@ def _sam2_main(args) -> int | None:
     elif args.cmd == "export":
         if not is_sam2(args.ckpt):
             return None
+        if args.lora_adapter_dir:
+            raise CheckpointError(f"--lora-adapter-dir: {args.ckpt!r} is a SAM2 checkpoint; LoRA export applies to "
+                                  f"Qwen-VL checkpoints")
         from converters.sam2_convert import export_sam2
 
         weight_map = export_sam2(args.ckpt, args.out, dtype=args.dtype, max_shard_size=args.max_shard_size,
@@ -140,9 +146,11 @@ def main(argv: list[str]) -> int:
 
         weight_map = export_hf(args.ckpt, args.out, dtype=args.dtype, max_shard_size=args.max_shard_size,
                                names=args.names, overwrite=args.overwrite, progress=not args.quiet,
-                               verify=args.verify, allow_non_finite=args.allow_non_finite)
+                               verify=args.verify, allow_non_finite=args.allow_non_finite,
+                               lora_adapter_dir=args.lora_adapter_dir)
         files = sorted(set(weight_map.values()))
-        print(f"exported {args.ckpt} -> {args.out} ({len(weight_map)} tensors in {len(files)} file(s))")
+        print(f"exported {args.ckpt} -> {args.out} ({len(weight_map)} tensors in {len(files)} file(s))"
+              + (f"; LoRA adapter -> {args.lora_adapter_dir}" if args.lora_adapter_dir else ""))
     elif args.cmd == "verify":
         from converters.verify import verify
 

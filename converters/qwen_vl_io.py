@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from converters.hf_checkpoint import HFCheckpoint
+from converters.lora_export import adapter_spec, merging_getter, write_peft_adapter
 from converters.qwen_vl_config import from_hf_dict, to_hf_dict
 from converters.qwen_vl_convert import num_hf_tensors, params_from_hf, params_to_hf
 from converters.qwen_vl_keys import key_map, legacy_hf_key
@@ -29,6 +30,7 @@ from converters.qwen_vl_preprocess import (
 from converters.safetensors_io import parse_size, plan_shards, write_shards
 from stvl_jax.errors import CheckpointError
 from stvl_jax.models.qwen_vl.config import QwenVLConfig
+from stvl_jax.nn.lora import is_adapter
 
 # names `save_pretrained` of transformers 5.23 writes: Qwen2.5-VL keeps the hub's `visual.*` / `model.layers.*`
 # (its weight-conversion mapping is reversed on save); Qwen3-VL writes its module names.
@@ -112,13 +114,15 @@ def hf_name_fn(config: QwenVLConfig, names: str) -> Callable[[str], str]:
 
 def export_hf(ckpt: str | Path, out: str | Path, *, dtype: str | None = None, max_shard_size: str | int = "5GB",
               names: str = "auto", overwrite: bool = False, progress: bool = True, verify: bool = True,
-              allow_non_finite: bool = False) -> dict[str, str]:
+              allow_non_finite: bool = False, lora_adapter_dir: str | Path | None = None) -> dict[str, str]:
     """stvl-jax checkpoint -> HF directory (safetensors shards [+ index], config.json, generation_config.json,
     preprocessor_config.json, video_preprocessor_config.json) that `from_pretrained` loads. Returns the weight
     map {HF name: file}.
 
     verify: check every array against the checkpoint's checksums. A tensor holding NaN/inf is refused unless
-    allow_non_finite. A failed export removes what it wrote, so that rerunning it is not blocked."""
+    allow_non_finite. A failed export removes what it wrote, so that rerunning it is not blocked.
+    LoRA adapters (`converters.lora_export`) are merged into their kernels, or, with `lora_adapter_dir`, the
+    base weights are written unmerged and the adapters as a PEFT adapter directory there."""
     from stvl_jax import checkpoint_io
     from stvl_jax.models.qwen_vl.loading import check_params, read_config
 
@@ -128,7 +132,10 @@ def export_hf(ckpt: str | Path, out: str | Path, *, dtype: str | None = None, ma
     config, info = read_config(ckpt)
     rename = hf_name_fn(config, names)
     stored = checkpoint_io.param_metadata(ckpt)
-    check_params(config, stored, f"checkpoint {str(ckpt)!r}")
+    lora = adapter_spec(info, stored, f"checkpoint {str(ckpt)!r}")
+    if lora_adapter_dir is not None and lora is None:
+        raise CheckpointError(f"--lora-adapter-dir: checkpoint {str(ckpt)!r} has no LoRA adapters")
+    check_params(config, {k: v for k, v in stored.items() if not is_adapter(k)}, f"checkpoint {str(ckpt)!r}")
     out = Path(out)
     for stale in out.glob("*.tmp") if out.is_dir() else ():
         stale.unlink()  # a temporary of an interrupted export: never a result
@@ -139,7 +146,7 @@ def export_hf(ckpt: str | Path, out: str | Path, *, dtype: str | None = None, ma
     before = set(out.iterdir())
     try:
         return _export_into(ckpt, out, config, info, stored, rename, np_dtype, max_bytes, progress, verify,
-                            allow_non_finite)
+                            allow_non_finite, lora, lora_adapter_dir, overwrite)
     except BaseException:
         # this export's files, and every shard (with --overwrite the old ones are already gone): no partial
         # export is left to be mistaken for a model, and the rerun is not blocked
@@ -151,7 +158,8 @@ def export_hf(ckpt: str | Path, out: str | Path, *, dtype: str | None = None, ma
         raise
 
 
-def _export_into(ckpt, out, config, info, stored, rename, np_dtype, max_bytes, progress, verify, allow_non_finite):
+def _export_into(ckpt, out, config, info, stored, rename, np_dtype, max_bytes, progress, verify, allow_non_finite,
+                 lora=None, lora_adapter_dir=None, overwrite=False):
     from stvl_jax import checkpoint_integrity, checkpoint_io
     from stvl_jax.models.qwen_vl.loading import read_preprocessing
 
@@ -163,8 +171,14 @@ def _export_into(ckpt, out, config, info, stored, rename, np_dtype, max_bytes, p
     shards = plan_shards(specs, max_bytes)
     # one parameter restored at a time (params_to_hf drops an entry's arrays before the next): host memory
     # holds the largest stacked parameter, not the model
-    tensors = ((rename(n), t if np_dtype is None else t.astype(np_dtype)) for n, t in params_to_hf(
-        config, lambda p: checkpoint_io.restore_params(ckpt, {p: None}, verify=verify)[p]))
+    def get(p):
+        return checkpoint_io.restore_params(ckpt, {p: None}, verify=verify)[p]
+
+    if lora is not None and lora_adapter_dir is not None:
+        write_peft_adapter(lora_adapter_dir, config, lora, stored, get, base_model=str(out), dtype=np_dtype,
+                           overwrite=overwrite)
+    base = merging_getter(get, stored, lora.scale) if lora is not None and lora_adapter_dir is None else get
+    tensors = ((rename(n), t if np_dtype is None else t.astype(np_dtype)) for n, t in params_to_hf(config, base))
     if not allow_non_finite:
         tensors = checkpoint_integrity.require_finite(tensors, f"checkpoint {str(ckpt)!r}")
     with _progress(len(specs), "export", progress) as bar:

@@ -39,6 +39,7 @@ LOGICAL_AXIS_RULES: dict[str, tuple[str, ...]] = {
     "vis_merge": ("fsdp",),  # merger input: 2x2 patches concatenated (4 * vis_embed)
     "conv_in": (),  # Conv3d patch-embed input (C * T * P * P)
     "pos_table": (),  # learned vision position table rows
+    "lora_rank": (),  # LoRA adapter rank (stvl_jax.nn.lora): small, replicated; A/B shard like their kernel
     # ---- SAM2 memory (memory encoder, memory attention, memory bank); widths reuse vis_embed / vis_mlp ----
     "sam2_window": (),  # conv kernel height / width
     "sam2_chans": (),  # small conv channel dims (mask downsampler 1..256; outputs of width->width 1x1 convs)

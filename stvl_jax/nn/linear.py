@@ -46,6 +46,7 @@ class Linear(nnx.Module):
         self.bias = param(rngs, zeros, self.out_shape, tuple(out_axes), param_dtype) if use_bias else None
         self.dtype = dtype
         self.precision = precision
+        self.lora = None  # a `stvl_jax.nn.lora.LoRA` adapter, attached by `add_lora`
 
     def __call__(self, x: jax.Array) -> jax.Array:
         n_in = len(self.in_shape)
@@ -58,6 +59,8 @@ class Linear(nnx.Module):
         )
         if self.bias is not None:
             y = y + self.bias[...].astype(self.dtype)
+        if self.lora is not None:
+            y = y + self.lora(x).astype(y.dtype)
         return y
 
 

@@ -9,6 +9,7 @@
     checkpoint: Orbax CheckpointManager: every N steps, keep K, async
     logging:    console/progress bar, TensorBoard, loss-curve PNG, MFU peak override
     distributed: jax.distributed.initialize mode (auto | none | explicit | slurm | tpu)
+    lora:       LoRA adapters (rank, alpha, dropout, targets, modules); absent = no LoRA
 
 Every field is documented in docs/training.md; `configs/train/*.yaml` are working examples.
 """
@@ -23,6 +24,7 @@ import pydantic
 from stvl_jax.config_base import StrictConfig, load_config
 from stvl_jax.errors import ConfigError
 from stvl_jax.models.qwen_vl.config import QwenVLConfig
+from stvl_jax.train.lora_config import LoRAConfig
 
 GROUP_NAMES = ("vision", "merger", "llm", "embed")
 
@@ -200,6 +202,7 @@ class TrainConfig(StrictConfig):
     checkpoint: CheckpointConfig = CheckpointConfig()
     logging: LoggingConfig = LoggingConfig()
     distributed: DistributedConfig = DistributedConfig()
+    lora: LoRAConfig | None = None  # LoRA adapters (stvl_jax.train.lora_config); absent: full training
 
     @property
     def checkpoint_dir(self) -> str:

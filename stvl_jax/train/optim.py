@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 import jax.numpy as jnp
 import optax
 
-from stvl_jax.train.config import OptimConfig
+from stvl_jax.train.config import GroupConfig, OptimConfig
 from stvl_jax.train.param_groups import decays, group_of
 
 Schedule = Callable[[jnp.ndarray], jnp.ndarray]
@@ -41,26 +41,33 @@ def make_schedule(peak: float, total_steps: int, warmup_steps: int, kind: str, m
     return optax.join_schedules([warmup, decay], [warmup_steps])
 
 
-def group_schedules(cfg: OptimConfig, total_steps: int, warmup_steps: int) -> dict[str, Schedule]:
+def _groups(cfg: OptimConfig, extra: Mapping[str, GroupConfig] | None) -> dict[str, GroupConfig]:
+    """{name: GroupConfig} of the trainable groups, plus `extra` groups (e.g. LoRA adapters)."""
+    return {**{name: getattr(cfg.groups, name) for name in cfg.groups.trainable()}, **(extra or {})}
+
+
+def group_schedules(cfg: OptimConfig, total_steps: int, warmup_steps: int,
+                    extra: Mapping[str, GroupConfig] | None = None) -> dict[str, Schedule]:
     """One lr schedule per trainable group (same shape, group peak lr)."""
     out = {}
-    for name in cfg.groups.trainable():
-        g = getattr(cfg.groups, name)
+    for name, g in _groups(cfg, extra).items():
         peak = cfg.lr if g.lr is None else g.lr
         out[name] = make_schedule(peak, total_steps, warmup_steps, cfg.schedule, cfg.min_lr_ratio)
     return out
 
 
-def make_optimizer(cfg: OptimConfig, trainable_paths, total_steps: int, warmup_steps: int
-                   ) -> optax.GradientTransformation:
-    """The optax transformation for a flat {path: array} trainable tree with paths `trainable_paths`."""
+def make_optimizer(cfg: OptimConfig, trainable_paths, total_steps: int, warmup_steps: int,
+                   extra: Mapping[str, GroupConfig] | None = None) -> optax.GradientTransformation:
+    """The optax transformation for a flat {path: array} trainable tree with paths `trainable_paths`
+    (`extra`: settings of groups beyond `cfg.groups`, e.g. {"lora": ...})."""
     paths = sorted(trainable_paths)
     labels = {p: group_of(p) for p in paths}
     decay_mask = {p: decays(p) for p in paths}
-    schedules = group_schedules(cfg, total_steps, warmup_steps)
+    schedules = group_schedules(cfg, total_steps, warmup_steps, extra)
+    groups = _groups(cfg, extra)
     per_group = {}
     for name, schedule in schedules.items():
-        g = getattr(cfg.groups, name)
+        g = groups[name]
         wd = cfg.weight_decay if g.weight_decay is None else g.weight_decay
         parts = [optax.scale_by_adam(b1=cfg.b1, b2=cfg.b2, eps=cfg.eps)]
         if wd:

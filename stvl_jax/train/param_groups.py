@@ -7,6 +7,7 @@ Groups (first matching rule wins; paths are the model's `/`-joined parameter pat
     embed   language_model/embed_tokens/...  lm_head/...            (input table and output head; one table
                                                                      when tied)
     llm     language_model/...                                      (decoder layers, final norm)
+    lora    .../lora/a  .../lora/b                                  (LoRA adapters, `stvl_jax.nn.lora`; first)
 
 Seeds train different subsets: Streamo freezes `vision` (trains merger + llm + embed); STRIDE trains `embed` and
 `llm` with separate learning rates (vision and merger frozen).
@@ -23,7 +24,9 @@ from typing import Any
 
 from stvl_jax.train.config import GROUP_NAMES
 
+LORA_GROUP = "lora"
 _RULES: tuple[tuple[str, re.Pattern], ...] = (
+    (LORA_GROUP, re.compile(r"^.*/lora/[ab]$")),
     ("merger", re.compile(r"^visual/(merger|deepstack_merger_\d+)/")),
     ("vision", re.compile(r"^visual/")),
     ("embed", re.compile(r"^(language_model/embed_tokens|lm_head)/")),
@@ -42,9 +45,9 @@ def group_of(path: str) -> str:
 def split_by_groups(flat: Mapping[str, Any], trainable_groups: Iterable[str]) -> tuple[dict, dict]:
     """flat {path: x} -> (trainable {path: x}, frozen {path: x}) by group membership."""
     keep = set(trainable_groups)
-    unknown = keep - set(GROUP_NAMES)
+    unknown = keep - set(GROUP_NAMES) - {LORA_GROUP}
     if unknown:
-        raise ValueError(f"unknown parameter groups {sorted(unknown)}; known {GROUP_NAMES}")
+        raise ValueError(f"unknown parameter groups {sorted(unknown)}; known {(*GROUP_NAMES, LORA_GROUP)}")
     trainable = {p: x for p, x in flat.items() if group_of(p) in keep}
     frozen = {p: x for p, x in flat.items() if group_of(p) not in keep}
     return trainable, frozen

@@ -25,6 +25,7 @@ from jax.sharding import Mesh, NamedSharding
 from stvl_jax.models.qwen_vl.config import QwenVLConfig
 from stvl_jax.models.qwen_vl.host.preprocess import PreprocessConfig
 from stvl_jax.models.qwen_vl.model import QwenVLForConditionalGeneration
+from stvl_jax.nn.lora import LoRASpec, add_lora
 from stvl_jax.nn.params import flat_key, flat_params
 from stvl_jax.sharding import auto_mesh, logical_axes_of, named_sharding
 from stvl_jax.train.param_groups import split_by_groups
@@ -55,18 +56,20 @@ class ModelSpec:
     param_dtype: Any
     remat: str
     preprocessing: PreprocessConfig | None = None  # the model's (None: the family default); mean/std of uint8
+    lora: LoRASpec | None = None  # LoRA adapters on the model's linear layers (`stvl_jax.nn.lora`)
 
     @classmethod
     def create(cls, config: QwenVLConfig, *, trainable_groups, dtype=jnp.float32, param_dtype=jnp.float32,
-               remat: str = "none", preprocessing: PreprocessConfig | None = None) -> "ModelSpec":
+               remat: str = "none", preprocessing: PreprocessConfig | None = None, lora: LoRASpec | None = None
+               ) -> "ModelSpec":
         model = nnx.eval_shape(lambda: _build(config, dtype, param_dtype, remat, jax.random.PRNGKey(0),
-                                              preprocessing))
+                                              preprocessing, lora))
         graphdef, params, rest = nnx.split(model, nnx.Param, ...)
         if jax.tree.leaves(rest):  # the model holds only Params; anything else would be silently dropped
             raise AssertionError(f"model has non-Param state: {rest}")
         abstract = {flat_key(p): v for p, v in nnx.to_flat_state(params)}
         return cls(config, graphdef, abstract, tuple(trainable_groups), dtype, param_dtype, remat,
-                   model.preprocessing)
+                   model.preprocessing, lora)
 
     def shapes(self) -> dict[str, jax.ShapeDtypeStruct]:
         return {k: jax.ShapeDtypeStruct(v.get_value().shape, v.get_value().dtype) for k, v in self.abstract.items()}
@@ -84,16 +87,20 @@ class ModelSpec:
         return nnx.merge(self.graphdef, state)
 
 
-def _build(config, dtype, param_dtype, remat, key, preprocessing=None) -> QwenVLForConditionalGeneration:
-    return QwenVLForConditionalGeneration(config, dtype=dtype, param_dtype=param_dtype, remat=remat,
-                                          preprocessing=preprocessing, rngs=nnx.Rngs(params=key))
+def _build(config, dtype, param_dtype, remat, key, preprocessing=None, lora=None) -> QwenVLForConditionalGeneration:
+    rngs = nnx.Rngs(params=key)
+    model = QwenVLForConditionalGeneration(config, dtype=dtype, param_dtype=param_dtype, remat=remat,
+                                           preprocessing=preprocessing, rngs=rngs)
+    if lora is not None:
+        add_lora(model, lora, rngs)  # adapters draw from the same stream after the base weights
+    return model
 
 
 def init_params_fn(spec: ModelSpec):
     """key -> flat {path: array}: the model's own initialisers (for `jax.jit(..., out_shardings=...)`)."""
 
     def init(key):
-        model = _build(spec.config, spec.dtype, spec.param_dtype, spec.remat, key, spec.preprocessing)
+        model = _build(spec.config, spec.dtype, spec.param_dtype, spec.remat, key, spec.preprocessing, spec.lora)
         return {k: v.get_value() for k, v in flat_params(model).items()}
 
     return init

@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import optax
 
 from stvl_jax.models.qwen_vl.inputs import ModelInputs
+from stvl_jax.nn.lora import set_dropout_keys
 from stvl_jax.train.config import LossConfig
 from stvl_jax.train.losses import ForwardOutput, LossFn, LossOutput
 from stvl_jax.train.state import ModelSpec, TrainState
@@ -38,14 +39,17 @@ from stvl_jax.train.state import ModelSpec, TrainState
 class GradAccumulator:
     grads: dict[str, jax.Array]  # sum over micro-batches of d(sum of token losses)/d params
     loss: LossOutput  # summed totals
+    micro: jax.Array | int = 0  # () int32: micro-batches accumulated (each draws its own LoRA dropout masks)
 
 
 def _loss_and_grads(spec: ModelSpec, loss_fn: LossFn, loss_cfg: LossConfig, state: TrainState,
-                    inputs: ModelInputs, targets: Mapping[str, jax.Array]):
+                    inputs: ModelInputs, targets: Mapping[str, jax.Array], micro=0):
     frozen = jax.lax.stop_gradient(state.frozen)
 
     def objective(trainable):
         model = spec.merge({**trainable, **frozen})
+        if spec.lora is not None and spec.lora.dropout > 0:  # masks: a function of (run rng, step, micro-batch)
+            set_dropout_keys(model, jax.random.fold_in(jax.random.fold_in(state.rng, state.step), micro))
         _, hidden, _ = model.forward(inputs, return_hidden=True, compute_logits=False)
         out = loss_fn(ForwardOutput(hidden, model.logits, model.token_logits), targets, loss_cfg)
         return out.total, out
@@ -90,13 +94,13 @@ def make_step_fns(spec: ModelSpec, tx: optax.GradientTransformation, loss_fn: Lo
     def zero_acc(state):
         zeros = jax.tree.map(jnp.zeros_like, state.params)
         return GradAccumulator(jax.lax.with_sharding_constraint(zeros, grad_shardings),
-                               loss_fn_zero_metrics(spec, loss_fn, loss_cfg))
+                               loss_fn_zero_metrics(spec, loss_fn, loss_cfg), jnp.zeros((), jnp.int32))
 
     def accumulate(acc, state, inputs, targets):
-        grads, out = _loss_and_grads(spec, loss_fn, loss_cfg, state, inputs, targets)
+        grads, out = _loss_and_grads(spec, loss_fn, loss_cfg, state, inputs, targets, acc.micro)
         grads = jax.tree.map(jnp.add, acc.grads, grads)
         return GradAccumulator(jax.lax.with_sharding_constraint(grads, grad_shardings),
-                               jax.tree.map(jnp.add, acc.loss, out))
+                               jax.tree.map(jnp.add, acc.loss, out), acc.micro + 1)
 
     def apply(state, acc):
         return _apply(tx, state, acc.grads, acc.loss)

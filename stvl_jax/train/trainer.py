@@ -21,7 +21,7 @@ import yaml
 
 from stvl_jax.errors import CheckpointError, ConfigError, TrainingError
 from stvl_jax.sharding import ShardingError, auto_mesh, describe_shardings, make_mesh
-from stvl_jax.train import distributed
+from stvl_jax.train import distributed, lora_train
 from stvl_jax.train.batches import (allgather, allgather_ragged, data_parallel_size, place_host_batch,
                                    prepare_host_batch)
 from stvl_jax.train.checkpoint import TrainCheckpointer
@@ -65,15 +65,18 @@ class Trainer:
         # what the model is trained at; written into every checkpoint, so eval prepares inputs the same way
         self.preprocessing = training_preprocessing(cfg.data, self.model_config,
                                                     initial_preprocessing(cfg.model, self.model_config))
-        groups = cfg.optim.groups.trainable()
+        groups = lora_train.trainable_groups(cfg)
         self.spec = ModelSpec.create(self.model_config, trainable_groups=groups, dtype=DTYPES[cfg.model.dtype],
                                      param_dtype=DTYPES[cfg.model.param_dtype], remat=cfg.model.remat,
-                                     preprocessing=self.preprocessing)
+                                     preprocessing=self.preprocessing,
+                                     lora=None if cfg.lora is None else cfg.lora.spec())
         trainable_paths = self.spec.split(self.spec.abstract)[0]
         if not trainable_paths:
             raise ConfigError(f"the trainable groups {groups} hold no parameters of this model")
-        self.tx = make_optimizer(cfg.optim, trainable_paths, cfg.steps, cfg.warmup_steps)
-        self.schedules = group_schedules(cfg.optim, cfg.steps, cfg.warmup_steps)
+        extra = lora_train.extra_groups(cfg)
+        self.tx = make_optimizer(cfg.optim, trainable_paths, cfg.steps, cfg.warmup_steps, extra)
+        self.schedules = {g: s for g, s in group_schedules(cfg.optim, cfg.steps, cfg.warmup_steps, extra).items()
+                          if g in groups}
         self.loss_fn = get_loss(cfg.loss)
         self.abstract = abstract_train_state(self.spec, self.tx)
         self.shardings = train_state_shardings(self.abstract, self.spec, self.mesh)
@@ -82,9 +85,9 @@ class Trainer:
         self.source = make_source(cfg.data, self.model_config, seed=cfg.seed, process_index=jax.process_index(),
                                   process_count=jax.process_count(), preprocessing=self.preprocessing)
         self.kernels = KernelSizes.from_config(self.model_config)
-        self.multipliers = train_multipliers(groups)
+        self.multipliers = lora_train.multipliers(train_multipliers(groups), cfg)
         self.peak = peak_flops_per_device(jax.devices()[0].device_kind, cfg.logging.peak_flops_per_device)
-        self.notes: list[str] = []  # shown when the run starts
+        self.notes: list[str] = [lora_train.summary(self.spec)] if self.spec.lora else []  # shown at start
         sharding = describe_shardings(self.spec.abstract, self.mesh).summary()
         if sharding:
             self.notes.append(sharding)
@@ -116,7 +119,13 @@ class Trainer:
         self.resumed_from = None
         params = None
         if cfg.model.checkpoint is not None:
-            params = restore_initial_params(self.spec, cfg.model.checkpoint, self.mesh)
+            lora_train.refuse_adapter_checkpoint(cfg.model.checkpoint)
+            if self.spec.lora is None:
+                params = restore_initial_params(self.spec, cfg.model.checkpoint, self.mesh)
+            else:  # the checkpoint holds the base weights; the adapters start fresh
+                params = {**restore_initial_params(lora_train.base_spec(self.spec), cfg.model.checkpoint,
+                                                   self.mesh), **lora_train.init_adapters(self.spec, self.mesh,
+                                                                                          cfg.seed)}
         return init_train_state(self.spec, self.tx, self.mesh, cfg.seed, params=params)
 
     def _say(self, text: str) -> None:
@@ -179,7 +188,8 @@ class Trainer:
     def _save(self, state, data_state, force=False) -> None:
         meta = {"config": self.cfg.to_dict(), "time": time.time(), "non_finite_skipped": self.non_finite_skipped}
         self.checkpointer.save(state, config=self.model_config, meta=meta, data_state=data_state, force=force,
-                               preprocessing=self.preprocessing, sections=checkpoint_sections(self.source))
+                               preprocessing=self.preprocessing,
+                               sections={**checkpoint_sections(self.source), **lora_train.sections(self.spec)})
 
     def run(self, until: int | None = None) -> dict:
         """Train to `cfg.steps` (or stop after step `until`, saving a checkpoint there) -> summary."""

@@ -25,15 +25,26 @@ from stvl_jax.models.qwen_vl.checkpoints import LEGACY_VISION_KEYS, open_checkpo
 from stvl_jax.models.qwen_vl.config import QwenVLConfig
 from stvl_jax.models.qwen_vl.host.preprocess import PreprocessConfig
 from stvl_jax.models.qwen_vl.model import QwenVLForConditionalGeneration
+from stvl_jax.nn.lora import LoRASpec, add_lora
 from stvl_jax.nn.params import flat_key, flat_params
 from stvl_jax.sharding import auto_mesh, logical_axes_of, named_sharding
 
 
 def abstract_model(config: QwenVLConfig, *, dtype=jnp.float32, param_dtype=jnp.float32,
-                   preprocessing: PreprocessConfig | None = None) -> QwenVLForConditionalGeneration:
-    """The model with `jax.ShapeDtypeStruct` parameters (shapes, dtypes, logical axes; nothing allocated)."""
-    return nnx.eval_shape(lambda: QwenVLForConditionalGeneration(config, dtype=dtype, param_dtype=param_dtype,
-                                                                 preprocessing=preprocessing, rngs=nnx.Rngs(0)))
+                   preprocessing: PreprocessConfig | None = None, lora: LoRASpec | None = None
+                   ) -> QwenVLForConditionalGeneration:
+    """The model with `jax.ShapeDtypeStruct` parameters (shapes, dtypes, logical axes; nothing allocated), with
+    LoRA adapters when `lora` is given (a LoRA-trained checkpoint)."""
+
+    def build():
+        rngs = nnx.Rngs(0)
+        model = QwenVLForConditionalGeneration(config, dtype=dtype, param_dtype=param_dtype,
+                                               preprocessing=preprocessing, rngs=rngs)
+        if lora is not None:
+            add_lora(model, lora, rngs)
+        return model
+
+    return nnx.eval_shape(build)
 
 
 def param_specs(config: QwenVLConfig) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
@@ -119,7 +130,9 @@ def load_model(path: str | Path, *, mesh: jax.sharding.Mesh | None = None, dtype
         nominal = jnp.dtype(param_dtype) if param_dtype is not None else \
             checkpoint_io.dominant_dtype(stored.values())
         compute = jnp.dtype(dtype) if dtype is not None else nominal
-        model = abstract_model(config, dtype=compute, param_dtype=nominal, preprocessing=preprocessing)
+        lora = source.info.get("lora")  # a LoRA-trained checkpoint: the model runs with its adapters
+        model = abstract_model(config, dtype=compute, param_dtype=nominal, preprocessing=preprocessing,
+                               lora=None if lora is None else LoRASpec.from_dict(lora))
         check_params(config, stored, f"checkpoint {str(path)!r}",
                      want={k: shape for k, (shape, _) in _specs_of(model).items()})
         graphdef, state = nnx.split(model)  # Params only: the model keeps no other state
