@@ -40,13 +40,15 @@ def train_config(sz, seq: int, rows: int, grid, overrides=()):
     return load_train_config("qwen3vl_2b_mfu", [
         f"model.config={sz.lm_preset}", f"out_dir={_OUT_DIR.name}", f"data.batch_size={rows}",
         f"data.synthetic.seq_len={seq}", f"data.synthetic.video_grid=[{','.join(map(str, grid))}]",
-        "logging.progress=false", "logging.tensorboard=false", "logging.plot=false", *overrides])
+        "logging.progress=false", "logging.tensorboard=false", "logging.plot=false",
+        "data.pad_batch_to_mesh=true", *overrides])  # masked rows on a mesh larger than the batch (not counted)
 
 
 def placed_batch(trainer, data_cfg):
     """Synthetic batch 0 of `data_cfg`, prepared and placed on the trainer's mesh -> (inputs, targets, host)."""
     batch = SyntheticSource(data_cfg, trainer.model_config, seed=0).make(0)
-    host = prepare_host_batch(trainer.model_config, batch, trainer.mesh)
+    host = prepare_host_batch(trainer.model_config, batch, trainer.mesh,
+                              pad_batch_to_mesh=trainer.cfg.data.pad_batch_to_mesh)
     return (*place_host_batch(host, trainer.mesh), host)
 
 
@@ -54,40 +56,44 @@ def train(sz, out) -> None:
     seq0, rows0 = sz.train_shapes[0]
     trainer = Trainer(train_config(sz, seq0, rows0, sz.train_video_grid))
     kind = jax.devices()[0].device_kind
-    n_dev = trainer.mesh.devices.size
     peak = trainer.peak
-    source = next((v for k, v in PEAK_SOURCE.items() if k in kind.lower()),
-                  f"{kind}: {peak / 1e12:.0f} TFLOP/s (stvl_jax.train.flops.PEAK_FLOPS)" if peak else None)
-    state = trainer.state
+    source = (lookup(PEAK_SOURCE, kind) or (None,))[0] or (
+        f"{kind}: {peak / 1e12:.0f} TFLOP/s (stvl_jax.train.flops.PEAK_FLOPS)" if peak else None)
     for seq, rows in sz.train_shapes:
         name = sz.train_name(seq, rows)
-        data = train_config(sz, seq, rows, sz.train_video_grid).data
-        inputs, targets, host = placed_batch(trainer, data)
-        flops = train_step_flops(forward_flops(trainer.model_config, trainer.kernels, host.row_lengths, host.grids),
-                                 trainer.multipliers)
-        times = []
-        with jax.set_mesh(trainer.mesh):
+        with out.guard(name):
+            _train_shape(sz, out, trainer, name, seq, rows, source)
+
+
+def _train_shape(sz, out, trainer, name: str, seq: int, rows: int, source) -> None:
+    """Time the trainer's step on one placed synthetic batch of `rows` x `seq` tokens -> one MFU figure."""
+    inputs, targets, host = placed_batch(trainer, train_config(sz, seq, rows, sz.train_video_grid).data)
+    flops = train_step_flops(forward_flops(trainer.model_config, trainer.kernels, host.row_lengths, host.grids),
+                             trainer.multipliers)
+    times = []
+    with jax.set_mesh(trainer.mesh):
+        t0 = time.perf_counter()
+        trainer.state, metrics = trainer.fns.train_step(trainer.state, inputs, targets)  # compiles
+        loss = float(metrics["loss"])
+        compile_s = time.perf_counter() - t0
+        for _ in range(sz.train_reps):
+            if times and out.left() < 2 * times[-1] + 5:
+                break
             t0 = time.perf_counter()
-            state, metrics = trainer.fns.train_step(state, inputs, targets)  # compiles
-            loss = float(metrics["loss"])
-            compile_s = time.perf_counter() - t0
-            for _ in range(sz.train_reps):
-                if times and out.left() < 2 * times[-1] + 5:
-                    break
-                t0 = time.perf_counter()
-                state, metrics = trainer.fns.train_step(state, inputs, targets)
-                float(metrics["loss"])
-                times.append(time.perf_counter() - t0)
-        if not times:
-            out.emit(name, None, "", MFU_ANCHOR, status="timed out (compiled, no timed step)")
-            continue
-        t = statistics.median(times)
-        tokens = float(host.row_lengths.sum())
-        mfu = 100 * flops / t / (n_dev * peak) if peak else None
-        note = (f"{1e3 * t:.0f} ms/step (median of {len(times)}), {tokens / t:,.0f} tokens/s, {flops / 1e12:.2f} "
-                f"TFLOP/step, first step {compile_s:.0f} s, loss {loss:.3f}; peak: {source or 'unknown device'}")
-        out.emit(name, mfu, "%", MFU_ANCHOR, note=note, status="ok" if peak else "ok (no peak FLOP/s for this "
-                 "device: MFU not defined)", step_s=t, tokens=tokens, flops=flops, devices=n_dev)
+            trainer.state, metrics = trainer.fns.train_step(trainer.state, inputs, targets)
+            float(metrics["loss"])
+            times.append(time.perf_counter() - t0)
+    if not times:
+        out.emit(name, None, "", MFU_ANCHOR, status="timed out (compiled, no timed step)")
+        return
+    t = statistics.median(times)
+    tokens = float(host.row_lengths.sum())
+    n_dev, peak = trainer.mesh.devices.size, trainer.peak
+    mfu = 100 * flops / t / (n_dev * peak) if peak else None
+    note = (f"{1e3 * t:.0f} ms/step (median of {len(times)}), {tokens / t:,.0f} tokens/s, {flops / 1e12:.2f} "
+            f"TFLOP/step, first step {compile_s:.0f} s, loss {loss:.3f}; peak: {source or 'unknown device'}")
+    out.emit(name, mfu, "%", MFU_ANCHOR, note=note, status="ok" if peak else "ok (no peak FLOP/s for this "
+             "device: MFU not defined)", step_s=t, tokens=tokens, flops=flops, devices=n_dev)
 
 
 def _text_weight_bytes(model) -> int:
@@ -99,45 +105,51 @@ def _text_weight_bytes(model) -> int:
 def decode(sz, out) -> None:
     config = load_model_config(sz.lm_preset)
     model = random_qwen_vl(config, dtype=jnp.bfloat16)
-    weights = _text_weight_bytes(model)
-    t = config.text
-    kind = jax.devices()[0].device_kind
-    bw = lookup(HBM_BYTES_PER_S, kind)
+    bw = lookup(HBM_BYTES_PER_S, jax.devices()[0].device_kind)
     anchor = f"HBM roofline ({bw[1]})" if bw else "HBM roofline (bandwidth of this device unknown)"
-    rng = np.random.default_rng(0)
     for b in sz.decode_batches:
         name = f"decode, batch {b}"
         if out.left() < 10:
             out.emit(name, None, "", anchor, status="timed out (no time left before compiling)")
             continue
-        batch = {"input_ids": rng.integers(20, min(t.vocab_size, 5000), (b, sz.decode_prompt)).astype(np.int32),
-                 "attention_mask": np.ones((b, sz.decode_prompt), np.int32)}
+        with out.guard(name):
+            _decode_batch(sz, out, model, name, b, bw, anchor)
 
-        def run():
-            return generate(model, batch, max_new_tokens=sz.decode_new, eos_token_id=())
 
+def _decode_batch(sz, out, model, name: str, b: int, bw, anchor: str) -> None:
+    """Greedy generation of `decode_new` tokens for `b` rows of a short text prompt -> tokens/s and the fraction
+    of the HBM roofline."""
+    t = model.config.text
+    rng = np.random.default_rng(b)
+    batch = {"input_ids": rng.integers(20, min(t.vocab_size, 5000), (b, sz.decode_prompt)).astype(np.int32),
+             "attention_mask": np.ones((b, sz.decode_prompt), np.int32)}
+
+    def run():
+        return generate(model, batch, max_new_tokens=sz.decode_new, eos_token_id=())
+
+    t0 = time.perf_counter()
+    run()  # compiles
+    compile_s = time.perf_counter() - t0
+    times = []
+    for _ in range(sz.decode_reps):
+        if times and out.left() < 2 * times[-1] + 3:
+            break
         t0 = time.perf_counter()
-        run()  # compiles
-        compile_s = time.perf_counter() - t0
-        times = []
-        for _ in range(sz.decode_reps):
-            if times and out.left() < 2 * times[-1] + 3:
-                break
-            t0 = time.perf_counter()
-            run()
-            times.append(time.perf_counter() - t0)
-        secs = min(times)
-        tok_s = b * sz.decode_new / secs
-        # bytes a step must read at least: the text weights + K and V of the mean context of the decode
-        ctx = sz.decode_prompt + sz.decode_new / 2
-        kv = 2 * t.num_hidden_layers * t.num_key_value_heads * t.head_dim * ctx * b * 2  # bf16 cache
-        roof = b * bw[0] / (weights + kv) if bw else None
-        frac = f"{100 * tok_s / roof:.0f}% of the roofline ({roof:,.0f} tokens/s)" if roof else "roofline n/a"
-        out.emit(name, tok_s, "tokens/s", anchor,
-                 note=f"{frac}; {sz.decode_new} new tokens after a {sz.decode_prompt}-token prompt (prefill "
-                      f"included), best of {len(times)}; {weights / 1e9:.2f} GB weights + {kv / 1e9:.2f} GB KV "
-                      f"per step; first call {compile_s:.0f} s",
-                 roofline_fraction=(tok_s / roof) if roof else None, seconds=secs)
+        run()
+        times.append(time.perf_counter() - t0)
+    secs = min(times)
+    tok_s = b * sz.decode_new / secs
+    # bytes a step must read at least: the text weights + K and V of the mean context of the decode
+    weights = _text_weight_bytes(model)
+    ctx = sz.decode_prompt + sz.decode_new / 2
+    kv = 2 * t.num_hidden_layers * t.num_key_value_heads * t.head_dim * ctx * b * 2  # bf16 cache
+    roof = b * bw[0] / (weights + kv) if bw else None
+    frac = f"{100 * tok_s / roof:.0f}% of the roofline ({roof:,.0f} tokens/s)" if roof else "roofline n/a"
+    out.emit(name, tok_s, "tokens/s", anchor,
+             note=f"{frac}; {sz.decode_new} new tokens after a {sz.decode_prompt}-token prompt (prefill "
+                  f"included), best of {len(times)}; {weights / 1e9:.2f} GB weights + {kv / 1e9:.2f} GB KV "
+                  f"per step; first call {compile_s:.0f} s",
+             roofline_fraction=(tok_s / roof) if roof else None, seconds=secs)
 
 
 def _short_batch(sz, trainer_model_config):
@@ -163,32 +175,39 @@ def check(sz, out) -> None:
     with jax.default_matmul_precision("highest"):
         l32 = _logits(spec32, params, batch)[real]
         name = "fp32 logits, device vs CPU"
-        try:
-            cpu = jax.devices("cpu")[0]
-        except RuntimeError:
-            cpu = None
-        if cpu is None:
-            out.skip(name, "no CPU backend in this process (JAX_PLATFORMS)")
-        else:
-            with jax.default_device(cpu):
-                lcpu = _logits(spec32, jax.device_put(params, cpu), batch)[real]
-            d = float(np.abs(l32 - lcpu).max())
-            tol = 1e-4 * max(1.0, float(np.abs(lcpu).max()))
-            same = jax.devices()[0].platform == "cpu"
-            out.emit(name, d, "max |d logit|", f"<= {tol:.1e} (1e-4 x max(1, max |logit|))",
-                     status=("ok" if d <= tol else "failed: above the bound"),
-                     note=f"{real.sum()} tokens, max |logit| {np.abs(lcpu).max():.2f}"
-                          + ("; the device is the CPU (smoke): trivially equal" if same else ""))
-    l16 = _logits(spec16, params, batch)[real]
-    rel = float(np.linalg.norm(l16 - l32) / np.linalg.norm(l32))
-    top1 = float((l16.argmax(-1) == l32.argmax(-1)).mean())
-    ok = np.isfinite(l16).all()
-    out.emit("bf16 vs fp32 logits", rel, "rel. L2 error", "reported (no bound: bf16 keeps 8 significant bits)",
-             status="ok" if ok else "failed: non-finite bf16 logits",
-             note=f"top-1 agreement {100 * top1:.1f}%, max |d logit| {np.abs(l16 - l32).max():.3f} over "
-                  f"{real.sum()} tokens", top1_agreement=top1)
+        with out.guard(name):
+            _cpu_parity(out, name, spec32, params, batch, real, l32)
+    name = "bf16 vs fp32 logits"
+    with out.guard(name):
+        l16 = _logits(spec16, params, batch)[real]
+        rel = float(np.linalg.norm(l16 - l32) / np.linalg.norm(l32))
+        top1 = float((l16.argmax(-1) == l32.argmax(-1)).mean())
+        ok = np.isfinite(l16).all()
+        out.emit(name, rel, "rel. L2 error", "reported (no bound: bf16 keeps 8 significant bits)",
+                 status="ok" if ok else "failed: non-finite bf16 logits",
+                 note=f"top-1 agreement {100 * top1:.1f}%, max |d logit| {np.abs(l16 - l32).max():.3f} over "
+                      f"{real.sum()} tokens", top1_agreement=top1)
     del params
-    sharded_check(sz, out)
+    with out.guard("sharded vs 1 device (grads)"):
+        sharded_check(sz, out)
+
+
+def _cpu_parity(out, name, spec32, params, batch, real, l32) -> None:
+    """The device's fp32 logits against the CPU backend's, same parameters and batch."""
+    try:
+        cpu = jax.devices("cpu")[0]
+    except RuntimeError:
+        out.skip(name, "no CPU backend in this process (JAX_PLATFORMS)")
+        return
+    with jax.default_device(cpu):
+        lcpu = _logits(spec32, jax.device_put(params, cpu), batch)[real]
+    d = float(np.abs(l32 - lcpu).max())
+    tol = 1e-4 * max(1.0, float(np.abs(lcpu).max()))
+    same = jax.devices()[0].platform == "cpu"
+    out.emit(name, d, "max |d logit|", f"<= {tol:.1e} (1e-4 x max(1, max |logit|))",
+             status=("ok" if d <= tol else "failed: above the bound"),
+             note=f"{real.sum()} tokens, max |logit| {np.abs(lcpu).max():.2f}"
+                  + ("; the device is the CPU (smoke): trivially equal" if same else ""))
 
 
 def sharded_check(sz, out) -> None:

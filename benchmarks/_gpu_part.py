@@ -8,6 +8,7 @@ presets, shapes that run in seconds on a CPU); both go through the same code.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib.util
 import json
@@ -21,8 +22,12 @@ HBM_BYTES_PER_S: tuple[tuple[str, float, str], ...] = (
     ("h200", 4.8e12, "H200 HBM3e 4.8 TB/s"),
     ("h100", 3.35e12, "H100 SXM HBM3 3.35 TB/s"),
 )
-PEAK_SOURCE = {"h200": "H200 bf16 dense 989 TFLOP/s (the H100 SXM figure)",
-               "h100": "H100 SXM bf16 dense 989 TFLOP/s"}
+# which datasheet figure `stvl_jax.train.flops.PEAK_FLOPS` used for the MFU denominator
+PEAK_SOURCE: tuple[tuple[str, str], ...] = (
+    ("h100 pcie", "989 TFLOP/s, the H100 SXM bf16 dense figure (the PCIe datasheet gives 756: MFU understated)"),
+    ("h200", "H200 bf16 dense 989 TFLOP/s (the H100 SXM figure)"),
+    ("h100", "H100 SXM bf16 dense 989 TFLOP/s"),
+)
 
 
 def lookup(table, device_kind: str):
@@ -89,6 +94,10 @@ def sizes(smoke: bool) -> Sizes:
     return SMOKE if smoke else FULL
 
 
+def one_line(e: BaseException) -> str:
+    return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:160]
+
+
 class Emitter:
     """Writes figure records (JSON lines) and knows the part's deadline."""
 
@@ -108,6 +117,15 @@ class Emitter:
         self._write({"part": self.part, "name": name, "value": None if value is None else float(value),
                      "unit": unit, "anchor": anchor, "status": status, "note": note, **fields})
         print(f"   {name}: {'-' if value is None else f'{value:.4g}'} {unit}  [{status}] {note}", flush=True)
+
+    @contextlib.contextmanager
+    def guard(self, name: str):
+        """Run one figure: an exception (an out-of-memory shape, say) fails that figure only, in one line."""
+        try:
+            yield
+        except Exception as e:
+            traceback.print_exc()
+            self.emit(name, None, "", "", status=f"failed: {one_line(e)}")
 
     def skip(self, name: str, reason: str, anchor: str = "") -> None:
         self.emit(name, None, "", anchor, status=f"skipped: {reason}")
@@ -158,7 +176,7 @@ def main(argv=None) -> int:
         fn(sz, out)
     except Exception as e:  # report the part's remaining figures as failed (one line), keep the traceback
         traceback.print_exc()
-        reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:160]
+        reason = one_line(e)
         for name in sz.figures(part):
             if name not in out.done:
                 out.emit(name, None, "", "", status=f"failed: {reason}")

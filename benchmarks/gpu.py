@@ -54,11 +54,10 @@ def _child_env(smoke: bool, cache_dir: str | None) -> dict:
     root = str(Path(__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join([root, *([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])])
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
-    if smoke:
+    if smoke:  # two CPU devices, whatever the caller's XLA_FLAGS say (the smoke shapes have 2 rows)
         env["JAX_PLATFORMS"] = "cpu"
-        flags = env.get("XLA_FLAGS", "")
-        if "xla_force_host_platform_device_count" not in flags:
-            env["XLA_FLAGS"] = (flags + " --xla_force_host_platform_device_count=2").strip()
+        flags = [f for f in env.get("XLA_FLAGS", "").split() if "xla_force_host_platform_device_count" not in f]
+        env["XLA_FLAGS"] = " ".join([*flags, "--xla_force_host_platform_device_count=2"])
     if cache_dir:
         env["JAX_COMPILATION_CACHE_DIR"] = cache_dir
         env.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "1")

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from benchmarks import gpu
-from benchmarks._gpu_part import FULL, HBM_BYTES_PER_S, SMOKE, lookup
+from benchmarks._gpu_part import FULL, HBM_BYTES_PER_S, PEAK_SOURCE, SMOKE, lookup
 from stvl_jax.train.flops import peak_flops_per_device
 
 
@@ -18,6 +18,9 @@ def test_datasheet_tables_name_the_device_kinds_jax_reports():
     assert lookup(HBM_BYTES_PER_S, "NVIDIA H200")[0] == 4.8e12
     assert lookup(HBM_BYTES_PER_S, "cpu") is None
     assert peak_flops_per_device("NVIDIA H100 80GB HBM3") == peak_flops_per_device("NVIDIA H200") == 989e12
+    # the MFU note says which figure was used; a PCIe card is told that 989 is the SXM figure (PCIe: 756)
+    assert "SXM" in lookup(PEAK_SOURCE, "NVIDIA H100 80GB HBM3")[0] and "H200" in lookup(PEAK_SOURCE, "NVIDIA H200")[0]
+    assert "756" in lookup(PEAK_SOURCE, "NVIDIA H100 PCIe")[0]
 
 
 def test_a_part_past_its_deadline_is_reported_timed_out_and_the_suite_goes_on(tmp_path, capsys):
