@@ -41,6 +41,16 @@ def median(xs):
     return statistics.median(xs)
 
 
+def random_qwen_vl(config, *, dtype, param_dtype=None, seed: int = 0):
+    """A `QwenVLForConditionalGeneration` with the model's own random init, drawn in one jitted program on the
+    default device (timing only: no download; a 2B model is drawn in seconds, not minutes of host RNG)."""
+    from stvl_jax.models.qwen_vl.model import QwenVLForConditionalGeneration
+    from stvl_jax.models.sam2.image_model import init_jitted  # generic: any module constructor taking rngs
+
+    return init_jitted(lambda rngs: QwenVLForConditionalGeneration(
+        config, dtype=dtype, param_dtype=dtype if param_dtype is None else param_dtype, rngs=rngs), seed, None)
+
+
 def qwen3_vl_50m_hf_config():
     """A ~50M-parameter Qwen3-VL (small vocab with custom placeholder ids, so most weights are in the towers)."""
     from transformers import Qwen3VLConfig

@@ -61,6 +61,28 @@ class SyntheticPrompt:
         return np.tile(np.asarray(self.stride.slot_token_ids, np.int32)[np.asarray(labels)], self.stride.copies)
 
 
+def synthetic_stream(config, window: int, frames: int, size: int):
+    """(SyntheticPrompt with a `window`-slot STRIDE head, (frames, size, size, 3) black uint8 frames)."""
+    import numpy as np
+
+    from stvl_jax.models.stride.config import StrideConfig
+
+    stride = StrideConfig(window=window, activation_token_id=10, active_token_id=11, inactive_token_id=12)
+    return SyntheticPrompt(config, stride, size), np.zeros((frames, size, size, 3), np.uint8)
+
+
+def time_stream(model, prompt, frames, *, chunk: int, max_window: int, steps: int, mode: str, runs: int = 1):
+    """A warm-up pass over the stream (compiles every shape), then `runs` timed passes -> their StreamResults.
+    Spans never complete (margin = inf), so every chunk runs one diffusion (retain step + `steps` steps)."""
+    from stvl_jax.infer.stride_runtime import StreamConfig, StrideStream
+
+    cfg = StreamConfig(chunk_size=chunk, max_window=max_window, stride=chunk, steps=steps, margin=float("inf"),
+                       cache=mode)
+    stream = StrideStream(model, prompt, cfg)
+    stream.run(frames, "")
+    return [stream.run(frames, "") for _ in range(runs)]
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default="stride_tiny", help="model preset (configs/models) or YAML path")
@@ -74,29 +96,15 @@ def main(argv=None) -> int:
     p.add_argument("--modes", default="mega,chunk,none")
     args = p.parse_args(argv)
 
-    import jax
     import jax.numpy as jnp
-    import numpy as np
-    from flax import nnx
 
-    from benchmarks.common import machine
-    from stvl_jax.infer.stride_runtime import StreamConfig, StrideStream
-    from stvl_jax.models.qwen_vl.model import QwenVLForConditionalGeneration
+    from benchmarks.common import machine, random_qwen_vl
     from stvl_jax.models.qwen_vl.presets import load_model_config
-    from stvl_jax.models.stride.config import StrideConfig
 
     config = load_model_config(args.preset)
     dtype = jnp.bfloat16 if args.dtype == "bfloat16" else jnp.float32
-    model = nnx.eval_shape(lambda: QwenVLForConditionalGeneration(config, dtype=dtype, param_dtype=dtype,
-                                                                  rngs=nnx.Rngs(0)))
-    state = nnx.state(model)
-    # random weights, small scale (timing only; avoids NaNs in bf16 without materialising an init graph)
-    leaves = [jnp.asarray(np.random.default_rng(i).standard_normal(x.shape).astype(np.float32) * 0.02, dtype)
-              for i, x in enumerate(jax.tree.leaves(state))]
-    nnx.update(model, jax.tree.unflatten(jax.tree.structure(state), leaves))
-    stride = StrideConfig(window=args.window, activation_token_id=10, active_token_id=11, inactive_token_id=12)
-    prompt = SyntheticPrompt(config, stride, args.size)
-    frames = np.zeros((args.frames, args.size, args.size, 3), np.uint8)
+    model = random_qwen_vl(config, dtype=dtype)  # the model's own init (std 0.02), timing only
+    prompt, frames = synthetic_stream(config, args.window, args.frames, args.size)
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     print(f"machine: {machine()}")
     print(f"model {args.preset} ({args.dtype}), window {args.window} slots, chunk {args.chunk}, mega-window "
@@ -105,11 +113,8 @@ def main(argv=None) -> int:
           f"{args.steps} steps + retain")
     results = {}
     for mode in modes:
-        cfg = StreamConfig(chunk_size=args.chunk, max_window=args.max_window, stride=args.chunk, steps=args.steps,
-                           margin=float("inf"), cache=mode)
-        stream = StrideStream(model, prompt, cfg)
-        stream.run(frames, "")  # compile every shape
-        run = stream.run(frames, "")
+        run = time_stream(model, prompt, frames, chunk=args.chunk, max_window=args.max_window, steps=args.steps,
+                          mode=mode)[0]
         lat = [c.latency_s for c in run.chunks]
         per_fwd = [c.latency_s / c.forwards for c in run.chunks]
         fwd = [c.forwards for c in run.chunks]
