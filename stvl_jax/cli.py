@@ -20,7 +20,8 @@ _COMMANDS = {
     "train": ("stvl_jax.train.cli", "main", "train from a typed YAML config"),
     "eval": ("stvl_jax.eval.cli", "main", "sharded evaluation"),
     "stream": ("stvl_jax.infer.cli", "main", "proactive streaming inference on a video"),
-    "segment": ("stvl_jax.infer.segment_cli", "main", "promptable video segmentation with SAM2"),
+    "segment": ("stvl_jax.infer.segment_cli", "main",
+                "promptable video segmentation with SAM2, or what a --query names with VIRST"),
     "bench": ("stvl_jax.bench", "main", "run a benchmark script"),
 }
 

@@ -1,9 +1,11 @@
 """`stvl segment VIDEO --ckpt SAM2_CKPT (--box X0,Y0,X1,Y1 | --point X,Y[:LABEL])... --out DIR`: promptable video
 segmentation with SAM2 (prompts on any frames, several objects; `--frame K` / `--object N` apply to the prompts
-that follow them).
+that follow them). `stvl segment VIDEO --ckpt VIRST_CKPT --query TEXT --out DIR`: referring segmentation with
+VIRST (the object the sentence names, object 1, on every frame; `stvl_jax.infer.virst`).
 
     stvl segment clip.mp4 --ckpt ckpt/sam2.1-tiny --box 40,30,120,90 --object 2 --frame 12 --point 200,64 \\
         --out seg/ --save-logits
+    stvl segment clip.mp4 --ckpt runs/virst_tiny/final --query "the red circle that enters last" --out seg/
 
 Frames are read at --fps (default: every frame), prepared with the checkpoint's preprocessing, tracked from the
 first prompted frame to the end and back to frame 0 (`--direction`), and written to DIR: masks.json (per frame and
@@ -27,8 +29,11 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="stvl segment", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("video", help="video file")
-    p.add_argument("--ckpt", required=True, help="SAM2 video checkpoint (stvl convert import, training, HF dir)")
+    p.add_argument("--ckpt", required=True, help="SAM2 video checkpoint (stvl convert import, training, HF dir) for "
+                   "--box/--point, or a VIRST checkpoint for --query")
     add_prompt_arguments(p)
+    p.add_argument("--query", default=None, metavar="TEXT",
+                   help="referring expression (VIRST checkpoints): segment the object it names")
     p.add_argument("--out", type=output_dir, required=True, help="output directory")
     p.add_argument("--fps", type=positive_float, default=None, help="frames per second to read (default: all)")
     p.add_argument("--max-frames", type=positive_int, default=None, help="read at most this many frames")
@@ -82,6 +87,30 @@ def segment(model, frames, prompts, *, direction: str = "both", progress: bool =
     return result, masks
 
 
+def segment_query(args, frames, times, fps):
+    """--query with a VIRST checkpoint -> (result with object_ids (1,), object_score_logits (T, 1) and
+    low_res_logits (T, 1, h, w); masks (T, 1, H, W) bool)."""
+    from types import SimpleNamespace
+
+    from stvl_jax.infer.virst import VirstSegmenter, load_virst
+
+    if args.prompts:
+        raise InputError(f"{args.prompts[0].describe()} with --query: give either --query TEXT (a VIRST checkpoint) "
+                         "or --box/--point prompts (a SAM2 checkpoint), not both")
+    if not args.query.strip():
+        raise InputError("--query is empty: give the sentence that names the object")
+    if not os.path.isdir(args.ckpt):
+        raise InputError(f"--query needs a VIRST checkpoint directory; {args.ckpt!r} is not a directory")
+    try:
+        model, tokenizer = load_virst(args.ckpt)
+    except InputError as e:
+        raise InputError(f"--query: {e}") from None
+    out = VirstSegmenter(model, tokenizer).segment(frames, args.query, times, fps=fps)
+    result = SimpleNamespace(object_ids=(1,), object_score_logits=out.object_score_logits[:, None],
+                             low_res_logits=out.low_res_logits[:, None])
+    return result, out.masks[:, None]
+
+
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     from data_pipelines.video import read_video, stat_video_file
@@ -89,19 +118,27 @@ def main(argv: list[str]) -> int:
     stat_video_file(args.video)
     clip = read_video(args.video, fps=args.fps, max_frames=args.max_frames)
     frames = clip.frames
-    check_prompts(args.prompts, len(frames), frames.shape[1], frames.shape[2], args.video)
-    model = load_sam2_video(args.ckpt)
-    result, masks = segment(model, frames, args.prompts, direction=args.direction)
+    fps = args.fps or clip.info.fps
+    if args.query is not None:
+        result, masks = segment_query(args, frames, clip.times, fps)
+    else:
+        from stvl_jax.models.virst.checkpoint import is_virst
+
+        if os.path.isdir(args.ckpt) and is_virst(args.ckpt):
+            raise InputError(f"checkpoint {args.ckpt!r} is VIRST: it segments what --query TEXT names, not "
+                             "--box/--point prompts (those need a SAM2 checkpoint)")
+        check_prompts(args.prompts, len(frames), frames.shape[1], frames.shape[2], args.video)
+        model = load_sam2_video(args.ckpt)
+        result, masks = segment(model, frames, args.prompts, direction=args.direction)
 
     from stvl_jax.infer.segment_outputs import (
         write_contact_sheet, write_logits, write_masks_json, write_overlay_video,
     )
 
     os.makedirs(args.out, exist_ok=True)
-    fps = args.fps or clip.info.fps
     write_masks_json(os.path.join(args.out, "masks.json"), video=args.video, fps=fps, times=clip.times,
                      object_ids=result.object_ids, masks=masks, score_logits=result.object_score_logits,
-                     prompts=args.prompts)
+                     prompts=args.prompts, query=args.query)
     write_overlay_video(os.path.join(args.out, "overlay.mp4"), frames, masks, fps)
     write_contact_sheet(os.path.join(args.out, "contact_sheet.png"), frames, masks, clip.times,
                         n=args.sheet_frames)

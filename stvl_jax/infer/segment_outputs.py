@@ -5,6 +5,7 @@ masks.json schema (`"format": "stvl-jax/segment-masks", "version": 1`):
 
     {"video": str, "height": H, "width": W, "fps": float, "num_frames": T, "object_ids": [int, ...],
      "prompts": [{"kind": "box"|"point", "coords": [...], "label": int, "frame": int, "object": int}, ...],
+     ["query": str,]  (VIRST: the referring expression; object 1 is its target, prompts is empty)
      "frames": [{"frame": t, "time": seconds, "objects": [{"object": id, "score": p, "present": bool,
                                                           "area": pixels, "rle": {"size": [H, W], "counts": [...]}}]}]}
 
@@ -45,7 +46,8 @@ def draw_masks(frame: np.ndarray, masks: np.ndarray, alpha: float = 0.5) -> np.n
 
 
 def write_masks_json(path: str, *, video: str, fps: float, times: Sequence[float], object_ids: Sequence[int],
-                     masks: np.ndarray, score_logits: np.ndarray, prompts: Sequence) -> dict:
+                     masks: np.ndarray, score_logits: np.ndarray, prompts: Sequence, query: str | None = None
+                     ) -> dict:
     """masks (T, O, H, W) bool at the video's size, score_logits (T, O) -> the document (also written to path)."""
     t, o, h, w = masks.shape
     frames = []
@@ -60,6 +62,7 @@ def write_masks_json(path: str, *, video: str, fps: float, times: Sequence[float
            "object_ids": [int(x) for x in object_ids],
            "prompts": [{"kind": p.kind, "coords": list(p.coords), "label": p.label, "frame": p.frame,
                         "object": p.obj} for p in prompts],
+           **({"query": query} if query is not None else {}),
            "frames": frames}
     with open(path, "w") as f:
         json.dump(doc, f)

@@ -67,6 +67,11 @@ def corpus(tmp_path_factory):
     # a checkpoint directory with its arrays gone
     p["ckpt_empty"] = str(d / "ckpt_empty")
     os.makedirs(p["ckpt_empty"])
+    # checkpoint directories of the wrong family for `stvl segment` (only their stvl_config.json is read)
+    for name, fmt in (("ckpt_sam2_stub", "stvl-jax/sam2"), ("ckpt_virst_stub", "stvl-jax/virst")):
+        p[name] = str(d / name)
+        os.makedirs(p[name])
+        json.dump({"format": fmt}, open(os.path.join(p[name], "stvl_config.json"), "w"))
     p["good"] = good
     yield p
     shutil.rmtree(d, ignore_errors=True)
@@ -177,6 +182,18 @@ CASES = [
                                       "{out}"), ("--point", "2 comma-separated numbers")),
     Case("segment: not a SAM2 checkpoint", ("segment", "{good}", "--ckpt", "{ckpt_empty}", "--box", "1,1,5,5",
                                             "--out", "{out}"), ("{ckpt_empty}",)),
+    Case("segment: --query with a SAM2 checkpoint", ("segment", "{good}", "--ckpt", "{ckpt_sam2_stub}", "--query",
+                                                     "the red circle", "--out", "{out}"),
+         ("--query", "{ckpt_sam2_stub}", "sam2 checkpoint, not VIRST")),
+    Case("segment: --query with an empty checkpoint dir", ("segment", "{good}", "--ckpt", "{ckpt_empty}", "--query",
+                                                           "the red circle", "--out", "{out}"),
+         ("{ckpt_empty}", "not an stvl-jax checkpoint")),
+    Case("segment: --box with a VIRST checkpoint", ("segment", "{good}", "--ckpt", "{ckpt_virst_stub}", "--box",
+                                                    "1,1,5,5", "--out", "{out}"), ("{ckpt_virst_stub}", "--query")),
+    Case("segment: --query and --box", ("segment", "{good}", "--ckpt", "{ckpt_virst_stub}", "--query", "the circle",
+                                        "--box", "1,1,5,5", "--out", "{out}"), ("--box 1,1,5,5", "not both")),
+    Case("segment: empty --query", ("segment", "{good}", "--ckpt", "{ckpt_virst_stub}", "--query", " ", "--out",
+                                    "{out}"), ("--query is empty",)),
     # bench
     Case("bench: unknown benchmark", ("bench", "no_such_benchmark"), ("no_such_benchmark",)),
     # demo

@@ -95,7 +95,8 @@ class VirstModel(nnx.Module):
                              f"{cfg.anchors.max_seg_frames}, 3, {cfg.sam2.image.image_size}, "
                              f"{cfg.sam2.image.image_size})")
         q = self.seg_count(t)
-        features = self.image_embeddings(pixel_values)
+        levels, pos_enc = self.sam2.image.image_features(pixel_values)  # encoded once: fusion and tracking
+        features = levels[-1]  # = image_embeddings(pixel_values)
         pos, valid = seg_positions(inputs.input_ids, cfg.seg.token_id, q)
         embeds, deepstack = self.llm.embed(inputs)
         if cfg.initial_fusion.enabled:
@@ -111,7 +112,8 @@ class VirstModel(nnx.Module):
         tracking = None
         if track:
             mm = cfg.anchors.multimask_eval if multimask is None else multimask
-            tracking = tdau.segment_with_anchors(self.sam2, pixel_values, anchors, anchor_prompts, multimask=mm)
+            tracking = tdau.segment_with_anchors(self.sam2, pixel_values, anchors, anchor_prompts, multimask=mm,
+                                                 features=(*levels, pos_enc[-1]))
         return VirstOutput(logits, seg_hidden, valid, prompts, scores, anchor_prompts, anchors, tracking)
 
 

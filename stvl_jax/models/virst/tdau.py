@@ -195,12 +195,15 @@ def _object_pass(model, feats, pos_table, prompts, order, *, kind: str, multimas
 
 def segment_with_anchors(sam2, pixel_values: jax.Array, anchor_frames: tuple[int, ...], anchor_prompts: jax.Array,
                          *, multimask: bool, training: bool | None = None, bank_dtype=None,
-                         max_anchors_in_attn: int = MAX_ANCHORS_IN_ATTN) -> TdauOutput:
+                         max_anchors_in_attn: int = MAX_ANCHORS_IN_ATTN,
+                         features: tuple[jax.Array, ...] | None = None) -> TdauOutput:
     """VIRST's segmentation of every frame from anchor prompts (module docstring). sam2: a `Sam2VideoModel`;
     pixel_values (T, 3, S, S) float32; anchor_frames static, strictly increasing; anchor_prompts (N_obj, A, Q,
     hidden). multimask: VIRST's evaluation (True) or training (False) forward; training (default: not
     multimask, VIRST's coupling) picks the order, the pointer rule and the decoder's training mode; bank_dtype
-    (default bf16 at evaluation, fp32 in training)."""
+    (default bf16 at evaluation, fp32 in training). features: the frames' `tracker_step.frame_features`
+    (feat_s0, feat_s1, top, top_pos), each (T, ...), when the caller already ran the image encoder (VirstModel
+    does); None computes them here."""
     cfg = sam2.config
     anchor_frames = tuple(anchor_frames)
     _check(cfg, pixel_values, anchor_frames, anchor_prompts)
@@ -209,7 +212,7 @@ def segment_with_anchors(sam2, pixel_values: jax.Array, anchor_frames: tuple[int
     bank_dtype = (jnp.float32 if training else jnp.bfloat16) if bank_dtype is None else bank_dtype
     t, a = pixel_values.shape[0], len(anchor_frames)
     e, m = cfg.embedding_size, cfg.memory_bank.mem_dim
-    feats = frame_features(sam2, pixel_values)
+    feats = frame_features(sam2, pixel_values) if features is None else tuple(features)
     pos_table = jnp.asarray(sine_2d(e, e, m).reshape(e * e, m), feats[2].dtype)
     bank = MemoryBank.empty(t, e * e, m, cfg.memory_bank.hidden_dim, dtype=bank_dtype)
     order = processing_order(t, anchor_frames, training=training)

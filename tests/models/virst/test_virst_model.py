@@ -72,6 +72,10 @@ def test_forward_assembly(monkeypatch, llm):
     assert fake.calls == [dict(anchor_frames=(0, 7), prompts_shape=(2, 2, 10, 128), pixels_shape=(T, 3, 128, 128),
                                multimask=True)]
     assert out.tracking["iou"].shape == (2, T)
+    # the tracker reuses the frame features the fusion read (SAM2's encoder runs once per forward)
+    s0, s1, top, top_pos = out.tracking["features"]
+    np.testing.assert_allclose(np.asarray(top), np.asarray(feats), rtol=1e-5, atol=1e-5)
+    assert (s0.shape[:3], s1.shape[:3], top_pos.shape) == ((T, 32, 32), (T, 16, 16), (T, 8, 8, 128))
 
 
 @pytest.mark.slow  # two more compiles of the tiny model

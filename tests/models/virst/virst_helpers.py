@@ -31,12 +31,12 @@ class FakeTdau(types.ModuleType):
     def anchor_frames_for(t_seg: int) -> tuple[int, ...]:
         return tuple(int(i) for i in np.round(np.linspace(0, t_seg - 1, max(1, t_seg // 4))))
 
-    def segment_with_anchors(self, sam2, pixel_values, anchor_frames, anchor_prompts, *, multimask):
+    def segment_with_anchors(self, sam2, pixel_values, anchor_frames, anchor_prompts, *, multimask, features=None):
         self.calls.append(dict(anchor_frames=anchor_frames, prompts_shape=tuple(anchor_prompts.shape),
                                pixels_shape=tuple(pixel_values.shape), multimask=multimask))
         n, t = anchor_prompts.shape[0], pixel_values.shape[0]
         return {"low_res_logits": jnp.zeros((n, t, 4, 4)), "iou": jnp.zeros((n, t)),
-                "object_score_logits": jnp.zeros((n, t))}
+                "object_score_logits": jnp.zeros((n, t)), "features": features}  # out of jit for the test
 
 
 def install_fake_tdau(monkeypatch) -> FakeTdau:
