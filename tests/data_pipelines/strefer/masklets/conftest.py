@@ -52,3 +52,35 @@ def gdino_dir(tmp_path_factory):
     GroundingDinoForObjectDetection(cfg).eval().save_pretrained(out)
     proc.save_pretrained(out)
     return out
+
+
+@pytest.fixture(scope="session")
+def owlv2_dir(tmp_path_factory):
+    """A tiny random OWLv2 with a character-level CLIP BPE vocabulary (no merges), saved with its processor."""
+    import json
+    import string
+
+    torch = pytest.importorskip("torch")
+    from transformers import CLIPTokenizer, Owlv2Config, Owlv2ForObjectDetection, Owlv2Processor
+    from transformers.models.owlv2.image_processing_pil_owlv2 import Owlv2ImageProcessorPil
+
+    d = tmp_path_factory.mktemp("owlv2")
+    # OWLv2 masks a query whose first id is 0: the start token must not be id 0 (CLIP's is 49406)
+    vocab = {"!": 0, "<|startoftext|>": 1, "<|endoftext|>": 2}
+    for c in string.ascii_lowercase:
+        vocab[c] = len(vocab)
+        vocab[c + "</w>"] = len(vocab)
+    (d / "vocab.json").write_text(json.dumps(vocab))
+    (d / "merges.txt").write_text("#version: 0.2\n")
+    tok = CLIPTokenizer(str(d / "vocab.json"), str(d / "merges.txt"), model_max_length=16)
+    proc = Owlv2Processor(image_processor=Owlv2ImageProcessorPil(size={"height": 32, "width": 32}), tokenizer=tok)
+    cfg = Owlv2Config(text_config=dict(vocab_size=len(vocab), hidden_size=16, intermediate_size=16,
+                                       num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=16,
+                                       bos_token_id=1, eos_token_id=2, pad_token_id=0),
+                      vision_config=dict(hidden_size=16, intermediate_size=16, num_hidden_layers=1,
+                                         num_attention_heads=2, image_size=32, patch_size=8), projection_dim=16)
+    torch.manual_seed(0)
+    out = str(d / "model")
+    Owlv2ForObjectDetection(cfg).eval().save_pretrained(out)
+    proc.save_pretrained(out)
+    return out

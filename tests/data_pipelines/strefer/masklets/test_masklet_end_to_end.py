@@ -90,3 +90,20 @@ def test_tiny_grounding_dino_in_the_loop(clip, gdino_dir, hf_sam2_dir):
     # every expression is either named, conflicting or unmatched: each counted exactly once
     c = res.counts
     assert len(named) + c.get("matching_conflict", 0) + c.get("expression_unmatched", 0) == len(ex)
+
+
+def test_tiny_owlv2_detector(clip, owlv2_dir, hf_sam2_dir):
+    frames, ex, nouns, fn = clip
+    h, w = frames.shape[1:3]
+    gen = MaskletGenerator({"torch_threads": 1, "matching": {"kind": "none"},
+                            "detector": {"kind": "owlv2", "path": owlv2_dir, "owlv2_threshold": 0.0,
+                                         "min_score": 0.3},
+                            "tracker": {"backend": "hf", "path": hf_sam2_dir}}).setup()
+    det = gen.detector.detect(frames[0], nouns)
+    assert len(det) > 0 and (det.scores >= 0.3).all()
+    assert set(det.labels) <= set(nouns)  # labels are the queries
+    assert (det.boxes[:, 0::2] >= 0).all() and (det.boxes[:, 0::2] <= w).all()
+    assert (det.boxes[:, 1::2] >= 0).all() and (det.boxes[:, 1::2] <= h).all()
+    res = gen.generate(frames, ex, nouns=nouns)
+    assert len(res.entities) == len(gen.detector.detect(frames[res.anchor_frame], nouns))
+    assert all(e.expression_index is None for e in res.entities) and res.counts.get("masklet_unreferred") is None
