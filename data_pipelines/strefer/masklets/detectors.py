@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from data_pipelines.strefer.masklets.config import DetectorConfig
+from stvl_jax.errors import CheckpointError
 
 # boxes_fn(t) -> [(xyxy box of an entity visible at frame t, the index of the expression naming it or None)]
 BoxesFn = Callable[[int], Sequence[tuple[Sequence[float], int | None]]]
@@ -42,15 +43,32 @@ def grounding_dino_prompt(nouns: Sequence[str]) -> str:
     return ".".join(unique) + ". "
 
 
-class GroundingDinoDetector:
-    def __init__(self, cfg: DetectorConfig):
-        import torch
-        from transformers import AutoProcessor, GroundingDinoForObjectDetection
+class _HfDetector:
+    """A transformers detector and its processor from the HF directory cfg.path; `forward(**inputs)` no-grad."""
 
+    model_class = ""
+
+    def __init__(self, cfg: DetectorConfig):
+        import os
+
+        import transformers
+
+        if not os.path.isfile(os.path.join(cfg.path, "config.json")):
+            raise CheckpointError(f"detector directory {cfg.path!r} has no config.json (expected an HF "
+                                  f"{self.model_class} directory with its processor files)")
         self.cfg = cfg
-        self.processor = AutoProcessor.from_pretrained(cfg.path)
-        self.model = GroundingDinoForObjectDetection.from_pretrained(cfg.path).eval()
-        self._torch = torch
+        self.processor = transformers.AutoProcessor.from_pretrained(cfg.path)
+        self.model = getattr(transformers, self.model_class).from_pretrained(cfg.path).eval()
+
+    def forward(self, **inputs):
+        import torch
+
+        with torch.no_grad():
+            return self.model(**inputs)
+
+
+class GroundingDinoDetector(_HfDetector):
+    model_class = "GroundingDinoForObjectDetection"
 
     def detect(self, image: np.ndarray, phrases: Sequence[str], frame_index: int = 0) -> Detections:
         from PIL import Image
@@ -58,23 +76,15 @@ class GroundingDinoDetector:
         h, w = image.shape[:2]
         inputs = self.processor(images=Image.fromarray(image), text=grounding_dino_prompt(phrases),
                                 return_tensors="pt")
-        with self._torch.no_grad():
-            out = self.model(**inputs)
+        out = self.forward(**inputs)
         res = self.processor.post_process_grounded_object_detection(
             out, inputs["input_ids"], threshold=self.cfg.box_threshold, text_threshold=self.cfg.text_threshold,
             target_sizes=[(h, w)])[0]
         return _keep(res["boxes"].numpy(), res["scores"].numpy(), list(res["text_labels"]), self.cfg.min_score)
 
 
-class Owlv2Detector:
-    def __init__(self, cfg: DetectorConfig):
-        import torch
-        from transformers import Owlv2ForObjectDetection, Owlv2Processor
-
-        self.cfg = cfg
-        self.processor = Owlv2Processor.from_pretrained(cfg.path)
-        self.model = Owlv2ForObjectDetection.from_pretrained(cfg.path).eval()
-        self._torch = torch
+class Owlv2Detector(_HfDetector):
+    model_class = "Owlv2ForObjectDetection"
 
     def detect(self, image: np.ndarray, phrases: Sequence[str], frame_index: int = 0) -> Detections:
         from PIL import Image
@@ -82,8 +92,7 @@ class Owlv2Detector:
         h, w = image.shape[:2]
         queries = list(dict.fromkeys(p.strip().lower() for p in phrases))
         inputs = self.processor(text=[queries], images=Image.fromarray(image), return_tensors="pt")
-        with self._torch.no_grad():
-            out = self.model(**inputs)
+        out = self.forward(**inputs)
         # (h, w): the post-processing itself scales by max(h, w), the side of OWLv2's square-padded input
         res = self.processor.post_process_grounded_object_detection(
             out, threshold=self.cfg.owlv2_threshold, target_sizes=[(h, w)])[0]

@@ -155,3 +155,21 @@ def test_vlm_box_picker_hook():
     gen.tracker = HandTracker()
     res = gen.setup().generate(frames(), ["the second", "the first"], boxes_fn=boxes_fn)
     assert [e.expression_index for e in res.entities] == [1, 0]
+
+
+@pytest.mark.parametrize("cfg, err, match", [
+    ({"detector": {"kind": "grounding_dino", "path": "/nonexistent/gdino"}}, "CheckpointError", "no config.json"),
+    ({"detector": {"kind": "oracle"}, "tracker": {"backend": "hf", "path": "/nonexistent/sam2"}},
+     "CheckpointError", "no config.json"),
+    ({"detector": {"kind": "oracle"}, "tracker": {"path": "/nonexistent/sam2.pt"}}, "CheckpointError",
+     "does not exist"),
+    ({"detector": {"kind": "oracle"}, "tracker": {"model_overrides": ["++model.image_size=x=y"]}}, "ConfigError",
+     "overrides"),
+])
+def test_missing_models_are_one_clear_error(cfg, err, match):
+    pytest.importorskip("torch")
+    pytest.importorskip("sam2")
+    import stvl_jax.errors as errors
+
+    with pytest.raises(getattr(errors, err), match=match):
+        MaskletGenerator(cfg).setup()
