@@ -82,13 +82,15 @@ class MetaSam2Tracker:
             p.add_new_points_or_box(state, frame_idx=0, obj_id=i + 1, box=np.asarray(box, np.float32))
         masks = np.zeros((t, len(boxes), h, w), bool)
         scores = np.full((t, len(boxes)), -np.inf, np.float32)
-        for k, obj_ids, video_res_masks in p.propagate_in_video(state):
-            for j, obj_id in enumerate(obj_ids):
-                o = state["obj_id_to_idx"][obj_id]
-                per_obj = state["output_dict_per_obj"][o]
-                out = per_obj["cond_frame_outputs"].get(k) or per_obj["non_cond_frame_outputs"][k]
-                scores[k, o] = float(out["object_score_logits"].reshape(-1)[0])
-                masks[k, o] = (video_res_masks[j, 0] > self.cfg.mask_threshold).cpu().numpy()
+        # no per-clip progress bar in worker logs (a concurrent thread's patch can only leave the quiet one)
+        with mock.patch.object(svp, "tqdm", lambda it, **_: it):
+            for k, obj_ids, video_res_masks in p.propagate_in_video(state):
+                for j, obj_id in enumerate(obj_ids):
+                    o = state["obj_id_to_idx"][obj_id]
+                    per_obj = state["output_dict_per_obj"][o]
+                    out = per_obj["cond_frame_outputs"].get(k) or per_obj["non_cond_frame_outputs"][k]
+                    scores[k, o] = float(out["object_score_logits"].reshape(-1)[0])
+                    masks[k, o] = (video_res_masks[j, 0] > self.cfg.mask_threshold).cpu().numpy()
         return TrackOutput(masks, scores)
 
 
