@@ -25,7 +25,7 @@ from data_pipelines.strefer.masklets import result as R
 from data_pipelines.strefer.masklets.boxes import anchor_search_order, hungarian_match, masks_to_boxes
 from data_pipelines.strefer.masklets.config import MaskletConfig
 from data_pipelines.strefer.masklets.detectors import BoxesFn, Detections
-from stvl_jax.errors import InputError
+from stvl_jax.errors import ConfigError, InputError
 
 
 class MaskletInputError(InputError):
@@ -56,8 +56,6 @@ class MaskletGenerator:
         self.detector = None
         self.tracker = None
         if self.config.matching.kind == "vlm" and box_picker is None:
-            from stvl_jax.errors import ConfigError
-
             raise ConfigError("masklets matching.kind='vlm' needs MaskletGenerator(..., box_picker=fn)")
 
     def setup(self) -> MaskletGenerator:

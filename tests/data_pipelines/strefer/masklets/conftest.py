@@ -8,9 +8,6 @@ import pytest
 # the tiny random transformers Sam2VideoModel of the SAM2 video tests (weights redrawn: varied object scores)
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "..", "models", "sam2_video"))
 
-# Meta's hiera-t config cut to a tiny random model: 64 px input, 5 Hiera blocks, 1 memory-attention layer
-META_TINY = ("++model.image_size=64", "++model.image_encoder.trunk.stages=[1,1,2,1]",
-             "++model.image_encoder.trunk.global_att_blocks=[3]", "++model.memory_attention.num_layers=1")
 WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", "the", "circle", "square", "triangle", "diamond",
          "star", "red", "green", "blue", "yellow", "white", "magenta", "cyan", "orange", "person"]
 

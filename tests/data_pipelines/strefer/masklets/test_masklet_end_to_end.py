@@ -10,13 +10,15 @@ pytest.importorskip("torch")
 pytest.importorskip("pycocotools")
 pytestmark = pytest.mark.torch
 
-from conftest import META_TINY  # noqa: E402
 from data_pipelines.strefer.masklets import MaskletGenerator  # noqa: E402
 from data_pipelines.strefer.masklets import coco_rle  # noqa: E402
 from data_pipelines.strefer.masklets.boxes import anchor_search_order, box_iou  # noqa: E402
 from data_pipelines.strefer.masklets.synthetic import entity_expressions, gt_boxes_fn, load_clip  # noqa: E402
 
 N_FRAMES = 6
+# Meta's hiera-t config cut to a tiny random model: 64 px input, 5 Hiera blocks, 1 memory-attention layer
+META_TINY = ("++model.image_size=64", "++model.image_encoder.trunk.stages=[1,1,2,1]",
+             "++model.image_encoder.trunk.global_att_blocks=[3]", "++model.memory_attention.num_layers=1")
 
 
 @pytest.fixture(scope="module")
