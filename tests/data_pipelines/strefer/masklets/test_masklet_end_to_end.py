@@ -110,3 +110,26 @@ def test_tiny_owlv2_detector(clip, owlv2_dir, hf_sam2_dir):
     res = gen.generate(frames, ex, nouns=nouns)
     assert len(res.entities) == len(gen.detector.detect(frames[res.anchor_frame], nouns))
     assert all(e.expression_index is None for e in res.entities) and res.counts.get("masklet_unreferred") is None
+
+
+@pytest.mark.parametrize("bias", [-100.0, 100.0])
+def test_hf_object_score_decides_presence(clip, hf_sam2_dir, tmp_path, bias):
+    """SAM2's object-score head pushed far negative: every entity judged absent on every frame (no RLE, a
+    counted empty anchor); far positive: present on every frame."""
+    import torch
+    from transformers import Sam2VideoModel
+
+    model = Sam2VideoModel.from_pretrained(hf_sam2_dir)
+    with torch.no_grad():
+        model.mask_decoder.pred_obj_score_head.proj_out.bias.fill_(bias)
+    model.save_pretrained(str(tmp_path))
+    frames, ex, nouns, fn = clip
+    gen = MaskletGenerator({"torch_threads": 1, "detector": {"kind": "oracle"},
+                            "tracker": {"backend": "hf", "path": str(tmp_path)}})
+    res = gen.setup().generate(frames, ex, nouns=nouns, boxes_fn=fn)
+    for e in res.entities:
+        if bias < 0:
+            assert e.masks == [None] * len(frames) and max(e.object_scores) < 0 and e.first_frame is None
+        else:
+            assert None not in e.masks and min(e.object_scores) > 0 and e.visible_runs() == [(0, len(frames) - 1)]
+    assert res.counts.get("empty_mask_at_anchor", 0) == (len(res.entities) if bias < 0 else 0)
