@@ -114,9 +114,13 @@ class OracleDetector:
     """Ground-truth boxes from `boxes_fn`, each coordinate moved by N(0, jitter * box side), clipped to the frame;
     score 1. Deterministic: the noise of frame t depends only on (seed, t)."""
 
-    def __init__(self, cfg: DetectorConfig):
+    def __init__(self, cfg: DetectorConfig, boxes_fn: BoxesFn | None = None):
         self.cfg = cfg
-        self.boxes_fn: BoxesFn | None = None
+        self.boxes_fn = boxes_fn
+
+    def bind(self, boxes_fn: BoxesFn) -> OracleDetector:
+        """This detector on one clip's ground truth (a new object: one generator may serve several threads)."""
+        return OracleDetector(self.cfg, boxes_fn)
 
     def detect(self, image: np.ndarray, phrases: Sequence[str], frame_index: int = 0) -> Detections:
         if self.boxes_fn is None:

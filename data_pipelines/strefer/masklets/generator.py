@@ -73,11 +73,13 @@ class MaskletGenerator:
         return self
 
     # ------------------------------------------------------------------------------------------ stage 3
-    def find_anchor(self, frames: np.ndarray, phrases: Sequence[str], need: int) -> tuple[int, Detections, list[int]]:
+    def find_anchor(self, frames: np.ndarray, phrases: Sequence[str], need: int, detector=None
+                    ) -> tuple[int, Detections, list[int]]:
         """-> (anchor frame, its detections, frames visited)."""
+        detector = detector or self.detector
         best, best_det, visited = None, None, []
         for k in anchor_search_order(len(frames)):
-            det = self.detector.detect(frames[k], phrases, k)
+            det = detector.detect(frames[k], phrases, k)
             visited.append(k)
             if best_det is None or len(det) > len(best_det):
                 best, best_det = k, det
@@ -99,10 +101,9 @@ class MaskletGenerator:
             if boxes_fn is None:
                 raise MaskletInputError("masklets: the oracle detector and the synthetic matcher need boxes_fn "
                                         "(ground-truth boxes per frame)")
-        if self.config.detector.kind == "oracle":
-            self.detector.boxes_fn = boxes_fn
+        detector = self.detector.bind(boxes_fn) if self.config.detector.kind == "oracle" else self.detector
         t, h, w = frames.shape[:3]
-        anchor, det, visited = self.find_anchor(frames, phrases, len(expressions))
+        anchor, det, visited = self.find_anchor(frames, phrases, len(expressions), detector)
         res = R.MaskletResult(t, h, w, anchor if len(det) else None, visited)
         if not len(det):
             res.fail(R.NO_DETECTIONS, f"no detection on any of {t} frames for {phrases}")
@@ -119,7 +120,7 @@ class MaskletGenerator:
                 anchor_box=[round(float(v), 2) for v in det.boxes[i]],
                 masks=[coco_rle.encode(masks[k, i]) if present[k] else None for k in range(t)],
                 object_scores=[round(float(s), 4) for s in scores[:, i]]))
-        self._match(frames, anchor, det, expressions, boxes_fn, res)
+        self._match(frames, anchor, det, expressions, boxes_fn, detector, res)
         return res
 
     def _track_both_ways(self, frames, anchor: int, boxes, res) -> tuple[np.ndarray, np.ndarray]:
@@ -136,7 +137,8 @@ class MaskletGenerator:
         return masks, scores
 
     # ------------------------------------------------------------------------------------------ stage 4
-    def _match(self, frames, anchor: int, det: Detections, expressions: list[str], boxes_fn, res) -> None:
+    def _match(self, frames, anchor: int, det: Detections, expressions: list[str], boxes_fn, detector,
+               res) -> None:
         kind, min_iou = self.config.matching.kind, self.config.matching.min_iou
         if kind == "none":
             return
@@ -145,7 +147,7 @@ class MaskletGenerator:
         elif kind == "synthetic":
             cands = matching.synthetic_candidates(list(boxes_fn(anchor)), det.boxes, len(expressions), min_iou)
         elif kind == "grounding":
-            cands = matching.grounding_candidates(self.detector, frames[anchor], anchor, expressions, det.boxes,
+            cands = matching.grounding_candidates(detector, frames[anchor], anchor, expressions, det.boxes,
                                                   min_iou)
         else:
             cands = matching.vlm_candidates(self.box_picker, frames[anchor], expressions, det.boxes)
