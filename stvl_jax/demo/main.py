@@ -24,7 +24,7 @@ import time
 from stvl_jax.cli_args import output_dir, positive_int
 
 DEFAULT_VIDEOS = 200
-STRIDE_STEPS = 600
+STRIDE_STEPS = 900
 
 
 def _ensure_devices(n: int) -> None:
