@@ -118,7 +118,7 @@ def stride_samples(gt: dict, rng: np.random.Generator, min_clip: float = 1.0, mi
     frame time and the clip lasts n - 1 s plus one source frame (`whole_second_clip_end`). Otherwise the spacing
     jitters between 1 and 3 s with the clip length, and a model must read the decimal timestamps to align
     slots with frames — which a tiny model trained for minutes does not learn."""
-    names, dur, fps = _names(gt), float(gt["duration"]), float(gt["fps"])
+    names = _names(gt)
     counts: dict[tuple[int, str], int] = {}
     for a in _events(gt):
         counts[(a["entity"], _phrase_key(a))] = counts.get((a["entity"], _phrase_key(a)), 0) + 1
@@ -129,25 +129,37 @@ def stride_samples(gt: dict, rng: np.random.Generator, min_clip: float = 1.0, mi
             continue  # ambiguous query (e.g. several bounces)
         if a["end"] - a["start"] < min_event:
             continue  # shorter than the slot grid resolves (see above)
-        s, e = a["start"], a["end"]
         query = STRIDE_QUERY.format(ref=names[a["entity"]], verb=EVENT_PHRASES[key][0])
-        for cut in ("before", "inside", "after"):
-            v_start = math.floor(float(rng.uniform(0, max(0.0, s - 2.0))) * fps) / fps
-            lo, hi = {"before": (v_start + min_clip, s - 0.25), "inside": (max(s + 0.5, v_start + min_clip), e),
-                      "after": (max(e + 0.5, v_start + min_clip), dur)}[cut]
-            v_end = whole_second_clip_end(v_start, lo, min(hi, dur), fps, max_frames, rng)
-            if v_end is None:
-                continue
-            entries = [{"start_seconds": s, "end_seconds": e, "mask": True, "value": "<active>"}]
-            if rng.random() < 0.5 and v_start + 0.5 < s - 1.0 < v_end - 2.0:  # keep >= 1 maskable slot
-                entries.append({"start_seconds": v_start, "end_seconds": round(s - 1.0, 2), "mask": False,
-                                "value": "<inactive>"})
-            out.append({"id": f"{gt['vid']}_{a['entity']}_{key}_{cut}", "vid": gt["vid"], "task": "tvg",
-                        "action": key, "entity": a["entity"], "cut": cut, "data": [
-                            {"type": "text", "content": query},
-                            {"type": "video", "path": gt["video"], "fps": gt["fps"], "start_seconds": v_start,
-                             "end_seconds": v_end, "src_resolution": [gt["height"], gt["width"]]},
-                            {"type": "activation_output", "entries": entries}]})
+        out += event_clip_samples(gt, query, a["start"], a["end"], rng, {"action": key, "entity": a["entity"]},
+                                  min_clip=min_clip, max_frames=max_frames)
+    return out
+
+
+def event_clip_samples(gt: dict, query: str, s: float, e: float, rng: np.random.Generator, fields: dict, *,
+                       min_clip: float = 1.0, max_frames: int = 16) -> list[dict]:
+    """STRIDE samples of one event [s, e] of video `gt` (its vid, video, fps, duration, height, width): clips cut
+    before / inside / after it (`stride_samples` explains the bounds); `fields` (action, entity, ...) go into
+    each record and name its id."""
+    dur, fps = float(gt["duration"]), float(gt["fps"])
+    tag = "_".join(str(fields[k]) for k in ("entity", "action"))
+    out = []
+    for cut in ("before", "inside", "after"):
+        v_start = math.floor(float(rng.uniform(0, max(0.0, s - 2.0))) * fps) / fps
+        lo, hi = {"before": (v_start + min_clip, s - 0.25), "inside": (max(s + 0.5, v_start + min_clip), e),
+                  "after": (max(e + 0.5, v_start + min_clip), dur)}[cut]
+        v_end = whole_second_clip_end(v_start, lo, min(hi, dur), fps, max_frames, rng)
+        if v_end is None:
+            continue
+        entries = [{"start_seconds": s, "end_seconds": e, "mask": True, "value": "<active>"}]
+        if rng.random() < 0.5 and v_start + 0.5 < s - 1.0 < v_end - 2.0:  # keep >= 1 maskable slot
+            entries.append({"start_seconds": v_start, "end_seconds": round(s - 1.0, 2), "mask": False,
+                            "value": "<inactive>"})
+        out.append({"id": f"{gt['vid']}_{tag}_{cut}", "vid": gt["vid"], "task": "tvg", **fields, "cut": cut,
+                    "data": [
+                        {"type": "text", "content": query},
+                        {"type": "video", "path": gt["video"], "fps": gt["fps"], "start_seconds": v_start,
+                         "end_seconds": v_end, "src_resolution": [gt["height"], gt["width"]]},
+                        {"type": "activation_output", "entries": entries}]})
     return out
 
 

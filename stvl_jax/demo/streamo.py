@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 
 from data_pipelines.formats.streamo import convert_record
 
@@ -32,8 +33,10 @@ def write_streams(data_dir: str, out_dir: str, splits=("train", "val", "test")) 
     return paths
 
 
-def train_streamo(workdir: str, streams: dict[str, str], tokenizer: str, *, steps: int | None, log=print):
-    """`stvl train configs/train/streamo_tiny.yaml` with the demo's paths; returns (trainer, summary)."""
+def train_streamo(workdir: str, streams: dict[str, str], tokenizer: str, *, steps: int | None,
+                  extra: Sequence[str] = (), log=print):
+    """`stvl train configs/train/streamo_tiny.yaml` with the demo's paths (and `extra` overrides); returns
+    (trainer, summary)."""
     from stvl_jax.train.config import load_train_config
     from stvl_jax.train.trainer import Trainer
 
@@ -41,7 +44,7 @@ def train_streamo(workdir: str, streams: dict[str, str], tokenizer: str, *, step
                  f"data.pipeline.tokenizer={tokenizer}", "checkpoint.resume=auto"]
     if steps is not None:
         overrides.append(f"steps={steps}")
-    cfg = load_train_config(TRAIN_CONFIG, overrides)
+    cfg = load_train_config(TRAIN_CONFIG, [*overrides, *extra])
     log(f"  training {cfg.model.config} for {cfg.steps} steps on mesh {cfg.mesh.shape()} "
         f"(batch {cfg.data.batch_size}, lr {cfg.optim.lr}, loss {cfg.loss.kind}) -> {cfg.out_dir}")
     trainer = Trainer(cfg)

@@ -1,5 +1,5 @@
 """`stvl demo` (README command 1): the Streamo streams it writes are usable from any working directory, and the
-whole demo runs end to end on a small setting (all four stages, results JSON, plots)."""
+whole demo runs end to end on a small setting (every stage, results JSON, plots), and one stage alone."""
 
 import json
 import os
@@ -32,7 +32,8 @@ def test_demo_runs_end_to_end(tmp_path, monkeypatch):
     from stvl_jax.cli import main
 
     monkeypatch.chdir(tmp_path)
-    assert main(["demo", "--out", "runs/demo", "--videos", "12", "--steps", "4", "--eval-limit", "2"]) == 0
+    assert main(["demo", "--out", "runs/demo", "--videos", "12", "--steps", "4", "--stride-steps", "4",
+                 "--eval-limit", "2"]) == 0
     out = tmp_path / "runs" / "demo"
     results = json.loads((out / "demo_results.json").read_text())
     assert results["parity"]["max_abs_logit_diff"] < 1e-4 and results["parity"]["tokens_equal"]
@@ -44,3 +45,16 @@ def test_demo_runs_end_to_end(tmp_path, monkeypatch):
     assert (out / "eval" / "streamo_metrics_zero_pixels.json").is_file()
     for png in ("streamo_confusion.png", "streamo_timelines.png"):
         assert (out / "eval" / png).stat().st_size > 0
+    stride = results["stride"]
+    assert stride["train"]["step"] == 4 and stride["queries"] >= 1
+    for run in (stride, stride["zero_pixels"], *stride["baselines"].values()):
+        assert 0.0 <= run["f1@0.5"] <= 1.0
+    assert stride["baselines"]["oracle"]["f1@0.5"] == 1.0  # the loop and the scoring allow a perfect score
+    assert (out / "stream" / "timeline.png").stat().st_size > 0
+    assert (out / "stride_eval" / "zero_pixels" / "stride_metrics.json").is_file()
+
+    # one stage alone: its results replace the earlier ones, the others stay
+    assert main(["demo", "stride", "--out", "runs/demo", "--videos", "12", "--stride-steps", "6",
+                 "--eval-limit", "1"]) == 0
+    again = json.loads((out / "demo_results.json").read_text())
+    assert again["stride"]["train"]["step"] == 6 and again["eval"] == results["eval"]
