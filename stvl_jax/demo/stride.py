@@ -49,7 +49,7 @@ def _eval_args(ckpt: str, data_dir: str, tokenizer: str, out: str, split: str, z
 
 def _f1(metrics: dict) -> tuple[float, float, int]:
     m = metrics["tvg"]["stvl-synth"]
-    return m["F1@0.5"], m["F1"], m["total"]
+    return m["F1@0.5"], m["F1"], m["Total"]
 
 
 def evaluate_stride(ckpt: str, data_dir: str, tokenizer: str, out_dir: str, *, split: str = "test",
