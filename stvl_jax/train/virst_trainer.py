@@ -15,13 +15,15 @@ are counted (`data/skipped/<reason>` in metrics.jsonl, a line at the end; more t
 stops the run). Groups (`group_of`): llm / image_encoder (SAM2 Hiera + FPN) / decoder (SAM2 prompt encoder, mask
 decoder and memory) / prompter (SegPrompter, initial fusion); frozen ones get no gradient and no optimizer state.
 Loop, optimizer, mesh (data parallel, parameters replicated) and checkpoints: `flat_trainer.FlatTrainer`. The
-final weights are a VIRST checkpoint (`models.virst.checkpoint`, "stvl-jax/virst") in `{out_dir}/model`.
+final weights are a VIRST checkpoint (`models.virst.checkpoint`, "stvl-jax/virst") in `{out_dir}/model`, with
+the tokenizer in `{out_dir}/model/tokenizer`.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import shutil
 from pathlib import Path
 
 import jax.numpy as jnp
@@ -159,7 +161,10 @@ class VirstTrainer(FlatTrainer):
 
         model = self.model()
         model.sam2_preprocessing = self.sam2_preprocessing
-        return save_model(model, path, source={"kind": "stvl-jax", "trained": self.cfg.name}, overwrite=True)
+        out = save_model(model, path, source={"kind": "stvl-jax", "trained": self.cfg.name}, overwrite=True)
+        # the tokenizer with its [SEG] travels with the checkpoint (CKPT/tokenizer, where inference looks)
+        shutil.copytree(self.tokenizer_dir, Path(out) / "tokenizer", dirs_exist_ok=True)
+        return out
 
 
 def load_sam2_into(model, path: str) -> None:

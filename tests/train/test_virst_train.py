@@ -136,6 +136,10 @@ def test_loss_decreases_resume_is_exact_and_the_model_loads(rvos_set, tmp_path):
         np.testing.assert_array_equal(np.asarray(ref.params[k]), np.asarray(resumed.params[k]), err_msg=k)
 
     model = load_model(summary["model_dir"])
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(f"{summary['model_dir']}/tokenizer")  # travels with the checkpoint
+    assert tok.convert_tokens_to_ids("[SEG]") == SEG_ID
     assert isinstance(model, VirstModel)
     flat = full.flat_params()
     from stvl_jax.nn.params import flat_params
