@@ -51,6 +51,8 @@ def vision_template(llm_config, grid_thw: np.ndarray) -> VisionInputs:
 def batch_loss(model, batch: dict, template: VisionInputs, loss_cfg: VirstLossConfig):
     """-> (loss, metrics {"ce", "bce", "dice", "iou", "occ", "loss", "frames", "lm_tokens"}). Traceable."""
 
+    template = jax.tree.map(jnp.asarray, template)  # host arrays -> constants of the traced program
+
     def one(pv, ids, mask, pos, labels, sam2_pix, masks, key):
         vision = dataclasses.replace(template, pixel_values=pv.astype(jnp.float32))
         inputs = ModelInputs(ids[None], mask[None], pos[:, None], vision)
