@@ -106,6 +106,7 @@ def resize_masks(masks: np.ndarray, size: int) -> np.ndarray:
 
 
 TEXT_KEYS = ("expression", "key")
+SKIP_FLUSH = 64  # skipped samples a batch carries at most before it goes up without samples
 
 
 class BuildRvosSample(grain.transforms.RandomMap):
@@ -187,6 +188,8 @@ class _BatchesIterator(grain.DatasetIterator):
                     return {"batch": None, "skipped": skipped}
                 raise
             (skipped if "__skip__" in s else good).append(s)
+            if not good and len(skipped) >= SKIP_FLUSH:  # hand the skips up (counted, judged) before more reads
+                return {"batch": None, "skipped": skipped}
         return {"batch": collate_rvos(good, self.cfg.patch_buckets), "skipped": skipped}
 
     def get_state(self):
@@ -209,6 +212,7 @@ class RvosBatchIterator:
             raise AnnotationError("no_usable_record", f"no usable expression (skipped {dict(ds.skipped)})",
                                   ds.paths["meta"])
         self.reader_skipped = dict(ds.skipped)
+        self.num_records = len(ds.expressions)
         records = grain.MapDataset.range(len(ds.expressions))
         if cfg.shuffle:
             records = records.shuffle(seed=cfg.seed)
@@ -230,6 +234,11 @@ class RvosBatchIterator:
                     raise AnnotationError(s["__skip__"], s["message"])
                 self.skipped[s["__skip__"]] += 1
                 self.first_skips.setdefault(s["__skip__"], s["message"])
+            # with num_epochs=None a split whose every sample is skipped would be read forever
+            if not self.samples and sum(self.skipped.values()) >= self.num_records:
+                raise AnnotationError("no_usable_record", f"all {sum(self.skipped.values())} samples read were "
+                                      f"skipped: {dict(self.skipped)} (first: {next(iter(self.first_skips.values()))})",
+                                      self.cfg.root)
             if out["batch"] is not None:
                 self.samples += len(out["batch"]["key"])
                 return out["batch"]

@@ -31,12 +31,13 @@ def main(argv: list[str]) -> int:
 
     overrides = list(args.overrides) + (["checkpoint.resume=required"] if args.resume else [])
     from stvl_jax import packaged
-    from stvl_jax.train.sam2_config import is_sam2_config
+    from stvl_jax.train.sam2_config import config_task
 
-    if is_sam2_config(packaged.resolve_config(args.config, "train")):  # `task: sam2`: SAM2 video segmentation
-        from stvl_jax.train.sam2_cli import run_sam2
+    task = config_task(packaged.resolve_config(args.config, "train"))
+    if task in ("sam2", "virst"):  # SAM2 video segmentation / VIRST referring segmentation
+        from stvl_jax.train import sam2_cli
 
-        return run_sam2(args.config, overrides)
+        return getattr(sam2_cli, f"run_{task}")(args.config, overrides)
     cfg = load_train_config(args.config, overrides)
     from stvl_jax.train.trainer import Trainer
 

@@ -1,4 +1,5 @@
-"""`stvl train CONFIG` for a SAM2 config (`task: sam2`, e.g. `stvl train sam2_tiny_synthetic`)."""
+"""`stvl train CONFIG` for the flat-parameter trainers: SAM2 (`task: sam2`, e.g. `stvl train sam2_tiny_synthetic`)
+and VIRST (`task: virst`, e.g. `stvl train virst_tiny`)."""
 
 from __future__ import annotations
 
@@ -6,14 +7,9 @@ from stvl_jax.errors import InputError
 from stvl_jax.sharding import ShardingError
 
 
-def run_sam2(config: str, overrides: list[str]) -> int:
-    from stvl_jax import packaged
-    from stvl_jax.train.sam2_config import load_sam2_train_config
-    from stvl_jax.train.sam2_trainer import Sam2Trainer
-
-    cfg = load_sam2_train_config(packaged.resolve_config(config, "train"), overrides)
+def _run(trainer_cls, cfg, what: str) -> int:
     try:
-        trainer = Sam2Trainer(cfg)
+        trainer = trainer_cls(cfg)
     except ShardingError as e:
         raise InputError(str(e)) from None
     try:
@@ -22,5 +18,21 @@ def run_sam2(config: str, overrides: list[str]) -> int:
         trainer.close()
     loss = summary["loss"]
     print(f"done: step {summary['step']}" + (f", loss {loss:.6g}" if loss is not None else "")
-          + f", checkpoints in {summary['checkpoint_dir']}, SAM2 model in {summary['model_dir']}")
+          + f", checkpoints in {summary['checkpoint_dir']}, {what} model in {summary['model_dir']}")
     return 0
+
+
+def run_sam2(config: str, overrides: list[str]) -> int:
+    from stvl_jax import packaged
+    from stvl_jax.train.sam2_config import load_sam2_train_config
+    from stvl_jax.train.sam2_trainer import Sam2Trainer
+
+    return _run(Sam2Trainer, load_sam2_train_config(packaged.resolve_config(config, "train"), overrides), "SAM2")
+
+
+def run_virst(config: str, overrides: list[str]) -> int:
+    from stvl_jax import packaged
+    from stvl_jax.train.virst_config import load_virst_train_config
+    from stvl_jax.train.virst_trainer import VirstTrainer
+
+    return _run(VirstTrainer, load_virst_train_config(packaged.resolve_config(config, "train"), overrides), "VIRST")

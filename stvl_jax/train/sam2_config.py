@@ -113,12 +113,17 @@ class Sam2TrainConfig(StrictConfig):
         return self.checkpoint.dir or str(Path(self.out_dir) / "checkpoints")
 
 
-def is_sam2_config(path: str | Path) -> bool:
-    """Whether a train YAML is a SAM2 one (top-level `task: sam2`)."""
+def config_task(path: str | Path) -> str | None:
+    """The top-level `task:` of a train YAML (sam2, virst; None for the Qwen-VL trainer's configs)."""
     from stvl_jax.config_base import load_yaml
 
     data = load_yaml(path)
-    return isinstance(data, dict) and data.get("task") == "sam2"
+    return data.get("task") if isinstance(data, dict) else None
+
+
+def is_sam2_config(path: str | Path) -> bool:
+    """Whether a train YAML is a SAM2 one (top-level `task: sam2`)."""
+    return config_task(path) == "sam2"
 
 
 def load_sam2_train_config(path: str | Path, overrides=()) -> Sam2TrainConfig:

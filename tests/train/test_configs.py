@@ -12,8 +12,14 @@ CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs" / "train").glo
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
 def test_train_config_loads(path):
-    from stvl_jax.train.sam2_config import is_sam2_config, load_sam2_train_config, resolve_model_config
+    from stvl_jax.train.sam2_config import config_task, is_sam2_config, load_sam2_train_config, resolve_model_config
 
+    if config_task(path) == "virst":  # task: virst (VIRST referring segmentation)
+        from stvl_jax.train.virst_config import load_virst_train_config, resolve_virst_model
+
+        cfg = load_virst_train_config(path)
+        assert cfg.steps > 0 and resolve_virst_model(cfg.model).seg.token_id is not None
+        return
     if is_sam2_config(path):  # task: sam2 (SAM2 video segmentation)
         cfg = load_sam2_train_config(path)
         assert cfg.steps > 0 and resolve_model_config(cfg.model).image_size > 0 and cfg.optim.groups.trainable()

@@ -1,0 +1,76 @@
+"""VIRST's training forward and loss over a batch of expressions (AIDASLab/VIRST `VirstForCausalLM.forward`).
+
+Per expression (one row of the batch = one referring expression of one video, its target the union of the
+referred objects), `VirstModel.forward` in training mode:
+
+    teacher-forced prompt (the answer with its Q [SEG] tokens in the input) -> LLM logits + [SEG] hidden states
+    SegPrompter([SEG] hidden, SAM2 features of the T segmentation frames) -> per-frame prompts
+    SAM2 tracking inside the forward (`tdau.segment_with_anchors`, multimask off = VIRST's training order):
+    anchors (`tdau.anchor_frames_for(T)`) get the decoded prompts, the other frames propagate through memory
+
+and the loss is `virst_loss`: the LM cross-entropy over the answer tokens ([SEG] positions masked by the
+labels), summed over the batch and divided by its loss tokens, + the mask terms (BCE, Dice, IoU, object score)
+averaged over every supervised (expression, frame) of the batch, with VIRST's weights.
+
+The rows are processed with `jax.vmap` (one video each: the model's forward is per video); every video has the
+same VLM grid (the pipeline's fixed `vlm_size`), so one host-built `VisionInputs` layout (`vision_template`)
+serves all rows, its pixel rows replaced per video.
+
+    template = vision_template(model_config.llm, grid_thw)
+    loss, metrics = batch_loss(model, batch, template, VirstLossConfig())
+
+batch (B leading; `virst_data.RvosSource.next_batch` + `dropout_key`):
+    input_ids, attention_mask, labels (B, L) int32; position_ids (B, 3, L) int32
+    pixel_values_videos (B, N, D) float32; sam2_pixel_values (B, T, 3, S, S) float32; masks (B, T, S, S) bool
+    dropout_key (B, 2) uint32 (the SegPrompter's dropout; VIRST trains with dropout 0.1)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from stvl_jax.models.qwen_vl.inputs import ModelInputs
+from stvl_jax.models.qwen_vl.vision_inputs import VisionInputs, prepare_vision_inputs
+from stvl_jax.train.losses import lm_loss
+from stvl_jax.train.virst_loss import VirstLossConfig, mask_losses, virst_loss
+
+MASK_TERMS = ("bce", "dice", "iou", "occ")
+
+
+def vision_template(llm_config, grid_thw: np.ndarray) -> VisionInputs:
+    """The packed vision layout of ONE video of grid (1, 3) (t, h, w) patches, pixel rows zero."""
+    grid = np.asarray(grid_thw, np.int64).reshape(1, 3)
+    rows = np.zeros((int(grid.prod()), llm_config.vision.patch_dim), np.float32)
+    return prepare_vision_inputs(llm_config, pixel_values_videos=rows, video_grid_thw=grid)
+
+
+def batch_loss(model, batch: dict, template: VisionInputs, loss_cfg: VirstLossConfig):
+    """-> (loss, metrics {"ce", "bce", "dice", "iou", "occ", "loss", "frames", "lm_tokens"}). Traceable."""
+
+    template = jax.tree.map(jnp.asarray, template)  # host arrays -> constants of the traced program
+
+    def one(pv, ids, mask, pos, labels, sam2_pix, masks, key):
+        vision = dataclasses.replace(template, pixel_values=pv.astype(jnp.float32))
+        inputs = ModelInputs(ids[None], mask[None], pos[:, None], vision)
+        out = model.forward(inputs, sam2_pix, track=True, multimask=False, dropout_rng=key)
+        lm = lm_loss(out.logits, {"labels": labels[None]}, None)
+        tr = out.tracking
+        supervised = jnp.ones(masks.shape[:1], bool)[None]  # every segmentation frame has its ground truth
+        parts = mask_losses(tr.low_res_logits, tr.iou, tr.object_score_logits, masks[None].astype(jnp.float32),
+                            supervised, loss_cfg)
+        return lm.total, lm.tokens, parts
+
+    totals, tokens, parts = jax.vmap(one)(
+        batch["pixel_values_videos"], batch["input_ids"], batch["attention_mask"], batch["position_ids"],
+        batch["labels"], batch["sam2_pixel_values"], batch["masks"], batch["dropout_key"])
+    n_tok = jnp.sum(tokens)
+    ce = jnp.sum(totals) / jnp.maximum(n_tok, 1.0)
+    count = jnp.sum(parts["count"])
+    # per-row means back to sums, then one mean over every supervised frame of the batch
+    merged = {k: jnp.sum(parts[k] * parts["count"]) / (count + 1e-8) for k in MASK_TERMS}
+    loss, metrics = virst_loss(ce, merged, loss_cfg)
+    return loss, {**metrics, "frames": count, "lm_tokens": n_tok}
