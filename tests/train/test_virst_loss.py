@@ -116,3 +116,11 @@ def test_gradients_are_finite_and_the_real_iou_is_a_constant():
     assert np.abs(np.asarray(g_logits[0, 0])).sum() > 0
     # d/d iou_pred of 2 * 0.05 * mean |real - pred| = 0.1 * sign(pred - real) / 2; frame 1 real IoU = 0
     assert float(g_iou[0, 1]) == pytest.approx(0.05, abs=1e-7)
+
+
+def test_default_weights_are_virsts():  # utils/argument.py of AIDASLab/VIRST; Dice scale and eps of its dice_loss
+    from stvl_jax.train.virst_loss import VirstLossConfig
+
+    c = VirstLossConfig()
+    assert (c.ce_weight, c.bce_weight, c.dice_weight, c.iou_weight, c.occ_weight) == (1, 2, 0.5, 0.05, 0.05)
+    assert (c.dice_scale, c.dice_eps, c.iou_counted_twice) == (1000, 1e-6, True)

@@ -7,7 +7,6 @@
       prompter: PrompterConfig    SegPrompter (post-LLM fusion: cross-attention with 3D RoPE)
       initial_fusion: InitialFusionConfig   pre-LLM fusion of the [SEG] input embeddings (off by default)
       anchors: AnchorConfig       how many SAM2 frames, multimask at evaluation
-      loss: VirstLossConfig       weights of CE / BCE / Dice / IoU / object-score terms, Dice scale and eps
 
 Defaults are the upstream values (model/VIRST.py, model/seg_prompter.py, utils/argument.py).
 """
@@ -74,19 +73,6 @@ class AnchorConfig(StrictConfig):
     multimask_eval: bool = True  # multimask + stability selection at evaluation (SAM2's tracking rules)
 
 
-class VirstLossConfig(StrictConfig):
-    """loss = ce*CE + bce*BCE + dice*Dice + 2*iou*|IoU - pred IoU| + occ*BCE(object score) (upstream adds the
-    IoU term twice); mask terms averaged over supervised frames."""
-
-    ce: float = pydantic.Field(default=1.0, ge=0)
-    bce: float = pydantic.Field(default=2.0, ge=0)
-    dice: float = pydantic.Field(default=0.5, ge=0)
-    iou: float = pydantic.Field(default=0.05, ge=0)
-    occ: float = pydantic.Field(default=0.05, ge=0)
-    dice_scale: float = pydantic.Field(default=1000.0, gt=0)
-    dice_eps: float = pydantic.Field(default=1e-6, gt=0)
-
-
 class VirstConfig(StrictConfig):
     llm: QwenVLConfig
     sam2: Sam2VideoConfig = Sam2VideoConfig()
@@ -94,7 +80,6 @@ class VirstConfig(StrictConfig):
     prompter: PrompterConfig = PrompterConfig()
     initial_fusion: InitialFusionConfig = InitialFusionConfig()
     anchors: AnchorConfig = AnchorConfig()
-    loss: VirstLossConfig = VirstLossConfig()
 
     @property
     def sam2_width(self) -> int:
