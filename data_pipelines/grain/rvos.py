@@ -258,3 +258,22 @@ class RvosBatchIterator:
 
 def make_rvos_pipeline(cfg: RvosPipelineConfig) -> RvosBatchIterator:
     return RvosBatchIterator(cfg)
+
+
+def virst_conversation(tokenizer, expression: str, grid, times, *, family: str, merge: int, temporal: int,
+                       seg_count: int, seg_text: str, rng) -> tuple[np.ndarray, np.ndarray]:
+    """VIRST's teacher-forced conversation (`stvl_jax.models.virst.host.prompts`: question template with the
+    Qwen-VL video where upstream puts <image>, answer template with `seg_count` [SEG] tokens) as ChatML token ids,
+    the video pads expanded to the grid's token count. grid (3,): the video's (t, h, w) patches; times (frames,)
+    seconds; rng: picks the templates (`random.Random`). -> (input_ids (L,) int32, assistant (L,) bool)."""
+    from data_pipelines.grain.text import VIDEO_PAD, encode, render_chat, video_placeholder
+    from stvl_jax.models.qwen_vl.host.placeholders import video_block_tokens
+    from stvl_jax.models.virst.host.prompts import IGNORE, answer, question_parts
+
+    before, after = question_parts(expression, modality="Video", rng=rng)
+    user = before + video_placeholder(grid, family, np.asarray(times, np.float64), temporal) + after
+    text, spans = render_chat([{"role": "user", "content": user},
+                               {"role": "assistant", "content": answer(seg_count, seg_token=seg_text, rng=rng)}])
+    pad = tokenizer.convert_tokens_to_ids(VIDEO_PAD)
+    input_ids, labels = encode(tokenizer, text, spans, {pad: video_block_tokens(grid, merge, family)})
+    return input_ids, labels != IGNORE

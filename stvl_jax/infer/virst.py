@@ -57,18 +57,12 @@ class _FirstTemplate(random.Random):
 
 
 def virst_prompt(tokenizer, vision, grid, times, expression: str, seg_count: int, seg_text: str) -> np.ndarray:
-    """The teacher-forced conversation (module docstring) -> input_ids (L,) int32, video pads expanded."""
-    from data_pipelines.grain.text import VIDEO_PAD, encode, render_chat, video_placeholder
-    from stvl_jax.models.qwen_vl.host.placeholders import video_block_tokens
-    from stvl_jax.models.virst.host.prompts import answer, question_parts
+    """The teacher-forced conversation (module docstring), first templates -> input_ids (L,) int32."""
+    from data_pipelines.grain.rvos import virst_conversation
 
-    first = _FirstTemplate()
-    before, after = question_parts(expression, modality="Video", rng=first)
-    user = before + video_placeholder(grid, vision.family, times, vision.temporal_patch_size) + after
-    text, _ = render_chat([{"role": "user", "content": user},
-                           {"role": "assistant", "content": answer(seg_count, seg_token=seg_text, rng=first)}])
-    pad = tokenizer.convert_tokens_to_ids(VIDEO_PAD)
-    ids, _ = encode(tokenizer, text, [], {pad: video_block_tokens(grid, vision.merge_size, vision.family)})
+    ids, _ = virst_conversation(tokenizer, expression, grid, times, family=vision.family, merge=vision.merge_size,
+                                temporal=vision.temporal_patch_size, seg_count=seg_count, seg_text=seg_text,
+                                rng=_FirstTemplate())
     return ids
 
 

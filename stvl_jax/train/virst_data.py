@@ -22,11 +22,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from data_pipelines.grain.rvos import RvosPipelineConfig, make_rvos_pipeline
-from data_pipelines.grain.text import SpecialIds, encode, render_chat, token_types, video_placeholder
-from stvl_jax.models.qwen_vl.host.placeholders import vision_pad_counts
+from data_pipelines.grain.rvos import RvosPipelineConfig, make_rvos_pipeline, virst_conversation
+from data_pipelines.grain.text import SpecialIds, token_types
 from stvl_jax.models.qwen_vl.host.positions import example_positions
-from stvl_jax.models.virst.host.prompts import IGNORE, answer, mask_labels, question_parts
+from stvl_jax.models.virst.host.prompts import IGNORE, SEG_TOKEN, mask_labels
 from stvl_jax.train.skips import SkipStats
 
 DEVICE_KEYS = ("input_ids", "attention_mask", "labels", "position_ids", "pixel_values_videos",
@@ -60,13 +59,10 @@ class VirstPrompt:
         ids = SpecialIds.from_tokenizer(tok)
         text_rng = random.Random(int(rng.integers(2**31)))  # the templates, drawn as upstream (random.choice)
         grid = np.asarray(sample["video_grid_thw"]).reshape(-1, 3)
-        before, after = question_parts(str(sample["expression"]), rng=text_rng)
-        video = video_placeholder(grid[0], self.family, np.asarray(sample["frame_indices"]) / self.fps,
-                                  self.temporal)
-        text, spans = render_chat([{"role": "user", "content": before + video + after},
-                                   {"role": "assistant", "content": answer(self.seg_count, rng=text_rng)}])
-        _, n_vid = vision_pad_counts(np.zeros((0, 3), np.int64), grid, self.merge, self.family)
-        input_ids, labels = encode(tok, text, spans, {ids.video_pad: n_vid})
+        input_ids, assistant = virst_conversation(
+            tok, str(sample["expression"]), grid[0], np.asarray(sample["frame_indices"]) / self.fps,
+            family=self.family, merge=self.merge, temporal=self.temporal, seg_count=self.seg_count,
+            seg_text=SEG_TOKEN, rng=text_rng)
         n = len(input_ids)
         if n > self.max_len:
             return {"__skip__": "too_long", "message": f"{sample['key']}: {n} prompt tokens > data.max_len "
@@ -76,7 +72,7 @@ class VirstPrompt:
             return {"__skip__": "bad_field", "message": f"{sample['key']}: {found} [SEG] tokens in the prompt, "
                     f"expected {self.seg_count} (is the expression's text holding '[SEG]'?)",
                     "source": str(sample["key"])}
-        labels = mask_labels(input_ids, labels != IGNORE, self.seg_token_id)
+        labels = mask_labels(input_ids, assistant, self.seg_token_id)
         pos = example_positions(token_types(input_ids, ids), np.zeros((0, 3), np.int64), grid, family=self.family,
                                 merge=self.merge)
         pad = self.max_len - n
