@@ -84,22 +84,33 @@ class Sam2OptimConfig(StrictConfig):
         return self
 
 
-class Sam2TrainConfig(StrictConfig):
-    task: Literal["sam2"] = "sam2"
-    name: str = "sam2"
-    out_dir: str = "runs/sam2"
+class FlatRunConfig(StrictConfig):
+    """The run fields of the flat trainers' configs (`flat_trainer.FlatTrainer`: SAM2, VIRST)."""
+
+    name: str
+    out_dir: str
     steps: int = pydantic.Field(default=100, gt=0)
     seed: int = 0
-    cond_capacity: int = pydantic.Field(default=2, gt=0)  # conditioning frames per object (>= max_cond_frames)
-    model: Sam2ModelSection
-    data: Sam2DataSection
-    optim: Sam2OptimConfig = Sam2OptimConfig()
-    loss: Sam2LossConfig = Sam2LossConfig()
     mesh: MeshConfig = MeshConfig(data=-1, fsdp=1)
     checkpoint: CheckpointConfig = CheckpointConfig(every=50, async_save=False)
     log_every: int = pydantic.Field(default=1, gt=0)
     # stop after this much wall time (a checkpoint and the model are written there); None: run all steps
     time_limit_min: float | None = pydantic.Field(default=None, gt=0)
+
+    @property
+    def checkpoint_dir(self) -> str:
+        return self.checkpoint.dir or str(Path(self.out_dir) / "checkpoints")
+
+
+class Sam2TrainConfig(FlatRunConfig):
+    task: Literal["sam2"] = "sam2"
+    name: str = "sam2"
+    out_dir: str = "runs/sam2"
+    cond_capacity: int = pydantic.Field(default=2, gt=0)  # conditioning frames per object (>= max_cond_frames)
+    model: Sam2ModelSection
+    data: Sam2DataSection
+    optim: Sam2OptimConfig = Sam2OptimConfig()
+    loss: Sam2LossConfig = Sam2LossConfig()
 
     @pydantic.model_validator(mode="after")
     def _capacity(self):
@@ -107,10 +118,6 @@ class Sam2TrainConfig(StrictConfig):
             raise ValueError(f"cond_capacity {self.cond_capacity} < data.prompts.max_cond_frames "
                              f"{self.data.prompts.max_cond_frames}")
         return self
-
-    @property
-    def checkpoint_dir(self) -> str:
-        return self.checkpoint.dir or str(Path(self.out_dir) / "checkpoints")
 
 
 def config_task(path: str | Path) -> str | None:

@@ -26,8 +26,7 @@ import pydantic
 
 from stvl_jax.config_base import StrictConfig, load_config
 from stvl_jax.errors import ConfigError
-from stvl_jax.train.config import CheckpointConfig, MeshConfig
-from stvl_jax.train.sam2_config import Sam2GroupConfig, Sam2OptimConfig
+from stvl_jax.train.sam2_config import FlatRunConfig, Sam2GroupConfig, Sam2OptimConfig
 from stvl_jax.train.virst_loss import VirstLossConfig
 
 VIRST_GROUPS = ("llm", "image_encoder", "decoder", "prompter")
@@ -77,25 +76,14 @@ class VirstOptimConfig(Sam2OptimConfig):
     groups: VirstGroupsConfig = VirstGroupsConfig()
 
 
-class VirstTrainConfig(StrictConfig):
+class VirstTrainConfig(FlatRunConfig):
     task: Literal["virst"] = "virst"
     name: str = "virst"
     out_dir: str = "runs/virst"
-    steps: int = pydantic.Field(default=100, gt=0)
-    seed: int = 0
     model: VirstModelSection = VirstModelSection()
     data: VirstDataSection
     optim: VirstOptimConfig = VirstOptimConfig()
     loss: VirstLossConfig = VirstLossConfig()
-    mesh: MeshConfig = MeshConfig(data=-1, fsdp=1)
-    checkpoint: CheckpointConfig = CheckpointConfig(every=50, async_save=False)
-    log_every: int = pydantic.Field(default=1, gt=0)
-    # stop after this much wall time (a checkpoint and the model are written there); None: run all steps
-    time_limit_min: float | None = pydantic.Field(default=None, gt=0)
-
-    @property
-    def checkpoint_dir(self) -> str:
-        return self.checkpoint.dir or str(Path(self.out_dir) / "checkpoints")
 
 
 def load_virst_train_config(path: str | Path, overrides=()) -> VirstTrainConfig:
