@@ -32,7 +32,6 @@ def frame_ious(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def hf_segmenter(hf_model, model):
     """transformers' tracker as a `vos_eval.Segmenter`, prompted and post-processed as `sam2_segmenter` is."""
-    import jax
 
     from converters.sam2_verify_video import hf_track
     from stvl_jax.infer.segment_prompts import Prompt as BoxPrompt
@@ -53,8 +52,8 @@ def hf_segmenter(hf_model, model):
         for frame, logits, _, obj_ids in hf_track(hf_model, pixels, steps, [(False, None)]):
             for row, obj in zip(logits, obj_ids):  # the propagation pass comes last: its outputs win
                 low[ids.index(obj), frame] = row
-        to_masks = jax.jit(lambda x: masks_from_logits(x, size, h, w, model.preprocessing.mask_threshold))
-        out = np.stack([np.asarray(to_masks(low[:, i])) for i in range(t)], axis=1)
+        thr = model.preprocessing.mask_threshold
+        out = np.stack([np.asarray(masks_from_logits(low[:, i], size, h, w, thr)) for i in range(t)], axis=1)
         for p in prompts:
             out[p.object, :p.frame] = False
         return out

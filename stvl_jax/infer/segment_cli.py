@@ -58,7 +58,6 @@ def load_sam2_video(ckpt: str):
 
 def segment(model, frames, prompts, *, direction: str = "both", progress: bool = True):
     """frames (T, H, W, 3) uint8 + checked `segment_prompts.Prompt`s -> (TrackResult, masks (T, O, H, W) bool)."""
-    import jax
     import numpy as np
     from tqdm import tqdm
 
@@ -82,8 +81,8 @@ def segment(model, frames, prompts, *, direction: str = "both", progress: bool =
             bar.update(1)
     bar.close()
     result = tracker.result()
-    to_masks = jax.jit(lambda x: masks_from_logits(x, size, h, w, model.preprocessing.mask_threshold))
-    masks = np.stack([np.asarray(to_masks(result.low_res_logits[i])) for i in range(t)])
+    thr = model.preprocessing.mask_threshold
+    masks = np.stack([np.asarray(masks_from_logits(result.low_res_logits[i], size, h, w, thr)) for i in range(t)])
     return result, masks
 
 

@@ -7,6 +7,8 @@ resizes without padding), bilinear again to the original (H, W); `> threshold` g
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -22,7 +24,8 @@ def upsample_logits(logits: jax.Array, image_size: int, height: int, width: int)
     return _bilinear(x, height, width)
 
 
+@functools.partial(jax.jit, static_argnums=(1, 2, 3))
 def masks_from_logits(logits: jax.Array, image_size: int, height: int, width: int,
                       threshold: float = 0.0) -> jax.Array:
-    """(..., h, w) low-res logits -> (..., height, width) bool masks."""
+    """(..., h, w) low-res logits -> (..., height, width) bool masks (jitted: one compile per shape)."""
     return upsample_logits(logits, image_size, height, width) > threshold
