@@ -73,8 +73,9 @@ def torch_side(tm, batch, labels, freeze_vision: bool):
     return step
 
 
-def jax_side(tm, batch, labels, groups):
-    """The trainer's jitted step on one device, initialised with the torch model's weights.
+def jax_side(tm, batch, labels, groups, scan_layers: bool):
+    """The trainer's jitted step on one device, initialised with the torch model's weights; `scan_layers` as
+    the trainer's `model.scan_layers` (False: the layer loop unrolled, as eager PyTorch runs it).
     Returns (step() -> loss, model config, HostBatch)."""
     import jax
     import numpy as np
@@ -90,7 +91,7 @@ def jax_side(tm, batch, labels, groups):
     from stvl_jax.train.step import make_step_fns
 
     config = from_hf_dict(tm.config.to_dict())
-    spec = ModelSpec.create(config, trainable_groups=groups)
+    spec = ModelSpec.create(config, trainable_groups=groups, scan_layers=scan_layers)
     optim = OptimConfig(lr=LR, schedule="constant", weight_decay=WD, max_grad_norm=CLIP)
     tx = make_optimizer(optim, spec.split(spec.abstract)[0], total_steps=10**6, warmup_steps=0)
     mesh = make_mesh({"fsdp": 1}, devices=jax.devices()[:1])
@@ -134,21 +135,24 @@ def main(argv=None) -> int:
     batch = make_batch(hf_config, args.frames, args.size)
     labels = text_labels(batch, hf_config)
     groups = NO_VISION if args.freeze_vision else ALL_GROUPS
-    jax_step, config, host = jax_side(tm, batch, labels, groups)  # copies the weights before torch trains them
+    # both JAX variants copy the weights before torch trains them
+    jax_step, config, host = jax_side(tm, batch, labels, groups, scan_layers=False)
+    scan_step = jax_side(tm, batch, labels, groups, scan_layers=True)[0]
     torch_step = torch_side(tm, batch, labels, args.freeze_vision)
 
-    first = {"jax": jax_step(), "torch": torch_step()}  # also the compile / warm-up step
+    first = {"jax": jax_step(), "jax_scan": scan_step(), "torch": torch_step()}  # also the compile / warm-up step
     matmul, matmul_flops = sgemm()
     load_before = os.getloadavg()
     # the matmul runs in the same rotation, so the MFU denominator sees the same machine load as the steps
-    times = interleaved({"jax": jax_step, "torch": torch_step, "sgemm": matmul}, reps=args.reps, warmup=0)
+    times = interleaved({"jax": jax_step, "jax_scan": scan_step, "torch": torch_step, "sgemm": matmul},
+                        reps=args.reps, warmup=0)
     load_after = os.getloadavg()
     peak = matmul_flops / median(times["sgemm"])
 
     fwd = forward_flops(config, KernelSizes.from_config(config), host.row_lengths, host.grids)
     flops = train_step_flops(fwd, train_multipliers(groups))
     tokens = float(host.row_lengths.sum())
-    tj, tt = median(times["jax"]), median(times["torch"])
+    tt = median(times["torch"])
     print(f"machine: {machine()}; torch {torch.__version__} ({torch.get_num_threads()} threads)")
     print(f"load average before/after: {load_before[0]:.2f} / {load_after[0]:.2f} (1 min)")
     trains = "ViT frozen" if args.freeze_vision else "all trainable"
@@ -159,13 +163,17 @@ def main(argv=None) -> int:
           f"{fwd['merger'] / 1e9:.2f}, llm {fwd['llm'] / 1e9:.1f}, head {fwd['head'] / 1e9:.2f} GFLOP forward; "
           f"x1-x3 for training)")
     print(f"peak = median fp32 2048^3 numpy matmul rate in the same rotation: {peak / 1e9:.0f} GFLOP/s")
-    print(f"first-step loss: jax {first['jax']:.6f}  torch {first['torch']:.6f}  "
-          f"|diff| {abs(first['jax'] - first['torch']):.2e}")
-    print(f"{'':8}{'median s':>10}{'min s':>10}{'tokens/s':>11}{'MFU':>8}")
-    for name, t in (("jax", tj), ("torch", tt)):
-        print(f"{name:8}{t:10.3f}{min(times[name]):10.3f}{tokens / t:11.1f}{100 * flops / t / peak:7.1f}%")
-    print(f"ratio torch/jax: median step time {tt / tj:.2f}x, min step time "
-          f"{min(times['torch']) / min(times['jax']):.2f}x (the min is the better estimate on a shared machine)")
+    print(f"first-step loss: jax {first['jax']:.6f}  jax_scan {first['jax_scan']:.6f}  torch {first['torch']:.6f}"
+          f"  |diff| {abs(first['jax'] - first['torch']):.2e}")
+    print("jax = the trainer's step with model.scan_layers=false (layers unrolled); jax_scan = the default scan")
+    print(f"{'':9}{'median s':>10}{'min s':>10}{'tokens/s':>11}{'MFU':>8}")
+    for name in ("jax", "jax_scan", "torch"):
+        t = median(times[name])
+        print(f"{name:9}{t:10.3f}{min(times[name]):10.3f}{tokens / t:11.1f}{100 * flops / t / peak:7.1f}%")
+    for name in ("jax", "jax_scan"):
+        tj = median(times[name])
+        print(f"ratio torch/{name}: median step time {tt / tj:.2f}x, min step time "
+              f"{min(times['torch']) / min(times[name]):.2f}x (the min is the better estimate on a shared machine)")
     return 0
 
 

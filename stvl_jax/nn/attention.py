@@ -34,8 +34,11 @@ def dot_product_attention(
     kv = k.shape[2]
     if h % kv:
         raise ValueError(f"{h} query heads are not a multiple of {kv} key/value heads")
-    qg = q.reshape(b, lq, kv, h // kv, d)
-    logits = jnp.einsum("bqkgd,bskd->bkgqs", qg, k, precision=precision, preferred_element_type=jnp.float32)
+    # heads in front of the sequence on the small q/k/v operands, so that neither dot nor its backward
+    # transposes the large (B, KV, G, Lq, Lk) matrix (measured: research/notes/jax_vs_torch.md)
+    qg = jnp.transpose(q.reshape(b, lq, kv, h // kv, d), (0, 2, 3, 1, 4))  # (b, kv, g, q, d)
+    kt, vt = (jnp.transpose(x, (0, 2, 1, 3)) for x in (k, v))  # (b, kv, s, d)
+    logits = jnp.einsum("bkgqd,bksd->bkgqs", qg, kt, precision=precision, preferred_element_type=jnp.float32)
     logits = logits * scale
     if mask is not None:
         mask = jnp.broadcast_to(mask, (b, lq, k.shape[1]))[:, None, None]
@@ -44,10 +47,10 @@ def dot_product_attention(
     # divided by the row sums — the same math as softmax(l) @ v, but the (.., Lq, Lk) matrix is not rescaled
     # (one pass less over it, forward and backward)
     unnormalized = jnp.exp(logits - jax.lax.stop_gradient(jnp.max(logits, axis=-1, keepdims=True)))
-    denom = jnp.sum(unnormalized, axis=-1)  # (b, kv, g, q)
-    out = jnp.einsum("bkgqs,bskd->bqkgd", unnormalized.astype(v.dtype), v, precision=precision,
+    denom = jnp.sum(unnormalized, axis=-1, keepdims=True)  # (b, kv, g, q, 1)
+    out = jnp.einsum("bkgqs,bksd->bkgqd", unnormalized.astype(v.dtype), vt, precision=precision,
                      preferred_element_type=jnp.float32)
-    out = out / jnp.transpose(denom, (0, 3, 1, 2))[..., None]
+    out = jnp.transpose(out / denom, (0, 3, 1, 2, 4))  # (b, q, kv, g, d)
     return out.astype(q.dtype).reshape(b, lq, h, d)
 
 

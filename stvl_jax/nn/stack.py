@@ -1,7 +1,10 @@
 """Stacked (scanned) layers: parameters carry a leading `layers` axis and the forward is one `lax.scan`.
 
 Scanning keeps compile time flat in depth (a 28-layer 2B decoder compiles like one layer) and makes remat a
-per-layer policy. `run_stack` can run a contiguous span of the stack, which is how DeepStack taps vision
+per-layer policy. `scan=False` unrolls the loop instead (same parameters, same arithmetic): on XLA:CPU the
+scan's per-layer dynamic slices, zero-initialised residual stacks and their updates cost ~10% of a small
+model's training step (research/notes/jax_vs_torch.md), at the price of compile time growing with depth.
+`run_stack` can run a contiguous span of the stack, which is how DeepStack taps vision
 blocks and injects features after the first decoder layers without unrolling.
 """
 
@@ -44,6 +47,7 @@ def run_stack(
     start: int = 0,
     stop: int | None = None,
     remat: str = "none",
+    scan: bool = True,
 ):
     """Scan layers [start, stop) of `stack`: `carry, y = fn(layer, carry, x)` per layer.
 
@@ -68,4 +72,4 @@ def run_stack(
         raise ValueError(f"unknown remat policy {remat!r}; choose from {sorted(REMAT_POLICIES)}")
     if remat != "none":
         body = jax.checkpoint(body, policy=REMAT_POLICIES[remat], prevent_cse=False)
-    return jax.lax.scan(body, carry, (state, xs))
+    return jax.lax.scan(body, carry, (state, xs), unroll=1 if scan else stop - start)

@@ -61,8 +61,8 @@ def restore_initial_params(spec: ModelSpec, path: str, mesh) -> dict[str, jax.Ar
         if with_vocab_size(stored_config, spec.config.text.vocab_size) != spec.config:
             raise CheckpointError(f"checkpoint {str(path)!r} has a different architecture than this run's model")
         stored_spec = spec if stored_config == spec.config else ModelSpec.create(
-            stored_config, trainable_groups=spec.trainable_groups, dtype=spec.dtype, param_dtype=spec.param_dtype,
-            remat=spec.remat, preprocessing=spec.preprocessing)
+            stored_config, trainable_groups=spec.trainable_groups, **spec.build_options(),
+            preprocessing=spec.preprocessing)
         targets = {k: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh)
                    for (k, s), sh in zip(stored_spec.shapes().items(), stored_spec.param_shardings(mesh).values())}
         params = source.restore(targets)

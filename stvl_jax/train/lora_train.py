@@ -35,8 +35,7 @@ def extra_groups(cfg: TrainConfig) -> dict[str, GroupConfig]:
 def base_spec(spec: ModelSpec) -> ModelSpec:
     """The same model without adapters (what a base checkpoint holds)."""
     return ModelSpec.create(spec.config, trainable_groups=tuple(g for g in spec.trainable_groups if g != LORA_GROUP),
-                            dtype=spec.dtype, param_dtype=spec.param_dtype, remat=spec.remat,
-                            preprocessing=spec.preprocessing)
+                            **spec.build_options(), preprocessing=spec.preprocessing)
 
 
 def refuse_adapter_checkpoint(path: str) -> None:

@@ -55,21 +55,26 @@ class ModelSpec:
     dtype: Any
     param_dtype: Any
     remat: str
+    scan_layers: bool
     preprocessing: PreprocessConfig | None = None  # the model's (None: the family default); mean/std of uint8
     lora: LoRASpec | None = None  # LoRA adapters on the model's linear layers (`stvl_jax.nn.lora`)
 
     @classmethod
     def create(cls, config: QwenVLConfig, *, trainable_groups, dtype=jnp.float32, param_dtype=jnp.float32,
-               remat: str = "none", preprocessing: PreprocessConfig | None = None, lora: LoRASpec | None = None
-               ) -> "ModelSpec":
-        model = nnx.eval_shape(lambda: _build(config, dtype, param_dtype, remat, jax.random.PRNGKey(0),
-                                              preprocessing, lora))
+               remat: str = "none", scan_layers: bool = True, preprocessing: PreprocessConfig | None = None,
+               lora: LoRASpec | None = None) -> "ModelSpec":
+        options = dict(dtype=dtype, param_dtype=param_dtype, remat=remat, scan_layers=scan_layers)
+        model = nnx.eval_shape(lambda: _build(config, options, jax.random.PRNGKey(0), preprocessing, lora))
         graphdef, params, rest = nnx.split(model, nnx.Param, ...)
         if jax.tree.leaves(rest):  # the model holds only Params; anything else would be silently dropped
             raise AssertionError(f"model has non-Param state: {rest}")
         abstract = {flat_key(p): v for p, v in nnx.to_flat_state(params)}
-        return cls(config, graphdef, abstract, tuple(trainable_groups), dtype, param_dtype, remat,
+        return cls(config, graphdef, abstract, tuple(trainable_groups), dtype, param_dtype, remat, scan_layers,
                    model.preprocessing, lora)
+
+    def build_options(self) -> dict:
+        """The runtime options this spec builds its model with (for a variant of the same model)."""
+        return dict(dtype=self.dtype, param_dtype=self.param_dtype, remat=self.remat, scan_layers=self.scan_layers)
 
     def shapes(self) -> dict[str, jax.ShapeDtypeStruct]:
         return {k: jax.ShapeDtypeStruct(v.get_value().shape, v.get_value().dtype) for k, v in self.abstract.items()}
@@ -87,10 +92,9 @@ class ModelSpec:
         return nnx.merge(self.graphdef, state)
 
 
-def _build(config, dtype, param_dtype, remat, key, preprocessing=None, lora=None) -> QwenVLForConditionalGeneration:
+def _build(config, options: dict, key, preprocessing=None, lora=None) -> QwenVLForConditionalGeneration:
     rngs = nnx.Rngs(params=key)
-    model = QwenVLForConditionalGeneration(config, dtype=dtype, param_dtype=param_dtype, remat=remat,
-                                           preprocessing=preprocessing, rngs=rngs)
+    model = QwenVLForConditionalGeneration(config, **options, preprocessing=preprocessing, rngs=rngs)
     if lora is not None:
         add_lora(model, lora, rngs)  # adapters draw from the same stream after the base weights
     return model
@@ -100,7 +104,7 @@ def init_params_fn(spec: ModelSpec):
     """key -> flat {path: array}: the model's own initialisers (for `jax.jit(..., out_shardings=...)`)."""
 
     def init(key):
-        model = _build(spec.config, spec.dtype, spec.param_dtype, spec.remat, key, spec.preprocessing, spec.lora)
+        model = _build(spec.config, spec.build_options(), key, spec.preprocessing, spec.lora)
         return {k: v.get_value() for k, v in flat_params(model).items()}
 
     return init

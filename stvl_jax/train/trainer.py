@@ -68,6 +68,7 @@ class Trainer:
         groups = lora_train.trainable_groups(cfg)
         self.spec = ModelSpec.create(self.model_config, trainable_groups=groups, dtype=DTYPES[cfg.model.dtype],
                                      param_dtype=DTYPES[cfg.model.param_dtype], remat=cfg.model.remat,
+                                     scan_layers=cfg.model.scan_layers,
                                      preprocessing=self.preprocessing,
                                      lora=None if cfg.lora is None else cfg.lora.spec())
         trainable_paths = self.spec.split(self.spec.abstract)[0]

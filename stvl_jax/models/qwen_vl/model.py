@@ -54,7 +54,8 @@ def place_visual_features(embeds: jax.Array, input_ids: jax.Array, features: jax
 
 class QwenVLForConditionalGeneration(nnx.Module):
     def __init__(self, config: QwenVLConfig, *, dtype=jnp.float32, param_dtype=jnp.float32, precision=None,
-                 remat: str = "none", preprocessing: PreprocessConfig | None = None, rngs: nnx.Rngs):
+                 remat: str = "none", scan_layers: bool = True, preprocessing: PreprocessConfig | None = None,
+                 rngs: nnx.Rngs):
         """preprocessing: how this model's inputs are prepared (the checkpoint's; None: the family default).
         The vision tower normalizes integer pixel values with its mean/std; prompt builders read the rest."""
         self.config = config
@@ -63,7 +64,9 @@ class QwenVLForConditionalGeneration(nnx.Module):
         self.param_dtype = param_dtype
         self.precision = precision
         self.remat = remat
-        kw = dict(dtype=dtype, param_dtype=param_dtype, precision=precision, remat=remat, rngs=rngs)
+        self.scan_layers = scan_layers
+        kw = dict(dtype=dtype, param_dtype=param_dtype, precision=precision, remat=remat, scan_layers=scan_layers,
+                  rngs=rngs)
         pre = self.preprocessing
         self.visual = VisionTower(config, pixel_mean_std=(pre.image_mean, pre.image_std), **kw)
         self.language_model = TextModel(config.text, **kw)
@@ -75,6 +78,7 @@ class QwenVLForConditionalGeneration(nnx.Module):
     def build_options(self) -> dict:
         """Constructor options (besides config/rngs), to rebuild an equivalent model (e.g. after a resize)."""
         return dict(dtype=self.dtype, param_dtype=self.param_dtype, precision=self.precision, remat=self.remat,
+                    scan_layers=self.scan_layers,
                     preprocessing=self.preprocessing)
 
     # ---------------------------------------------------------------- traceable core

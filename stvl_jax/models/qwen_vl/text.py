@@ -103,10 +103,11 @@ class DecoderLayer(nnx.Module):
 
 class TextModel(nnx.Module):
     def __init__(self, c: TextConfig, *, dtype=jnp.float32, param_dtype=jnp.float32, precision=None,
-                 remat: str = "none", rngs: nnx.Rngs):
+                 remat: str = "none", scan_layers: bool = True, rngs: nnx.Rngs):
         self.config = c
         self.dtype = dtype
         self.remat = remat
+        self.scan_layers = scan_layers
         self.embed_tokens = Embed(c.vocab_size, c.hidden_size, dtype=dtype, param_dtype=param_dtype,
                                   precision=precision, init_std=c.initializer_range, rngs=rngs)
         self.layers = make_stack(
@@ -152,7 +153,8 @@ class TextModel(nnx.Module):
             return h, kv
 
         kv = None if cache is None else (cache.k, cache.v)
-        x, kv = run_stack(self.layers, layer_fn, x, (kv, jnp.arange(n_layers)), remat=self.remat)
+        x, kv = run_stack(self.layers, layer_fn, x, (kv, jnp.arange(n_layers)), remat=self.remat,
+                          scan=self.scan_layers)
         x = self.norm(x)
         if cache is not None:
             cache = KVCache(kv[0], kv[1], valid, index + length)

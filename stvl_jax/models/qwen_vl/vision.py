@@ -112,7 +112,7 @@ class PatchMerger(nnx.Module):
 
 class VisionTower(nnx.Module):
     def __init__(self, config: QwenVLConfig, *, dtype=jnp.float32, param_dtype=jnp.float32, precision=None,
-                 remat: str = "none", pixel_mean_std=None, rngs: nnx.Rngs):
+                 remat: str = "none", scan_layers: bool = True, pixel_mean_std=None, rngs: nnx.Rngs):
         """pixel_mean_std: ((mean,)*3, (std,)*3) for integer pixel values (the checkpoint's preprocessing;
         None: the family default)."""
         vc = config.vision
@@ -123,6 +123,7 @@ class VisionTower(nnx.Module):
         self.pixel_mean_std = tuple(tuple(float(x) for x in v) for v in pixel_mean_std)
         self.dtype = dtype
         self.remat = remat
+        self.scan_layers = scan_layers
         qwen3 = config.family == "qwen3_vl"
         self.patch_embed = Linear(vc.patch_dim, vc.hidden_size, in_axes=("conv_in",), out_axes=("vis_embed",),
                                   use_bias=qwen3, dtype=dtype, param_dtype=param_dtype, precision=precision,
@@ -179,7 +180,7 @@ class VisionTower(nnx.Module):
                                  lambda: block(h, cos, sin, inputs.window_layout))
                 return h, None
 
-            x, _ = run_stack(self.blocks, block_fn, x, full, remat=self.remat)
+            x, _ = run_stack(self.blocks, block_fn, x, full, remat=self.remat, scan=self.scan_layers)
             features = []
         else:
             # One scan over all blocks (a scan per span between taps would slice, i.e. copy, the stacked weights);
@@ -198,7 +199,8 @@ class VisionTower(nnx.Module):
                 return (h, tapped), None
 
             tapped = jnp.zeros((len(taps), *x.shape), x.dtype) if taps else None
-            (x, tapped), _ = run_stack(self.blocks, block_fn, (x, tapped), jnp.asarray(tap_slot), remat=self.remat)
+            (x, tapped), _ = run_stack(self.blocks, block_fn, (x, tapped), jnp.asarray(tap_slot), remat=self.remat,
+                                         scan=self.scan_layers)
             # merger i belongs to deepstack_visual_indexes[i] (as in HF); features come out in block order
             features = [getattr(self, f"deepstack_merger_{vc.deepstack_visual_indexes.index(tap)}")(tapped[j])
                         for j, tap in enumerate(taps)]

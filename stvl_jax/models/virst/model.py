@@ -56,7 +56,7 @@ def _tdau():
 
 class VirstModel(nnx.Module):
     def __init__(self, config: VirstConfig, *, dtype=jnp.float32, param_dtype=jnp.float32, precision=None,
-                 remat: str = "none", preprocessing=None, rngs: nnx.Rngs):
+                 remat: str = "none", scan_layers: bool = True, preprocessing=None, rngs: nnx.Rngs):
         """preprocessing: the LLM's `PreprocessConfig` (None: the family default)."""
         if config.seg.token_id is None:
             raise InputError("VirstModel needs seg.token_id (the [SEG] row of the vocabulary; see "
@@ -64,7 +64,8 @@ class VirstModel(nnx.Module):
         self.config = config
         self.dtype = dtype
         self.llm = QwenVLForConditionalGeneration(config.llm, dtype=dtype, param_dtype=param_dtype,
-                                                  precision=precision, remat=remat, preprocessing=preprocessing,
+                                                  precision=precision, remat=remat, scan_layers=scan_layers,
+                                                  preprocessing=preprocessing,
                                                   rngs=rngs)
         self.sam2 = Sam2VideoModel(config.sam2, dtype=dtype, precision=precision, rngs=rngs)
         kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
