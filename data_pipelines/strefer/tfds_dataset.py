@@ -5,12 +5,15 @@
     source = tfds.data_source("strefer", split="train", data_dir=out)   # random access, feeds Grain
 
 One split, `train` (all clips; hold out videos by giving them to a separate run). Features: `records`.
+The records are written canonically (`CanonicalExampleWriter`): a re-run over the same input writes the same
+bytes, in any process and with any number of workers.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import tensorflow_datasets as tfds
+from tensorflow_datasets.core import writer as tfds_writer
 
 from data_pipelines.strefer.config import EngineConfig
 
@@ -30,6 +33,23 @@ def features() -> tfds.features.FeaturesDict:
         "metadata": text, "masklets": text, "instructions": text, "num_instructions": f.Scalar(dtype=np.int32),
         "record": text,
     })
+
+
+def canonical_example(serialized: bytes) -> bytes:
+    """A serialized tf.train.Example re-serialized with its feature map in key order. TFDS serializes with
+    protobuf's default map order, which follows a hash seeded per process: the same record could come out in
+    other bytes from another worker or another run."""
+    from tensorflow_datasets.proto import tf_example_pb2
+
+    return tf_example_pb2.Example.FromString(serialized).SerializeToString(deterministic=True)
+
+
+class CanonicalExampleWriter(tfds_writer.ExampleWriter):
+    """TFDS's example writer (the hook `GeneratorBasedBuilder._example_writer` offers), each record made
+    canonical first. Pickled to the Beam workers with the TFDS writer: keep it importable and stateless."""
+
+    def write(self, path, examples):
+        return super().write(path, ((key, canonical_example(ex)) for key, ex in examples))
 
 
 class StreferDataset(tfds.core.GeneratorBasedBuilder):
@@ -61,6 +81,9 @@ class StreferDataset(tfds.core.GeneratorBasedBuilder):
         return tfds.core.DatasetInfo(builder=self, description=self.__doc__, features=features(),
                                      supervised_keys=None,
                                      metadata=tfds.core.MetadataDict(engine=self._engine.to_dict()))
+
+    def _example_writer(self) -> CanonicalExampleWriter:
+        return CanonicalExampleWriter(file_format=self.info.file_format)
 
     def _split_generators(self, dl_manager, pipeline):
         from data_pipelines.strefer.pipeline import StreferEngine

@@ -11,7 +11,10 @@
    frames before the anchor come from the backward run, the anchor and later frames from the forward run.
 3. Per frame a COCO RLE where SAM2's object score says present (> 0) and the mask is not empty, else None:
    late entries, exits and re-entries are what the object score reports.
-4. Each expression is matched to one masklet (`matching`); conflicts and failures are counted in the result.
+4. Each expression is matched to one masklet within its generalized-noun group (`matching.noun_groups`, as
+   Strefer partitions its matching): the detector's one prompt holds every noun, each masklet carries the noun
+   its box was detected for, and an expression only names a masklet of its own noun. Conflicts and failures are
+   counted in the result.
 """
 
 from __future__ import annotations
@@ -90,8 +93,9 @@ class MaskletGenerator:
     def generate(self, frames: np.ndarray, expressions: Sequence[str], *, nouns: Sequence[str] | None = None,
                  boxes_fn: BoxesFn | None = None) -> R.MaskletResult:
         """frames (T, H, W, 3) uint8, expressions [E] (one per entity), nouns [E] (generalized nouns: the
-        detector's prompt; default the expressions), boxes_fn(t) -> [(xyxy, expression index)] ground-truth boxes
-        of frame t (the oracle detector and the synthetic matcher) -> `MaskletResult`."""
+        detector's prompt and the matching groups; default the expressions, i.e. one group per expression),
+        boxes_fn(t) -> [(xyxy, expression index)] ground-truth boxes of frame t (the oracle detector and the
+        synthetic matcher) -> `MaskletResult`."""
         if self.tracker is None:
             raise RuntimeError("MaskletGenerator.setup() must run before generate()")
         _check_inputs(frames, expressions, nouns)
@@ -120,7 +124,7 @@ class MaskletGenerator:
                 anchor_box=[round(float(v), 2) for v in det.boxes[i]],
                 masks=[coco_rle.encode(masks[k, i]) if present[k] else None for k in range(t)],
                 object_scores=[round(float(s), 4) for s in scores[:, i]]))
-        self._match(frames, anchor, det, expressions, boxes_fn, detector, res)
+        self._match(frames[anchor], anchor, det, expressions, phrases, boxes_fn, detector, res)
         return res
 
     def _track_both_ways(self, frames, anchor: int, boxes, res) -> tuple[np.ndarray, np.ndarray]:
@@ -137,28 +141,48 @@ class MaskletGenerator:
         return masks, scores
 
     # ------------------------------------------------------------------------------------------ stage 4
-    def _match(self, frames, anchor: int, det: Detections, expressions: list[str], boxes_fn, detector,
-               res) -> None:
-        kind, min_iou = self.config.matching.kind, self.config.matching.min_iou
-        if kind == "none":
+    def _match(self, image, anchor: int, det: Detections, expressions: list[str], nouns: list[str], boxes_fn,
+               detector, res) -> None:
+        """Each noun group on its own (`matching.noun_groups`); candidates are indices into the group's
+        masklets, mapped back to the clip's masklets here."""
+        if self.config.matching.kind == "none":
             return
-        if len(expressions) == 1 and len(det) == 1:  # Strefer: nothing to choose
-            cands = [[0]]
-        elif kind == "synthetic":
-            cands = matching.synthetic_candidates(list(boxes_fn(anchor)), det.boxes, len(expressions), min_iou)
-        elif kind == "grounding":
-            cands = matching.grounding_candidates(detector, frames[anchor], anchor, expressions, det.boxes,
-                                                  min_iou)
-        else:
-            cands = matching.vlm_candidates(self.box_picker, frames[anchor], expressions, det.boxes)
-        assigned, conflicts, unmatched = matching.assign_one_to_one(cands)
-        for e, m in assigned.items():
-            res.entities[m].expression_index = e
-        for e in conflicts:
-            res.fail(R.MATCH_CONFLICT, f"expression {e} ({expressions[e]!r}) claims masklet {cands[e][0] + 1}, "
-                                       "as another expression does")
-        for e in unmatched:
-            res.fail(R.EXPRESSION_UNMATCHED, f"expression {e} ({expressions[e]!r}): no masklet found")
+        for g in matching.noun_groups(nouns, det.labels):
+            if not g.masklets:
+                for e in g.expressions:
+                    res.fail(R.EXPRESSION_UNMATCHED, f"expression {e} ({expressions[e]!r}): no masklet of its "
+                                                     f"noun {g.noun!r} at frame {anchor}")
+                continue
+            cands = self._group_candidates(g, image, anchor, det, expressions, boxes_fn, detector)
+            assigned, conflicts, unmatched = matching.assign_one_to_one(cands)
+            for e, m in assigned.items():
+                res.entities[g.masklets[m]].expression_index = g.expressions[e]
+            for e in conflicts:
+                res.fail(R.MATCH_CONFLICT, f"expression {g.expressions[e]} ({expressions[g.expressions[e]]!r}) "
+                                           f"claims masklet {g.masklets[cands[e][0]] + 1}, as another expression "
+                                           "does")
+            for e in unmatched:
+                res.fail(R.EXPRESSION_UNMATCHED, f"expression {g.expressions[e]} "
+                                                 f"({expressions[g.expressions[e]]!r}): no masklet found among "
+                                                 f"the {len(g.masklets)} of noun {g.noun!r}")
         for ent in res.entities:
             if ent.expression_index is None:
                 res.fail(R.MASKLET_UNREFERRED, f"masklet {ent.track_id} ({ent.label!r}) is named by no expression")
+
+    def _group_candidates(self, g: matching.NounGroup, image, anchor: int, det: Detections,
+                          expressions: list[str], boxes_fn, detector) -> list[list[int]]:
+        """Candidate masklets per expression of group `g`, as indices into `g.masklets`."""
+        kind, min_iou = self.config.matching.kind, self.config.matching.min_iou
+        if len(g.expressions) == 1 and len(g.masklets) == 1:  # Strefer: nothing to choose
+            return [[0]]
+        boxes = det.boxes[list(g.masklets)]
+        texts = [expressions[e] for e in g.expressions]
+        if kind == "synthetic":
+            local = {e: i for i, e in enumerate(g.expressions)}
+            gt = [(box, local[e]) for box, e in boxes_fn(anchor) if e in local]
+            return matching.synthetic_candidates(gt, boxes, len(texts), min_iou)
+        if kind == "grounding":
+            return matching.grounding_candidates(detector, image, anchor, texts, boxes, min_iou,
+                                                 expression_ids=g.expressions)
+        # vlm: the picker sees only this group's boxes (Strefer hands RexSeek one partition's boxes)
+        return matching.vlm_candidates(self.box_picker, image, texts, boxes)

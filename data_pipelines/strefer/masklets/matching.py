@@ -1,16 +1,23 @@
 """Stage 4, referring matching: which tracked masklet each expression names.
 
-Each matcher lists, per expression, candidate masklet indices (best first); `assign_one_to_one` then applies
-Strefer's resolution (its 2.get_referring_matching.py): expressions with a single candidate claim it first,
-then expressions with several take their first unclaimed one. Where Strefer fails the whole clip when two
+Expressions are first grouped by generalized noun, as Strefer partitions them (its
+2.get_referring_matching.py `partition_input`): a group holds the expressions sharing a noun and the masklets
+whose detector label is that noun (`noun_groups`); each group is matched on its own, with only its own masklets
+as candidates (a "dog" expression never names a "person" masklet), and a group of one expression and one masklet
+needs no matcher. An expression whose noun labels no masklet is left unmatched; a masklet whose label is no
+expression's noun is named by none.
+
+Within a group, each matcher lists, per expression, candidate masklet indices (best first); `assign_one_to_one`
+then applies Strefer's resolution (its 2.get_referring_matching.py): expressions with a single candidate claim it
+first, then expressions with several take their first unclaimed one. Where Strefer fails the whole clip when two
 single answers collide, here only the colliding expressions are dropped, each counted as a conflict.
 
 Matchers (`MatchingConfig.kind`):
 - synthetic: the caller's ground-truth boxes at the anchor frame (`boxes_fn`), each naming its expression;
   the masklet whose prompt box overlaps it most (IoU >= min_iou).
 - grounding: the detector run on the anchor frame with the full expression; its best box -> the masklet.
-- vlm: `box_picker(image, boxes (N, 4), expression) -> [box index, ...]`, as Strefer asks RexSeek
-  ("Please detect {expression} in this image. Answer the question with object indexes.");
+- vlm: `box_picker(image, boxes (N, 4) of the noun group, expression) -> [index into those boxes, ...]`, as
+  Strefer asks RexSeek ("Please detect {expression} in this image. Answer the question with object indexes.");
   `parse_object_indices` reads answers written as "<obj2>" tags or plain numbers.
 """
 
@@ -18,6 +25,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -25,6 +33,33 @@ from data_pipelines.strefer.masklets.boxes import box_iou
 
 BoxPicker = Callable[[np.ndarray, np.ndarray, str], Sequence[int]]
 VLM_QUESTION = "Please detect {expression} in this image. Answer the question with object indexes."
+
+
+def noun_key(text: str) -> str:
+    """How a detector label is compared with a generalized noun: lower-cased letters and digits only (Strefer
+    compares them verbatim; a word-piece detector decodes "t-shirt" as "t - shirt")."""
+    return re.sub(r"[^0-9a-z]+", "", text.lower())
+
+
+@dataclass(frozen=True)
+class NounGroup:
+    """Expressions (indices, ascending) sharing the generalized noun `noun`, and the masklets (indices,
+    ascending) whose detector label is that noun."""
+
+    noun: str
+    expressions: tuple[int, ...]
+    masklets: tuple[int, ...]
+
+
+def noun_groups(nouns: Sequence[str], labels: Sequence[str]) -> list[NounGroup]:
+    """nouns [E] (one per expression), labels [N] (one per masklet) -> the groups, in order of their noun's first
+    expression. Every expression is in exactly one group; a group's masklets may be empty."""
+    by_noun: dict[str, list[int]] = {}
+    for e, n in enumerate(nouns):
+        by_noun.setdefault(noun_key(n), []).append(e)
+    keys = [noun_key(lab) for lab in labels]
+    return [NounGroup(nouns[es[0]], tuple(es), tuple(i for i, k in enumerate(keys) if key and k == key))
+            for key, es in by_noun.items()]
 
 
 def assign_one_to_one(candidates: Sequence[Sequence[int]]) -> tuple[dict[int, int], list[int], list[int]]:
@@ -65,9 +100,12 @@ def synthetic_candidates(gt_items, prompt_boxes: np.ndarray, num_expressions: in
 
 
 def grounding_candidates(detector, image: np.ndarray, anchor: int, expressions: Sequence[str],
-                         prompt_boxes: np.ndarray, min_iou: float) -> list[list[int]]:
+                         prompt_boxes: np.ndarray, min_iou: float,
+                         expression_ids: Sequence[int] | None = None) -> list[list[int]]:
+    """expression_ids: each expression's index in the clip (what the oracle detector reports; default 0..E-1)."""
+    ids = list(expression_ids) if expression_ids is not None else list(range(len(expressions)))
     out = []
-    for e, expression in enumerate(expressions):
+    for e, expression in zip(ids, expressions):
         det = detector.detect(image, [expression], anchor)
         keep = [i for i in range(len(det)) if det.expression_index[i] in (None, e)]  # the oracle knows its boxes
         if not keep:

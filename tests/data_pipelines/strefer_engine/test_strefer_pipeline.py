@@ -43,8 +43,7 @@ def test_end_to_end_counters_and_rerun_identical(strefer_set, strefer_run, tmp_p
     again = run_engine(os.path.join(strefer_set, "videos"), str(tmp_path), EngineConfig())
     assert again["counters"] == c
     _same(read_dataset(str(tmp_path)), examples)
-    # Same records in the same order. (Not the same bytes across processes: tf.train.Example's feature map is
-    # serialized in protobuf's unspecified map order.)
+    # Same records in the same order (the same bytes, across processes too: test_strefer_output_bytes.py)
     assert _order(str(tmp_path)) == _order(os.path.dirname(os.path.dirname(summary["out"])))
 
 

@@ -66,7 +66,8 @@ def generator(**matching):
 
 def test_merge_presence_reentry_and_matching():
     gen = generator()
-    res = gen.generate(frames(), ["the second", "the first"], boxes_fn=boxes_fn)
+    # one noun: both masklets in one group, so the synthetic matcher (not the one-and-one shortcut) names them
+    res = gen.generate(frames(), ["the second", "the first"], nouns=["square", "square"], boxes_fn=boxes_fn)
     # order for T=5: [2, 0, 3, 1, 4]; frame 2 already has both entities
     assert res.anchor_frame == 2 and res.frames_searched == [2]
     # forward: anchor..end; backward: anchor..start reversed
@@ -153,7 +154,9 @@ def test_vlm_box_picker_hook():
     gen = MaskletGenerator({"detector": {"kind": "oracle", "oracle_jitter": 0.0}, "matching": {"kind": "vlm"}},
                            box_picker=lambda img, boxes, e: parse_object_indices(answers[e]))
     gen.tracker = HandTracker()
-    res = gen.setup().generate(frames(), ["the second", "the first"], boxes_fn=boxes_fn)
+    # one noun for both: a group of 2 expressions and 2 masklets, so the picker decides (distinct nouns, or none,
+    # would make one group per expression, each with its one masklet, and no question to ask)
+    res = gen.setup().generate(frames(), ["the second", "the first"], nouns=["square", "square"], boxes_fn=boxes_fn)
     assert [e.expression_index for e in res.entities] == [1, 0]
 
 

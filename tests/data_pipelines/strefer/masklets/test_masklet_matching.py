@@ -1,8 +1,9 @@
-"""Referring matching (stage 4): Strefer's one-to-one resolution and the candidate builders, hand-built cases."""
+"""Referring matching (stage 4): the generalized-noun groups, Strefer's one-to-one resolution and the candidate
+builders, hand-built cases."""
 
 import numpy as np
 
-from data_pipelines.strefer.masklets.matching import (assign_one_to_one, parse_object_indices,
+from data_pipelines.strefer.masklets.matching import (NounGroup, assign_one_to_one, noun_groups, parse_object_indices,
                                                       synthetic_candidates, vlm_candidates)
 
 
@@ -42,3 +43,13 @@ def test_vlm_candidates_drop_out_of_range_and_repeats():
     got = vlm_candidates(lambda img, boxes, e: parse_object_indices(answers[e]), np.zeros((4, 4, 3), np.uint8),
                          ["a", "b"], prompts)
     assert got == [[2], [1]]
+
+
+def test_noun_groups_partition_expressions_and_masklets():
+    # Strefer's demo: three people and a dog; the detector labelled masklets dog, person, cat, person, "t - shirt"
+    nouns = ["person", "dog", "Person", "t-shirt", "person"]
+    labels = ["dog", "person", "cat", "person", "t - shirt"]
+    assert noun_groups(nouns, labels) == [NounGroup("person", (0, 2, 4), (1, 3)), NounGroup("dog", (1,), (0,)),
+                                          NounGroup("t-shirt", (3,), (4,))]  # "cat" (masklet 2): no group
+    assert noun_groups(["bird", "..."], ["bird", "", "-"]) == [NounGroup("bird", (0,), (0,)),
+                                                               NounGroup("...", (1,), ())]
