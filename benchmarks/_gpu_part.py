@@ -2,15 +2,14 @@
 [--smoke]`. Appends one JSON line per figure to RESULTS as soon as the figure is measured (so a part killed at
 its deadline keeps what it had), preceded by a line describing the device.
 
-`Sizes` holds the shapes of the real run (a Qwen3-VL-2B, SAM2 Hiera-L at 1024 px) and of `--smoke` (the tiny
-presets, shapes that run in seconds on a CPU); both go through the same code.
+`Sizes` holds the shapes of the real run (a Qwen3-VL-2B, SAM2 Hiera-L at 1024 px, VIRST made of both) and of
+`--smoke` (the tiny presets, shapes that run in seconds on a CPU); both go through the same code.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import importlib.util
 import json
 import sys
 import time
@@ -58,6 +57,10 @@ class Sizes:
     sam2_dtype: str
     sam2_frames: int
     sam2_reps: int
+    virst_frames: int  # video frames segmented per clip (every one tracked; 8 of them to the LLM)
+    virst_frame_hw: tuple[int, int]  # decoded frame size (px)
+    virst_dtype: str
+    virst_reps: int
     check_rows: int
     check_len: int
     check_video_grid: tuple[int, int, int]
@@ -80,14 +83,15 @@ FULL = Sizes(lm_preset="qwen3vl_2b", train_shapes=((2048, 8), (4096, 4)), train_
              train_reps=4, decode_batches=(1, 32), decode_prompt=32, decode_new=128, decode_reps=3,
              stride_preset="qwen3vl_2b", stride_dtype="bfloat16", stride_window=256, stride_chunk=32,
              stride_max_window=128, stride_frames=128, stride_size=512, stride_runs=2, sam2_hiera="large",
-             sam2_size=1024, sam2_dtype="bfloat16", sam2_frames=16, sam2_reps=2, check_rows=2, check_len=256,
+             sam2_size=1024, sam2_dtype="bfloat16", sam2_frames=16, sam2_reps=2, virst_frames=32,
+             virst_frame_hw=(480, 854), virst_dtype="bfloat16", virst_reps=3, check_rows=2, check_len=256,
              check_video_grid=(2, 16, 16))
 SMOKE = Sizes(lm_preset="qwen3vl_tiny", train_shapes=((64, 2), (96, 2)), train_video_grid=(2, 4, 4),
               train_reps=2, decode_batches=(1, 4), decode_prompt=8, decode_new=4, decode_reps=1,
               stride_preset="stride_tiny", stride_dtype="float32", stride_window=8, stride_chunk=4,
               stride_max_window=8, stride_frames=8, stride_size=64, stride_runs=1, sam2_hiera=None, sam2_size=128,
-              sam2_dtype="float32", sam2_frames=3, sam2_reps=1, check_rows=2, check_len=48,
-              check_video_grid=(2, 4, 4))
+              sam2_dtype="float32", sam2_frames=3, sam2_reps=1, virst_frames=4, virst_frame_hw=(64, 64),
+              virst_dtype="float32", virst_reps=1, check_rows=2, check_len=48, check_video_grid=(2, 4, 4))
 
 
 def sizes(smoke: bool) -> Sizes:
@@ -140,16 +144,6 @@ class Emitter:
                      "description": f"{len(devs)} x {kind} ({devs[0].platform}), JAX {jax.__version__}"})
 
 
-def virst_record() -> dict:
-    """VIRST end-to-end frames/s: skipped with the reason (no model, or no benchmark of it yet)."""
-    if importlib.util.find_spec("stvl_jax.models.virst") is None:
-        reason = "model not in this build (stvl_jax.models.virst)"
-    else:
-        reason = "stvl_jax.models.virst exists but this suite has no end-to-end VIRST run yet"
-    return {"part": "virst", "name": "VIRST end to end", "value": None, "unit": "", "anchor": "",
-            "status": f"skipped: {reason}", "note": ""}
-
-
 def enable_compilation_cache() -> None:
     """The persistent compilation cache is configured by JAX_COMPILATION_CACHE_DIR (set by the runner)."""
     import os
@@ -171,7 +165,7 @@ def main(argv=None) -> int:
     from benchmarks import _gpu_lm, _gpu_video
 
     fn = {"train": _gpu_lm.train, "decode": _gpu_lm.decode, "check": _gpu_lm.check, "stride": _gpu_video.stride,
-          "sam2": _gpu_video.sam2}[part]
+          "sam2": _gpu_video.sam2, "virst": _gpu_video.virst}[part]
     try:
         fn(sz, out)
     except Exception as e:  # report the part's remaining figures as failed (one line), keep the traceback

@@ -10,7 +10,8 @@ Prints one table with the device and each figure beside its anchor, and writes i
   decode     Qwen3-VL-2B greedy decode (`stvl_jax.generate`), tokens/s at batch 1 and 32, and the fraction of the
              HBM roofline (bytes of the text weights + the KV cache read per step over the datasheet bandwidth);
   sam2       SAM2 Hiera-L video tracking frames/s at 1024 px, bf16 (`benchmarks.sam2_tracking`, JAX side only);
-  virst      VIRST end-to-end frames/s: skipped until `stvl_jax.models.virst` exists;
+  virst      VIRST end-to-end frames/s: the predictor (`stvl_jax.infer.virst`, what `stvl segment --query` runs)
+             on a 32-frame 480p clip and one expression, a Qwen3-VL-2B-shaped LLM + SAM2 Hiera-L at 1024 px, bf16;
   check      correctness on the device: fp32 logits on the device vs the CPU, bf16 vs fp32 logits on a short
              batch, and a sharded gradient step equal to a single-device one (needs >= 2 devices).
 
@@ -21,7 +22,7 @@ lease spends its time measuring. `--smoke` runs the same code on the CPU with ti
 fake CPU devices so that the sharded check runs too); its time is CPU compilation, minutes on a busy 2-core
 machine. `tests/benchmarks/test_gpu_suite.py` runs it (marked slow) and checks the runner in seconds.
 
-    stvl bench gpu [--json gpu_bench.json] [--budget 480] [--parts train,stride,decode,sam2,virst,check]
+    stvl bench gpu [--json gpu_bench.json] [--budget 570] [--parts train,stride,decode,sam2,virst,check]
     stvl bench gpu --smoke
 """
 
@@ -37,7 +38,7 @@ import time
 from pathlib import Path
 
 # seconds of the total budget per part (scaled to --budget); compile-heavy parts get more
-WEIGHTS = {"train": 170, "stride": 100, "decode": 70, "sam2": 70, "virst": 0, "check": 60}
+WEIGHTS = {"train": 170, "stride": 100, "decode": 70, "sam2": 70, "virst": 100, "check": 60}
 PARTS = tuple(WEIGHTS)
 DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "stvl_jax" / "jax_cache"
 
@@ -117,7 +118,7 @@ def table(records: list[dict], device: dict) -> str:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--smoke", action="store_true", help="tiny shapes on the CPU: checks the code paths")
-    p.add_argument("--budget", type=float, default=None, help="total seconds (default 480; smoke 1200)")
+    p.add_argument("--budget", type=float, default=None, help="total seconds (default 570; smoke 1200)")
     p.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
     p.add_argument("--json", default="gpu_bench.json", help="where to write the results ('' = nowhere)")
     p.add_argument("--cache-dir", default=None,
@@ -128,7 +129,7 @@ def main(argv=None) -> int:
     if unknown:
         print(f"stvl bench gpu: unknown part(s) {unknown}; parts: {list(PARTS)}", file=sys.stderr)
         return 2
-    budget = args.budget or (1200.0 if args.smoke else 480.0)
+    budget = args.budget or (1200.0 if args.smoke else 570.0)
     cache = args.cache_dir or (None if args.smoke else str(DEFAULT_CACHE))
     cache = None if cache in (None, "none", "") else cache
     start = time.time()
@@ -137,11 +138,6 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="stvl_gpu_bench_") as tmp:
         spent_weight = 0
         for part in parts:
-            if part == "virst":  # nothing to time until the model exists: no process, no budget
-                from benchmarks._gpu_part import virst_record
-
-                records.append(virst_record())
-                continue
             spent_weight += WEIGHTS[part]
             # deadline: this part's share plus whatever earlier parts left unused, never past the total budget
             until = start + budget * spent_weight / total_weight

@@ -335,6 +335,21 @@ def decode_frames(path: str, indices, *, num_threads: int = 1, timeout_s: float 
     return decode_clip(path, lambda info: indices, num_threads=num_threads, timeout_s=timeout_s, copy=copy).frames
 
 
+def read_stream(path: str, fps: float, *, check: Callable[[VideoInfo], None] | None = None,
+                num_threads: int = 1, timeout_s: float | None = DEFAULT_TIMEOUT_S) -> VideoClip:
+    """The whole video streamed at `fps` as the released STRIDE evaluation reads it (`stream_indices`: rounded
+    positions, no cap), with the decoded timestamps (index / the decoder's fps) in `times`: what `stvl stream`
+    and `stvl eval stride|etbench` hand the runtime. `check(info)` may refuse the video before any frame is
+    decoded (it raises)."""
+
+    def select(info: VideoInfo) -> np.ndarray:
+        if check is not None:
+            check(info)
+        return stream_indices(info, fps)
+
+    return decode_clip(path, select, num_threads=num_threads, timeout_s=timeout_s)
+
+
 def read_video(
     path: str,
     *,

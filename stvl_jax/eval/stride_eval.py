@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from data_pipelines.errors import AnnotationError
 from data_pipelines.formats import stride as stride_fmt
-from data_pipelines.video import VideoClip, check_clip_in_video, decode_clip, stream_indices
+from data_pipelines.video import VideoClip, check_clip_in_video, read_stream
 from stvl_jax.errors import InputError
 from stvl_jax.eval import etbench
 from stvl_jax.eval.skips import SkipReport, read_jsonl
@@ -161,12 +161,7 @@ def load_stream(sample: dict, fps: float) -> VideoClip:
     does (`data_pipelines.video.stream_indices`); the video must cover the sample's `clip` (if any), as in
     training."""
     clip, source = sample.get("clip") or (None, None), sample.get("record", "")
-
-    def select(info):
-        check_clip_in_video(info, *clip, source)
-        return stream_indices(info, fps)
-
-    return decode_clip(sample["video"], select)
+    return read_stream(sample["video"], fps, check=lambda info: check_clip_in_video(info, *clip, source))
 
 
 def evaluate(stream_factory: Callable[[dict], StrideStream], samples: Sequence[dict], *, fps: float = 1.0,

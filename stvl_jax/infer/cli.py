@@ -4,11 +4,12 @@
         --ckpt runs/stride-tiny/checkpoints/700 --tokenizer runs/demo/tokenizer --chunk 2 --max-window 16 \\
         --answerer ckpt/qwen3vl --answerer-tokenizer ckpt/qwen3vl/tokenizer --out runs/stream
 
-Frames are read at --fps (1); STRIDE denoises its activation window every --chunk frames; each completed span
-is a trigger, on which the frozen --answerer (any Qwen-VL checkpoint) answers from the frames so far. Prints the
-timeline (slots per chunk, spans, triggers, answers, per-chunk latency) and writes <out>/timeline.png and
-<out>/stream.json. Ground truth (--gt S-E, or found automatically for videos of `stvl data synth` whose STRIDE
-samples hold this query) is drawn on the PNG.
+Frames are read at --fps (1) as the released STRIDE evaluation reads them (frame round(k * video fps / fps), its
+decoded timestamp as its stream time: the frames `stvl eval stride` streams); STRIDE denoises its activation
+window every --chunk frames; each completed span is a trigger, on which the frozen --answerer (any Qwen-VL
+checkpoint) answers from the frames so far (with their times). Prints the timeline (slots per chunk, spans,
+triggers, answers, per-chunk latency) and writes <out>/timeline.png and <out>/stream.json. Ground truth (--gt S-E,
+or found automatically for videos of `stvl data synth` whose STRIDE samples hold this query) is drawn on the PNG.
 
 Window settings and fps default to what the checkpoint recorded (STRIDE training writes them into its
 stvl_config.json; an imported STRIDE config.json has the window), else the reference's (256 slots of 1 s, 1 fps);
@@ -130,7 +131,7 @@ def load_tokenizer(path: str | None, ckpt: str, flag: str):
 
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
-    from data_pipelines.video import read_video, stat_video_file
+    from data_pipelines.video import read_stream, stat_video_file
     from stvl_jax.infer.stride_assistant import Answer, Answerer, ProactiveAssistant
     from stvl_jax.infer.stride_timeline import format_timeline, latency_summary, plot_timeline
 
@@ -148,7 +149,8 @@ def main(argv: list[str]) -> int:
         answerer = Answerer(stvl_jax.load_model(args.answerer),
                             load_tokenizer(args.answerer_tokenizer, args.answerer, "--answerer-tokenizer"),
                             max_frames=args.answer_frames, max_new_tokens=args.max_answer_tokens)
-    frames = read_video(args.video, fps=cfg.fps).frames
+    clip = read_stream(args.video, cfg.fps)  # the released STRIDE evaluation's frames and decoded times
+    frames = clip.frames
     print(f"{args.video}: {len(frames)} frames at {cfg.fps:g} fps; window {window.window} slots x "
           f"{window.resolution:g} s; query {args.query!r}", flush=True)
 
@@ -161,7 +163,7 @@ def main(argv: list[str]) -> int:
                   f"{'-' if ev.span is None else f'{ev.span[0]:.1f}-{ev.span[1]:.1f}s'}"
                   + "".join(f"  TRIGGER {g.start:.1f}-{g.end:.1f}s" for g in ev.triggers), flush=True)
 
-    result, answers = ProactiveAssistant(detector, answerer).run(frames, args.query, on_event=show)
+    result, answers = ProactiveAssistant(detector, answerer).run(frames, args.query, on_event=show, times=clip.times)
     gt = parse_gt(args.gt) or synthetic_gt(args.video, args.query)
     os.makedirs(args.out, exist_ok=True)
     png = plot_timeline(result, os.path.join(args.out, "timeline.png"), resolution=window.resolution, gt=gt,

@@ -17,6 +17,7 @@ import stvl_jax
 from data_pipelines.grain.text import VIDEO_PAD, encode, render_chat, video_placeholder
 from stvl_jax.models.qwen_vl.host.placeholders import video_block_tokens
 from stvl_jax.models.qwen_vl.host.preprocess import PreprocessConfig, process_video
+from stvl_jax.infer.stride_loop import stream_times
 from stvl_jax.infer.stride_runtime import ChunkRecord, StreamResult, StrideStream
 from stvl_jax.models.stride.triggers import Segment
 
@@ -72,30 +73,33 @@ class Answerer:
 
 
 class ProactiveAssistant:
-    """`run(frames, query)` -> (StreamResult, [Answer]): the detector's stream, answering at each trigger
-    (no answers without an answerer)."""
+    """`run(frames, query, times=...)` -> (StreamResult, [Answer]): the detector's stream, answering at each
+    trigger (no answers without an answerer)."""
 
     def __init__(self, detector: StrideStream, answerer: Answerer | None):
         self.detector, self.answerer = detector, answerer
 
-    def answer(self, frames: np.ndarray, t_last: float, seg: Segment, query: str) -> Answer:
-        """The downstream answer for a trigger at `t_last` from the frames seen so far."""
-        fps = self.detector.cfg.fps
-        upto = int(round(t_last * fps)) + 1
+    def answer(self, frames: np.ndarray, times: np.ndarray, t_last: float, seg: Segment, query: str) -> Answer:
+        """The downstream answer for a trigger at `t_last` from the frames seen so far: those whose stream time
+        (`times`, (T,) s) is at most `t_last`, shown with their times."""
+        upto = int(np.searchsorted(times, t_last, side="right"))
         t0 = time.perf_counter()
-        text, shown = self.answerer.answer(frames[:upto], np.arange(upto) / fps, query)
+        text, shown = self.answerer.answer(frames[:upto], times[:upto], query)
         return Answer(t_last, (seg.start, seg.end), text, shown, time.perf_counter() - t0)
 
-    def run(self, frames: np.ndarray, query: str, on_event: Callable[[ChunkRecord | Answer], None] | None = None
-            ) -> tuple[StreamResult, list[Answer]]:
+    def run(self, frames: np.ndarray, query: str, on_event: Callable[[ChunkRecord | Answer], None] | None = None,
+            times=None) -> tuple[StreamResult, list[Answer]]:
+        """frames (T, H, W, 3) uint8; times (T,) their stream times in seconds (the decoded timestamps,
+        `data_pipelines.video.read_stream`; None: index / the detector's fps), for the detector and the answerer."""
         answers: list[Answer] = []
+        times = stream_times(len(frames), self.detector.cfg.fps, times)
 
         def on_chunk(rec: ChunkRecord) -> None:
             if on_event is not None:
                 on_event(rec)
             for seg in rec.triggers if self.answerer is not None else ():  # no answerer: triggers only
-                answers.append(self.answer(frames, rec.t_last, seg, query))
+                answers.append(self.answer(frames, times, rec.t_last, seg, query))
                 if on_event is not None:
                     on_event(answers[-1])
 
-        return self.detector.run(frames, query, on_chunk), answers
+        return self.detector.run(frames, query, on_chunk, times=times), answers

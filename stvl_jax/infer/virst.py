@@ -14,6 +14,9 @@ As VIRST evaluates (`eval.py`, `video_propagate`):
   they came from get the decoded prompts, the other frames propagate (multimask + IoU selection);
 - masks: SAM2's low-res logits upsampled to the video's size (`sam2.postprocess`), > the checkpoint's threshold.
 
+One device program per clip (`_segment`): SAM2's image encoder runs once over every frame; the SegPrompter reads
+the rows of its T_seg frames, the tracker all of them.
+
 Shapes under jit are static per (video length, frame size, prompt length): the prompt is right-padded to a
 multiple of 32 tokens so expressions of similar length share one compile; another video length compiles again.
 Qwen3-VL's `<t seconds>` stamps use `times` (default: frame index / `fps`, fps 1 when the caller has none).
@@ -66,17 +69,32 @@ def virst_prompt(tokenizer, vision, grid, times, expression: str, seg_count: int
     return ids
 
 
-def _forward(model, inputs, pixels):
-    out = model.forward(inputs, pixels, track=False, compute_logits=False)
-    return out.anchor_prompts
-
-
-def _track(model, pixels, prompts, anchors):
+def _segment(model, inputs, pixels, seg_idx, keep: tuple[int, ...], anchor_frames: tuple[int, ...]):
+    """One program per clip: SAM2's image encoder runs ONCE over every frame (T, 3, S, S); the fusion reads the
+    rows of the segmentation frames `seg_idx` (T_seg,), the tracker all of them. keep (static): the anchors whose
+    prompts are used, anchor_frames (static) their video frames. -> (low-res logits (T, S/4, S/4), object
+    scores (T,))."""
+    from stvl_jax.models.sam2.tracker_step import frame_features
     from stvl_jax.models.virst import tdau
 
-    out = tdau.segment_with_anchors(model.sam2, pixels, anchors, prompts,
-                                    multimask=model.config.anchors.multimask_eval)
-    return out.low_res_logits[0], out.object_score_logits[0]
+    feats = frame_features(model.sam2, pixels)
+    out = model.forward(inputs, pixels[seg_idx], track=False, compute_logits=False,
+                        features=tuple(f[seg_idx] for f in feats))
+    tracked = tdau.segment_with_anchors(model.sam2, pixels, anchor_frames, out.anchor_prompts[:, np.asarray(keep)],
+                                        multimask=model.config.anchors.multimask_eval, features=feats)
+    return tracked.low_res_logits[0], tracked.object_score_logits[0]
+
+
+@dataclasses.dataclass(frozen=True)
+class ClipInputs:
+    """What `VirstSegmenter.segment` feeds its device program for one clip (host side, numpy)."""
+
+    inputs: object  # ModelInputs of the teacher-forced prompt (one row)
+    sam2_pixels: np.ndarray  # (T, 3, S, S) every frame, SAM2-preprocessed
+    vlm_indices: np.ndarray  # (F,) the video frames the LLM sees
+    seg_indices: np.ndarray  # (T_seg,) the first T_seg of them: the SegPrompter's frames
+    keep: tuple[int, ...]  # anchors kept (a short video can map two anchors to one frame: the first stays)
+    anchor_frames: tuple[int, ...]  # video frames of the kept anchors
 
 
 class VirstSegmenter:
@@ -93,13 +111,12 @@ class VirstSegmenter:
         self.model, self.tokenizer, self.vlm_frames = model, tokenizer, vlm_frames
         self.vision, self.sam2_pre = model.llm.preprocessing, model.sam2_preprocessing
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        self._forward = nnx.jit(_forward)
-        self._track = nnx.jit(_track, static_argnums=(3,))
+        self._segment = nnx.jit(_segment, static_argnums=(4, 5))
 
-    def segment(self, frames: np.ndarray, expression: str, times=None, *, fps: float = 1.0) -> VirstSegmentation:
+    def clip_inputs(self, frames: np.ndarray, expression: str, times=None, *, fps: float = 1.0) -> ClipInputs:
+        """The host side of `segment`: frame choice, Qwen-VL and SAM2 preprocessing, the prompt, the anchors."""
         from stvl_jax.models.qwen_vl.host.preprocess import process_video
         from stvl_jax.models.sam2.host.preprocess import preprocess_frames
-        from stvl_jax.models.sam2.postprocess import masks_from_logits
         from stvl_jax.models.virst.tdau import anchor_frames_for
 
         frames = np.asarray(frames)
@@ -108,7 +125,7 @@ class VirstSegmenter:
         if not isinstance(expression, str) or not expression.strip():
             raise InputError(f"the expression is empty ({expression!r}); give the sentence naming the object")
         cfg = self.model.config
-        t, h, w = frames.shape[:3]
+        t = len(frames)
         times = np.arange(t) / fps if times is None else np.asarray(times, np.float64)
         idx = vlm_frame_indices(t, self.vlm_frames)
         pv, grid = process_video(frames[idx], self.vision)
@@ -121,17 +138,25 @@ class VirstSegmenter:
         input_ids[0, :len(ids)], mask[0, :len(ids)] = ids, 1
         inputs, _ = self.model.llm.prepare({"input_ids": input_ids, "attention_mask": mask,
                                             "pixel_values_videos": pv, "video_grid_thw": grid})
-        sam2_pixels = preprocess_frames(frames, self.sam2_pre)  # (T, 3, S, S): every frame is tracked
         seg_idx = idx[:t_seg]
-        prompts = self._forward(self.model, jax.tree.map(jnp.asarray, inputs), jnp.asarray(sam2_pixels[seg_idx]))
         # anchors -> the video frames they came from; a short video can map two anchors to one frame: keep the first
         anchors = [int(seg_idx[a]) for a in anchor_frames_for(t_seg)]
-        keep = [k for k, f in enumerate(anchors) if f not in anchors[:k]]
-        anchor_frames = tuple(anchors[k] for k in keep)
-        low, obj = self._track(self.model, jnp.asarray(sam2_pixels), prompts[:, np.asarray(keep)], anchor_frames)
-        masks = masks_from_logits(low, cfg.sam2.image_size, h, w, self.sam2_pre.mask_threshold)
-        return VirstSegmentation(np.asarray(masks), np.asarray(obj, np.float32), np.asarray(low, np.float32), idx,
-                                 anchor_frames)
+        keep = tuple(k for k, f in enumerate(anchors) if f not in anchors[:k])
+        return ClipInputs(inputs, preprocess_frames(frames, self.sam2_pre), idx, seg_idx, keep,
+                          tuple(anchors[k] for k in keep))
+
+    def segment(self, frames: np.ndarray, expression: str, times=None, *, fps: float = 1.0) -> VirstSegmentation:
+        """frames (T, H, W, 3) uint8, times (T,) seconds (None: index / fps) -> every frame's mask (one device
+        program: SAM2 encodes each frame once, module docstring)."""
+        from stvl_jax.models.sam2.postprocess import masks_from_logits
+
+        clip = self.clip_inputs(frames, expression, times, fps=fps)
+        h, w = np.shape(frames)[1:3]
+        low, obj = self._segment(self.model, jax.tree.map(jnp.asarray, clip.inputs), jnp.asarray(clip.sam2_pixels),
+                                 jnp.asarray(clip.seg_indices), clip.keep, clip.anchor_frames)
+        masks = masks_from_logits(low, self.model.config.sam2.image_size, h, w, self.sam2_pre.mask_threshold)
+        return VirstSegmentation(np.asarray(masks), np.asarray(obj, np.float32), np.asarray(low, np.float32),
+                                 clip.vlm_indices, clip.anchor_frames)
 
 
 def load_virst(ckpt: str, *, tokenizer: str | None = None):

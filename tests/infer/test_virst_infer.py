@@ -62,19 +62,23 @@ def test_non_virst_checkpoints_are_one_line(tmp_path):
         load_predictor(str(tmp_path))
 
 
-@pytest.fixture(scope="module")
-def virst_ckpt(tmp_path_factory, tokenizer):
-    """A tiny VIRST with random weights (tiny Qwen3-VL + tiny SAM2) and its tokenizer, as a checkpoint."""
+def _tiny_config():
     import sys
-
-    import stvl_jax
-    from stvl_jax.models.virst.model import init_virst_model
 
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "models", "virst"))
     from virst_helpers import tiny_config
 
+    return tiny_config()
+
+
+@pytest.fixture(scope="module")
+def virst_ckpt(tmp_path_factory, tokenizer):
+    """A tiny VIRST with random weights (tiny Qwen3-VL + tiny SAM2) and its tokenizer, as a checkpoint."""
+    import stvl_jax
+    from stvl_jax.models.virst.model import init_virst_model
+
     path = tmp_path_factory.mktemp("virst") / "ckpt"
-    stvl_jax.save_model(init_virst_model(tiny_config(), seed=0), None, path)
+    stvl_jax.save_model(init_virst_model(_tiny_config(), seed=0), None, path)
     tokenizer.save_pretrained(str(path / "tokenizer"))
     return str(path)
 
@@ -133,3 +137,69 @@ def test_random_virst_end_to_end_eval_and_segment(virst_ckpt, synth, tmp_path, c
         assert 0 <= obj["area"] <= decoded.shape[1] * decoded.shape[2]
     assert os.path.getsize(os.path.join(seg_out, "overlay.mp4")) > 0
     assert Image.open(os.path.join(seg_out, "contact_sheet.png")).size[0] > 0
+
+
+@pytest.mark.slow  # compiles the tiny VIRST twice: the two-program reference and the predictor's one program
+def test_the_predictor_encodes_each_frame_once_with_the_two_program_outputs(tokenizer, monkeypatch):
+    """Reference: the predictor's previous path, two programs: the model's forward on the SegPrompter's frames
+    (SAM2 encodes those 8), then `tdau.segment_with_anchors` on every frame (SAM2 encodes all 10 again). The
+    predictor's one program must give the same logits and masks with one SAM2 encoder pass over the 10 frames
+    and one Qwen-VL vision pass."""
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from stvl_jax.infer.virst import VirstSegmenter
+    from stvl_jax.models.qwen_vl.vision import VisionTower
+    from stvl_jax.models.sam2.host.preprocess import Sam2PreprocessConfig
+    from stvl_jax.models.sam2.image_model import Sam2ImageModel
+    from stvl_jax.models.sam2.postprocess import masks_from_logits
+    from stvl_jax.models.virst import tdau
+    from stvl_jax.models.virst.model import init_virst_model
+
+    model = init_virst_model(_tiny_config(), seed=0)
+    model.sam2_preprocessing = Sam2PreprocessConfig(image_size=128)
+    seg = VirstSegmenter(model, tokenizer)
+    frames = np.random.default_rng(0).integers(0, 256, (10, 64, 64, 3), dtype=np.uint8)
+    clip = seg.clip_inputs(frames, "the red circle")
+    # by hand: the 8 VLM frames of 10 (test above) are all SegPrompter frames (max_seg_frames 8); anchors of 8
+    # frames: round(linspace(0, 7, 2)) = 0, 7 -> video frames 0 and 9
+    assert clip.seg_indices.tolist() == [0, 1, 3, 4, 5, 6, 8, 9] and clip.anchor_frames == (0, 9)
+
+    encoded, vision = [], []
+    image_features, tower = Sam2ImageModel.image_features, VisionTower.__call__
+
+    def counted_features(self, pixel_values):
+        encoded.append(pixel_values.shape[0])
+        return image_features(self, pixel_values)
+
+    def counted_tower(self, *args, **kwargs):
+        vision.append(1)
+        return tower(self, *args, **kwargs)
+
+    monkeypatch.setattr(Sam2ImageModel, "image_features", counted_features)
+    monkeypatch.setattr(VisionTower, "__call__", counted_tower)
+
+    @nnx.jit
+    def forward(model, inputs, pixels):
+        return model.forward(inputs, pixels, track=False, compute_logits=False).anchor_prompts
+
+    @nnx.jit
+    def track(model, pixels, prompts):
+        out = tdau.segment_with_anchors(model.sam2, pixels, clip.anchor_frames, prompts, multimask=True)
+        return out.low_res_logits[0], out.object_score_logits[0]
+
+    pixels = jnp.asarray(clip.sam2_pixels)
+    prompts = forward(model, jax.tree.map(jnp.asarray, clip.inputs), pixels[clip.seg_indices])
+    ref_low, ref_obj = track(model, pixels, prompts[:, np.asarray(clip.keep)])
+    assert model.config.anchors.multimask_eval  # the predictor's setting, as the reference's multimask=True
+    assert encoded == [8, 10] and len(vision) == 1  # the counters see the reference's double encoding
+    encoded.clear()
+    vision.clear()
+
+    out = seg.segment(frames, "the red circle")
+    assert encoded == [10] and len(vision) == 1
+    np.testing.assert_array_equal(out.low_res_logits, np.asarray(ref_low, np.float32))
+    np.testing.assert_array_equal(out.object_score_logits, np.asarray(ref_obj, np.float32))
+    np.testing.assert_array_equal(out.masks, np.asarray(masks_from_logits(ref_low, 128, 64, 64, 0.0)))
+    assert out.masks.shape == (10, 64, 64) and out.anchor_frames == (0, 9)

@@ -1,11 +1,12 @@
-"""`stride_eval.evaluate` streams each video with the released STRIDE evaluation's frames and decoded timestamps
-(`data_pipelines.video.stream_indices`) and hands those timestamps to the runtime, as upstream's `detect(frames,
-timestamps)` gets them. The video: 300 frames at 30000/1001 fps, streamed at 1 fps -> frame indices
-round(k * 29.97003) for k < ceil(300 / 29.97003) = 11: 0, 30, ..., 270, then 300 clipped to 299; times
-index * 1001 / 30000 = 0, 1.001, 2.002, ..., 9.009, 9.976633 s (by hand; floor and index / fps would give 10
-frames 0, 29, ..., 269 at 0..9 s)."""
+"""`stride_eval.evaluate` and `stvl stream` stream each video with the released STRIDE evaluation's frames and
+decoded timestamps (`data_pipelines.video.stream_indices`) and hand those timestamps to the runtime, as upstream's
+`detect(frames, timestamps)` gets them (`stvl stream`'s answerer too). The video: 300 frames at 30000/1001 fps,
+streamed at 1 fps -> frame indices round(k * 29.97003) for k < ceil(300 / 29.97003) = 11: 0, 30, ..., 270, then
+300 clipped to 299; times index * 1001 / 30000 = 0, 1.001, 2.002, ..., 9.009, 9.976633 s (by hand; floor and
+index / fps would give 10 frames 0, 29, ..., 269 at 0..9 s)."""
 
 import fractions
+import json
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ import pytest
 from stvl_jax.eval import stride_eval
 from stvl_jax.infer.stride_runtime import StreamConfig
 from stvl_jax.models.stride.config import StrideConfig
+from stvl_jax.models.stride.triggers import Segment
 from video_files import write_video
 
 WINDOW = StrideConfig(window=8, resolution=1.0, activation_token_id=10, active_token_id=11, inactive_token_id=12)
@@ -29,17 +31,22 @@ def ntsc_sample(tmp_path_factory):
             "tgt": [2.505, 6.5], "record": "ntsc"}
 
 
+class Recording(stride_eval.ConstantStream):
+    """The always-off stream, recording (frame count, times) of each run in `seen`."""
+
+    def __init__(self, seen: list, cfg: StreamConfig):
+        super().__init__(0.0, WINDOW, cfg)
+        self.seen = seen
+
+    def run(self, frames, query, on_chunk=None, times=None):
+        self.seen.append((len(frames), None if times is None else np.asarray(times)))
+        return super().run(frames, query, on_chunk, times=times)
+
+
 def test_eval_passes_the_decoded_timestamps_to_the_runtime(ntsc_sample):
     seen = []
-
-    class Recording(stride_eval.ConstantStream):
-        def run(self, frames, query, on_chunk=None, times=None):
-            seen.append((len(frames), None if times is None else np.asarray(times)))
-            return super().run(frames, query, on_chunk, times=times)
-
     for zero in (False, True):
-        res = stride_eval.evaluate(lambda s: Recording(0.0, WINDOW, CFG), [ntsc_sample], progress=False,
-                                   zero_pixels=zero)
+        res = stride_eval.evaluate(lambda s: Recording(seen, CFG), [ntsc_sample], progress=False, zero_pixels=zero)
         n, times = seen[-1]
         assert n == 11 and times is not None
         np.testing.assert_allclose(times, TIMES, rtol=0, atol=1e-9)
@@ -66,3 +73,52 @@ def test_oracle_labels_the_slots_of_the_decoded_times(start, expected):
     oracle._mega_prefix("q", frames, start, start + 8)
     predict, _ = oracle._chunk_predictor(None, None, 4)  # 4 frame pairs: the view's 8 frames
     np.testing.assert_array_equal(predict(None), expected)
+
+
+def test_stvl_stream_reads_the_eval_frames_and_passes_their_times(ntsc_sample, tmp_path, monkeypatch, capsys):
+    from stvl_jax.cli import main as stvl
+    from stvl_jax.infer import cli
+
+    seen = []
+    monkeypatch.setattr(cli, "load_tokenizer", lambda *args: None)
+    monkeypatch.setattr(cli, "load_args_detector", lambda args, tok, cfg: Recording(seen, cfg))
+    out = tmp_path / "stream"
+    assert stvl(["stream", ntsc_sample["video"], "--query", "q", "--ckpt", str(tmp_path), "--fps", "1",
+                 "--chunk", "2", "--max-window", "8", "--out", str(out)]) == 0
+    assert "11 frames at 1 fps" in capsys.readouterr().out  # floor would read 10
+    (n, times), = seen
+    assert n == 11
+    np.testing.assert_allclose(times, TIMES, rtol=0, atol=1e-9)
+    chunks = json.loads((out / "stream.json").read_text())["chunks"]
+    np.testing.assert_allclose([c["t_last"] for c in chunks], TIMES[[1, 3, 5, 7, 9, 9]], rtol=0, atol=1e-9)
+
+
+def test_the_answerer_gets_the_frames_up_to_the_trigger_with_their_times():
+    """A trigger on the chunk whose last frame in view is frame 5 (t = 5 * 1.001 = 5.005 s): the answerer sees
+    frames 0..5 at 0, 1.001, 2.002, 3.003, 4.004, 5.005 s (the previous index / fps gave 0, 1, ..., 5 s)."""
+    from stvl_jax.infer.stride_assistant import ProactiveAssistant
+
+    class TriggerOnFrame5(Recording):
+        def run(self, frames, query, on_chunk=None, times=None):
+            def add_trigger(rec):
+                if rec.t_last == TIMES[5]:
+                    rec.triggers.append(Segment(2.0, 4.0, rec.t_last))
+                on_chunk(rec)
+
+            return super().run(frames, query, add_trigger, times=times)
+
+    class Answerer:
+        calls = []
+
+        def answer(self, frames, times, question):
+            self.calls.append((frames, np.asarray(times), question))
+            return "it stops", len(frames)
+
+    frames = np.arange(11, dtype=np.uint8)[:, None, None, None] * np.ones((1, 4, 4, 3), np.uint8)
+    result, answers = ProactiveAssistant(TriggerOnFrame5([], CFG), Answerer()).run(frames, "q", times=TIMES)
+    (shown, times, question), = Answerer.calls
+    assert question == "q" and shown[:, 0, 0, 0].tolist() == [0, 1, 2, 3, 4, 5]
+    np.testing.assert_allclose(times, [0.0, 1.001, 2.002, 3.003, 4.004, 5.005], rtol=0, atol=1e-9)
+    (a,) = answers
+    assert (a.time, a.segment, a.text, a.frames) == (TIMES[5], (2.0, 4.0), "it stops", 6)
+    assert len(result.chunks) == 6

@@ -85,10 +85,12 @@ class VirstModel(nnx.Module):
 
     def forward(self, inputs: ModelInputs, pixel_values: jax.Array, *, track: bool = True,
                 multimask: bool | None = None, compute_logits: bool = True,
-                dropout_rng: jax.Array | None = None) -> VirstOutput:
+                dropout_rng: jax.Array | None = None, features: tuple[jax.Array, ...] | None = None) -> VirstOutput:
         """inputs: the LM rows about one video (B = objects); pixel_values (T_seg, 3, S, S) SAM2-preprocessed
         frames of that video. track: run `tdau.segment_with_anchors` on the anchor prompts (multimask: None =
-        the config's `anchors.multimask_eval`)."""
+        the config's `anchors.multimask_eval`). features: those frames' SAM2 image features
+        (`sam2.tracker_step.frame_features`: feat_s0, feat_s1, top, top_pos, each (T_seg, ...)) when the caller
+        already encoded them (the predictor encodes every video frame once); None encodes pixel_values here."""
         cfg = self.config
         t = pixel_values.shape[0]
         if pixel_values.ndim != 4 or t > cfg.anchors.max_seg_frames:
@@ -96,17 +98,19 @@ class VirstModel(nnx.Module):
                              f"{cfg.anchors.max_seg_frames}, 3, {cfg.sam2.image.image_size}, "
                              f"{cfg.sam2.image.image_size})")
         q = self.seg_count(t)
-        levels, pos_enc = self.sam2.image.image_features(pixel_values)  # encoded once: fusion and tracking
-        features = levels[-1]  # = image_embeddings(pixel_values)
+        if features is None:  # encoded once: fusion and tracking
+            levels, pos_enc = self.sam2.image.image_features(pixel_values)
+            features = (*levels, pos_enc[-1])
+        top = features[-2]  # = image_embeddings(pixel_values)
         pos, valid = seg_positions(inputs.input_ids, cfg.seg.token_id, q)
         embeds, deepstack = self.llm.embed(inputs)
         if cfg.initial_fusion.enabled:
-            fused = self.initial_fusion(gather_rows(embeds, pos), features)
+            fused = self.initial_fusion(gather_rows(embeds, pos), top)
             embeds = scatter_rows(embeds, pos, fused, valid)
         hidden, _ = self.llm.language_model(embeds, inputs.position_ids, inputs.attention_mask, deepstack, None)
         logits = self.llm.logits(hidden) if compute_logits else None
         seg_hidden = gather_rows(hidden, pos)
-        prompts, scores = self.seg_prompter(seg_hidden, features, valid, dropout_rng=dropout_rng)
+        prompts, scores = self.seg_prompter(seg_hidden, top, valid, dropout_rng=dropout_rng)
         tdau = _tdau()
         anchors = tuple(int(a) for a in tdau.anchor_frames_for(t))
         anchor_prompts = prompts[:, jnp.asarray(anchors)]
@@ -114,7 +118,7 @@ class VirstModel(nnx.Module):
         if track:
             mm = cfg.anchors.multimask_eval if multimask is None else multimask
             tracking = tdau.segment_with_anchors(self.sam2, pixel_values, anchors, anchor_prompts, multimask=mm,
-                                                 features=(*levels, pos_enc[-1]))
+                                                 features=tuple(features))
         return VirstOutput(logits, seg_hidden, valid, prompts, scores, anchor_prompts, anchors, tracking)
 
 
