@@ -1,7 +1,7 @@
 """`stvl data ...`: make the synthetic set, convert annotation formats, inspect/check data.
 
     stvl data synth --out DIR [--videos N] [--seed S] [--workers W] [--preset vos] [--export rvos]
-    stvl data tokenizer --out DIR
+    stvl data tokenizer --out DIR [--base DIR] [--time-tokens N]   (N: Strefer's <k> tokens added)
     stvl data streamo --input raw.json --out stream.jsonl [--fps 1] [--video-root DIR] [--system-prompt TEXT]
                       [--refuse-past-end] [--default-question [TEXT]] [--strict]
     stvl data stride --input samples.jsonl --out windows.jsonl [--window 16] [--modes 1 2 3] [--seed S]
@@ -174,10 +174,23 @@ def cmd_synth(a) -> int:
 
 
 def cmd_tokenizer(a) -> int:
-    from data_pipelines.tokenizer import TINY_TOKEN_IDS, build_tiny_tokenizer
+    """The tiny tokenizer (or `--base`), with Strefer's `<k>` time tokens added when `--time-tokens N`."""
+    from data_pipelines.tokenizer import TINY_TOKEN_IDS, build_tiny_tokenizer, open_tokenizer
 
-    build_tiny_tokenizer(a.out)
-    print(json.dumps({"out": a.out, "special_token_ids": TINY_TOKEN_IDS}))
+    if a.base is None and a.time_tokens is None:
+        build_tiny_tokenizer(a.out)
+        print(json.dumps({"out": a.out, "special_token_ids": TINY_TOKEN_IDS}))
+        return 0
+    if a.base is not None and os.path.abspath(a.base) == os.path.abspath(a.out):
+        raise InputError(f"--out {a.out!r} is the --base tokenizer itself; write the extended one elsewhere")
+    tok = open_tokenizer(a.base or build_tiny_tokenizer(a.out), "--base")
+    info = {"out": a.out, "base": a.base or "tiny"}
+    if a.time_tokens is not None:
+        from data_pipelines.strefer.time_tokens import add_time_tokens
+
+        info["time_token_ids"] = list(add_time_tokens(tok, a.time_tokens))  # first, last
+    tok.save_pretrained(a.out)
+    print(json.dumps({**info, "vocab_size": len(tok)}))
     return 0
 
 
@@ -358,8 +371,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write videos/multishot_*.mp4 joining scenes 0..K-1 with hard cuts (recorded in its "
                         "annotation; shot-detection tests, `stvl data strefer`)")
     s.set_defaults(fn=cmd_synth)
-    s = sub.add_parser("tokenizer", help="build the tiny Qwen-style tokenizer")
+    s = sub.add_parser("tokenizer", help="build the tiny Qwen-style tokenizer (or add Strefer's <k> tokens)")
     s.add_argument("--out", type=output_dir, required=True)
+    s.add_argument("--base", default=None, help="extend this tokenizer directory instead of building the tiny one")
+    s.add_argument("--time-tokens", type=positive_int, default=None, metavar="N",
+                   help="add Strefer's time tokens <0>..<N-1> (plain added tokens; train with model.vocab_size set "
+                        "to the printed vocab_size)")
     s.set_defaults(fn=cmd_tokenizer)
     s = sub.add_parser("streamo", help="Streamo raw QA -> stream format (to-stream)")
     s.add_argument("--input", required=True)

@@ -8,10 +8,11 @@ from dataclasses import dataclass, field
 from stvl_jax.errors import ConfigError
 
 from data_pipelines.formats.stride import StrideWindowConfig
+from data_pipelines.strefer.training import StreferTextConfig
 from stvl_jax.models.qwen_vl.host.positions import PositionsConfig
 from stvl_jax.models.qwen_vl.host.preprocess import PIXEL_DTYPES, PIXEL_LAYOUTS, PreprocessConfig
 
-FORMATS = ("chat", "streamo", "stride")
+FORMATS = ("chat", "streamo", "stride", "strefer")
 
 
 @dataclass(frozen=True)
@@ -20,9 +21,13 @@ class PipelineConfig:
 
     index: JSONL or ArrayRecord file of records in `format`, or a prepared TFDS dataset "tfds:NAME/SPLIT[@DATA_DIR]"
       (its `record` feature; e.g. the Strefer engine's output "tfds:strefer/train@OUT"):
-      chat    {"messages": [{"role", "content": str | [{"type": "text"|"image"|"video", ...}]}]}
+      chat    {"messages": [{"role", "content": str | [{"type": "text"|"image"|"video", ...}]}]}; a video part
+              {"path", "start", "end", "fps", "relative_times"} (all but path optional; relative_times: the
+              Qwen3-VL frame stamps count from `start`, the clip shown as a video of its own)
       streamo the Streamo stream format ({"messages": [...user "<stream>" turns...], "videos": [path]})
       stride  STRIDE activation samples ([text, video, activation_output] or {"data": [...]})
+      strefer the Strefer engine's examples (its `record` and `instructions` features): one chat per clip of the
+              text pairs `strefer` selects (`data_pipelines.strefer.training`; `<k>` tokens in the tokenizer)
     Relative media paths resolve against `media_root`, default the index file's directory.
     preprocess: the model's preprocessing (resize, normalization, frame sampling: `PreprocessConfig`); in a
       dict, the keys given are merged into the family default. `stvl train` merges them into the initial
@@ -35,6 +40,7 @@ class PipelineConfig:
       (N, T*P*P, C), cheaper to build on the host; the stvl_jax vision tower permutes them on the device;
       "frames" (uint8 only) = the frames themselves as flat bytes, no patchify on the host at all (the stvl_jax
       vision tower gathers the patch rows on the device; not for transformers, which expects HF rows).
+    zero_pixels: every decoded frame black (same count and size): the evaluations' black-frame control.
     """
 
     index: str
@@ -55,6 +61,8 @@ class PipelineConfig:
     streamo_state_noise: float = 0.0
     stride: StrideWindowConfig = field(default_factory=StrideWindowConfig)
     stride_fps: float = 1.0
+    strefer: StreferTextConfig = field(default_factory=StreferTextConfig)
+    zero_pixels: bool = False
     media_root: str | None = None
     shuffle: bool = True
     seed: int = 0
@@ -116,6 +124,8 @@ class PipelineConfig:
                 if bad:
                     raise ConfigError(f"unknown {key} config keys {sorted(bad)}; known: {sorted(sub_known)}")
                 d[key] = typ(**{k: tuple(v) if isinstance(v, list) else v for k, v in d[key].items()})
+        if isinstance(d.get("strefer"), dict):
+            d["strefer"] = StreferTextConfig.from_dict(d["strefer"])
         for key in ("length_buckets", "patch_buckets"):
             if isinstance(d.get(key), list):
                 d[key] = tuple(d[key])

@@ -2,8 +2,9 @@
 
 decode (decord) -> resize (smart_resize, PIL bicubic) -> patchify -> chat text with vision placeholders
 (compact: one pad token per block, expanded by `text.encode`; Qwen3-VL `<t seconds>` per frame group;
-Streamo frames as separate images behind `<Xs-Ys>` tags; STRIDE activation slots) -> tokenize -> labels /
-loss weights -> 3-D position ids (the model's rules: `stvl_jax.models.qwen_vl.host.positions`). Pixel
+Streamo frames as separate images behind `<Xs-Ys>` tags; STRIDE activation slots; a Strefer clip as a chat of its
+text pairs) -> tokenize -> labels / loss weights -> 3-D position ids (the model's rules:
+`stvl_jax.models.qwen_vl.host.positions`). Pixel
 rows are float32 (HF-normalized) or, with `PipelineConfig.pixel_dtype="uint8"`, raw uint8 in the same layout
 or (`pixel_layout="channels_last"`) as (T*P*P, C) blocks.
 
@@ -26,6 +27,7 @@ from data_pipelines.grain.sources import parse_record
 from data_pipelines.grain.text import (
     SpecialIds, encode, image_placeholder, render_chat, token_types, video_placeholder,
 )
+from data_pipelines.strefer.training import training_record
 from data_pipelines.tokenizer import open_tokenizer
 from data_pipelines.video import VideoInfo, check_clip_in_video, decode_clip, sample_indices
 from stvl_jax.models.qwen_vl.host.placeholders import vision_pad_counts
@@ -62,7 +64,8 @@ class ExampleBuilder:
     def __call__(self, item: dict, rng: np.random.Generator) -> dict:
         try:
             rec = parse_record(item)
-            build = {"chat": self._chat, "streamo": self._streamo, "stride": self._stride}[self.cfg.format]
+            build = {"chat": self._chat, "streamo": self._streamo, "stride": self._stride,
+                     "strefer": self._strefer}[self.cfg.format]
             return build(rec, item["key"], rng)
         except VideoDecodeError as e:
             return {"__skip__": skip_reason(e), "kind": "video", "path": e.path, "message": e.reason,
@@ -100,7 +103,8 @@ class ExampleBuilder:
                                   max_frames=sampling.max_frames)
 
         clip = decode_clip(path, select, num_threads=cfg.decode_threads, timeout_s=cfg.decode_timeout_s, copy=False)
-        pv, grid = process_video(clip.frames, cfg.preprocess, dtype=cfg.pixel_dtype, layout=cfg.pixel_layout)
+        frames = np.zeros_like(clip.frames) if cfg.zero_pixels else clip.frames  # the black-frame control
+        pv, grid = process_video(frames, cfg.preprocess, dtype=cfg.pixel_dtype, layout=cfg.pixel_layout)
         sec_per_grid = cfg.preprocess.temporal_patch_size / (fps or sampling.fps)
         return pv, grid, clip.times, len(clip.frames), sec_per_grid
 
@@ -195,6 +199,8 @@ class ExampleBuilder:
                     videos.append((pv, grid))
                     secs.append(spg)
                     n_frames += n
+                    if part.get("relative_times"):  # the clip is the whole video: its stamps start at 0
+                        times = times - float(part.get("start") or 0.0)
                     pieces.append(video_placeholder(grid[0], fam, times, self.cfg.preprocess.temporal_patch_size))
                 else:
                     raise AnnotationError("bad_field", f"unknown content part {str(part)[:80]!r}", source)
@@ -247,3 +253,7 @@ class ExampleBuilder:
         content = query + vtext + stride_fmt.activation_text(window, self.cfg.stride)
         return self._finish([{"role": "user", "content": content}], source, videos=[(pv, grid)],
                             sec_per_grid=[spg], n_frames=n, activation=window)
+
+    def _strefer(self, rec, source, rng):
+        """A Strefer engine example -> one chat over its clip and text pairs (`strefer.training_record`)."""
+        return self._chat(training_record(rec, self.cfg.strefer, rng, source), source, rng)

@@ -27,6 +27,8 @@ from data_pipelines.grain.collate import collate
 from data_pipelines.grain.config import PipelineConfig, _parse_shard
 from data_pipelines.grain.examples import ExampleBuilder
 from data_pipelines.grain.sources import open_source
+from data_pipelines.strefer.time_tokens import check_time_tokens
+from data_pipelines.strefer.training import FEATURES as STREFER_FEATURES
 from data_pipelines.tokenizer import open_tokenizer
 
 
@@ -76,7 +78,8 @@ class _EpochShuffle(grain.MapDataset):
 
 def _shard_records(cfg: PipelineConfig) -> grain.MapDataset:
     opts = _shard_options(cfg)
-    return grain.MapDataset.source(open_source(cfg.index))[opts.shard_index::opts.shard_count]
+    features = STREFER_FEATURES if cfg.format == "strefer" else None  # the two features it reads
+    return grain.MapDataset.source(open_source(cfg.index, features))[opts.shard_index::opts.shard_count]
 
 
 def build_example_dataset(cfg: PipelineConfig, records: grain.MapDataset | None = None) -> grain.IterDataset:
@@ -153,8 +156,11 @@ class _BatchesIterator(grain.DatasetIterator):
             self.ring.reset()  # batches written before the restore are dropped by Grain, never released
 
 
-def _pad_id(tokenizer_dir: str) -> int:
-    tok = open_tokenizer(tokenizer_dir, "data.pipeline.tokenizer")
+def _pad_id(cfg: PipelineConfig) -> int:
+    """The tokenizer's pad id; for the `strefer` format, first a check that it holds the `<k>` time tokens."""
+    tok = open_tokenizer(cfg.tokenizer, "data.pipeline.tokenizer")
+    if cfg.format == "strefer":
+        check_time_tokens(tok, cfg.strefer.num_time_tokens, "data.pipeline.tokenizer")
     return tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
 
 
@@ -163,7 +169,7 @@ def build_batch_dataset(cfg: PipelineConfig, records: grain.MapDataset | None = 
     # slots: Grain's per-worker buffer and the interleave buffer in the main process, plus two in flight
     ring_slots = 2 * cfg.worker_buffer_size + 3 if cfg.worker_count > 0 and shm_ring.available() else 0
     records = _shard_records(cfg) if records is None else records
-    ds = _Batches(build_example_dataset(cfg, records), cfg, _pad_id(cfg.tokenizer), len(records), ring_slots)
+    ds = _Batches(build_example_dataset(cfg, records), cfg, _pad_id(cfg), len(records), ring_slots)
     if cfg.worker_count > 0:
         from absl import flags
 

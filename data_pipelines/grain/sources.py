@@ -82,10 +82,11 @@ class TfdsSource:
     """A prepared TFDS dataset through `tfds.data_source`: spec "tfds:NAME/SPLIT" or "tfds:NAME/SPLIT@DATA_DIR"
     (NAME may carry a config and version, e.g. strefer:1.0.0). An example's `record` feature (text: a JSON record
     in the pipeline's format, as the Strefer engine writes) is the item's data; a dataset without one is handed
-    over whole, as JSON (bytes decoded as UTF-8, arrays as lists)."""
+    over whole, as JSON (bytes decoded as UTF-8, arrays as lists). `features`: only these, as one JSON object (the
+    `strefer` format reads `record` and `instructions`); an example without one of them is a counted skip."""
 
-    def __init__(self, spec: str):
-        self.spec = spec
+    def __init__(self, spec: str, features: tuple[str, ...] | None = None):
+        self.spec, self.features = spec, features
         body = spec[len("tfds:"):]
         body, _, self.data_dir = body.partition("@")
         self.name, _, self.split = body.rpartition("/")
@@ -110,7 +111,10 @@ class TfdsSource:
 
     def __getitem__(self, i: int) -> dict:
         ex = self._open()[int(i)]
-        data = ex["record"] if "record" in ex else json.dumps(_plain(ex)).encode()
+        if self.features is not None:  # a missing one stays absent: the format's builder names it in its skip
+            data = json.dumps({k: _plain(ex[k]) for k in self.features if k in ex}).encode()
+        else:
+            data = ex["record"] if "record" in ex else json.dumps(_plain(ex)).encode()
         return {"key": f"{self.spec}#{int(i)}", "data": data}
 
     def __getstate__(self):  # reopened in each Grain worker
@@ -154,12 +158,12 @@ def write_array_record(out_path: str, payloads) -> int:
     return n
 
 
-def open_source(path: str):
-    """Pick the source: "tfds:..." -> TfdsSource; by suffix .jsonl -> JsonlSource; .array_record / .arrayrecord
-    -> ArrayRecordSource."""
+def open_source(path: str, tfds_features: tuple[str, ...] | None = None):
+    """Pick the source: "tfds:..." -> TfdsSource (handing over `tfds_features`, see there); by suffix .jsonl ->
+    JsonlSource; .array_record / .arrayrecord -> ArrayRecordSource."""
     p = os.fspath(path)
     if p.startswith("tfds:"):
-        return TfdsSource(p)
+        return TfdsSource(p, tfds_features)
     if p.endswith((".array_record", ".arrayrecord")) or "array_record-" in os.path.basename(p):
         return ArrayRecordSource(p)
     if p.endswith((".jsonl", ".json")):

@@ -10,6 +10,9 @@
     stvl eval rvos      --ckpt VIRST_CKPT | --predictions DIR --data ROOT --format mevis|refytvos|revos|synthetic
                         [--split S] --out OUT
                         (referring segmentation: J, F, J&F per split / query kind; submission PNGs; docs/virst.md)
+    stvl eval strefer   --ckpt CKPT --data HELD_OUT_ENGINE_OUT --tokenizer DIR --out OUT [--prior TRAIN_OUT]
+                        (Strefer text pairs: exact-match accuracy per question family beside the no-frames and
+                        black-frames controls; docs/strefer.md)
 
 `--zero-pixels` (streamo, stride, etbench) streams black frames: a control for what the score owes the video.
 A bad sample (malformed JSON line, missing field, unreadable video, a video too short for its record by the
@@ -210,6 +213,12 @@ def _run_rvos(args) -> dict:
     return run_rvos(args)
 
 
+def _run_strefer(args) -> dict:
+    from stvl_jax.eval.strefer_eval import run_strefer
+
+    return run_strefer(args, *_load(args))
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="stvl eval", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -271,6 +280,23 @@ def main(argv=None) -> int:
                    help="overlay contact sheets of the first N scored expressions")
     r.add_argument("--no-controls", action="store_true", help="skip the black-frames and other-entity controls")
     r.set_defaults(func=_run_rvos)
+    sf = sub.add_parser("strefer", help="Strefer engine pairs: held-out accuracy per question family beside controls")
+    sf.add_argument("--ckpt", required=True, help="checkpoint trained on the engine's output (stvl train)")
+    sf.add_argument("--data", required=True, help="held-out engine output (`stvl data strefer --out DIR` on other "
+                    "videos)")
+    sf.add_argument("--split", default="train", help="the dataset's split (the engine writes one: train)")
+    sf.add_argument("--tokenizer", default=None, help="the training tokenizer, with the <k> time tokens (default: "
+                    "<ckpt>/tokenizer)")
+    sf.add_argument("--out", type=output_dir, required=True, help="output dir for strefer_metrics.json")
+    sf.add_argument("--limit", type=positive_int, default=None, help="evaluate the first N clips")
+    sf.add_argument("--families", default=None, help="comma-separated families (default: every text family)")
+    sf.add_argument("--batch-size", type=positive_int, default=8)
+    sf.add_argument("--prior", default=None, metavar="TRAIN_DATA",
+                    help="also score the training set's most frequent answer per template (the training engine "
+                         "output dir)")
+    sf.add_argument("--mesh", default=None, help="mesh shape data,fsdp,tensor (default: all devices on fsdp)")
+    sf.add_argument("--no-controls", action="store_true", help="skip the no-frames and black-frames runs")
+    sf.set_defaults(func=_run_strefer)
     args = p.parse_args(argv)
     args.func(args)
     return 0

@@ -35,9 +35,10 @@ def video_prompt_batch(tokenizer, vision: PreprocessConfig, items: Sequence[tupl
     return collate_prompts(tokenizer, vision, [video_prompt(tokenizer, vision, path, q, **kw) for path, q in items])
 
 
-def collate_prompts(tokenizer, vision: PreprocessConfig, rows: Sequence[tuple]) -> dict:
-    """`video_prompt` results -> the left-padded batch of `video_prompt_batch`."""
-    length = max(len(r[0]) for r in rows)
+def collate_prompts(tokenizer, vision: PreprocessConfig, rows: Sequence[tuple], length: int | None = None) -> dict:
+    """`video_prompt` results -> the left-padded batch of `video_prompt_batch`, `length` tokens wide (at least the
+    longest row; fewer distinct widths, fewer compiles). Rows whose pixels are None are text only (all or none)."""
+    length = max(length or 0, max(len(r[0]) for r in rows))
     pad = SpecialIds.from_tokenizer(tokenizer).pad
     ids = np.full((len(rows), length), pad, np.int64)
     mask = np.zeros((len(rows), length), np.int64)
@@ -46,8 +47,10 @@ def collate_prompts(tokenizer, vision: PreprocessConfig, rows: Sequence[tuple]) 
         ids[b, length - len(row_ids):] = row_ids
         types[b, length - len(row_ids):] = row_types
         mask[b, length - len(row_ids):] = 1
-    batch = dict(input_ids=ids, attention_mask=mask, mm_token_type_ids=types,
-                 pixel_values_videos=np.concatenate([r[2] for r in rows]),
+    batch = dict(input_ids=ids, attention_mask=mask, mm_token_type_ids=types)
+    if rows[0][2] is None:
+        return batch
+    batch.update(pixel_values_videos=np.concatenate([r[2] for r in rows]),
                  video_grid_thw=np.concatenate([r[3] for r in rows]))
     if vision.family == "qwen2_5_vl":
         batch["second_per_grid_ts"] = np.asarray([r[4] for r in rows], np.float32)

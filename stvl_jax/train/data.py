@@ -138,6 +138,18 @@ def pipeline_config(cfg: DataConfig, model: QwenVLConfig, preprocessing: Preproc
     return PipelineConfig.from_dict(fields)
 
 
+def check_vocabulary(tokenizer_dir: str, model: QwenVLConfig) -> None:
+    """Refuse a tokenizer with more ids than the model has embedding rows: its added tokens (Streamo's states,
+    Strefer's `<k>`) would index past the table, which a JAX gather clamps without a word."""
+    from data_pipelines.tokenizer import open_tokenizer
+
+    n = len(open_tokenizer(tokenizer_dir, "data.pipeline.tokenizer"))
+    if n > model.text.vocab_size:
+        raise ConfigError(f"data.pipeline.tokenizer {tokenizer_dir!r} has {n} tokens but the model has "
+                          f"{model.text.vocab_size} embedding rows: set model.vocab_size={n} (or more; the new rows "
+                          f"start at the mean of the others) and train the embed group")
+
+
 class GrainSource:
     """The Grain pipeline; `data.pipeline` holds `PipelineConfig` fields (batch_size comes from data)."""
 
@@ -146,6 +158,7 @@ class GrainSource:
         from data_pipelines.grain import make_pipeline
 
         self.config = pipeline_config(cfg, model, preprocessing, seed=seed, process_count=process_count)
+        check_vocabulary(self.config.tokenizer, model)
         self.it = make_pipeline(self.config)
 
     def __iter__(self):
