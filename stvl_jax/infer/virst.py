@@ -75,13 +75,21 @@ def _segment(model, inputs, pixels, seg_idx, keep: tuple[int, ...], anchor_frame
     prompts are used, anchor_frames (static) their video frames. -> (low-res logits (T, S/4, S/4), object
     scores (T,))."""
     from stvl_jax.models.sam2.tracker_step import frame_features
-    from stvl_jax.models.virst import tdau
 
     feats = frame_features(model.sam2, pixels)
     out = model.forward(inputs, pixels[seg_idx], track=False, compute_logits=False,
                         features=tuple(f[seg_idx] for f in feats))
-    tracked = tdau.segment_with_anchors(model.sam2, pixels, anchor_frames, out.anchor_prompts[:, np.asarray(keep)],
-                                        multimask=model.config.anchors.multimask_eval, features=feats)
+    return _track(model.sam2, model.config, pixels, anchor_frames, out.anchor_prompts[:, np.asarray(keep)], feats)
+
+
+def _track(sam2, config, pixels, anchor_frames: tuple[int, ...], prompts, features=None):
+    """The evaluation's SAM2 pass over every frame (anchors prompted by `prompts` (1, A, Q, C)), decoding as
+    `config.anchors.multimask_eval` says. -> (low-res logits (T, S/4, S/4), object scores (T,))."""
+    from stvl_jax.models.virst import tdau
+
+    # the evaluation's order and rules whichever mask is decoded (multimask=False alone means VIRST's training)
+    tracked = tdau.segment_with_anchors(sam2, pixels, anchor_frames, prompts, multimask=config.anchors.multimask_eval,
+                                        training=False, features=features)
     return tracked.low_res_logits[0], tracked.object_score_logits[0]
 
 

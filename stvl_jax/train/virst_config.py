@@ -50,6 +50,11 @@ class VirstDataSection(StrictConfig):
     fps: float = pydantic.Field(default=1.0, gt=0)  # frame index / fps = the Qwen3-VL timestamp of a frame
     max_len: int = pydantic.Field(default=256, gt=0)  # prompt tokens (padded); longer prompts are skipped
     max_skip_fraction: float = pydantic.Field(default=0.1, ge=0, le=1)
+    # which SAM2 frames get the decoded [SEG] prompts in the training forward (virst_step.train_anchor_frames):
+    # "eval" = tdau.anchor_frames_for(seg_frames), the others tracked through SAM2's memory inside the forward
+    # (trains the memory the evaluation tracks with); "all" = every one, as VIRST's default training (its random
+    # keyframes are all conditioning frames; no memory attention in the step, which is then cheaper)
+    seg_anchors: Literal["eval", "all"] = "eval"
 
     @pydantic.model_validator(mode="after")
     def _frames(self):

@@ -5,8 +5,10 @@ referred objects), `VirstModel.forward` in training mode:
 
     teacher-forced prompt (the answer with its Q [SEG] tokens in the input) -> LLM logits + [SEG] hidden states
     SegPrompter([SEG] hidden, SAM2 features of the T segmentation frames) -> per-frame prompts
-    SAM2 tracking inside the forward (`tdau.segment_with_anchors`, multimask off = VIRST's training order):
-    anchors (`tdau.anchor_frames_for(T)`) get the decoded prompts, the other frames propagate through memory
+    SAM2 inside the forward (`tdau.segment_with_anchors`, multimask off = VIRST's training order): the anchors
+    get the decoded prompts, other frames propagate through memory. anchors="eval" (default):
+    `tdau.anchor_frames_for(T)`, the rest tracked; "all": every SAM2 frame is an anchor, as VIRST's default
+    training (`use_cond_frames` False: its random keyframes are all conditioning frames, nothing tracked)
 
 and the loss is `virst_loss`: the LM cross-entropy over the answer tokens ([SEG] positions masked by the
 labels), summed over the batch and divided by its loss tokens, + the mask terms (BCE, Dice, IoU, object score)
@@ -33,6 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from stvl_jax.errors import InputError
 from stvl_jax.models.qwen_vl.inputs import ModelInputs
 from stvl_jax.models.qwen_vl.vision_inputs import VisionInputs, prepare_vision_inputs
 from stvl_jax.train.losses import lm_loss
@@ -48,15 +51,25 @@ def vision_template(llm_config, grid_thw: np.ndarray) -> VisionInputs:
     return prepare_vision_inputs(llm_config, pixel_values_videos=rows, video_grid_thw=grid)
 
 
-def batch_loss(model, batch: dict, template: VisionInputs, loss_cfg: VirstLossConfig):
-    """-> (loss, metrics {"ce", "bce", "dice", "iou", "occ", "loss", "frames", "lm_tokens"}). Traceable."""
+def train_anchor_frames(seg_frames: int, rule: str) -> tuple[int, ...] | None:
+    """The anchors of the training forward: "all" = every SAM2 frame (VIRST's default training, its keyframes
+    are all conditioning frames), "eval" = None (`tdau.anchor_frames_for`, the rest tracked through memory)."""
+    if rule not in ("all", "eval"):
+        raise InputError(f"training anchor rule {rule!r}: expected 'all' or 'eval'")
+    return tuple(range(seg_frames)) if rule == "all" else None
+
+
+def batch_loss(model, batch: dict, template: VisionInputs, loss_cfg: VirstLossConfig, anchors: str = "eval"):
+    """-> (loss, metrics {"ce", "bce", "dice", "iou", "occ", "loss", "frames", "lm_tokens"}). Traceable.
+    anchors: `train_anchor_frames` rule."""
 
     template = jax.tree.map(jnp.asarray, template)  # host arrays -> constants of the traced program
+    anchor_frames = train_anchor_frames(batch["sam2_pixel_values"].shape[1], anchors)
 
     def one(pv, ids, mask, pos, labels, sam2_pix, masks, key):
         vision = dataclasses.replace(template, pixel_values=pv.astype(jnp.float32))
         inputs = ModelInputs(ids[None], mask[None], pos[:, None], vision)
-        out = model.forward(inputs, sam2_pix, track=True, multimask=False, dropout_rng=key)
+        out = model.forward(inputs, sam2_pix, track=True, multimask=False, dropout_rng=key, anchors=anchor_frames)
         lm = lm_loss(out.logits, {"labels": labels[None]}, None)
         tr = out.tracking
         supervised = jnp.ones(masks.shape[:1], bool)[None]  # every segmentation frame has its ground truth

@@ -129,12 +129,13 @@ class VirstTrainer(FlatTrainer):
 
     # ------------------------------------------------------------------------------------------ step
     def step_key(self) -> tuple:
-        return (self.cfg.loss.model_dump_json(), self.cfg.data.vlm_frames, tuple(self.cfg.data.vlm_size))
+        d = self.cfg.data
+        return (self.cfg.loss.model_dump_json(), d.vlm_frames, tuple(d.vlm_size), d.seg_anchors)
 
     def loss_fn(self, model, batch):
         from stvl_jax.train.virst_step import batch_loss
 
-        return batch_loss(model, batch, self.template, self.cfg.loss)
+        return batch_loss(model, batch, self.template, self.cfg.loss, self.cfg.data.seg_anchors)
 
     def batch(self, i: int) -> dict:
         """The next batch of the pipeline + per-row dropout keys (a function of (seed, i))."""

@@ -40,6 +40,50 @@ def test_every_virst_parameter_has_a_group():
     assert all(g == "prompter" for p, g in groups.items() if p.startswith(("seg_prompter/", "initial_fusion/")))
 
 
+def test_the_training_anchor_rule_reaches_the_forward():
+    """`data.seg_anchors`: "eval" (default) asks the forward for the evaluation's anchors (None), "all" for every
+    SAM2 frame, as VIRST's default training (`use_cond_frames` False: `cond_frames = arange(T)` over its
+    keyframes) decodes each from its own [SEG] prompts."""
+    import dataclasses
+    from types import SimpleNamespace
+
+    import jax
+    import jax.numpy as jnp
+
+    from stvl_jax.train.virst_config import load_virst_train_config
+    from stvl_jax.train.virst_loss import VirstLossConfig
+    from stvl_jax.train.virst_step import batch_loss, train_anchor_frames
+
+    cfg = load_virst_train_config("configs/train/virst_tiny.yaml", ["data.dir=unused"])
+    assert cfg.data.seg_anchors == "eval"
+    assert train_anchor_frames(4, "all") == (0, 1, 2, 3) and train_anchor_frames(8, "eval") is None
+
+    @jax.tree_util.register_dataclass
+    @dataclasses.dataclass
+    class Vision:  # stands in for the packed VisionInputs template (only its pixel rows are replaced)
+        pixel_values: jnp.ndarray
+
+    asked = []
+
+    class Model:  # TEST DOUBLE of VirstModel.forward: records the anchors the loss asks for
+        def forward(self, inputs, pixels, *, track, multimask, dropout_rng, anchors=None):
+            asked.append(anchors)
+            t = pixels.shape[0]
+            zeros = jnp.zeros((1, t))
+            return SimpleNamespace(logits=jnp.zeros((1, 6, 7)), tracking=SimpleNamespace(
+                low_res_logits=jnp.zeros((1, t, 2, 2)), iou=zeros, object_score_logits=zeros))
+
+    b, t, length = 2, 3, 6
+    batch = {"pixel_values_videos": jnp.zeros((b, 4, 5)), "input_ids": jnp.zeros((b, length), jnp.int32),
+             "attention_mask": jnp.ones((b, length), jnp.int32), "position_ids": jnp.zeros((b, 3, length), jnp.int32),
+             "labels": jnp.full((b, length), -100, jnp.int32), "sam2_pixel_values": jnp.zeros((b, t, 3, 8, 8)),
+             "masks": jnp.zeros((b, t, 8, 8), bool), "dropout_key": jnp.zeros((b, 2), jnp.uint32)}
+    for rule, want in (("all", (0, 1, 2)), ("eval", None)):
+        asked.clear()
+        _, metrics = batch_loss(Model(), batch, Vision(jnp.zeros((4, 5))), VirstLossConfig(), rule)
+        assert asked == [want] and float(metrics["frames"]) == b * t
+
+
 @pytest.fixture(scope="module")
 def rvos_set(tmp_path_factory):
     out = str(tmp_path_factory.mktemp("virst_rvos"))

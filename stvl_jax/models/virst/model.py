@@ -85,12 +85,15 @@ class VirstModel(nnx.Module):
 
     def forward(self, inputs: ModelInputs, pixel_values: jax.Array, *, track: bool = True,
                 multimask: bool | None = None, compute_logits: bool = True,
-                dropout_rng: jax.Array | None = None, features: tuple[jax.Array, ...] | None = None) -> VirstOutput:
+                dropout_rng: jax.Array | None = None, features: tuple[jax.Array, ...] | None = None,
+                anchors: tuple[int, ...] | None = None) -> VirstOutput:
         """inputs: the LM rows about one video (B = objects); pixel_values (T_seg, 3, S, S) SAM2-preprocessed
         frames of that video. track: run `tdau.segment_with_anchors` on the anchor prompts (multimask: None =
         the config's `anchors.multimask_eval`). features: those frames' SAM2 image features
         (`sam2.tracker_step.frame_features`: feat_s0, feat_s1, top, top_pos, each (T_seg, ...)) when the caller
-        already encoded them (the predictor encodes every video frame once); None encodes pixel_values here."""
+        already encoded them (the predictor encodes every video frame once); None encodes pixel_values here.
+        anchors (static): the frames that get the decoded prompts (None: the evaluation rule
+        `tdau.anchor_frames_for(T_seg)`; VIRST's default training prompts every frame)."""
         cfg = self.config
         t = pixel_values.shape[0]
         if pixel_values.ndim != 4 or t > cfg.anchors.max_seg_frames:
@@ -112,7 +115,7 @@ class VirstModel(nnx.Module):
         seg_hidden = gather_rows(hidden, pos)
         prompts, scores = self.seg_prompter(seg_hidden, top, valid, dropout_rng=dropout_rng)
         tdau = _tdau()
-        anchors = tuple(int(a) for a in tdau.anchor_frames_for(t))
+        anchors = tuple(int(a) for a in (tdau.anchor_frames_for(t) if anchors is None else anchors))
         anchor_prompts = prompts[:, jnp.asarray(anchors)]
         tracking = None
         if track:

@@ -35,8 +35,10 @@ where the code and the paper's wording differ, this follows the code:
   binarize_mask_from_pts_for_mem_enc off), + the occlusion embedding where the object is absent; stored in
   bf16 at evaluation (`maskmem_features.to(torch.bfloat16)`), fp32 in training (`bank_dtype`).
 - frames: VIRST evaluates on the whole video (anchors mapped to video frame ids) and trains on its selected
-  frames only (3 random anchors + propagation frames, indices local to that subset): the caller passes those
-  frames and picks the anchors (`anchor_frames_for` is the evaluation rule).
+  frames only, indices local to that subset: by default (`use_cond_frames` False) its 3 random keyframes, ALL
+  of them anchors (`cond_frames = arange(T)`: each gets its own decoded prompts, nothing is tracked); with
+  `use_cond_frames` the keyframes + propagation frames around them. The caller passes those frames and picks
+  the anchors (`anchor_frames_for` is the evaluation rule).
 - not modelled: the memory-attention dropout of VIRST's training forward.
 """
 
@@ -219,8 +221,9 @@ def segment_with_anchors(sam2, pixel_values: jax.Array, anchor_frames: tuple[int
     kw = dict(multimask=multimask, training=training, num_frames=t, cond_capacity=a, max_anchors=max_anchors_in_attn)
 
     def one_object(prompts):
-        if training:
-            _, outs = _object_pass(sam2, feats, pos_table, prompts, order, kind="mixed", bank=bank, **kw)
+        if training:  # every frame an anchor (VIRST's default training): no memory attention, no tracked decode
+            kind = "anchor" if a == t else "mixed"
+            _, outs = _object_pass(sam2, feats, pos_table, prompts, order, kind=kind, bank=bank, **kw)
         else:  # anchors (no memory attention), then the tracked frames
             b, first = _object_pass(sam2, feats, pos_table, prompts, order[:, :a], kind="anchor", bank=bank, **kw)
             if t == a:

@@ -70,7 +70,7 @@ def test_forward_assembly(monkeypatch, llm):
     assert out.anchor_frames == (0, 7)
     np.testing.assert_array_equal(np.asarray(out.anchor_prompts), np.asarray(out.prompts[:, [0, 7]]))
     assert fake.calls == [dict(anchor_frames=(0, 7), prompts_shape=(2, 2, 10, 128), pixels_shape=(T, 3, 128, 128),
-                               multimask=True)]
+                               multimask=False)]  # virst_tiny evaluates mask 0 (anchors.multimask_eval)
     assert out.tracking["iou"].shape == (2, T)
     # the tracker reuses the frame features the fusion read (SAM2's encoder runs once per forward)
     s0, s1, top, top_pos = out.tracking["features"]
