@@ -140,8 +140,6 @@ def test_the_tiny_recipe_evaluates_the_mask_its_training_trains():
     order: on the first anchor (no memory in either order) it gives exactly the training forward's logits. It
     decoded the best-IoU multimask output: Dice 0.04 on a clip the training forward fitted at 0.99
     (research/notes/virst_learnability.md)."""
-    from types import SimpleNamespace
-
     from stvl_jax.infer.virst import _track
     from stvl_jax.models.virst.config import load_virst_config
 
@@ -149,8 +147,7 @@ def test_the_tiny_recipe_evaluates_the_mask_its_training_trains():
     model = tiny_model(0, stability=cfg.sam2.image.mask_decoder.dynamic_multimask_via_stability)
     pixels, prompts = jnp.asarray(_pixels()), _box_sparse(model)
     graphdef, state = nnx.split(model)
-    evaluated = jax.jit(lambda s: _track(SimpleNamespace(sam2=nnx.merge(graphdef, s), config=cfg), pixels,
-                                         prompts[:1], ANCHORS))(state)
+    evaluated = jax.jit(lambda s: _track(nnx.merge(graphdef, s), cfg, pixels, ANCHORS, prompts[:1]))(state)
     trained = jax.jit(lambda s: segment_with_anchors(nnx.merge(graphdef, s), pixels, ANCHORS, prompts[:1],
                                                      multimask=False))(state)
     first = ANCHORS[0]
