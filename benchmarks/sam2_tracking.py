@@ -106,7 +106,7 @@ def main(argv=None) -> int:
 
     from benchmarks.common import interleaved, machine, median
     from converters.sam2_video_keys import load_hf_video_state
-    from stvl_jax.models.sam2.tracker import _features
+    from stvl_jax.models.sam2.tracker import jitted_tracking
     from stvl_jax.models.sam2.video_config import from_hf
     from stvl_jax.models.sam2.video_model import abstract_video_model
 
@@ -133,7 +133,8 @@ def main(argv=None) -> int:
     frame0 = jnp.asarray(pixels[:1])
     t_frame0 = torch.from_numpy(pixels[:1])
     runs: dict[str, list[float]] = {"jax": []}
-    enc_fns = {"jax": lambda: jax.block_until_ready(_features(graphdef, state, frame0))}
+    features = jitted_tracking(graphdef)[0]  # the tracker's own jitted feature pass
+    enc_fns = {"jax": lambda: jax.block_until_ready(features(state, frame0))}
     if not args.no_torch:
         runs["torch"] = []
 

@@ -111,18 +111,22 @@ class MemoryBank:
         return MemoryBank(jnp.zeros((num_frames, tokens, mem_dim), dtype), jnp.zeros((num_frames, hidden_dim)),
                           jnp.zeros((num_frames,), jnp.int32), jnp.zeros((num_frames,), jnp.int32))
 
-    def store(self, frame_idx, features: jax.Array, pointer: jax.Array, conditioning) -> "MemoryBank":
+    def store(self, frame_idx, features: jax.Array, pointer: jax.Array, conditioning, update=True) -> "MemoryBank":
         """Record frame `frame_idx`: features (HW, mem_dim), pointer (hidden,), conditioning (bool). A frame
         stored again keeps its insertion rank if it was conditioning (as a dict key re-assigned in HF keeps its
-        place)."""
+        place). update (bool, may be traced): False leaves the bank as it was (the select is on frame_idx's
+        row only, so a donated bank is updated in place rather than copied whole)."""
         conditioning = jnp.asarray(conditioning)
         was_cond = self.kind[frame_idx] == COND
         rank = jnp.where(was_cond, self.cond_rank[frame_idx], jnp.sum(self.kind == COND))
         rank = jnp.where(conditioning, rank, 0).astype(jnp.int32)
-        return MemoryBank(self.features.at[frame_idx].set(features.astype(self.features.dtype)),
-                          self.pointers.at[frame_idx].set(pointer.astype(self.pointers.dtype)),
-                          self.kind.at[frame_idx].set(jnp.where(conditioning, COND, TRACKED).astype(jnp.int32)),
-                          self.cond_rank.at[frame_idx].set(rank))
+        kind = jnp.where(conditioning, COND, TRACKED).astype(jnp.int32)
+
+        def put(table, value):
+            return table.at[frame_idx].set(jnp.where(update, value.astype(table.dtype), table[frame_idx]))
+
+        return MemoryBank(put(self.features, features), put(self.pointers, pointer), put(self.kind, kind),
+                          put(self.cond_rank, rank))
 
 
 def _select_closest(t, valid, rank, frame_idx, max_cond: int):

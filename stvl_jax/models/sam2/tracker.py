@@ -45,15 +45,19 @@ from stvl_jax.models.sam2.tracker_step import (INACTIVE, MASK, NO_OBJ_SCORE, POI
                                                frame_step)
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _features(graphdef, state, pixel_values):
-    return frame_features(nnx.merge(graphdef, state), pixel_values)
-
-
-# module-level jits keyed by the model's graph: sessions over the same model share their compilations
-@functools.partial(jax.jit, static_argnums=0, static_argnames=("cond_capacity", "num_frames"))
-def _step(graphdef, state, banks, features, *args, **kw):
-    return frame_step(nnx.merge(graphdef, state), banks, features, *args, **kw)
+@functools.lru_cache(maxsize=8)
+def jitted_tracking(graphdef) -> tuple:
+    """(features(state, pixel_values), step(state, banks, features, ...)): the jitted `frame_features` and
+    `frame_step` of one model graph (step donates `banks`: use the returned ones). Cached by graph, so sessions
+    over the same model share their compilations; the graph is closed over rather than passed as a static
+    argument, which jit would hash on every call (~2.5 ms a call for Hiera-tiny's graph on a loaded 2-core CPU,
+    twice per frame)."""
+    features = jax.jit(lambda state, pixel_values: frame_features(nnx.merge(graphdef, state), pixel_values))
+    step = jax.jit(lambda state, banks, feats, *args, **kw: frame_step(nnx.merge(graphdef, state), banks, feats,
+                                                                       *args, **kw),
+                   static_argnames=("cond_capacity", "num_frames"),
+                   donate_argnums=1)  # the banks: the step writes one frame's row in place, no copy of the bank
+    return features, step
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,6 +142,7 @@ class Tracker:
         self.scores = np.full((t, o), -np.inf, np.float32)
         self.computed = np.zeros(t, bool)
         self._graphdef, self._state = nnx.split(model)
+        self._features, self._step = jitted_tracking(self._graphdef)
 
     def _index(self, obj_id: int) -> int:
         if obj_id not in self.object_ids:
@@ -151,11 +156,11 @@ class Tracker:
             kw.update(points=jnp.asarray(points), labels=jnp.asarray(labels))
         if masks is not None:
             kw.update(masks=jnp.asarray(masks))
-        features = _features(self._graphdef, self._state, self.pixel_values[frame:frame + 1])
-        self.banks, out = _step(self._graphdef, self._state, self.banks, features, jnp.int32(frame),
-                                jnp.asarray(mode, jnp.int32), jnp.asarray(init), jnp.asarray(binarize),
-                                reverse=jnp.asarray(reverse), cond_capacity=self.cond_capacity,
-                                num_frames=self.num_frames, **kw)
+        features = self._features(self._state, self.pixel_values[frame:frame + 1])
+        self.banks, out = self._step(self._state, self.banks, features, jnp.int32(frame),
+                                     jnp.asarray(mode, jnp.int32), jnp.asarray(init), jnp.asarray(binarize),
+                                     reverse=jnp.asarray(reverse), cond_capacity=self.cond_capacity,
+                                     num_frames=self.num_frames, **kw)
         upd = np.asarray(out.updated)
         self.low[frame][upd] = np.asarray(out.low_res_logits, np.float32)[upd]
         self.scores[frame][upd] = np.asarray(out.object_score_logits, np.float32)[upd]

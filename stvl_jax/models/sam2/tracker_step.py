@@ -154,8 +154,7 @@ def frame_step(model, banks: MemoryBank, features: tuple[jax.Array, ...], frame_
     updated = (mode == TRACK) | (mode == POINTS) | (mode == MASK)
 
     def store(bank, f, p, cond, upd):
-        new = bank.store(frame_idx, f.reshape(e * e, m), p, cond)
-        return jax.tree.map(lambda a, b: jnp.where(upd, a, b), new, bank)
+        return bank.store(frame_idx, f.reshape(e * e, m), p, cond, update=upd)
 
     banks = jax.vmap(store)(banks, features, pointer, init, updated)
     return banks, StepOutput(low, obj[:, 0], high, updated)
