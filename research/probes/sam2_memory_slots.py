@@ -30,19 +30,21 @@ def main(reps: int = 15) -> None:
     f = lambda *s: jnp.asarray(rng.normal(size=s).astype(np.float32))  # noqa: E731
     att_state = nnx.state(MemoryAttention(cfg.memory_attention, rngs=nnx.Rngs(0)))
     enc_state = nnx.state(MemoryEncoder(cfg.memory_encoder, rngs=nnx.Rngs(1)))
+    inputs = {}
+    for slots in SLOTS:  # the same inputs both ways
+        m = slots * 256 + POINTER_TOKENS
+        inputs[slots] = (f(1, 256, 256), f(1, m, 64), f(1, 256, 256), f(1, m, 64), jnp.ones((1, m), bool))
+    px, mk = f(1, 16, 16, 256), f(1, 256, 256)
     fns = {}
     for scan in (True, False):  # the same weights both ways
         g = nnx.graphdef(MemoryAttention(cfg.memory_attention, scan_layers=scan, rngs=nnx.Rngs(0)))
         run = jax.jit(lambda st, a, b, c, d, mk, g=g: nnx.merge(g, st)(
             a, b, c, d, num_object_pointer_tokens=POINTER_TOKENS, memory_mask=mk))
-        for slots in SLOTS:
-            m = slots * 256 + POINTER_TOKENS
-            args = (f(1, 256, 256), f(1, m, 64), f(1, 256, 256), f(1, m, 64), jnp.ones((1, m), bool))
+        for slots, args in inputs.items():
             fns[f"memory attention, {slots:2} slots, {'scanned' if scan else 'unrolled'}"] = (
                 lambda run=run, args=args: jax.block_until_ready(run(att_state, *args)))
         g2 = nnx.graphdef(MemoryEncoder(cfg.memory_encoder, scan_layers=scan, rngs=nnx.Rngs(1)))
         run2 = jax.jit(lambda st, p, mk, g=g2: nnx.merge(g, st)(p, mk)[0])
-        px, mk = f(1, 16, 16, 256), f(1, 256, 256)
         fns[f"memory encoder, {'scanned' if scan else 'unrolled'}"] = (
             lambda run2=run2, px=px, mk=mk: jax.block_until_ready(run2(enc_state, px, mk)))
     outs = {k: np.asarray(fn()) for k, fn in fns.items()}

@@ -211,7 +211,7 @@ def assemble_memory(emb: MemoryEmbeddings, bank: MemoryBank, pos_table: jax.Arra
     pos_table: (HW, mem_dim) the memory encoder's position encoding (the same for every frame).
     spatial_slots (static): keep only that many spatial slots, the valid ones first (the caller guarantees at
     most that many are valid; attention is order-free over keys, so the output is the same with fewer keys to
-    attend: the memory attention's cost is linear in S). None: all S."""
+    attend: the memory attention's cross-attention cost is linear in S). None: all S."""
     cfg = emb.config
     (s_frames, s_rows, s_ok), (p_frames, p_offsets, p_ok), max_offset = select_memory_frames(
         bank, frame_idx, cfg, cond_capacity=cond_capacity, reverse=reverse, num_frames=num_frames, training=training,

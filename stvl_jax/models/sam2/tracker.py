@@ -124,7 +124,7 @@ class Tracker:
     def __init__(self, model, pixel_values, object_ids, *, cond_capacity: int = 4, bank_dtype=jnp.bfloat16,
                  compact_memory: bool = False):
         """compact_memory: attend only to as many memory slots as the objects can have filled (the same output;
-        the memory attention's cost is linear in the slots, 10 with cond_capacity 4, as few as 1 early on), at
+        the memory attention's cost grows with the slots, 10 with cond_capacity 4, as few as 1 early on), at
         one compilation of the tracking step per distinct slot count (at most cond_capacity + num_maskmem - 1,
         all reached within the first num_maskmem frames)."""
         cfg = model.config
