@@ -26,6 +26,7 @@ from stvl_jax.nn.norms import LayerNorm
 from stvl_jax.nn.stack import make_stack, run_stack
 
 _LN_EPS = 1e-5  # torch nn.LayerNorm default, as in HF and Meta
+SCAN_LAYERS = True  # default of `scan_layers` here and in the memory encoder (research/notes/sam2_speed.md)
 
 
 def _dropout(x, rate: float, rng):
@@ -117,9 +118,13 @@ class MemoryAttentionLayer(nnx.Module):
 
 
 class MemoryAttention(nnx.Module):
-    def __init__(self, cfg: MemoryAttentionConfig, *, dtype=jnp.float32, param_dtype=jnp.float32, rngs: nnx.Rngs):
+    """scan_layers: run the layers as one `lax.scan` (False: unrolled; same parameters and numbers)."""
+
+    def __init__(self, cfg: MemoryAttentionConfig, *, dtype=jnp.float32, param_dtype=jnp.float32,
+                 scan_layers: bool = SCAN_LAYERS, rngs: nnx.Rngs):
         self.config = cfg
         self.dtype = dtype
+        self.scan_layers = scan_layers
         self.layers = make_stack(lambda r: MemoryAttentionLayer(cfg, dtype=dtype, param_dtype=param_dtype, rngs=r),
                                  cfg.num_layers, rngs)
         self.layer_norm = LayerNorm(cfg.hidden_size, eps=_LN_EPS, param_dtype=param_dtype, rngs=rngs)
@@ -148,5 +153,5 @@ class MemoryAttention(nnx.Module):
             return layer(h, memory, memory_keys, cos, sin, num_object_pointer_tokens, memory_mask, rng), None
 
         rngs = None if dropout_rng is None else jax.random.split(dropout_rng, cfg.num_layers)
-        x, _ = run_stack(self.layers, body, x, rngs)
+        x, _ = run_stack(self.layers, body, x, rngs, scan=self.scan_layers)
         return self.layer_norm(x)

@@ -111,18 +111,22 @@ class MemoryBank:
         return MemoryBank(jnp.zeros((num_frames, tokens, mem_dim), dtype), jnp.zeros((num_frames, hidden_dim)),
                           jnp.zeros((num_frames,), jnp.int32), jnp.zeros((num_frames,), jnp.int32))
 
-    def store(self, frame_idx, features: jax.Array, pointer: jax.Array, conditioning) -> "MemoryBank":
+    def store(self, frame_idx, features: jax.Array, pointer: jax.Array, conditioning, update=True) -> "MemoryBank":
         """Record frame `frame_idx`: features (HW, mem_dim), pointer (hidden,), conditioning (bool). A frame
         stored again keeps its insertion rank if it was conditioning (as a dict key re-assigned in HF keeps its
-        place)."""
+        place). update (bool, may be traced): False leaves the bank as it was (the select is on frame_idx's
+        row only, so a donated bank is updated in place rather than copied whole)."""
         conditioning = jnp.asarray(conditioning)
         was_cond = self.kind[frame_idx] == COND
         rank = jnp.where(was_cond, self.cond_rank[frame_idx], jnp.sum(self.kind == COND))
         rank = jnp.where(conditioning, rank, 0).astype(jnp.int32)
-        return MemoryBank(self.features.at[frame_idx].set(features.astype(self.features.dtype)),
-                          self.pointers.at[frame_idx].set(pointer.astype(self.pointers.dtype)),
-                          self.kind.at[frame_idx].set(jnp.where(conditioning, COND, TRACKED).astype(jnp.int32)),
-                          self.cond_rank.at[frame_idx].set(rank))
+        kind = jnp.where(conditioning, COND, TRACKED).astype(jnp.int32)
+
+        def put(table, value):
+            return table.at[frame_idx].set(jnp.where(update, value.astype(table.dtype), table[frame_idx]))
+
+        return MemoryBank(put(self.features, features), put(self.pointers, pointer), put(self.kind, kind),
+                          put(self.cond_rank, rank))
 
 
 def _select_closest(t, valid, rank, frame_idx, max_cond: int):
@@ -200,14 +204,23 @@ def num_pointer_tokens(cfg: MemoryBankConfig, cond_capacity: int) -> int:
 
 def assemble_memory(emb: MemoryEmbeddings, bank: MemoryBank, pos_table: jax.Array, frame_idx, *,
                     cond_capacity: int, reverse: bool = False, num_frames=None, training: bool = False,
-                    max_cond_frame_num: int | None = None, meta_pointers: bool = False):
+                    max_cond_frame_num: int | None = None, meta_pointers: bool = False,
+                    spatial_slots: int | None = None):
     """(memory (M, mem_dim), memory_pos (M, mem_dim), memory_mask (M,), num_pointer_tokens) for one frame:
     S spatial memories of HW tokens each, then P pointers of hidden_dim / mem_dim tokens each (static M).
-    pos_table: (HW, mem_dim) the memory encoder's position encoding (the same for every frame)."""
+    pos_table: (HW, mem_dim) the memory encoder's position encoding (the same for every frame).
+    spatial_slots (static): keep only that many spatial slots, the valid ones first (the caller guarantees at
+    most that many are valid; attention is order-free over keys, so the output is the same with fewer keys to
+    attend: the memory attention's cross-attention cost is linear in S). None: all S."""
     cfg = emb.config
     (s_frames, s_rows, s_ok), (p_frames, p_offsets, p_ok), max_offset = select_memory_frames(
         bank, frame_idx, cfg, cond_capacity=cond_capacity, reverse=reverse, num_frames=num_frames, training=training,
         max_cond_frame_num=max_cond_frame_num, meta_pointers=meta_pointers)
+    if spatial_slots is not None and spatial_slots < s_ok.shape[0]:
+        if spatial_slots < 1:
+            raise ValueError(f"spatial_slots must be >= 1, got {spatial_slots}")
+        keep = jnp.argsort(~s_ok, stable=True)[:spatial_slots]
+        s_frames, s_rows, s_ok = s_frames[keep], s_rows[keep], s_ok[keep]
     hw = bank.features.shape[1]
     dtype = pos_table.dtype
     spatial = bank.features[s_frames].astype(dtype).reshape(-1, cfg.mem_dim)
@@ -237,19 +250,19 @@ def condition_on_memory(attention, emb: MemoryEmbeddings, bank: MemoryBank, feat
                         features_pos: jax.Array, pos_table: jax.Array, frame_idx, initial, no_memory_embedding, *,
                         cond_capacity: int, reverse: bool = False, num_frames=None, training: bool = False,
                         dropout_rng=None, max_cond_frame_num: int | None = None,
-                        meta_pointers: bool = False) -> jax.Array:
+                        meta_pointers: bool = False, spatial_slots: int | None = None) -> jax.Array:
     """A frame's memory-conditioned top-level features (HF `_prepare_memory_conditioned_features`), one object:
     features, features_pos (HW, hidden) -> (HW, hidden). `initial` (bool, may be traced): an initial
     conditioning frame, which attends to no memory and gets `no_memory_embedding` (hidden,) added instead.
     Batch objects with `jax.vmap` (the branch then becomes a select). training / dropout_rng: SAM2's training
     pointer selection (`select_memory_frames`) and memory-attention dropout; max_cond_frame_num / meta_pointers
-    as `select_memory_frames`."""
+    as `select_memory_frames`; spatial_slots as `assemble_memory`."""
     def attend(_):
         memory, memory_pos, mask, n_ptr = assemble_memory(emb, bank, pos_table, frame_idx,
                                                           cond_capacity=cond_capacity, reverse=reverse,
                                                           num_frames=num_frames, training=training,
                                                           max_cond_frame_num=max_cond_frame_num,
-                                                          meta_pointers=meta_pointers)
+                                                          meta_pointers=meta_pointers, spatial_slots=spatial_slots)
         return attention(features[None], memory[None], features_pos[None], memory_pos[None],
                          num_object_pointer_tokens=n_ptr, memory_mask=mask[None],
                          dropout_rng=dropout_rng)[0].astype(features.dtype)

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from stvl_jax.models.sam2.memory_attention import SCAN_LAYERS
 from stvl_jax.models.sam2.memory_config import MemoryEncoderConfig
 from stvl_jax.models.sam2.position import sine_2d as sine_position_encoding
 from stvl_jax.nn.conv import Conv2d
@@ -83,26 +84,29 @@ class FuserBlock(nnx.Module):
 
 
 class MemoryFuser(nnx.Module):
-    def __init__(self, cfg: MemoryEncoderConfig, *, dtype=jnp.float32, param_dtype=jnp.float32, rngs: nnx.Rngs):
+    def __init__(self, cfg: MemoryEncoderConfig, *, dtype=jnp.float32, param_dtype=jnp.float32,
+                 scan_layers: bool = SCAN_LAYERS, rngs: nnx.Rngs):
+        self.scan_layers = scan_layers
         self.layers = make_stack(lambda r: FuserBlock(cfg, dtype=dtype, param_dtype=param_dtype, rngs=r),
                                  cfg.fuser_num_layers, rngs)
 
     def __call__(self, x):
-        x, _ = run_stack(self.layers, lambda layer, h, _: (layer(h), None), x)
+        x, _ = run_stack(self.layers, lambda layer, h, _: (layer(h), None), x, scan=self.scan_layers)
         return x
 
 
 class MemoryEncoder(nnx.Module):
     """HF `Sam2VideoMemoryEncoder` / Meta `MemoryEncoder` (skip_mask_sigmoid: the caller scales the mask)."""
 
-    def __init__(self, cfg: MemoryEncoderConfig, *, dtype=jnp.float32, param_dtype=jnp.float32, rngs: nnx.Rngs):
+    def __init__(self, cfg: MemoryEncoderConfig, *, dtype=jnp.float32, param_dtype=jnp.float32,
+                 scan_layers: bool = SCAN_LAYERS, rngs: nnx.Rngs):
         kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         conv_kw = dict(window_axis="sam2_window", **kw)
         c = cfg.hidden_size
         self.config = cfg
         self.mask_downsampler = MaskDownSampler(cfg, **kw)
         self.feature_projection = Conv2d(c, c, 1, in_axis="vis_embed", out_axis="sam2_chans", **conv_kw)
-        self.memory_fuser = MemoryFuser(cfg, **kw)
+        self.memory_fuser = MemoryFuser(cfg, scan_layers=scan_layers, **kw)
         self.projection = Conv2d(c, cfg.output_channels, 1, in_axis="vis_embed", out_axis="sam2_mem", **conv_kw)
 
     def __call__(self, pixel_features: jax.Array, masks: jax.Array) -> tuple[jax.Array, jax.Array]:

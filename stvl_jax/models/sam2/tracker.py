@@ -16,9 +16,9 @@ Public API (stable for `stvl segment` and training):
         the latest output of every frame (frames never reached: logits NO_OBJ_SCORE, scores -inf), objects in
         ascending id order.
 
-    Tracker(model, pixel_values, object_ids, cond_capacity=...)  the session underneath: `add_prompts(frame,
-        {obj_id: Prompt})` runs a prompted frame, `propagate(reverse=..., start_frame=...)` yields
-        (frame, low_res_logits (O, S/4, S/4), object_score_logits (O,)); `result()`.
+    Tracker(model, pixel_values, object_ids, cond_capacity=..., compact_memory=False)  the session underneath:
+        `add_prompts(frame, {obj_id: Prompt})` runs a prompted frame, `propagate(reverse=..., start_frame=...)`
+        yields (frame, low_res_logits (O, S/4, S/4), object_score_logits (O,)); `result()`.
 
 Each frame is one jitted `tracker_step.frame_step` over the fixed-capacity memory banks of all objects
 (static shapes) after one jitted image-feature pass: tracked frames share one compilation (both directions),
@@ -45,15 +45,19 @@ from stvl_jax.models.sam2.tracker_step import (INACTIVE, MASK, NO_OBJ_SCORE, POI
                                                frame_step)
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _features(graphdef, state, pixel_values):
-    return frame_features(nnx.merge(graphdef, state), pixel_values)
-
-
-# module-level jits keyed by the model's graph: sessions over the same model share their compilations
-@functools.partial(jax.jit, static_argnums=0, static_argnames=("cond_capacity", "num_frames"))
-def _step(graphdef, state, banks, features, *args, **kw):
-    return frame_step(nnx.merge(graphdef, state), banks, features, *args, **kw)
+@functools.lru_cache(maxsize=8)
+def jitted_tracking(graphdef) -> tuple:
+    """(features(state, pixel_values), step(state, banks, features, ...)): the jitted `frame_features` and
+    `frame_step` of one model graph (step donates `banks`: use the returned ones). Cached by graph, so sessions
+    over the same model share their compilations; the graph is closed over rather than passed as a static
+    argument, which jit would hash on every call (~2.5 ms a call for Hiera-tiny's graph on a loaded 2-core CPU,
+    twice per frame)."""
+    features = jax.jit(lambda state, pixel_values: frame_features(nnx.merge(graphdef, state), pixel_values))
+    step = jax.jit(lambda state, banks, feats, *args, **kw: frame_step(nnx.merge(graphdef, state), banks, feats,
+                                                                       *args, **kw),
+                   static_argnames=("cond_capacity", "num_frames", "spatial_slots"),
+                   donate_argnums=1)  # the banks: the step writes one frame's row in place, no copy of the bank
+    return features, step
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,7 +121,12 @@ def as_prompt(p, where: str, image_size: int) -> tuple[str, np.ndarray, np.ndarr
 class Tracker:
     """A tracking session over one video (HF `Sam2VideoInferenceSession` + the model's per-frame forward)."""
 
-    def __init__(self, model, pixel_values, object_ids, *, cond_capacity: int = 4, bank_dtype=jnp.bfloat16):
+    def __init__(self, model, pixel_values, object_ids, *, cond_capacity: int = 4, bank_dtype=jnp.bfloat16,
+                 compact_memory: bool = False):
+        """compact_memory: attend only to as many memory slots as the objects can have filled (the same output;
+        the memory attention's cost grows with the slots, 10 with cond_capacity 4, as few as 1 early on), at
+        one compilation of the tracking step per distinct slot count (at most cond_capacity + num_maskmem - 1,
+        all reached within the first num_maskmem frames)."""
         cfg = model.config
         s = cfg.image_size
         pixel_values = jnp.asarray(pixel_values)
@@ -138,6 +147,8 @@ class Tracker:
         self.scores = np.full((t, o), -np.inf, np.float32)
         self.computed = np.zeros(t, bool)
         self._graphdef, self._state = nnx.split(model)
+        self._features, self._step = jitted_tracking(self._graphdef)
+        self.compact_memory = compact_memory
 
     def _index(self, obj_id: int) -> int:
         if obj_id not in self.object_ids:
@@ -151,11 +162,11 @@ class Tracker:
             kw.update(points=jnp.asarray(points), labels=jnp.asarray(labels))
         if masks is not None:
             kw.update(masks=jnp.asarray(masks))
-        features = _features(self._graphdef, self._state, self.pixel_values[frame:frame + 1])
-        self.banks, out = _step(self._graphdef, self._state, self.banks, features, jnp.int32(frame),
-                                jnp.asarray(mode, jnp.int32), jnp.asarray(init), jnp.asarray(binarize),
-                                reverse=jnp.asarray(reverse), cond_capacity=self.cond_capacity,
-                                num_frames=self.num_frames, **kw)
+        features = self._features(self._state, self.pixel_values[frame:frame + 1])
+        self.banks, out = self._step(self._state, self.banks, features, jnp.int32(frame),
+                                     jnp.asarray(mode, jnp.int32), jnp.asarray(init), jnp.asarray(binarize),
+                                     reverse=jnp.asarray(reverse), cond_capacity=self.cond_capacity,
+                                     num_frames=self.num_frames, spatial_slots=self._spatial_slots(), **kw)
         upd = np.asarray(out.updated)
         self.low[frame][upd] = np.asarray(out.low_res_logits, np.float32)[upd]
         self.scores[frame][upd] = np.asarray(out.object_score_logits, np.float32)[upd]
@@ -165,6 +176,19 @@ class Tracker:
             else:
                 self.tracked[i, frame] = True
         self.computed[frame] = True
+
+    def _spatial_slots(self) -> int | None:
+        """With compact_memory: an upper bound on any object's valid spatial memories given the frames its bank
+        holds (the selected conditioning frames + up to num_maskmem - 1 previous ones, which are tracked frames,
+        or unselected conditioning ones when max_cond_frame_num limits the selection)."""
+        if not self.compact_memory:
+            return None
+        bank = self.config.memory_bank
+        n_cond, n_tracked = self.cond.sum(axis=1), self.tracked.sum(axis=1)
+        limited = bank.max_cond_frame_num != -1
+        selected = np.minimum(n_cond, bank.max_cond_frame_num) if limited else n_cond
+        previous = np.minimum(bank.num_maskmem - 1, n_tracked + (n_cond if limited else 0))
+        return int(min(self.cond_capacity + bank.num_maskmem - 1, max(1, (selected + previous).max())))
 
     def _base_modes(self, frame: int) -> np.ndarray:
         """TRACK for registered objects, REUSE where the frame is one of their conditioning frames."""

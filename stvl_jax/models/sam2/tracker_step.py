@@ -109,12 +109,13 @@ def frame_features(model, pixel_values: jax.Array) -> tuple[jax.Array, ...]:
 def frame_step(model, banks: MemoryBank, features: tuple[jax.Array, ...], frame_idx, mode: jax.Array,
                init: jax.Array, binarize, points: jax.Array | None = None, labels: jax.Array | None = None,
                masks: jax.Array | None = None, *, reverse=False, cond_capacity: int, num_frames=None,
-               training: bool = False) -> tuple[MemoryBank, StepOutput]:
+               training: bool = False, spatial_slots: int | None = None) -> tuple[MemoryBank, StepOutput]:
     """One frame, all objects. banks: a `MemoryBank` with a leading object axis (O, T, ...); features: the
     frame's `frame_features`; mode (O,) int32 and init (O,) bool as in the module docstring; binarize and
     reverse: bool scalars (may be traced); points (O, N, 2) / labels (O, N) for POINTS objects (others' rows are
-    ignored); masks (O, S, S) for MASK objects. Returns (banks with this frame's memories stored for the
-    updated objects, StepOutput)."""
+    ignored); masks (O, S, S) for MASK objects; spatial_slots (static): an upper bound on any object's valid
+    spatial memories, to attend to only that many slots (`memory_bank.assemble_memory`; None: all). Returns
+    (banks with this frame's memories stored for the updated objects, StepOutput)."""
     cfg = model.config
     s0, s1, top, top_pos = features
     o = mode.shape[0]
@@ -128,7 +129,7 @@ def frame_step(model, banks: MemoryBank, features: tuple[jax.Array, ...], frame_
     def condition(bank, initial):
         return condition_on_memory(model.memory_attention, model.memory_embeddings, bank, feats, feats_pos, pos_table,
                                    frame_idx, initial, no_mem, cond_capacity=cond_capacity, reverse=reverse,
-                                   num_frames=num_frames, training=training)
+                                   num_frames=num_frames, training=training, spatial_slots=spatial_slots)
 
     pix = jax.vmap(condition)(banks, init & (mode == POINTS)).reshape(o, e, e, d)
     tc = cfg.tracking
@@ -154,8 +155,7 @@ def frame_step(model, banks: MemoryBank, features: tuple[jax.Array, ...], frame_
     updated = (mode == TRACK) | (mode == POINTS) | (mode == MASK)
 
     def store(bank, f, p, cond, upd):
-        new = bank.store(frame_idx, f.reshape(e * e, m), p, cond)
-        return jax.tree.map(lambda a, b: jnp.where(upd, a, b), new, bank)
+        return bank.store(frame_idx, f.reshape(e * e, m), p, cond, update=upd)
 
     banks = jax.vmap(store)(banks, features, pointer, init, updated)
     return banks, StepOutput(low, obj[:, 0], high, updated)

@@ -19,14 +19,17 @@ from sam2_memory_helpers import SHAPES, build_loaded, jitted, state_numpy, tiny_
 TOL = 1e-4
 
 
-@pytest.fixture(scope="module", params=sorted(SHAPES))
+@pytest.fixture(scope="module", params=[(s, scan) for s in sorted(SHAPES) for scan in (True, False)],
+                ids=lambda p: f"{p[0]}-{'scan' if p[1] else 'unrolled'}")
 def pair(request):
-    hf_cfg = tiny_hf_config(request.param)
+    shape, scan = request.param  # both layer loops: lax.scan and unrolled (`scan_layers`)
+    hf_cfg = tiny_hf_config(shape)
     hf = tiny_hf_model(hf_cfg, seed=1).memory_encoder
     cfg = MemoryEncoderConfig.from_hf(hf_cfg.to_dict())
-    ours = build_loaded(lambda: MemoryEncoder(cfg, rngs=nnx.Rngs(0)), memory_encoder_keys(cfg, "", ""),
+    ours = build_loaded(lambda: MemoryEncoder(cfg, scan_layers=scan, rngs=nnx.Rngs(0)),
+                        memory_encoder_keys(cfg, "", ""),
                         state_numpy(hf))
-    return request.param, cfg, hf, ours
+    return shape, cfg, hf, ours
 
 
 def test_forward_matches_transformers(pair):

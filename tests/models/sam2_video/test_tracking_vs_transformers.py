@@ -79,13 +79,14 @@ def _hf_actions(pixels, actions):
     return outs
 
 
-def _ours_run(pixels, steps, passes, object_ids, bank_dtype):
+def _ours_run(pixels, steps, passes, object_ids, bank_dtype, compact_memory=False):
     return _ours_actions(pixels, [("prompt", *s) for s in steps] + [("propagate", *p) for p in passes], object_ids,
-                         bank_dtype)
+                         bank_dtype, compact_memory)
 
 
-def _ours_actions(pixels, actions, object_ids, bank_dtype):
-    tracker = Tracker(flax_video_model(), pixels, object_ids, cond_capacity=2, bank_dtype=bank_dtype)
+def _ours_actions(pixels, actions, object_ids, bank_dtype, compact_memory=False):
+    tracker = Tracker(flax_video_model(), pixels, object_ids, cond_capacity=2, bank_dtype=bank_dtype,
+                      compact_memory=compact_memory)
     outs = []
     for action in actions:
         if action[0] == "propagate":
@@ -129,6 +130,15 @@ def test_mask_prompt_and_clicks(fp32_memory):
     steps = [(1, 7, ("mask", mask, None)), (4, 3, ("points", [[30.0, 30.0], [5.0, 60.0]], [1, 0]))]
     passes = [(False, None), (True, None)]
     _compare(_hf_run(pixels, steps, passes), _ours_run(pixels, steps, passes, [3, 7], fp32_memory), [3, 7])
+
+
+@pytest.mark.slow  # one compilation of the tracking step per memory-slot count
+def test_compact_memory_matches_transformers(fp32_memory):
+    """compact_memory (attend only to as many slots as can be filled): the same outputs, two objects, prompts on
+    two frames, forward then reverse (slot counts growing from 1 to the capacity)."""
+    pixels = _pixels(0)
+    ref = _hf_run(pixels, STEPS_A, PASSES_A)
+    _compare(ref, _ours_run(pixels, STEPS_A, PASSES_A, [1, 2], fp32_memory, compact_memory=True), [1, 2])
 
 
 @pytest.mark.slow  # ~60 s: one more object count, so every step compiles again
