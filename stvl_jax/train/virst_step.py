@@ -6,7 +6,8 @@ referred objects), `VirstModel.forward` in training mode:
     teacher-forced prompt (the answer with its Q [SEG] tokens in the input) -> LLM logits + [SEG] hidden states
     SegPrompter([SEG] hidden, SAM2 features of the T segmentation frames) -> per-frame prompts
     SAM2 tracking inside the forward (`tdau.segment_with_anchors`, multimask off = VIRST's training order):
-    anchors (`tdau.anchor_frames_for(T)`) get the decoded prompts, the other frames propagate through memory
+    anchors (the batch's `anchor_frames`, VIRST's random training anchors; without them `tdau.anchor_frames_for(T)`)
+    get the decoded prompts, the other frames propagate through memory
 
 and the loss is `virst_loss`: the LM cross-entropy over the answer tokens ([SEG] positions masked by the
 labels), summed over the batch and divided by its loss tokens, + the mask terms (BCE, Dice, IoU, object score)
@@ -23,6 +24,7 @@ batch (B leading; `virst_data.RvosSource.next_batch` + `dropout_key`):
     input_ids, attention_mask, labels (B, L) int32; position_ids (B, 3, L) int32
     pixel_values_videos (B, N, D) float32; sam2_pixel_values (B, T, 3, S, S) float32; masks (B, T, S, S) bool
     dropout_key (B, 2) uint32 (the SegPrompter's dropout; VIRST trains with dropout 0.1)
+    anchor_frames (B, A) int32, optional: each row's anchors (`tdau.train_anchor_frames`), traced
 """
 
 from __future__ import annotations
@@ -53,10 +55,10 @@ def batch_loss(model, batch: dict, template: VisionInputs, loss_cfg: VirstLossCo
 
     template = jax.tree.map(jnp.asarray, template)  # host arrays -> constants of the traced program
 
-    def one(pv, ids, mask, pos, labels, sam2_pix, masks, key):
+    def one(pv, ids, mask, pos, labels, sam2_pix, masks, key, anchors=None):
         vision = dataclasses.replace(template, pixel_values=pv.astype(jnp.float32))
         inputs = ModelInputs(ids[None], mask[None], pos[:, None], vision)
-        out = model.forward(inputs, sam2_pix, track=True, multimask=False, dropout_rng=key)
+        out = model.forward(inputs, sam2_pix, track=True, multimask=False, dropout_rng=key, anchor_frames=anchors)
         lm = lm_loss(out.logits, {"labels": labels[None]}, None)
         tr = out.tracking
         supervised = jnp.ones(masks.shape[:1], bool)[None]  # every segmentation frame has its ground truth
@@ -64,9 +66,11 @@ def batch_loss(model, batch: dict, template: VisionInputs, loss_cfg: VirstLossCo
                             supervised, loss_cfg)
         return lm.total, lm.tokens, parts
 
+    # the rows' own anchors (VIRST's random training anchors) when the batch has them, else the evaluation rule
+    anchors = (batch["anchor_frames"],) if "anchor_frames" in batch else ()
     totals, tokens, parts = jax.vmap(one)(
         batch["pixel_values_videos"], batch["input_ids"], batch["attention_mask"], batch["position_ids"],
-        batch["labels"], batch["sam2_pixel_values"], batch["masks"], batch["dropout_key"])
+        batch["labels"], batch["sam2_pixel_values"], batch["masks"], batch["dropout_key"], *anchors)
     n_tok = jnp.sum(tokens)
     ce = jnp.sum(totals) / jnp.maximum(n_tok, 1.0)
     count = jnp.sum(parts["count"])

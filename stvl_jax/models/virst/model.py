@@ -12,7 +12,8 @@ object, with its Q [SEG] tokens in the answer, teacher-forced) and that video's 
     [initial fusion of the [SEG] input embeddings]
     LLM -> logits (B, L, V), last-layer hidden states -> [SEG] hidden (B, Q, D)
     SegPrompter -> prompts (B, T, Q, C), frame scores (B, T)
-    anchors = tdau.anchor_frames_for(T) (static); anchor prompts (B, A, Q, C)
+    anchors = tdau.anchor_frames_for(T) (static), or the training forward's own (`anchor_frames`, an array)
+    anchor prompts (B, A, Q, C)
     [tracking: tdau.segment_with_anchors -> low-res mask logits, IoU and object scores for every frame]
 """
 
@@ -43,7 +44,7 @@ class VirstOutput:
     prompts: jax.Array  # (B, T, Q, C) SegPrompter output for every segmentation frame
     frame_scores: jax.Array  # (B, T)
     anchor_prompts: jax.Array  # (B, A, Q, C) prompts of the anchor frames
-    anchor_frames: tuple[int, ...] = dataclasses.field(metadata=dict(static=True))
+    anchor_frames: tuple[int, ...] = dataclasses.field(metadata=dict(static=True))  # () when passed as an array
     tracking: object | None = None  # tdau.TdauOutput when tracked
 
 
@@ -84,10 +85,12 @@ class VirstModel(nnx.Module):
 
     def forward(self, inputs: ModelInputs, pixel_values: jax.Array, *, track: bool = True,
                 multimask: bool | None = None, compute_logits: bool = True,
-                dropout_rng: jax.Array | None = None) -> VirstOutput:
+                dropout_rng: jax.Array | None = None, anchor_frames: jax.Array | None = None) -> VirstOutput:
         """inputs: the LM rows about one video (B = objects); pixel_values (T_seg, 3, S, S) SAM2-preprocessed
         frames of that video. track: run `tdau.segment_with_anchors` on the anchor prompts (multimask: None =
-        the config's `anchors.multimask_eval`)."""
+        the config's `anchors.multimask_eval`). anchor_frames: None = the evaluation rule
+        (`tdau.anchor_frames_for(T)`, static); or a (A,) int array of the training forward's own anchors (VIRST's
+        random ones, `tdau.train_anchor_frames`; traceable; training order only, `out.anchor_frames` is then ())."""
         cfg = self.config
         t = pixel_values.shape[0]
         if pixel_values.ndim != 4 or t > cfg.anchors.max_seg_frames:
@@ -107,12 +110,15 @@ class VirstModel(nnx.Module):
         seg_hidden = gather_rows(hidden, pos)
         prompts, scores = self.seg_prompter(seg_hidden, features, valid, dropout_rng=dropout_rng)
         tdau = _tdau()
-        anchors = tuple(int(a) for a in tdau.anchor_frames_for(t))
-        anchor_prompts = prompts[:, jnp.asarray(anchors)]
+        if anchor_frames is None:
+            anchors = track_anchors = tuple(int(a) for a in tdau.anchor_frames_for(t))
+        else:
+            anchors, track_anchors = (), jnp.asarray(anchor_frames, jnp.int32)
+        anchor_prompts = prompts[:, jnp.asarray(track_anchors)]
         tracking = None
         if track:
             mm = cfg.anchors.multimask_eval if multimask is None else multimask
-            tracking = tdau.segment_with_anchors(self.sam2, pixel_values, anchors, anchor_prompts, multimask=mm,
+            tracking = tdau.segment_with_anchors(self.sam2, pixel_values, track_anchors, anchor_prompts, multimask=mm,
                                                  features=(*levels, pos_enc[-1]))
         return VirstOutput(logits, seg_hidden, valid, prompts, scores, anchor_prompts, anchors, tracking)
 
