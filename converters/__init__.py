@@ -4,6 +4,7 @@
     qwen_vl_convert   tensor-level conversion (streaming, key/shape checks)
     qwen_vl_config    HF config.json <-> QwenVLConfig
     qwen_vl_io        directory-level import/export (safetensors shards <-> Orbax checkpoint)
+    lora_export       LoRA adapters on export: merged, or a PEFT adapter directory (`write_peft_adapter`)
     hf_checkpoint     reading HF directories tensor by tensor (pickles only behind a flag)
     safetensors_io    streaming safetensors reader/writer on numpy (bf16 via ml_dtypes)
     verify            logits comparison against transformers on a synthetic sample
@@ -14,9 +15,11 @@
     cli               `stvl convert {import,export,verify,inspect}`
 """
 
+from converters.lora_export import write_peft_adapter
 from converters.qwen_vl_config import from_hf_dict, to_hf_dict
 from converters.qwen_vl_io import export_hf, import_hf
 from converters.sam2_convert import export_sam2, import_sam2, read_sam2_hf
 
 # `verify` stays `converters.verify.verify`: re-exporting it here would shadow its module
-__all__ = ["export_hf", "export_sam2", "from_hf_dict", "import_hf", "import_sam2", "read_sam2_hf", "to_hf_dict"]
+__all__ = ["export_hf", "export_sam2", "from_hf_dict", "import_hf", "import_sam2", "read_sam2_hf", "to_hf_dict",
+           "write_peft_adapter"]

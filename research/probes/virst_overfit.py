@@ -3,7 +3,7 @@
     python -m research.probes.virst_overfit --data DIR --steps 100 [KEY=VALUE ...]
 
 Builds `VirstTrainer` from configs/train/virst_tiny.yaml with the given overrides (e.g. data.batch_size=1
-data.vlm_frames=4 data.seg_anchors=eval model.sam2_checkpoint=...), draws its first batch once and trains on
+data.vlm_frames=4 data.anchors=uniform model.sam2_checkpoint=...), draws its first batch once and trains on
 that batch only with the trainer's optimizer and loss. Every `--every` steps it prints the loss terms and, per
 frame of each row, the object-score logit (the masks are gated to NO_OBJ_SCORE where it is <= 0, which stops
 their gradient), the predicted and true mask areas and the hard Dice of the predicted mask (logits > 0) against
@@ -92,7 +92,7 @@ def main() -> int:
     args = p.parse_args()
 
     from stvl_jax.train.virst_config import load_virst_train_config
-    from stvl_jax.train.virst_step import batch_loss, train_anchor_frames
+    from stvl_jax.train.virst_step import batch_loss, forward_anchors
     from stvl_jax.train.virst_trainer import VirstTrainer
 
     cfg = load_virst_train_config(args.config, [f"data.dir={args.data}", f"out_dir={tempfile.mkdtemp()}",
@@ -102,8 +102,8 @@ def main() -> int:
     batch["dropout_key"][:] = 0  # one fixed batch, dropout keys too
     print(f"{len(batch['input_ids'])} expressions x {batch['masks'].shape[1]} frames; SAM2 click-prompt norm "
           f"{click_norm(tr.model()):.1f}")
-    tx, merge, template, loss_cfg, rule = tr.tx, tr.merge, tr.template, cfg.loss, cfg.data.seg_anchors
-    train_view = make_view(merge, template, train_anchor_frames(batch["masks"].shape[1], rule), False)
+    tx, merge, template, loss_cfg, rule = tr.tx, tr.merge, tr.template, cfg.loss, cfg.data.anchors
+    train_view = make_view(merge, template, forward_anchors(batch["masks"].shape[1], rule), False)
 
     @jax.jit
     def step(params, frozen, opt_state, batch):

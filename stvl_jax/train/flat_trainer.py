@@ -4,6 +4,7 @@ Orbax checkpoints with exact resume, metrics.jsonl + loss curve, the final weigh
 
 A subclass provides:
     group_of(path) -> group name          batch(i) -> host batch of optimizer step i (0-based)
+    trainable_groups(), extra_groups()    (optional: which groups train, beyond-`optim.groups` settings)
     loss_fn(model, batch) -> (loss, {metric: scalar})   (traced; `model` is the nnx model of the parameters)
     save_model(path) -> Path              data_state() / set_data_state(state) (optional: a data iterator's
                                           state, saved as JSON beside the arrays; None = batches are a pure
@@ -46,18 +47,22 @@ def group_by_rules(path: str, rules, what: str) -> str:
     raise ValueError(f"{what} parameter {path!r} belongs to no group {tuple(n for n, _ in rules)}")
 
 
-def make_group_optimizer(optim, total_steps: int, trainable_paths, group_of) -> optax.GradientTransformation:
+def make_group_optimizer(optim, total_steps: int, trainable_paths, group_of,
+                         extra=None) -> optax.GradientTransformation:
     """AdamW per group (peak lr `optim.groups.<g>.lr` or `optim.lr`; schedules from `optim.make_schedule`; no
     decay on biases / norms) after global-norm clipping. optim: lr, schedule, warmup_steps, min_lr_ratio,
-    weight_decay, max_grad_norm, groups."""
+    weight_decay, max_grad_norm, groups. extra: {group: settings with lr, weight_decay (None: optim's)} of groups
+    beyond `optim.groups` (e.g. LoRA adapters)."""
     labels = {p: group_of(p) for p in trainable_paths}
     mask = {p: decays(p) for p in trainable_paths}
     per_group = {}
     for g in set(labels.values()):
-        peak = getattr(optim.groups, g).lr or optim.lr
+        e = (extra or {}).get(g)
+        peak = (getattr(optim.groups, g).lr or optim.lr) if e is None else (optim.lr if e.lr is None else e.lr)
+        wd = optim.weight_decay if e is None or e.weight_decay is None else e.weight_decay
         parts = [optax.scale_by_adam()]
-        if optim.weight_decay:
-            parts.append(optax.add_decayed_weights(optim.weight_decay, mask=mask))
+        if wd:
+            parts.append(optax.add_decayed_weights(wd, mask=mask))
         parts.append(optax.scale_by_learning_rate(make_schedule(peak, total_steps, optim.warmup_steps,
                                                                 optim.schedule, optim.min_lr_ratio)))
         per_group[g] = optax.chain(*parts)
@@ -79,10 +84,11 @@ class FlatTrainer:
                              f"mesh {dict(self.mesh.shape)}")
         self.graphdef, state = nnx.split(model)
         self.abstract = {"/".join(map(str, k)): v for k, v in nnx.to_flat_state(state)}
-        groups = set(cfg.optim.groups.trainable())
+        groups = set(self.trainable_groups())
         flat = {k: v.get_value() for k, v in self.abstract.items()}
         self.trainable_paths = sorted(k for k in flat if self.group_of(k) in groups)
-        self.tx = make_group_optimizer(cfg.optim, cfg.steps, self.trainable_paths, self.group_of)
+        self.tx = make_group_optimizer(cfg.optim, cfg.steps, self.trainable_paths, self.group_of,
+                                       self.extra_groups())
         self.replicated = NamedSharding(self.mesh, PartitionSpec())
         self.batch_sharding = NamedSharding(self.mesh, PartitionSpec(self.mesh.axis_names))
         self.manager = ocp.CheckpointManager(os.path.abspath(cfg.checkpoint_dir), options=ocp.CheckpointManagerOptions(
@@ -93,6 +99,14 @@ class FlatTrainer:
     # ------------------------------------------------------------------------------------------ hooks
     def group_of(self, path: str) -> str:
         raise NotImplementedError
+
+    def trainable_groups(self) -> tuple[str, ...]:
+        """The groups that get gradients and optimizer state (default: `optim.groups`' trainable ones)."""
+        return self.cfg.optim.groups.trainable()
+
+    def extra_groups(self) -> dict:
+        """Optimizer settings (lr, weight_decay) of trainable groups beyond `optim.groups` (e.g. LoRA adapters)."""
+        return {}
 
     def loss_fn(self, model, batch):
         raise NotImplementedError

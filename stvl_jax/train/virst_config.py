@@ -6,15 +6,16 @@
                 starts from SAM2.1), tokenizer (an HF tokenizer directory; None: the project's tiny tokenizer),
                 checkpoint (optional: a VIRST checkpoint to start from instead of a fresh model)
     data:       a referring-segmentation set (`stvl data synth --export rvos`, or MeViS / Ref-YouTube-VOS / ReVOS
-                layouts), frames per sample (VLM / SAM2), fixed VLM size, prompt length, skip tolerance
+                layouts), frames per sample (VLM / SAM2), fixed VLM size, prompt length, skip tolerance, the
+                training anchors (VIRST's random ones, or the evaluation rule)
     optim:      AdamW, warmup + cosine/linear/constant, clipping; groups llm / image_encoder / decoder / prompter
     loss:       `virst_loss.VirstLossConfig` (VIRST's weights)
     mesh:       ('data', 'fsdp', 'tensor') sizes; the batch is split over all of them (data parallel)
     checkpoint: Orbax: every N steps, keep K, resume never | auto | required
-
-LoRA: TODO(lora) the generic `lora:` section of the Qwen-VL trainer config (being added separately) is the place
-to hook VIRST's LoRA on the LLM: a `lora: LoraConfig | None` field here, applied to `llm/...` in
-`VirstTrainer._initial_model`, with the adapters as their own trainable group.
+    lora:       optional, the Qwen-VL trainer's `lora:` section (`lora_config.LoRAConfig`) applied to the LLM, as
+                VIRST trains it: adapters (group `lora`) train, the LLM's base weights are frozen whatever
+                optim.groups.llm says, except the Qwen-VL groups of `lora.train_groups` (e.g. [embed] for the [SEG]
+                row; optim.groups.llm.lr); image_encoder / decoder / prompter train as optim.groups says
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import pydantic
 from stvl_jax.config_base import StrictConfig, load_config
 from stvl_jax.errors import ConfigError
 from stvl_jax.train.sam2_config import FlatRunConfig, Sam2GroupConfig, Sam2OptimConfig
+from stvl_jax.train.lora_config import LoRAConfig
 from stvl_jax.train.virst_loss import VirstLossConfig
 
 VIRST_GROUPS = ("llm", "image_encoder", "decoder", "prompter")
@@ -50,11 +52,13 @@ class VirstDataSection(StrictConfig):
     fps: float = pydantic.Field(default=1.0, gt=0)  # frame index / fps = the Qwen3-VL timestamp of a frame
     max_len: int = pydantic.Field(default=256, gt=0)  # prompt tokens (padded); longer prompts are skipped
     max_skip_fraction: float = pydantic.Field(default=0.1, ge=0, le=1)
-    # which SAM2 frames get the decoded [SEG] prompts in the training forward (virst_step.train_anchor_frames):
-    # "eval" = tdau.anchor_frames_for(seg_frames), the others tracked through SAM2's memory inside the forward
-    # (trains the memory the evaluation tracks with); "all" = every one, as VIRST's default training (its random
-    # keyframes are all conditioning frames; no memory attention in the step, which is then cheaper)
-    seg_anchors: Literal["eval", "all"] = "eval"
+    # the training forward's anchors (virst_step.batch_loss): "random" = VIRST's training rule (min(num_anchors,
+    # seg_frames) distinct frames per expression, drawn from (seed, step)), the other frames tracked through SAM2's
+    # memory inside the forward; "uniform" = the evaluation rule `tdau.anchor_frames_for(T)`, the rest tracked;
+    # "all" = every SAM2 frame gets its own decoded prompts, as VIRST's default training (`use_cond_frames` False:
+    # its keyframes are all conditioning frames; no memory attention in the step, which is then cheaper)
+    anchors: Literal["random", "uniform", "all"] = "random"
+    num_anchors: int = pydantic.Field(default=3, gt=0)  # random: VIRST `select_keyframes` takes min(3, T)
 
     @pydantic.model_validator(mode="after")
     def _frames(self):
@@ -89,6 +93,7 @@ class VirstTrainConfig(FlatRunConfig):
     data: VirstDataSection
     optim: VirstOptimConfig = VirstOptimConfig()
     loss: VirstLossConfig = VirstLossConfig()
+    lora: LoRAConfig | None = None  # adapters on the LLM (`lora_config.LoRAConfig`); absent: no LoRA
 
 
 def load_virst_train_config(path: str | Path, overrides=()) -> VirstTrainConfig:

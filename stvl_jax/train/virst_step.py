@@ -6,9 +6,9 @@ referred objects), `VirstModel.forward` in training mode:
     teacher-forced prompt (the answer with its Q [SEG] tokens in the input) -> LLM logits + [SEG] hidden states
     SegPrompter([SEG] hidden, SAM2 features of the T segmentation frames) -> per-frame prompts
     SAM2 inside the forward (`tdau.segment_with_anchors`, multimask off = VIRST's training order): the anchors
-    get the decoded prompts, other frames propagate through memory. anchors="eval" (default):
-    `tdau.anchor_frames_for(T)`, the rest tracked; "all": every SAM2 frame is an anchor, as VIRST's default
-    training (`use_cond_frames` False: its random keyframes are all conditioning frames, nothing tracked)
+    get the decoded prompts, other frames propagate through memory. Anchors: the batch's `anchor_frames` (VIRST's
+    random training anchors, `data.anchors=random`), every frame (`all`, VIRST's default training: its keyframes
+    are all conditioning frames, nothing tracked) or the evaluation rule `tdau.anchor_frames_for(T)` (`uniform`)
 
 and the loss is `virst_loss`: the LM cross-entropy over the answer tokens ([SEG] positions masked by the
 labels), summed over the batch and divided by its loss tokens, + the mask terms (BCE, Dice, IoU, object score)
@@ -25,6 +25,7 @@ batch (B leading; `virst_data.RvosSource.next_batch` + `dropout_key`):
     input_ids, attention_mask, labels (B, L) int32; position_ids (B, 3, L) int32
     pixel_values_videos (B, N, D) float32; sam2_pixel_values (B, T, 3, S, S) float32; masks (B, T, S, S) bool
     dropout_key (B, 2) uint32 (the SegPrompter's dropout; VIRST trains with dropout 0.1)
+    anchor_frames (B, A) int32, optional: each row's anchors (`tdau.train_anchor_frames`), traced
 """
 
 from __future__ import annotations
@@ -51,25 +52,27 @@ def vision_template(llm_config, grid_thw: np.ndarray) -> VisionInputs:
     return prepare_vision_inputs(llm_config, pixel_values_videos=rows, video_grid_thw=grid)
 
 
-def train_anchor_frames(seg_frames: int, rule: str) -> tuple[int, ...] | None:
-    """The anchors of the training forward: "all" = every SAM2 frame (VIRST's default training, its keyframes
-    are all conditioning frames), "eval" = None (`tdau.anchor_frames_for`, the rest tracked through memory)."""
-    if rule not in ("all", "eval"):
-        raise InputError(f"training anchor rule {rule!r}: expected 'all' or 'eval'")
+def forward_anchors(seg_frames: int, rule: str) -> tuple[int, ...] | None:
+    """The training forward's static anchors for the `data.anchors` rule: "all" = every SAM2 frame (VIRST's default
+    training: its keyframes are all conditioning frames); "random" / "uniform" = None (the batch's per-row
+    `anchor_frames` when it has them, else the evaluation rule `tdau.anchor_frames_for`)."""
+    if rule not in ("random", "uniform", "all"):
+        raise InputError(f"training anchor rule {rule!r}: expected 'random', 'uniform' or 'all'")
     return tuple(range(seg_frames)) if rule == "all" else None
 
 
-def batch_loss(model, batch: dict, template: VisionInputs, loss_cfg: VirstLossConfig, anchors: str = "eval"):
+def batch_loss(model, batch: dict, template: VisionInputs, loss_cfg: VirstLossConfig, rule: str = "random"):
     """-> (loss, metrics {"ce", "bce", "dice", "iou", "occ", "loss", "frames", "lm_tokens"}). Traceable.
-    anchors: `train_anchor_frames` rule."""
+    rule: the `data.anchors` rule (`forward_anchors`)."""
 
     template = jax.tree.map(jnp.asarray, template)  # host arrays -> constants of the traced program
-    anchor_frames = train_anchor_frames(batch["sam2_pixel_values"].shape[1], anchors)
+    every_frame = forward_anchors(batch["sam2_pixel_values"].shape[1], rule)
 
-    def one(pv, ids, mask, pos, labels, sam2_pix, masks, key):
+    def one(pv, ids, mask, pos, labels, sam2_pix, masks, key, anchors=None):
         vision = dataclasses.replace(template, pixel_values=pv.astype(jnp.float32))
         inputs = ModelInputs(ids[None], mask[None], pos[:, None], vision)
-        out = model.forward(inputs, sam2_pix, track=True, multimask=False, dropout_rng=key, anchors=anchor_frames)
+        out = model.forward(inputs, sam2_pix, track=True, multimask=False, dropout_rng=key,
+                            anchor_frames=every_frame if anchors is None else anchors)
         lm = lm_loss(out.logits, {"labels": labels[None]}, None)
         tr = out.tracking
         supervised = jnp.ones(masks.shape[:1], bool)[None]  # every segmentation frame has its ground truth
@@ -77,9 +80,11 @@ def batch_loss(model, batch: dict, template: VisionInputs, loss_cfg: VirstLossCo
                             supervised, loss_cfg)
         return lm.total, lm.tokens, parts
 
+    # the rows' own anchors (VIRST's random training anchors) when the batch has them, else the evaluation rule
+    anchors = (batch["anchor_frames"],) if "anchor_frames" in batch else ()
     totals, tokens, parts = jax.vmap(one)(
         batch["pixel_values_videos"], batch["input_ids"], batch["attention_mask"], batch["position_ids"],
-        batch["labels"], batch["sam2_pixel_values"], batch["masks"], batch["dropout_key"])
+        batch["labels"], batch["sam2_pixel_values"], batch["masks"], batch["dropout_key"], *anchors)
     n_tok = jnp.sum(tokens)
     ce = jnp.sum(totals) / jnp.maximum(n_tok, 1.0)
     count = jnp.sum(parts["count"])

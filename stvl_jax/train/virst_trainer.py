@@ -12,11 +12,18 @@ project's tiny one, written to `{out_dir}/tokenizer`) gets it added when missing
 Batches: the Grain rvos pipeline with VIRST's prompt (`virst_data`), repeated over the split; its iterator state
 is saved with every checkpoint, so a resumed run sees the batches an uninterrupted one would; skipped samples
 are counted (`data/skipped/<reason>` in metrics.jsonl, a line at the end; more than `data.max_skip_fraction`
-stops the run). Groups (`group_of`): llm / image_encoder (SAM2 Hiera + FPN) / decoder (SAM2 prompt encoder, mask
-decoder and memory) / prompter (SegPrompter, initial fusion); frozen ones get no gradient and no optimizer state.
-Loop, optimizer, mesh (data parallel, parameters replicated) and checkpoints: `flat_trainer.FlatTrainer`. The
-final weights are a VIRST checkpoint (`models.virst.checkpoint`, "stvl-jax/virst") in `{out_dir}/model`, with
-the tokenizer in `{out_dir}/model/tokenizer`.
+stops the run). Each row also gets its training anchors (`data.anchors=random`, VIRST's rule
+`tdau.train_anchor_frames`: 3 distinct random frames, a function of (seed, step); `uniform`: the evaluation rule).
+Groups (`group_of`): llm / image_encoder (SAM2 Hiera + FPN) / decoder (SAM2 prompt encoder, mask decoder and
+memory) / prompter (SegPrompter, initial fusion); frozen ones get no gradient and no optimizer state. With
+`lora:` (`lora_config.LoRAConfig`, the Qwen-VL trainer's section) adapters are attached to `model.llm`
+(`nn.lora.add_lora`) and train as group `lora`; the LLM's base weights are frozen (group `llm_base`) except the
+Qwen-VL groups of `lora.train_groups`, which train as group `llm`.
+Loop, optimizer, mesh (data parallel, parameters replicated) and checkpoints (adapters included):
+`flat_trainer.FlatTrainer`. The final weights are a VIRST checkpoint (`models.virst.checkpoint`, "stvl-jax/virst")
+in `{out_dir}/model`, adapters merged into their kernels, with the tokenizer in `{out_dir}/model/tokenizer`;
+with `lora.modules=llm` the adapters are also written as a PEFT adapter directory `{out_dir}/lora_adapter`
+(transformers' Qwen-VL module names) for the base LLM.
 """
 
 from __future__ import annotations
@@ -26,12 +33,16 @@ import re
 import shutil
 from pathlib import Path
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
 from stvl_jax.errors import CheckpointError, ConfigError, InputError
+from stvl_jax.nn.lora import is_adapter
 from stvl_jax.sharding import make_mesh
 from stvl_jax.train.flat_trainer import FlatTrainer, group_by_rules
+from stvl_jax.train.param_groups import LORA_GROUP
+from stvl_jax.train.param_groups import group_of as qwen_group_of
 from stvl_jax.train.skips import check_fraction
 from stvl_jax.train.virst_config import VirstTrainConfig, resolve_virst_model
 
@@ -39,10 +50,18 @@ _RULES = (("llm", re.compile(r"^llm/")),
           ("image_encoder", re.compile(r"^sam2/image/vision_encoder/")),
           ("decoder", re.compile(r"^sam2/")),
           ("prompter", re.compile(r"^(seg_prompter|initial_fusion)/")))
+LLM_BASE = "llm_base"  # with LoRA: the LLM's base weights outside lora.train_groups (never trained)
+PEFT_DIR = "lora_adapter"  # {out_dir}/lora_adapter: the LLM's adapters as a PEFT directory (lora.modules=llm)
 
 
-def group_of(path: str) -> str:
-    """The VIRST group of a parameter path, e.g. 'seg_prompter/layers/...' -> 'prompter'."""
+def group_of(path: str, lora=None) -> str:
+    """The VIRST group of a parameter path, e.g. 'seg_prompter/layers/...' -> 'prompter'. With `lora` (a
+    LoRAConfig): the LLM's adapters -> 'lora'; its base weights -> 'llm' when their Qwen-VL group is in
+    `lora.train_groups` (PEFT's modules_to_save), else 'llm_base' (never trained)."""
+    if lora is not None and path.startswith("llm/"):
+        if is_adapter(path):
+            return LORA_GROUP
+        return "llm" if qwen_group_of(path[len("llm/"):]) in lora.train_groups else LLM_BASE
     return group_by_rules(path, _RULES, "VIRST")
 
 
@@ -106,7 +125,20 @@ class VirstTrainer(FlatTrainer):
         self.setup(cfg, model, mesh if mesh is not None else make_mesh(cfg.mesh.shape()))
 
     def group_of(self, path: str) -> str:
-        return group_of(path)
+        return group_of(path, self.cfg.lora)
+
+    def trainable_groups(self) -> tuple[str, ...]:
+        groups = self.cfg.optim.groups.trainable()
+        lora = self.cfg.lora
+        if lora is None:
+            return groups
+        return (LORA_GROUP, *(("llm",) if lora.train_groups else ()), *(g for g in groups if g != "llm"))
+
+    def extra_groups(self) -> dict:
+        from stvl_jax.train.config import GroupConfig
+
+        lora = self.cfg.lora
+        return {} if lora is None else {LORA_GROUP: GroupConfig(lr=lora.lr, weight_decay=lora.weight_decay)}
 
     def _initial_model(self):
         m = self.cfg.model
@@ -124,25 +156,48 @@ class VirstTrainer(FlatTrainer):
             model = VirstModel(resolve_virst_model(m), rngs=nnx.Rngs(self.cfg.seed))
         if m.sam2_checkpoint is not None:
             load_sam2_into(model, m.sam2_checkpoint)
-        # TODO(lora): apply the Qwen-VL trainer's generic `lora:` section to model.llm here (see virst_config)
+        if self.cfg.lora is not None:
+            from flax import nnx
+
+            from stvl_jax.nn.lora import add_lora
+
+            # fresh adapters (B = 0: step 0 is the base model) from their own stream of the run's seed
+            key = jax.random.fold_in(jax.random.key(self.cfg.seed), 1)
+            add_lora(model.llm, self.cfg.lora.spec(), nnx.Rngs(key))
         return model
 
     # ------------------------------------------------------------------------------------------ step
     def step_key(self) -> tuple:
         d = self.cfg.data
-        return (self.cfg.loss.model_dump_json(), d.vlm_frames, tuple(d.vlm_size), d.seg_anchors)
+        lora = None if self.cfg.lora is None else self.cfg.lora.model_dump_json()  # adapters' lr, dropout
+        return (self.cfg.loss.model_dump_json(), d.vlm_frames, tuple(d.vlm_size), d.anchors, lora)
 
     def loss_fn(self, model, batch):
         from stvl_jax.train.virst_step import batch_loss
 
-        return batch_loss(model, batch, self.template, self.cfg.loss, self.cfg.data.seg_anchors)
+        lora = self.cfg.lora
+        if lora is not None and lora.dropout > 0:
+            from stvl_jax.nn.lora import set_dropout_keys
+
+            # one key per step (row 0's, folded apart from the SegPrompter's use of it): the rows are vmapped over
+            # one model, so the expressions of a step share the adapters' dropout masks
+            set_dropout_keys(model.llm, jax.random.fold_in(batch["dropout_key"][0], 1))
+        return batch_loss(model, batch, self.template, self.cfg.loss, self.cfg.data.anchors)
 
     def batch(self, i: int) -> dict:
-        """The next batch of the pipeline + per-row dropout keys (a function of (seed, i))."""
+        """The next batch of the pipeline + per-row dropout keys and, with data.anchors=random, per-row training
+        anchors (`tdau.train_anchor_frames`), both a function of (seed, i)."""
         out = self.source.next_batch()
         check_fraction(self.source.skips(), self.cfg.data.max_skip_fraction)
         rng = np.random.default_rng([self.cfg.seed, i])
-        out["dropout_key"] = rng.integers(0, 2**32, size=(len(out["input_ids"]), 2), dtype=np.uint32)
+        rows = len(out["input_ids"])
+        out["dropout_key"] = rng.integers(0, 2**32, size=(rows, 2), dtype=np.uint32)
+        if self.cfg.data.anchors == "random":
+            from stvl_jax.models.virst.tdau import train_anchor_frames
+
+            t = out["masks"].shape[1]
+            out["anchor_frames"] = np.array([train_anchor_frames(t, rng, self.cfg.data.num_anchors)
+                                             for _ in range(rows)], np.int32)
         return out
 
     def data_state(self) -> dict:
@@ -160,12 +215,38 @@ class VirstTrainer(FlatTrainer):
     def save_model(self, path: str | Path) -> Path:
         from stvl_jax.models.virst.checkpoint import save_model
 
-        model = self.model()
+        model = self.model() if self.cfg.lora is None else self.merged_model()
         model.sam2_preprocessing = self.sam2_preprocessing
         out = save_model(model, path, source={"kind": "stvl-jax", "trained": self.cfg.name}, overwrite=True)
         # the tokenizer with its [SEG] travels with the checkpoint (CKPT/tokenizer, where inference looks)
         shutil.copytree(self.tokenizer_dir, Path(out) / "tokenizer", dirs_exist_ok=True)
+        if self.cfg.lora is not None and self.cfg.lora.modules == "llm":  # the ViT's fused qkv has no PEFT form
+            self.write_peft_adapter(Path(out).parent / PEFT_DIR)
         return out
+
+    def merged_model(self):
+        """The trained VirstModel with every adapter folded into its kernel (W + alpha / r * A B,
+        `nn.lora.merge_flat`): the plain architecture, what `load_model`, `stvl eval rvos` and `stvl segment` read."""
+        from stvl_jax.models.virst.model import abstract_virst_model
+        from stvl_jax.nn.lora import merge_flat
+        from stvl_jax.nn.params import flat_params
+
+        merged = merge_flat(self.flat_params(), self.cfg.lora.spec().scale)
+        model = abstract_virst_model(self.model_config, preprocessing=self.model().llm.preprocessing)
+        for k, var in flat_params(model).items():
+            var.set_value(jnp.asarray(merged[k]))
+        return model
+
+    def write_peft_adapter(self, out_dir: Path) -> list[str]:
+        """The LLM's adapters as a PEFT adapter directory (`converters.write_peft_adapter`, transformers' Qwen-VL
+        module names), for the base LLM the run started from (its weights are frozen unless lora.train_groups)."""
+        from converters import write_peft_adapter
+
+        flat = self.flat_params()
+        llm = {k[len("llm/"):]: v for k, v in flat.items() if k.startswith("llm/")}
+        return write_peft_adapter(out_dir, self.model_config.llm, self.cfg.lora.spec(),
+                                  {k: (np.shape(v),) for k, v in llm.items()}, llm.__getitem__, base_model=None,
+                                  overwrite=True)
 
 
 def load_sam2_into(model, path: str) -> None:

@@ -86,14 +86,16 @@ class VirstModel(nnx.Module):
     def forward(self, inputs: ModelInputs, pixel_values: jax.Array, *, track: bool = True,
                 multimask: bool | None = None, compute_logits: bool = True,
                 dropout_rng: jax.Array | None = None, features: tuple[jax.Array, ...] | None = None,
-                anchors: tuple[int, ...] | None = None) -> VirstOutput:
+                anchor_frames: tuple[int, ...] | jax.Array | None = None) -> VirstOutput:
         """inputs: the LM rows about one video (B = objects); pixel_values (T_seg, 3, S, S) SAM2-preprocessed
         frames of that video. track: run `tdau.segment_with_anchors` on the anchor prompts (multimask: None =
         the config's `anchors.multimask_eval`). features: those frames' SAM2 image features
         (`sam2.tracker_step.frame_features`: feat_s0, feat_s1, top, top_pos, each (T_seg, ...)) when the caller
         already encoded them (the predictor encodes every video frame once); None encodes pixel_values here.
-        anchors (static): the frames that get the decoded prompts (None: the evaluation rule
-        `tdau.anchor_frames_for(T_seg)`; VIRST's default training prompts every frame)."""
+        anchor_frames: the frames that get the decoded prompts: None = the evaluation rule
+        (`tdau.anchor_frames_for(T_seg)`, static); a tuple (static; e.g. every frame, as VIRST's default training);
+        or a (A,) int array (traceable: VIRST's random training anchors, `tdau.train_anchor_frames`; training order
+        only, `out.anchor_frames` is then ())."""
         cfg = self.config
         t = pixel_values.shape[0]
         if pixel_values.ndim != 4 or t > cfg.anchors.max_seg_frames:
@@ -115,12 +117,17 @@ class VirstModel(nnx.Module):
         seg_hidden = gather_rows(hidden, pos)
         prompts, scores = self.seg_prompter(seg_hidden, top, valid, dropout_rng=dropout_rng)
         tdau = _tdau()
-        anchors = tuple(int(a) for a in (tdau.anchor_frames_for(t) if anchors is None else anchors))
-        anchor_prompts = prompts[:, jnp.asarray(anchors)]
+        if anchor_frames is None:
+            anchor_frames = tdau.anchor_frames_for(t)
+        if isinstance(anchor_frames, jax.Array):
+            anchors, track_anchors = (), anchor_frames.astype(jnp.int32)
+        else:
+            anchors = track_anchors = tuple(int(a) for a in anchor_frames)
+        anchor_prompts = prompts[:, jnp.asarray(track_anchors)]
         tracking = None
         if track:
             mm = cfg.anchors.multimask_eval if multimask is None else multimask
-            tracking = tdau.segment_with_anchors(self.sam2, pixel_values, anchors, anchor_prompts, multimask=mm,
+            tracking = tdau.segment_with_anchors(self.sam2, pixel_values, track_anchors, anchor_prompts, multimask=mm,
                                                  features=tuple(features))
         return VirstOutput(logits, seg_hidden, valid, prompts, scores, anchor_prompts, anchors, tracking)
 

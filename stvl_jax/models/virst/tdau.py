@@ -1,7 +1,9 @@
 """VIRST's anchors and TDAU (temporal dynamic anchor updater) on the Flax SAM2: decoded [SEG] prompts on anchor
-frames, SAM2 memory propagation over every frame. Pure, jittable (anchor frames static), differentiable.
+frames, SAM2 memory propagation over every frame. Pure, jittable (anchor frames static, or traced in training),
+differentiable.
 
     anchors = anchor_frames_for(T)                       # round(linspace(0, T - 1, max(1, T // 4)))
+    anchors = train_anchor_frames(T, rng)                # training: sorted(randperm(T)[:min(3, T)])
     out = segment_with_anchors(sam2, pixel_values, anchors, prompts, multimask=not training)
     pixel_values (T, 3, S, S) SAM2-preprocessed; prompts (N_obj, A, Q, hidden) (A = len(anchors))
     out.low_res_logits (N_obj, T, 4e, 4e); out.iou (N_obj, T); out.object_score_logits (N_obj, T)
@@ -35,10 +37,12 @@ where the code and the paper's wording differ, this follows the code:
   binarize_mask_from_pts_for_mem_enc off), + the occlusion embedding where the object is absent; stored in
   bf16 at evaluation (`maskmem_features.to(torch.bfloat16)`), fp32 in training (`bank_dtype`).
 - frames: VIRST evaluates on the whole video (anchors mapped to video frame ids) and trains on its selected
-  frames only, indices local to that subset: by default (`use_cond_frames` False) its 3 random keyframes, ALL
-  of them anchors (`cond_frames = arange(T)`: each gets its own decoded prompts, nothing is tracked); with
-  `use_cond_frames` the keyframes + propagation frames around them. The caller passes those frames and picks
-  the anchors (`anchor_frames_for` is the evaluation rule).
+  frames only, indices local to that subset: 3 random keyframes (`train_anchor_frames`, VIRST's
+  `select_keyframes`); by default (`use_cond_frames` False) ALL of them anchors (`cond_frames = arange(T)`: each
+  gets its own decoded prompts, nothing is tracked); with `use_cond_frames` the keyframes + propagation frames
+  around them. The caller passes the frames and picks the anchors (`anchor_frames_for` is the evaluation rule).
+  Training anchors may be a traced (A,) array, so a new draw per step reuses one compiled program; evaluation
+  anchors are static.
 - not modelled: the memory-attention dropout of VIRST's training forward.
 """
 
@@ -56,6 +60,7 @@ from stvl_jax.models.sam2.position import sine_2d
 from stvl_jax.models.sam2.tracker_step import NO_OBJ_SCORE, frame_features
 
 MAX_ANCHORS_IN_ATTN = 3  # VIRST `max_cond_frames_in_attn` (utils/argument.py)
+TRAIN_ANCHORS = 3  # VIRST `select_keyframes` in training: num_cond = min(3, T) (model/VIRST.py)
 
 
 @jax.tree_util.register_dataclass
@@ -84,6 +89,26 @@ def anchor_frames_for(t_seg: int) -> tuple[int, ...]:
     vals = np.where(i < n // 2, start + step * i.astype(np.float32),
                     end - step * (n - 1 - i).astype(np.float32)).astype(np.float32)
     return tuple(int(v) for v in np.round(vals))
+
+
+def train_anchor_frames(t_seg: int, rng: np.random.Generator, count: int = TRAIN_ANCHORS) -> tuple[int, ...]:
+    """VIRST's training anchors (`select_keyframes(is_evaluation=False)`): min(count, T) distinct frames drawn
+    uniformly (upstream `torch.randperm(T)[:3]`, here `rng.permutation(T)`), sorted; (0,) for one frame."""
+    if t_seg < 1 or count < 1:
+        raise InputError(f"train_anchor_frames: t_seg {t_seg} and count {count} must be >= 1")
+    if t_seg == 1:
+        return (0,)
+    return tuple(sorted(int(f) for f in rng.permutation(t_seg)[:min(count, t_seg)]))
+
+
+def training_order(num_frames: int, anchor_frames) -> jax.Array:
+    """`processing_order(training=True)` for anchors given as a (A,) int array (traced: a new draw per step,
+    one compiled program) -> (2, num_frames) int32: frames in order, their anchor index or -1."""
+    a = jnp.asarray(anchor_frames, jnp.int32)
+    f = jnp.arange(num_frames, dtype=jnp.int32)
+    frames = jnp.argsort(jnp.where(f == a[0], -1, f)).astype(jnp.int32)  # the first anchor, then time order
+    hit = frames[:, None] == a[None, :]
+    return jnp.stack([frames, jnp.where(hit.any(-1), jnp.argmax(hit, -1), -1).astype(jnp.int32)])
 
 
 def processing_order(num_frames: int, anchor_frames: tuple[int, ...], *, training: bool) -> np.ndarray:
@@ -129,7 +154,11 @@ def _check(cfg, pixel_values, anchor_frames, anchor_prompts) -> None:
         raise InputError(f"pixel_values has shape {tuple(pixel_values.shape)}; expected (frames, 3, {s}, {s})")
     t = pixel_values.shape[0]
     a = anchor_frames
-    if not a or any(not isinstance(f, (int, np.integer)) for f in a) or list(a) != sorted(set(a)) \
+    if isinstance(a, jax.Array):  # traced values: the host drew them (`train_anchor_frames`)
+        if a.ndim != 1 or not a.shape[0] or not jnp.issubdtype(a.dtype, jnp.integer):
+            raise InputError(f"anchor_frames is a {a.dtype} array of shape {tuple(a.shape)}; expected (anchors,) "
+                             f"integer frame indices")
+    elif not a or any(not isinstance(f, (int, np.integer)) for f in a) or list(a) != sorted(set(a)) \
             or a[0] < 0 or a[-1] >= t:
         raise InputError(f"anchor_frames {a} must be strictly increasing frame indices within the {t} frames")
     if anchor_prompts.ndim != 4 or anchor_prompts.shape[1] != len(a) or anchor_prompts.shape[3] != d:
@@ -195,29 +224,33 @@ def _object_pass(model, feats, pos_table, prompts, order, *, kind: str, multimas
     return jax.lax.scan(step, bank, jnp.asarray(order.T))
 
 
-def segment_with_anchors(sam2, pixel_values: jax.Array, anchor_frames: tuple[int, ...], anchor_prompts: jax.Array,
-                         *, multimask: bool, training: bool | None = None, bank_dtype=None,
+def segment_with_anchors(sam2, pixel_values: jax.Array, anchor_frames: tuple[int, ...] | jax.Array,
+                         anchor_prompts: jax.Array, *, multimask: bool, training: bool | None = None, bank_dtype=None,
                          max_anchors_in_attn: int = MAX_ANCHORS_IN_ATTN,
                          features: tuple[jax.Array, ...] | None = None) -> TdauOutput:
     """VIRST's segmentation of every frame from anchor prompts (module docstring). sam2: a `Sam2VideoModel`;
-    pixel_values (T, 3, S, S) float32; anchor_frames static, strictly increasing; anchor_prompts (N_obj, A, Q,
-    hidden). multimask: VIRST's evaluation (True) or training (False) forward; training (default: not
-    multimask, VIRST's coupling) picks the order, the pointer rule and the decoder's training mode; bank_dtype
-    (default bf16 at evaluation, fp32 in training). features: the frames' `tracker_step.frame_features`
-    (feat_s0, feat_s1, top, top_pos), each (T, ...), when the caller already ran the image encoder (VirstModel
-    does); None computes them here."""
+    pixel_values (T, 3, S, S) float32; anchor_frames static, strictly increasing (training only: or a (A,) int
+    array of such frames, traced); anchor_prompts (N_obj, A, Q, hidden). multimask: VIRST's evaluation (True) or
+    training (False) forward; training (default: not multimask, VIRST's coupling) picks the order, the pointer
+    rule and the decoder's training mode; bank_dtype (default bf16 at evaluation, fp32 in training). features:
+    the frames' `tracker_step.frame_features` (feat_s0, feat_s1, top, top_pos), each (T, ...), when the caller
+    already ran the image encoder (VirstModel does); None computes them here."""
     cfg = sam2.config
-    anchor_frames = tuple(anchor_frames)
+    dynamic = isinstance(anchor_frames, jax.Array)
+    anchor_frames = anchor_frames if dynamic else tuple(anchor_frames)
     _check(cfg, pixel_values, anchor_frames, anchor_prompts)
-    anchor_frames = tuple(int(f) for f in anchor_frames)
     training = (not multimask) if training is None else training
+    if dynamic and not training:
+        raise InputError("segment_with_anchors: anchor_frames as an array need the training order (training=True); "
+                         "evaluation anchors are a static tuple")
+    anchor_frames = anchor_frames if dynamic else tuple(int(f) for f in anchor_frames)
     bank_dtype = (jnp.float32 if training else jnp.bfloat16) if bank_dtype is None else bank_dtype
     t, a = pixel_values.shape[0], len(anchor_frames)
     e, m = cfg.embedding_size, cfg.memory_bank.mem_dim
     feats = frame_features(sam2, pixel_values) if features is None else tuple(features)
     pos_table = jnp.asarray(sine_2d(e, e, m).reshape(e * e, m), feats[2].dtype)
     bank = MemoryBank.empty(t, e * e, m, cfg.memory_bank.hidden_dim, dtype=bank_dtype)
-    order = processing_order(t, anchor_frames, training=training)
+    order = training_order(t, anchor_frames) if dynamic else processing_order(t, anchor_frames, training=training)
     kw = dict(multimask=multimask, training=training, num_frames=t, cond_capacity=a, max_anchors=max_anchors_in_attn)
 
     def one_object(prompts):
@@ -232,7 +265,7 @@ def segment_with_anchors(sam2, pixel_values: jax.Array, anchor_frames: tuple[int
                 _, rest = _object_pass(sam2, feats, pos_table, prompts, order[:, a:], kind="track", bank=b, **kw)
                 outs = jax.tree.map(lambda x, y: jnp.concatenate([x, y]), first, rest)
         low, iou, obj, _ = outs
-        inv = np.argsort(order[0])  # slots -> frame order (static)
+        inv = jnp.argsort(order[0]) if dynamic else np.argsort(order[0])  # slots -> frame order
         return low[inv], iou[inv], obj[inv]
 
     low, iou, obj = jax.vmap(one_object)(anchor_prompts)

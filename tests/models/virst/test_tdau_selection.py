@@ -1,5 +1,6 @@
 """VIRST's anchors and memory selection, against hand-built cases: anchor_frames_for == upstream's torch
-expression; the processing orders; which anchors, FIFO frames (temporal-embedding rows) and object pointers
+expression; the training anchors (upstream `select_keyframes(is_evaluation=False)`: sorted randperm(T)[:3]); the
+processing orders (static and traced); which anchors, FIFO frames (temporal-embedding rows) and object pointers
 (temporal offsets) a frame attends to (Meta's rule with 3 anchors in attention, as VIRST runs it); one-line
 errors for bad inputs."""
 
@@ -11,7 +12,8 @@ import pytest
 from stvl_jax.errors import InputError
 from stvl_jax.models.sam2.memory_bank import MemoryBank, select_memory_frames
 from stvl_jax.models.sam2.memory_config import MemoryBankConfig
-from stvl_jax.models.virst.tdau import anchor_frames_for, memory_schedule, processing_order, segment_with_anchors
+from stvl_jax.models.virst.tdau import (anchor_frames_for, memory_schedule, processing_order, segment_with_anchors,
+                                        train_anchor_frames, training_order)
 
 VIRST_BANK = MemoryBankConfig()  # num_maskmem 7, max_object_pointers_in_encoder 16 (SAM2.1, as VIRST)
 
@@ -123,3 +125,55 @@ def test_bad_inputs_are_one_line(frames, anchors, prompts, match):
         segment_with_anchors(_Model(), np.zeros(frames, np.float32), anchors, np.zeros(prompts, np.float32),
                              multimask=True)
     assert "\n" not in str(e.value)
+
+
+class _Perm:
+    """An rng whose permutation is written out: upstream's randperm(10) = [7, 2, 9, 0, ...]."""
+
+    def permutation(self, n):
+        return np.array([7, 2, 9, 0, 1, 3, 4, 5, 6, 8])[:n] if n == 10 else np.arange(n)[::-1]
+
+
+def test_training_anchors_by_hand():
+    assert train_anchor_frames(10, _Perm()) == (2, 7, 9)  # the first 3 of the permutation, sorted
+    assert train_anchor_frames(10, _Perm(), count=2) == (2, 7)
+    assert train_anchor_frames(10, _Perm(), count=20) == tuple(range(10))  # min(count, T): every frame
+    assert train_anchor_frames(3, _Perm()) == (0, 1, 2) and train_anchor_frames(2, _Perm()) == (0, 1)
+    assert train_anchor_frames(1, _Perm()) == (0,)  # upstream's T == 1 branch
+    with pytest.raises(InputError, match="t_seg 0"):
+        train_anchor_frames(0, _Perm())
+
+
+def test_training_anchors_are_seeded_and_uniform():
+    draws = [train_anchor_frames(4, np.random.default_rng([0, step])) for step in range(2000)]
+    assert draws == [train_anchor_frames(4, np.random.default_rng([0, step])) for step in range(2000)]
+    assert draws[:40] != [train_anchor_frames(4, np.random.default_rng([1, step])) for step in range(40)]
+    # 3 of 4 frames: each of the C(4, 3) = 4 subsets (each missing one frame) has probability 1/4
+    assert all(len(d) == 3 and len(set(d)) == 3 and list(d) == sorted(d) for d in draws)
+    missing = np.bincount([6 - sum(d) for d in draws], minlength=4) / len(draws)
+    np.testing.assert_allclose(missing, 0.25, atol=0.04)
+
+
+@pytest.mark.parametrize("t, anchors, frames, index", [
+    (6, (1, 4), [1, 0, 2, 3, 4, 5], [0, -1, -1, -1, 1, -1]),  # = processing_order(6, (1, 4), training=True)
+    (6, (2, 5), [2, 0, 1, 3, 4, 5], [0, -1, -1, -1, -1, 1]),
+    (5, (0, 3, 4), [0, 1, 2, 3, 4], [0, -1, -1, 1, 2]),
+    (4, (3,), [3, 0, 1, 2], [0, -1, -1, -1]),
+])
+def test_training_order_of_traced_anchors_by_hand(t, anchors, frames, index):
+    import jax
+    import jax.numpy as jnp
+
+    got = np.asarray(jax.jit(training_order, static_argnums=0)(t, jnp.asarray(anchors, jnp.int32)))
+    assert got[0].tolist() == frames and got[1].tolist() == index
+
+
+def test_traced_anchors_are_training_only_and_one_line():
+    import jax.numpy as jnp
+
+    pixels, prompts = np.zeros((4, 3, 64, 64), np.float32), np.zeros((1, 2, 2, 128), np.float32)
+    with pytest.raises(InputError, match="training order") as e:
+        segment_with_anchors(_Model(), pixels, jnp.asarray([0, 2]), prompts, multimask=True)
+    assert "\n" not in str(e.value)
+    with pytest.raises(InputError, match=r"expected \(anchors,\) integer"):
+        segment_with_anchors(_Model(), pixels, jnp.asarray([[0, 2]]), prompts, multimask=False)

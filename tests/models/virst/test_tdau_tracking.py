@@ -2,7 +2,7 @@
 transformers), driven by hand in VIRST's order: anchors prompted with a box's sparse embeddings are the box
 prompt itself, so both must give the same masks (fp32 banks, 1e-4). With at most 3 anchors every anchor is
 selected and Meta's pointer rule (VIRST) equals transformers' (the step's). Plus: gradients reach every anchor's
-prompts through the training forward."""
+prompts through the training forward; with traced anchors (VIRST's random training ones) it is the same."""
 
 from __future__ import annotations
 
@@ -154,3 +154,17 @@ def test_the_tiny_recipe_evaluates_the_mask_its_training_trains():
     assert float(trained.object_score_logits[0, first]) > 0, "object absent: both masks would be NO_OBJ_SCORE"
     np.testing.assert_allclose(np.asarray(evaluated[0][first]), np.asarray(trained.low_res_logits[0, first]),
                                atol=TOL, rtol=0)
+
+
+@pytest.mark.slow  # ~1-2 min: the reference step and the forward compile
+def test_traced_training_anchors_equal_the_tracker_step():
+    """VIRST's random training anchors arrive as a traced array (one program for every draw): same masks as the
+    tracker step driven in the training order by hand."""
+    model = tiny_model(0, stability=False, multimask_output_in_sam=False)
+    pixels = _pixels()
+    ref_low, ref_obj = _reference(model, pixels, training=True)
+    graphdef, state = nnx.split(model)
+    run = jax.jit(lambda s, p, anchors, a: segment_with_anchors(nnx.merge(graphdef, s), p, anchors, a,
+                                                                multimask=False))
+    got = run(state, jnp.asarray(pixels), jnp.asarray(ANCHORS, jnp.int32), _box_sparse(model))
+    _check_same(got, ref_low, ref_obj)
