@@ -8,13 +8,12 @@ weights, fp32, jitted, calls interleaved; min and median ms. Run one-threaded fo
 
 from __future__ import annotations
 
-import time
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from benchmarks.common import interleaved
 from benchmarks.sam2_tracking import hf_video_config
 from stvl_jax.models.sam2.memory_attention import MemoryAttention
 from stvl_jax.models.sam2.memory_encoder import MemoryEncoder
@@ -51,12 +50,7 @@ def main(reps: int = 15) -> None:
     for k in outs:
         if "unrolled" in k:
             print(f"max |unrolled - scanned| {k}: {np.abs(outs[k] - outs[k.replace('unrolled', 'scanned')]).max():.1e}")
-    times = {k: [] for k in fns}
-    for _ in range(reps):
-        for k, fn in fns.items():
-            t = time.perf_counter()
-            fn()
-            times[k].append(time.perf_counter() - t)
+    times = interleaved(fns, reps=reps, warmup=0)  # outs above were the warm-up
     for k, ts in times.items():
         print(f"{k:42} min {1e3 * min(ts):7.1f} ms  median {1e3 * float(np.median(ts)):7.1f} ms")
 
