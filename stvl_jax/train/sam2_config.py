@@ -52,6 +52,8 @@ class Sam2DataSection(StrictConfig):
     frame_stride: int = pydantic.Field(default=2, gt=0)
     max_objects: int = pydantic.Field(default=3, gt=0)  # object slots per clip (a random subset, SAM2: 3)
     prompts: Sam2PromptSection = Sam2PromptSection()
+    # also decode every visible (object, frame) from a box without memory: SAM2's image batches (`image_term`)
+    image_frames: bool = False
 
 
 class Sam2GroupConfig(StrictConfig):

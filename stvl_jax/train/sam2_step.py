@@ -20,6 +20,11 @@ summed over frames and objects, divided by the number of objects (SAM2's normali
 are left out: their output is the prompt itself, a constant with no gradient. Not modelled (yet): SAM2's
 correction clicks on conditioning frames and memory-attention dropout.
 
+Image term (optional, `data.image_frames`): SAM2 trains on image batches beside video ones; here every frame
+where an object is visible is also decoded from a noisy box without memory (`image_term`), which gives the
+prompt path T times the supervision of the one or two prompted frames per object (the tiny from-scratch model
+otherwise learns to ignore the box: research/notes/sam2_learnability.md).
+
     batch = clip_batch(samples, preprocessing)                 # host numpy, fixed shapes
     loss, metrics = clip_loss(model, batch, Sam2LossConfig(), cond_capacity=2)
 """
@@ -30,6 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from data_pipelines.vos.prompts import BOX_BOTTOM_RIGHT, BOX_TOP_LEFT, box_prompt
 from stvl_jax.models.sam2.host.preprocess import Sam2PreprocessConfig, preprocess_frames, resize_bilinear_antialias
 from stvl_jax.models.sam2.memory_bank import MemoryBank, condition_on_memory
 from stvl_jax.models.sam2.position import sine_2d
@@ -68,16 +74,32 @@ def _resize_masks(masks: np.ndarray, size: int) -> np.ndarray:
     return (resize_bilinear_antialias(x, size, size)[..., 0] >= 128).reshape(*lead, size, size)
 
 
-def clip_batch(samples: list[dict[str, np.ndarray]], pre: Sam2PreprocessConfig) -> dict[str, np.ndarray]:
+def image_boxes(masks: np.ndarray, valid: np.ndarray, rng: np.random.Generator, scale: np.ndarray,
+                noise: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
+    """masks (O, T, H, W) bool, valid (O,) -> (boxes (O, T, 2, 2) f32 as corner points in model-input pixels,
+    present (O, T) bool): a noisy box (`box_prompt`, SAM2's `sample_box_points`) on every frame where the object
+    is visible, for the image term of `clip_loss`."""
+    o, t = masks.shape[:2]
+    boxes, present = np.zeros((o, t, 2, 2), np.float32), masks.any((2, 3)) & valid[:, None]
+    for i, k in zip(*np.nonzero(present)):
+        boxes[i, k] = box_prompt(masks[i, k], rng, noise).reshape(2, 2) * scale
+    return boxes, present
+
+
+def clip_batch(samples: list[dict[str, np.ndarray]], pre: Sam2PreprocessConfig,
+               image_rng: np.random.Generator | None = None) -> dict[str, np.ndarray]:
     """`data_pipelines.vos.clip_arrays` dicts (with frames, same shapes) -> the model-input batch (B leading):
 
     pixel_values (B, T, 3, S, S) f32   gt (B, O, T, S, S) f32      object_valid (B, O) bool
     cond (B, O, T) bool                points (B, O, T, P, 2) f32 model-input pixels; labels (B, O, T, P) i32
     mask_inputs (B, O, T, S, S) f32    has_mask (B, O, T) bool      order, active (B, O, T) (`processing_order`)
+
+    With `image_rng`, also the image term's `image_boxes` (B, O, T, 2, 2) and `image_present` (B, O, T).
     """
     s = pre.image_size
-    out: dict[str, list] = {k: [] for k in ("pixel_values", "gt", "object_valid", "cond", "points", "labels",
-                                            "mask_inputs", "has_mask", "order", "active")}
+    keys = ("pixel_values", "gt", "object_valid", "cond", "points", "labels", "mask_inputs", "has_mask", "order",
+            "active", *(("image_boxes", "image_present") if image_rng is not None else ()))
+    out: dict[str, list] = {k: [] for k in keys}
     for a in samples:
         if "frames" not in a:
             raise ValueError("clip_batch: the clips carry no decoded frames (VosReader(decode=True))")
@@ -94,6 +116,11 @@ def clip_batch(samples: list[dict[str, np.ndarray]], pre: Sam2PreprocessConfig) 
         order, active = processing_order(cond)
         out["order"].append(order)
         out["active"].append(active)
+        if image_rng is not None:
+            boxes, present = image_boxes(a["masks"], a["object_valid"], image_rng,
+                                         np.asarray([s / w, s / h], np.float32))
+            out["image_boxes"].append(boxes)
+            out["image_present"].append(present)
     return {k: np.stack(v) for k, v in out.items()}
 
 
@@ -178,25 +205,53 @@ def object_pass(model, feats, pos_table, obj: dict, loss_cfg: Sam2LossConfig, *,
     return {k: v.sum() for k, v in parts.items()}, lows_by_frame
 
 
+def image_term(model, feats, boxes, present, gt, loss_cfg: Sam2LossConfig):
+    """SAM2's image batches, made of the clip's own frames: each object decoded from a box on every frame where
+    it is visible, without memory (a first conditioning frame's features), the single-mask output scored with
+    `sam2_step_losses`. feats: the clip's `frame_features`; boxes (O, T, 2, 2), present (O, T) (`image_boxes`);
+    gt (O, T, S, S). -> losses dict, (O,) each: summed over the object's frames."""
+    s0, s1, top, _ = feats
+    size = model.config.image_size
+    pix = top + model.image.no_memory_embedding[...].reshape(-1).astype(top.dtype)
+    labels = jnp.asarray([[BOX_TOP_LEFT, BOX_BOTTOM_RIGHT]], jnp.int32)
+
+    def frame(f, box, gt_f, on):
+        masks, iou, _, obj = heads(model, pix[f][None], (s0[f][None], s1[f][None]), box[None], labels, None,
+                                   multimask=False)
+        logits = _upsample(masks.astype(jnp.float32), size)
+        parts = sam2_step_losses(logits[None], iou[None], obj[None], gt_f[None], loss_cfg, 1.0)
+        return {k: v * on for k, v in parts.items()}
+
+    frames = jnp.arange(top.shape[0])
+    per = jax.vmap(jax.vmap(frame, in_axes=(0, 0, 0, 0)), in_axes=(None, 0, 0, 0))(
+        frames, boxes, gt, present.astype(jnp.float32))
+    return {k: v.sum(-1) for k, v in per.items()}
+
+
 def clip_loss(model, batch: dict, loss_cfg: Sam2LossConfig, *, cond_capacity: int, clicks: bool = True,
               mask_prompts: bool = True):
     """The batch's SAM2 loss (mean over clips of: sum over frames and objects / number of objects) and the
-    per-term metrics. batch: `clip_batch` arrays (B leading); clicks / mask_prompts as `object_pass`."""
+    per-term metrics. batch: `clip_batch` arrays (B leading); clicks / mask_prompts as `object_pass`. With the
+    batch's `image_boxes` (`clip_batch(image_rng=...)`), the `image_term` is added to each object's losses."""
     cfg = model.config
     e, m = cfg.embedding_size, cfg.memory_bank.mem_dim
     pos_table = jnp.asarray(sine_2d(e, e, m).reshape(e * e, m), jnp.float32)
     keys = ("gt", "cond", "points", "labels", "mask_inputs", "has_mask", "order", "active")
+    images = ("image_boxes", "image_present") if "image_boxes" in batch else ()
 
     def one_clip(clip):
         feats = frame_features(model, clip["pixel_values"])
         per_obj = jax.vmap(lambda o: object_pass(model, feats, pos_table, o, loss_cfg,
                                                  cond_capacity=cond_capacity, clicks=clicks,
                                                  mask_prompts=mask_prompts)[0])({k: clip[k] for k in keys})
+        if images:
+            extra = image_term(model, feats, clip["image_boxes"], clip["image_present"], clip["gt"], loss_cfg)
+            per_obj = {k: v + extra[k] for k, v in per_obj.items()}
         valid = clip["object_valid"].astype(jnp.float32)
         n = jnp.maximum(valid.sum(), 1.0)
         return {k: (v * valid).sum() / n for k, v in per_obj.items()}
 
-    parts = jax.vmap(one_clip)({k: batch[k] for k in (*keys, "pixel_values", "object_valid")})
+    parts = jax.vmap(one_clip)({k: batch[k] for k in (*keys, *images, "pixel_values", "object_valid")})
     parts = {k: v.mean() for k, v in parts.items()}
     loss = (loss_cfg.weight_mask * parts["loss_mask"] + loss_cfg.weight_dice * parts["loss_dice"]
             + loss_cfg.weight_iou * parts["loss_iou"] + loss_cfg.weight_class * parts["loss_class"])

@@ -100,7 +100,7 @@ class Sam2Trainer(FlatTrainer):
             clip = self.reader.sample(rng)
             samples.append(clip_arrays(clip, simulate_prompts(clip, rng, self.prompt_cfg),
                                        max_objects=self.cfg.data.max_objects))
-        return clip_batch(samples, self.preprocessing)
+        return clip_batch(samples, self.preprocessing, image_rng=rng if self.cfg.data.image_frames else None)
 
     def save_model(self, path: str | Path) -> Path:
         from stvl_jax.models.sam2.loading import save_model

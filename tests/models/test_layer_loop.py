@@ -23,7 +23,8 @@ def _models(family):
     return cfg, tm, our_model_from_torch(tm), our_model_from_torch(tm, scan_layers=False)
 
 
-@pytest.mark.parametrize("family", ["qwen3_vl", "qwen2_5_vl"])
+# qwen2_5_vl runs the same loop code (slow: the default suite keeps one family)
+@pytest.mark.parametrize("family", ["qwen3_vl", pytest.param("qwen2_5_vl", marks=pytest.mark.slow)])
 def test_unrolled_layers_match_transformers_and_the_scan(family):
     cfg, tm, scanned, unrolled = _models(family)
     assert unrolled.language_model.scan_layers is False and unrolled.visual.scan_layers is False

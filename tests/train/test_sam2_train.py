@@ -179,3 +179,35 @@ def test_a_2x2x2_mesh_step_equals_one_device(vos_set, tmp_path):
     for k in one.params:
         np.testing.assert_allclose(np.asarray(eight.params[k]), np.asarray(one.params[k]), rtol=1e-5, atol=1e-6,
                                    err_msg=k)
+
+
+@pytest.mark.slow
+def test_one_frame_clips_from_scratch_have_finite_gradients(tmp_path):
+    # image training (data.frames=1): every frame is an initial conditioning frame, but under vmap the memory
+    # branch is computed too (a select), where the pointer-offset normalisation min(T, max) - 1 was 0. This
+    # batch (fresh sam2_tiny, 16 one-frame clips of the 64-video set) gave NaN gradients at step 1 before.
+    from flax import nnx
+
+    from data_pipelines.synthetic import generate_dataset
+    from data_pipelines.vos import PromptConfig, VosClipConfig, VosReader, clip_arrays, simulate_prompts, \
+        vos_synth_config
+    from stvl_jax.models.sam2.host.preprocess import Sam2PreprocessConfig
+    from stvl_jax.models.sam2.video_model import init_video_model
+    from stvl_jax.train.sam2_config import Sam2ModelSection, resolve_model_config
+    from stvl_jax.train.sam2_loss import Sam2LossConfig
+    from stvl_jax.train.sam2_step import clip_batch, clip_loss
+
+    generate_dataset(str(tmp_path), vos_synth_config(num_videos=64, seed=0), workers=1)
+    reader = VosReader(str(tmp_path), "train", VosClipConfig(num_frames=1, frame_stride=2, max_objects=3), decode=True)
+    rng = np.random.default_rng(0)
+    samples = []
+    for _ in range(16):
+        clip = reader.sample(rng)
+        samples.append(clip_arrays(clip, simulate_prompts(clip, rng, PromptConfig(prob_points=1.0, prob_box=1.0)),
+                                   max_objects=3))
+    batch = clip_batch(samples, Sam2PreprocessConfig(image_size=128))
+    model = init_video_model(resolve_model_config(Sam2ModelSection(config="sam2_tiny")), seed=0)
+    grads = nnx.grad(lambda m: clip_loss(m, batch, Sam2LossConfig(), cond_capacity=2, clicks=False,
+                                         mask_prompts=False)[0])(model)
+    bad = [p for p, v in nnx.to_flat_state(grads) if not np.isfinite(np.asarray(v.get_value())).all()]
+    assert not bad, bad[:3]

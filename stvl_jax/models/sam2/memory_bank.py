@@ -155,7 +155,7 @@ def select_memory_frames(bank: MemoryBank, frame_idx, cfg: MemoryBankConfig, *, 
 
     spatial: (frames (S,), temporal-embedding rows (S,), valid (S,)), S = cond_capacity + num_maskmem - 1;
     pointers: (frames (P,), offsets (P,), valid (P,)), P = cond_capacity + max_object_pointers_in_encoder - 1;
-    max_offset: the offset normalisation, min(num_frames, max_object_pointers_in_encoder) - 1.
+    max_offset: the offset normalisation, min(num_frames, max_object_pointers_in_encoder) - 1 (at least 1).
     num_frames: the video's length (traced or static); None = streaming (no end, HF `streaming=True`).
     training: SAM2 training also takes the pointers of future conditioning frames (inference: past ones only).
     max_cond_frame_num: overrides the config's (static; VIRST attends to 3 anchors); meta_pointers: Meta's
@@ -194,7 +194,9 @@ def select_memory_frames(bank: MemoryBank, frame_idx, cfg: MemoryBankConfig, *, 
     cond_ptr_ok = cond_for_ptr if training else cond_for_ptr & jnp.where(jnp.asarray(reverse), t >= f, t <= f)
     pointers = (jnp.concatenate([t_safe, q_safe]), jnp.concatenate([(f - t_safe) * sign, jnp.asarray(d)]),
                 jnp.concatenate([cond_ptr_ok, ptr_ok]))
-    return spatial, pointers, jnp.asarray(n_ptrs - 1, jnp.float32)
+    # a 1-frame video has no pointer to place (Meta's division by min(T, max) - 1 = 0 is never reached there);
+    # here the memory branch is computed under a select even for conditioning frames: keep it finite
+    return spatial, pointers, jnp.asarray(jnp.maximum(n_ptrs - 1, 1), jnp.float32)
 
 
 def num_pointer_tokens(cfg: MemoryBankConfig, cond_capacity: int) -> int:
