@@ -204,4 +204,3 @@ def test_store_keeps_insertion_rank():
         bank = bank.store(f, z, p, cond)
     assert np.asarray(bank.kind).tolist() == [0, 1, 2, 0, 1, 1]
     assert np.asarray(bank.cond_rank)[[4, 1, 5]].tolist() == [0, 1, 2]
-
