@@ -33,7 +33,8 @@ def image_chunk(rng, family, text_before, text_after):
     return ids, pv, np.asarray(grid).reshape(1, 3)
 
 
-@pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen3_vl"])
+# qwen2_5_vl: slow (the default suite keeps one family within its time budget)
+@pytest.mark.parametrize("family", [pytest.param("qwen2_5_vl", marks=pytest.mark.slow), "qwen3_vl"])
 def test_incremental_session_equals_full_forward(family):
     model = tiny(family)
     rng = np.random.default_rng(0)

@@ -44,7 +44,9 @@ def _torch_loss_and_grads(tm, batch, labels):
     return loss, grads
 
 
-@pytest.mark.parametrize("family,tie", [("qwen3_vl", True), ("qwen2_5_vl", True), ("qwen2_5_vl", False)])
+# tied embeddings through qwen3_vl, untied through qwen2_5_vl; qwen2_5_vl tied is slow (suite time budget)
+@pytest.mark.parametrize("family,tie", [("qwen3_vl", True), pytest.param("qwen2_5_vl", True, marks=pytest.mark.slow),
+                                      ("qwen2_5_vl", False)])
 def test_train_step_gradients_equal_torch(family, tie):
     import jax
     import jax.numpy as jnp

@@ -32,6 +32,7 @@ def test_boxes_on_every_visible_frame_in_model_pixels():
     assert not boxes[0, 1].any() and not boxes[1].any()
 
 
+@pytest.mark.slow  # ~30-60 s on 2 cores (the tracker and the image term compile)
 def test_each_frame_scores_the_trackers_first_prompted_frame_output(monkeypatch):
     from video_helpers import flax_video_model
 
