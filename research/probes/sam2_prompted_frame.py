@@ -16,6 +16,7 @@ import numpy as np
 
 from data_pipelines.vos import VosClipConfig, VosReader, clip_arrays, first_frame_box_prompts
 from stvl_jax.eval.vos_eval import sam2_segmenter
+from stvl_jax.eval.vos_metrics import region_similarity
 from stvl_jax.infer.segment_cli import load_sam2_video
 from stvl_jax.models.sam2.position import sine_2d
 from stvl_jax.models.sam2.postprocess import masks_from_logits
@@ -24,11 +25,6 @@ from stvl_jax.train.sam2_loss import Sam2LossConfig
 from stvl_jax.train.sam2_step import clip_batch, object_pass
 
 KEYS = ("gt", "cond", "points", "labels", "mask_inputs", "has_mask", "order", "active")
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    u = (a | b).sum()
-    return float((a & b).sum() / u) if u else 1.0
 
 
 def main() -> None:
@@ -59,11 +55,12 @@ def main() -> None:
                                   mask_prompts=False)
             train_fwd = np.asarray(masks_from_logits(lows[p.frame][None], cfg.image_size, h, w, 0.0))[0]
             gt, pred = clip.masks[p.object], tracked[p.object]
-            prompted.append((_iou(gt[p.frame], pred[p.frame]), int(gt[p.frame].sum()), int(pred[p.frame].sum())))
+            j = float(region_similarity(gt[p.frame], pred[p.frame]))
+            prompted.append((j, int(gt[p.frame].sum()), int(pred[p.frame].sum())))
             agree.append(bool((train_fwd == pred[p.frame]).all()))
             for k in range(p.frame + 1, gt.shape[0]):
                 if gt[k].any() or pred[k].any():
-                    by_offset.setdefault(k - p.frame, []).append(_iou(gt[k], pred[k]))
+                    by_offset.setdefault(k - p.frame, []).append(float(region_similarity(gt[k], pred[k])))
     ious = np.array([x[0] for x in prompted])
     print(f"prompted frame: mean IoU {ious.mean():.3f} over {len(ious)} objects; training forward == tracker on "
           f"{sum(agree)}/{len(agree)}")

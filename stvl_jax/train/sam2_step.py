@@ -215,16 +215,16 @@ def image_term(model, feats, boxes, present, gt, loss_cfg: Sam2LossConfig):
     pix = top + model.image.no_memory_embedding[...].reshape(-1).astype(top.dtype)
     labels = jnp.asarray([[BOX_TOP_LEFT, BOX_BOTTOM_RIGHT]], jnp.int32)
 
-    def frame(f, box, gt_f, on):
-        masks, iou, _, obj = heads(model, pix[f][None], (s0[f][None], s1[f][None]), box[None], labels, None,
+    def frame(pix_f, s0_f, s1_f, box, gt_f, on):
+        masks, iou, _, obj = heads(model, pix_f[None], (s0_f[None], s1_f[None]), box[None], labels, None,
                                    multimask=False)
         logits = _upsample(masks.astype(jnp.float32), size)
         parts = sam2_step_losses(logits[None], iou[None], obj[None], gt_f[None], loss_cfg, 1.0)
         return {k: v * on for k, v in parts.items()}
 
-    frames = jnp.arange(top.shape[0])
-    per = jax.vmap(jax.vmap(frame, in_axes=(0, 0, 0, 0)), in_axes=(None, 0, 0, 0))(
-        frames, boxes, gt, present.astype(jnp.float32))
+    # inner: the frames (features shared by the objects); outer: the objects
+    per = jax.vmap(jax.vmap(frame), in_axes=(None, None, None, 0, 0, 0))(
+        pix, s0, s1, boxes, gt, present.astype(jnp.float32))
     return {k: v.sum(-1) for k, v in per.items()}
 
 
