@@ -54,6 +54,15 @@ class Sam2DataSection(StrictConfig):
     prompts: Sam2PromptSection = Sam2PromptSection()
     # also decode every visible (object, frame) from a box without memory: SAM2's image batches (`image_term`)
     image_frames: bool = False
+    # the clip pass with memory (SAM2's video batches); false with image_frames: image-only training, a cheap
+    # step (encoder + decoder) that teaches the prompt path before the memory is trained
+    video_frames: bool = True
+
+    @pydantic.model_validator(mode="after")
+    def _some_term(self):
+        if not (self.image_frames or self.video_frames):
+            raise ValueError("data.image_frames and data.video_frames are both false: no loss to train")
+        return self
 
 
 class Sam2GroupConfig(StrictConfig):

@@ -229,24 +229,29 @@ def image_term(model, feats, boxes, present, gt, loss_cfg: Sam2LossConfig):
 
 
 def clip_loss(model, batch: dict, loss_cfg: Sam2LossConfig, *, cond_capacity: int, clicks: bool = True,
-              mask_prompts: bool = True):
+              mask_prompts: bool = True, video: bool = True):
     """The batch's SAM2 loss (mean over clips of: sum over frames and objects / number of objects) and the
     per-term metrics. batch: `clip_batch` arrays (B leading); clicks / mask_prompts as `object_pass`. With the
-    batch's `image_boxes` (`clip_batch(image_rng=...)`), the `image_term` is added to each object's losses."""
+    batch's `image_boxes` (`clip_batch(image_rng=...)`), the `image_term` is added to each object's losses;
+    video=False (static) leaves the memory pass out (image-only training; needs `image_boxes`)."""
     cfg = model.config
     e, m = cfg.embedding_size, cfg.memory_bank.mem_dim
     pos_table = jnp.asarray(sine_2d(e, e, m).reshape(e * e, m), jnp.float32)
     keys = ("gt", "cond", "points", "labels", "mask_inputs", "has_mask", "order", "active")
     images = ("image_boxes", "image_present") if "image_boxes" in batch else ()
+    if not (video or images):
+        raise ValueError("clip_loss: video=False needs the batch's image_boxes (clip_batch(image_rng=...))")
 
     def one_clip(clip):
         feats = frame_features(model, clip["pixel_values"])
-        per_obj = jax.vmap(lambda o: object_pass(model, feats, pos_table, o, loss_cfg,
-                                                 cond_capacity=cond_capacity, clicks=clicks,
-                                                 mask_prompts=mask_prompts)[0])({k: clip[k] for k in keys})
+        terms = []
+        if video:
+            terms.append(jax.vmap(lambda o: object_pass(model, feats, pos_table, o, loss_cfg,
+                                                        cond_capacity=cond_capacity, clicks=clicks,
+                                                        mask_prompts=mask_prompts)[0])({k: clip[k] for k in keys}))
         if images:
-            extra = image_term(model, feats, clip["image_boxes"], clip["image_present"], clip["gt"], loss_cfg)
-            per_obj = {k: v + extra[k] for k, v in per_obj.items()}
+            terms.append(image_term(model, feats, clip["image_boxes"], clip["image_present"], clip["gt"], loss_cfg))
+        per_obj = terms[0] if len(terms) == 1 else {k: terms[0][k] + terms[1][k] for k in terms[0]}
         valid = clip["object_valid"].astype(jnp.float32)
         n = jnp.maximum(valid.sum(), 1.0)
         return {k: (v * valid).sum() / n for k, v in per_obj.items()}

@@ -22,18 +22,21 @@ import jax.numpy as jnp
 import numpy as np
 
 from stvl_jax.errors import CheckpointError, InputError
+from stvl_jax.models.sam2.prompt_encoder import FOURIER_MATRICES
 from stvl_jax.sharding import make_mesh
 from stvl_jax.train.flat_trainer import FlatTrainer, group_by_rules
 from stvl_jax.train.sam2_config import Sam2TrainConfig, resolve_model_config
 from stvl_jax.train.sam2_step import clip_batch, clip_loss
 
-_RULES = (("image_encoder", re.compile(r"^image/vision_encoder/")),
+_RULES = (("fixed", re.compile("^" + FOURIER_MATRICES)),  # never trained (buffers in the references)
+          ("image_encoder", re.compile(r"^image/vision_encoder/")),
           ("decoder", re.compile(r"^image/")),
           ("memory", re.compile(r"^memory_(attention|encoder|embeddings)/")))
 
 
 def group_of(path: str) -> str:
-    """The SAM2 group of a parameter path, e.g. 'memory_attention/layers/...' -> 'memory'."""
+    """The SAM2 group of a parameter path, e.g. 'memory_attention/layers/...' -> 'memory'; the Fourier
+    matrices -> 'fixed', a group no config trains."""
     return group_by_rules(path, _RULES, "SAM2")
 
 
@@ -63,11 +66,16 @@ class Sam2Trainer(FlatTrainer):
             decode=True)
         p = cfg.data.prompts
         self.static = dict(cond_capacity=cfg.cond_capacity, clicks=p.prob_points > 0 and p.prob_box < 1,
-                           mask_prompts=p.prob_points < 1)
+                           mask_prompts=p.prob_points < 1, video=cfg.data.video_frames)
         self.setup(cfg, model, mesh if mesh is not None else make_mesh(cfg.mesh.shape()))
 
     def group_of(self, path: str) -> str:
         return group_of(path)
+
+    def trainable_groups(self) -> tuple[str, ...]:
+        # image-only training (data.video_frames false) gives the memory no gradient: keep it as it is
+        groups = self.cfg.optim.groups.trainable()
+        return groups if self.cfg.data.video_frames else tuple(g for g in groups if g != "memory")
 
     def _initial_model(self):
         m = self.cfg.model

@@ -38,6 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from stvl_jax.errors import CheckpointError, ConfigError, InputError
+from stvl_jax.models.sam2.prompt_encoder import FOURIER_MATRICES
 from stvl_jax.nn.lora import is_adapter
 from stvl_jax.sharding import make_mesh
 from stvl_jax.train.flat_trainer import FlatTrainer, group_by_rules
@@ -47,6 +48,7 @@ from stvl_jax.train.skips import check_fraction
 from stvl_jax.train.virst_config import VirstTrainConfig, resolve_virst_model
 
 _RULES = (("llm", re.compile(r"^llm/")),
+          ("fixed", re.compile("^sam2/" + FOURIER_MATRICES)),  # never trained (buffers in the references)
           ("image_encoder", re.compile(r"^sam2/image/vision_encoder/")),
           ("decoder", re.compile(r"^sam2/")),
           ("prompter", re.compile(r"^(seg_prompter|initial_fusion)/")))
@@ -57,7 +59,8 @@ PEFT_DIR = "lora_adapter"  # {out_dir}/lora_adapter: the LLM's adapters as a PEF
 def group_of(path: str, lora=None) -> str:
     """The VIRST group of a parameter path, e.g. 'seg_prompter/layers/...' -> 'prompter'. With `lora` (a
     LoRAConfig): the LLM's adapters -> 'lora'; its base weights -> 'llm' when their Qwen-VL group is in
-    `lora.train_groups` (PEFT's modules_to_save), else 'llm_base' (never trained)."""
+    `lora.train_groups` (PEFT's modules_to_save), else 'llm_base' (never trained). SAM2's Fourier matrices ->
+    'fixed' (never trained)."""
     if lora is not None and path.startswith("llm/"):
         if is_adapter(path):
             return LORA_GROUP

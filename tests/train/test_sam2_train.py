@@ -31,7 +31,11 @@ def test_every_sam2_parameter_has_a_group():
 
     paths = list(flat_params(abstract_video_model(resolve_model_config(Sam2ModelSection(config="sam2_tiny")))))
     groups = {p: group_of(p) for p in paths}
-    assert set(groups.values()) == {"image_encoder", "decoder", "memory"}
+    assert set(groups.values()) == {"image_encoder", "decoder", "memory", "fixed"}
+    # Meta's and transformers' SAM2 hold the Fourier matrices as buffers
+    assert sorted(p for p, g in groups.items() if g == "fixed") == [
+        "image/prompt_encoder/shared_embedding/positional_embedding",
+        "image/shared_image_embedding/positional_embedding"]
     assert all(g == "memory" for p, g in groups.items() if p.startswith(("memory_attention/", "memory_encoder/")))
     assert all(g == "image_encoder" for p, g in groups.items() if p.startswith("image/vision_encoder/"))
     assert all(g == "decoder" for p, g in groups.items() if p.startswith("image/mask_decoder/"))
@@ -47,6 +51,11 @@ def test_a_missing_data_set_is_one_line(tmp_path, capsys):
 def test_an_unknown_key_is_refused(tmp_path, capsys):
     assert main(["train", "sam2_tiny_synthetic", "optim.nope=1", f"out_dir={tmp_path}"]) == 2
     assert "nope" in capsys.readouterr().err
+
+
+def test_a_config_without_a_loss_is_refused(tmp_path, capsys):
+    assert main(["train", "sam2_tiny_synthetic", "data.video_frames=false", f"out_dir={tmp_path}"]) == 2
+    assert "data.image_frames and data.video_frames are both false" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------------------------------ slow
@@ -152,12 +161,30 @@ def test_frozen_groups_stay_bit_identical(vos_set, tmp_path):
                           "optim.groups.decoder.train=false"), mesh=_one_device_mesh())
     before = {k: np.asarray(v).copy() for k, v in tr.frozen.items()}
     start = {k: np.asarray(v).copy() for k, v in tr.params.items()}
-    assert {group_of(k) for k in before} == {"image_encoder", "decoder"} and {group_of(k) for k in start} == {"memory"}
+    assert {group_of(k) for k in before} == {"image_encoder", "decoder", "fixed"}
+    assert {group_of(k) for k in start} == {"memory"}
     tr.run()
     tr.close()
     for k, v in before.items():
         np.testing.assert_array_equal(np.asarray(tr.frozen[k]), v, err_msg=k)
     assert any(not np.array_equal(np.asarray(tr.params[k]), v) for k, v in start.items())
+
+
+@pytest.mark.slow
+def test_image_only_training_leaves_the_memory_untouched(vos_set, tmp_path):
+    from stvl_jax.train.sam2_trainer import Sam2Trainer, group_of
+
+    tr = Sam2Trainer(_cfg(vos_set, tmp_path, "steps=2", "data.image_frames=true", "data.video_frames=false"),
+                     mesh=_one_device_mesh())
+    memory = {k: np.asarray(v).copy() for k, v in tr.frozen.items() if group_of(k) == "memory"}
+    start = {k: np.asarray(v).copy() for k, v in tr.params.items()}
+    assert memory and {group_of(k) for k in start} == {"image_encoder", "decoder"}
+    tr.run()
+    tr.close()
+    for k, v in memory.items():
+        np.testing.assert_array_equal(np.asarray(tr.frozen[k]), v, err_msg=k)
+    assert all(not np.array_equal(np.asarray(tr.params[k]), v) for k, v in start.items()
+               if k.endswith(("mask_decoder/iou_token", "patch_embed/kernel")))
 
 
 @pytest.mark.slow

@@ -35,7 +35,10 @@ def test_every_virst_parameter_has_a_group():
 
     cfg = load_virst_config("virst_tiny").replace(initial_fusion={"enabled": True, "num_heads": 4})
     groups = {p: group_of(p) for p in flat_params(abstract_virst_model(cfg))}
-    assert set(groups.values()) == {"llm", "image_encoder", "decoder", "prompter"}
+    assert set(groups.values()) == {"llm", "image_encoder", "decoder", "prompter", "fixed"}
+    assert sorted(p for p, g in groups.items() if g == "fixed") == [
+        "sam2/image/prompt_encoder/shared_embedding/positional_embedding",
+        "sam2/image/shared_image_embedding/positional_embedding"]
     assert groups["llm/language_model/embed_tokens/embedding"] == "llm"
     assert all(g == "image_encoder" for p, g in groups.items() if p.startswith("sam2/image/vision_encoder/"))
     assert all(g == "decoder" for p, g in groups.items() if p.startswith(("sam2/memory_", "sam2/image/mask_dec")))
@@ -171,7 +174,8 @@ def test_lora_groups_of_virst_parameters():
     assert [p for p, g in groups.items() if g == "llm"] == ["llm/language_model/embed_tokens/embedding"]
     assert all(g == "llm_base" for p, g in groups.items() if p.startswith("llm/") and "/lora/" not in p
                and "embed_tokens" not in p)
-    assert {g for p, g in groups.items() if not p.startswith("llm/")} == {"image_encoder", "decoder", "prompter"}
+    others = {g for p, g in groups.items() if not p.startswith("llm/")}
+    assert others == {"image_encoder", "decoder", "prompter", "fixed"}
     assert {g for p, g in groups.items() if p.startswith("llm/")} == {"lora", "llm", "llm_base"}
 
 
@@ -301,7 +305,7 @@ def test_frozen_groups_stay_bit_identical(rvos_set, tmp_path):
                            "optim.groups.image_encoder.train=false", "optim.groups.decoder.train=false"), mesh=_mesh())
     before = {k: np.asarray(v).copy() for k, v in tr.frozen.items()}
     start = {k: np.asarray(v).copy() for k, v in tr.params.items()}
-    assert {group_of(k) for k in before} == {"llm", "image_encoder", "decoder"}
+    assert {group_of(k) for k in before} == {"llm", "image_encoder", "decoder", "fixed"}
     assert {group_of(k) for k in start} == {"prompter"}
     tr.run()
     tr.close()

@@ -40,12 +40,16 @@ class Sam2ImageModel(nnx.Module):
         pc = config.prompt_encoder
         kw = dict(dtype=dtype, precision=precision, rngs=rngs)
         self.config = config
-        # the reference keeps two Fourier matrices (this one for the image grid, the prompt encoder's for
-        # prompts); released checkpoints hold equal copies, both are kept so that any HF model loads exactly
+        # transformers keeps two Fourier matrices (this one for the image grid, the prompt encoder's for
+        # prompts), both kept so that any HF model loads exactly; Meta's SAM2 has one (`pe_layer`), so a model
+        # built from scratch draws one and copies it (independent draws leave prompt and image positions
+        # incomparable: the decoder cannot learn to follow its box)
         self.shared_image_embedding = RandomFourierEmbedding(pc.hidden_size, pc.scale, rngs=rngs)
         self.vision_encoder = VisionEncoder(config.vision, **kw)
         self.prompt_encoder = PromptEncoder(pc, **kw)
         self.mask_decoder = MaskDecoder(config.mask_decoder, **kw)
+        fourier = self.shared_image_embedding.positional_embedding
+        self.prompt_encoder.shared_embedding.positional_embedding.set_value(fourier.get_value())
         D = config.vision.fpn_hidden_size
         self.no_memory_embedding = param(rngs, zeros, (1, 1, D), (None, None, "embed"))
         self.dtype = dtype

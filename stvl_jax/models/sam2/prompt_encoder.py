@@ -26,12 +26,15 @@ from stvl_jax.nn.norms import LayerNorm
 from stvl_jax.nn.params import normal, param
 
 NOT_A_POINT, PADDING = -1, -10
+# The Fourier matrices (image grid and prompts) under the SAM2 image model: fixed buffers in Meta's and
+# transformers' SAM2, parameters here only so that checkpoints carry them; trainers never train them.
+FOURIER_MATRICES = r"image/(shared_image_embedding|prompt_encoder/shared_embedding)/positional_embedding$"
 _HIGHEST = jax.lax.Precision.HIGHEST
 
 
 class RandomFourierEmbedding(nnx.Module):
     """coords in [0, 1]^2 (..., 2) -> (..., D): [sin, cos] of 2*pi * (2 * coords - 1) @ G, G ~ N(0, scale^2)
-    of shape (2, D / 2) (a fixed buffer in the reference; a parameter here, frozen or not by the trainer)."""
+    of shape (2, D / 2) (a fixed buffer in the references; a parameter here, never trained: FOURIER_MATRICES)."""
 
     def __init__(self, dim: int, scale: float, *, rngs: nnx.Rngs):
         self.positional_embedding = param(rngs, normal(scale), (2, dim // 2), (None, None))

@@ -124,3 +124,20 @@ def test_malformed_inputs_are_one_clear_error(bad, match):
     args = {k: jax.ShapeDtypeStruct(v, jnp.int32 if k == "input_labels" else jnp.float32) for k, v in bad.items()}
     with pytest.raises(InputError, match=match):
         nnx.eval_shape(lambda m, a: m(**a), model, args)
+
+
+@pytest.mark.slow  # an eager init of ~200 parameters: ~26 s on 2 cores
+def test_a_model_from_scratch_encodes_prompts_and_the_image_grid_alike():
+    """Meta's SAM2 has one Fourier matrix for prompts and image positions: a click at a grid cell's centre is
+    encoded as that cell's image positional embedding (transformers' from-scratch init draws two)."""
+    from stvl_jax.models.sam2.image_model import Sam2ImageModel
+
+    model = Sam2ImageModel(TINY, rngs=nnx.Rngs(5))
+    e, size = TINY.prompt_encoder.embedding_size, TINY.prompt_encoder.image_size
+    grid = np.asarray(model.image_positional_embeddings())  # (e, e, D), [y, x]
+    i, j = 1, 2
+    centre = (np.asarray([j, i], np.float32) + 0.5) * size / e - 0.5  # pixel index (x, y); the encoder adds 0.5
+    emb = model.prompt_encoder.embed_points(jnp.asarray(centre)[None, None, None], jnp.zeros((1, 1, 1), jnp.int32),
+                                            pad=False)
+    label = np.asarray(model.prompt_encoder.point_embed[...])[0]
+    np.testing.assert_allclose(np.asarray(emb)[0, 0, 0] - label, grid[i, j], atol=1e-5)

@@ -1,0 +1,135 @@
+"""Does a SAM2 model follow its box? Two checks on the image path (no memory), both cheap:
+
+    score    every visible (object, frame) of N clips decoded from its exact box: mean IoU, and the mean IoU
+             between the masks predicted for two objects of one frame beside that of their ground truths (a
+             model that ignores the box predicts the same mask for each: ~1.0 against ~0.0)
+    overfit  a model from scratch trained on ONE frame with two objects, from their boxes only: can the
+             decoder tell them apart at all (the image is the same; only the box differs)?
+
+    python -m research.probes.sam2_box_following score --ckpt runs/sam2-tiny/model --data runs/synth_vos
+    python -m research.probes.sam2_box_following overfit --data runs/synth_vos --steps 300
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from data_pipelines.vos import VosClipConfig, VosReader
+from data_pipelines.vos.prompts import box_prompt
+from stvl_jax.eval.vos_metrics import region_similarity
+from stvl_jax.models.sam2.host.preprocess import preprocess_frames
+from stvl_jax.models.sam2.tracker_step import frame_features
+from stvl_jax.train.sam2_loss import Sam2LossConfig
+from stvl_jax.train.sam2_step import BOX_LABEL, _resize_masks, heads, image_term
+
+
+def _box(mask: np.ndarray, size: int) -> np.ndarray:
+    """(H, W) bool -> (2, 2) exact box corners in model-input pixels."""
+    h, w = mask.shape
+    return box_prompt(mask).reshape(2, 2) * np.asarray([size / w, size / h], np.float32)
+
+
+def _decode(model, feats, k: int, box) -> jax.Array:
+    """Frame k's single-mask output for one box, upsampled to the model's input size: (S, S) logits."""
+    s0, s1, top, _ = feats
+    pix = top[k][None] + model.image.no_memory_embedding[...].reshape(-1)
+    labels = jnp.asarray([[BOX_LABEL, BOX_LABEL + 1]], jnp.int32)
+    masks = heads(model, pix, (s0[k][None], s1[k][None]), box[None], labels, None, multimask=False)[0]
+    size = model.config.image_size
+    return jax.image.resize(masks[0], (size, size), "bilinear")
+
+
+def score(args) -> None:
+    from stvl_jax.infer.segment_cli import load_sam2_video
+
+    model = load_sam2_video(args.ckpt)
+    size = model.config.image_size
+    feats_fn = jax.jit(lambda pix: frame_features(model, pix))
+    decode = jax.jit(lambda feats, k, box: _decode(model, feats, k, box))
+    reader = VosReader(args.data, args.split, VosClipConfig(num_frames=8, frame_stride=2), decode=True)
+    ious, cross_pred, cross_gt = [], [], []
+    for clip in itertools.islice(reader.clips(), args.clips):
+        feats = feats_fn(jnp.asarray(preprocess_frames(clip.frames, model.preprocessing)))
+        gts = _resize_masks(clip.masks, size)
+        for k in range(clip.frames.shape[0]):
+            preds = {o: np.asarray(decode(feats, k, jnp.asarray(_box(clip.masks[o, k], size)))) > 0
+                     for o in range(clip.masks.shape[0]) if clip.masks[o, k].any()}
+            ious += [float(region_similarity(gts[o, k], p)) for o, p in preds.items()]
+            for a, b in itertools.combinations(preds, 2):
+                cross_pred.append(float(region_similarity(preds[a], preds[b])))
+                cross_gt.append(float(region_similarity(gts[a, k], gts[b, k])))
+    print(f"{args.ckpt}: box -> mask IoU {np.mean(ious):.3f} over {len(ious)} (object, frame); IoU between two "
+          f"objects of a frame: predicted {np.mean(cross_pred):.3f}, ground truth {np.mean(cross_gt):.3f}")
+
+
+def overfit(args) -> None:
+    from stvl_jax.models.sam2.video_model import init_video_model
+    from stvl_jax.train.sam2_config import Sam2ModelSection, resolve_model_config
+
+    model = init_video_model(resolve_model_config(Sam2ModelSection(config=args.config)), seed=0)
+    size = model.config.image_size
+    reader = VosReader(args.data, "train", VosClipConfig(num_frames=8, frame_stride=2), decode=True)
+    clip, k = next((c, k) for c in reader.clips() for k in range(c.frames.shape[0])
+                   if c.masks[:, k].any((1, 2)).sum() >= 2)
+    objs = np.flatnonzero(clip.masks[:, k].any((1, 2)))[:2]
+    pix = jnp.asarray(preprocess_frames(clip.frames[k:k + 1], model.preprocessing))
+    boxes = jnp.asarray(np.stack([_box(clip.masks[o, k], size) for o in objs])[:, None])
+    gt = _resize_masks(clip.masks[objs, k:k + 1], size)
+    cfg = Sam2LossConfig()
+    graph, params, rest = nnx.split(model, nnx.Param, ...)
+    opt = optax.adamw(args.lr)
+
+    def loss_fn(p):
+        parts = image_term(nnx.merge(graph, p, rest), frame_features(nnx.merge(graph, p, rest), pix), boxes,
+                           jnp.ones((2, 1), bool), jnp.asarray(gt, jnp.float32), cfg)
+        return sum(getattr(cfg, "weight_" + t) * parts["loss_" + t].sum() for t in ("mask", "dice", "iou", "class"))
+
+    @jax.jit
+    def step(p, o):
+        loss, g = jax.value_and_grad(loss_fn)(p)
+        u, o = opt.update(g, o, p)
+        return optax.apply_updates(p, u), o, loss
+
+    @jax.jit
+    def predict(p):
+        m = nnx.merge(graph, p, rest)
+        feats = frame_features(m, pix)
+        return jnp.stack([_decode(m, feats, 0, boxes[i, 0]) for i in range(2)]) > 0
+
+    state = opt.init(params)
+    print(f"objects {objs.tolist()} of one frame, areas {gt.sum((1, 2, 3)).tolist()}")
+    for i in range(args.steps + 1):
+        params, state, loss = step(params, state)
+        if i % 50 == 0:
+            pred = np.asarray(predict(params))
+            j = [float(region_similarity(gt[n, 0], pred[n])) for n in range(2)]
+            print(f"step {i}: loss {float(loss):.3f}, IoU per object {np.round(j, 3).tolist()}, IoU between the "
+                  f"two predictions {float(region_similarity(pred[0], pred[1])):.3f}", flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    a = sub.add_parser("score")
+    a.add_argument("--ckpt", required=True)
+    a.add_argument("--data", required=True)
+    a.add_argument("--split", default="test")
+    a.add_argument("--clips", type=int, default=8)
+    b = sub.add_parser("overfit")
+    b.add_argument("--data", required=True)
+    b.add_argument("--config", default="sam2_tiny")
+    b.add_argument("--steps", type=int, default=300)
+    b.add_argument("--lr", type=float, default=1e-3)
+    args = ap.parse_args()
+    (score if args.cmd == "score" else overfit)(args)
+
+
+if __name__ == "__main__":
+    main()
