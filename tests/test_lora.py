@@ -105,6 +105,30 @@ def test_dropout_acts_on_the_adapter_input_only_and_only_with_keys():
     assert set(np.unique(np.round(masks))) <= {0.0, 1.0} and 0.3 < np.round(masks).mean() < 0.7
 
 
+def test_rows_vmapped_over_one_model_draw_their_own_masks():
+    """VIRST vmaps a batch's rows over one model: with per-row keys split by the vmap's StateAxes, two rows of
+    the same input drop different elements (same key: same output); the keys match the single-key draw."""
+    from stvl_jax.nn.lora import LoRAKey
+
+    model = _Holder(nnx.Rngs(0))
+    add_lora(model, LoRASpec(rank=5, alpha=5.0, dropout=0.5, targets=("q_proj",)), nnx.Rngs(1))
+    _randomize(model)
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 16, 5)), jnp.float32)
+    x = x.at[1].set(x[0])  # the same input in both rows
+    axes = nnx.StateAxes({LoRAKey: 0, ...: None})
+    run = nnx.vmap(lambda m, xi: m.language_model["layers"].q_proj(xi), in_axes=(axes, 0))
+    keys = jnp.asarray([[0, 1], [0, 2]], jnp.uint32)
+    set_dropout_keys(model, keys, rows=True)
+    rows = np.asarray(run(model, x))
+    assert np.abs(rows[0] - rows[1]).max() > 1e-2
+    set_dropout_keys(model, jnp.stack([keys[1], keys[1]]), rows=True)
+    same = np.asarray(run(model, x))
+    np.testing.assert_array_equal(same[0], same[1])
+    np.testing.assert_array_equal(same[0], rows[1])
+    set_dropout_keys(model, keys[1])  # one key, no vmap: the same masks as that row
+    np.testing.assert_array_equal(np.asarray(model.language_model["layers"].q_proj(x[1])), rows[1])
+
+
 def test_unknown_target_and_scope_are_one_line_errors():
     model = _Holder(nnx.Rngs(0))
     with pytest.raises(ConfigError) as e:

@@ -146,15 +146,21 @@ def add_lora(model: nnx.Module, spec: LoRASpec, rngs: nnx.Rngs) -> list[str]:
     return [p.strip("/") for p, _ in chosen]
 
 
-def set_dropout_keys(model: nnx.Module, key: jax.Array) -> None:
-    """Give every adapter its own dropout keys from raw key `key` (one per stacked layer); traceable."""
+def set_dropout_keys(model: nnx.Module, key: jax.Array, *, rows: bool = False) -> None:
+    """Give every adapter its own dropout keys from raw key `key` (one per stacked layer); traceable.
+    rows: `key` is (R, 2), one raw key per row of a batch that is `nnx.vmap`-ed over one model (the keys get a
+    leading R axis, split by `LoRAKey: 0` in the vmap's StateAxes), so that each row draws its own masks."""
     for i, (_, lin) in enumerate(_linears(model)):
         lora = getattr(lin, "lora", None)
         if lora is None or lora.dropout <= 0:
             continue
         lead = lora.a.get_value().shape[:lora.a.get_value().ndim - lora.n_in - 1]
-        keys = jax.random.split(jax.random.fold_in(key, i), int(np.prod(lead)))
-        lora.key = nnx.data(LoRAKey(keys.reshape(*lead, keys.shape[-1])))
+
+        def draw(k, i=i, lead=lead):
+            keys = jax.random.split(jax.random.fold_in(k, i), int(np.prod(lead)))
+            return keys.reshape(*lead, keys.shape[-1])
+
+        lora.key = nnx.data(LoRAKey(jax.vmap(draw)(key) if rows else draw(key)))
 
 
 # ------------------------------------------------------------------------------------------ flat parameters

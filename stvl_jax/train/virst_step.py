@@ -31,12 +31,15 @@ batch (B leading; `virst_data.RvosSource.next_batch` + `dropout_key`):
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
 from stvl_jax.errors import InputError
+from stvl_jax.nn.lora import LoRAKey
 from stvl_jax.models.qwen_vl.inputs import ModelInputs
 from stvl_jax.models.qwen_vl.vision_inputs import VisionInputs, prepare_vision_inputs
 from stvl_jax.train.losses import lm_loss
@@ -68,7 +71,7 @@ def batch_loss(model, batch: dict, template: VisionInputs, loss_cfg: VirstLossCo
     template = jax.tree.map(jnp.asarray, template)  # host arrays -> constants of the traced program
     every_frame = forward_anchors(batch["sam2_pixel_values"].shape[1], rule)
 
-    def one(pv, ids, mask, pos, labels, sam2_pix, masks, key, anchors=None):
+    def one(model, pv, ids, mask, pos, labels, sam2_pix, masks, key, anchors=None):
         vision = dataclasses.replace(template, pixel_values=pv.astype(jnp.float32))
         inputs = ModelInputs(ids[None], mask[None], pos[:, None], vision)
         out = model.forward(inputs, sam2_pix, track=True, multimask=False, dropout_rng=key,
@@ -82,9 +85,14 @@ def batch_loss(model, batch: dict, template: VisionInputs, loss_cfg: VirstLossCo
 
     # the rows' own anchors (VIRST's random training anchors) when the batch has them, else the evaluation rule
     anchors = (batch["anchor_frames"],) if "anchor_frames" in batch else ()
-    totals, tokens, parts = jax.vmap(one)(
-        batch["pixel_values_videos"], batch["input_ids"], batch["attention_mask"], batch["position_ids"],
-        batch["labels"], batch["sam2_pixel_values"], batch["masks"], batch["dropout_key"], *anchors)
+    rows = (batch["pixel_values_videos"], batch["input_ids"], batch["attention_mask"], batch["position_ids"],
+            batch["labels"], batch["sam2_pixel_values"], batch["masks"], batch["dropout_key"], *anchors)
+    if isinstance(model, nnx.Module) and nnx.state(model, LoRAKey):
+        # per-row adapter dropout keys (`set_dropout_keys(rows=True)`): split them over the rows, share the rest
+        axes = nnx.StateAxes({LoRAKey: 0, ...: None})
+        totals, tokens, parts = nnx.vmap(one, in_axes=(axes, *(0,) * len(rows)))(model, *rows)
+    else:
+        totals, tokens, parts = jax.vmap(functools.partial(one, model))(*rows)
     n_tok = jnp.sum(tokens)
     ce = jnp.sum(totals) / jnp.maximum(n_tok, 1.0)
     count = jnp.sum(parts["count"])

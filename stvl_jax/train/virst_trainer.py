@@ -182,9 +182,9 @@ class VirstTrainer(FlatTrainer):
         if lora is not None and lora.dropout > 0:
             from stvl_jax.nn.lora import set_dropout_keys
 
-            # one key per step (row 0's, folded apart from the SegPrompter's use of it): the rows are vmapped over
-            # one model, so the expressions of a step share the adapters' dropout masks
-            set_dropout_keys(model.llm, jax.random.fold_in(batch["dropout_key"][0], 1))
+            # each row's key, folded apart from the SegPrompter's use of it: every expression draws its own masks
+            keys = jax.vmap(lambda k: jax.random.fold_in(k, 1))(batch["dropout_key"])
+            set_dropout_keys(model.llm, keys, rows=True)
         return batch_loss(model, batch, self.template, self.cfg.loss, self.cfg.data.anchors)
 
     def batch(self, i: int) -> dict:
