@@ -24,7 +24,7 @@ from flax import nnx
 from data_pipelines.vos import VosClipConfig, VosReader
 from data_pipelines.vos.prompts import box_prompt
 from stvl_jax.eval.vos_metrics import region_similarity
-from stvl_jax.models.sam2.host.preprocess import preprocess_frames
+from stvl_jax.models.sam2.host.preprocess import Sam2PreprocessConfig, preprocess_frames
 from stvl_jax.models.sam2.tracker_step import frame_features
 from stvl_jax.train.sam2_loss import Sam2LossConfig
 from stvl_jax.train.sam2_step import BOX_LABEL, _resize_masks, heads, image_term
@@ -79,7 +79,7 @@ def overfit(args) -> None:
     clip, k = next((c, k) for c in reader.clips() for k in range(c.frames.shape[0])
                    if c.masks[:, k].any((1, 2)).sum() >= 2)
     objs = np.flatnonzero(clip.masks[:, k].any((1, 2)))[:2]
-    pix = jnp.asarray(preprocess_frames(clip.frames[k:k + 1], model.preprocessing))
+    pix = jnp.asarray(preprocess_frames(clip.frames[k:k + 1], Sam2PreprocessConfig(image_size=size)))
     boxes = jnp.asarray(np.stack([_box(clip.masks[o, k], size) for o in objs])[:, None])
     gt = _resize_masks(clip.masks[objs, k:k + 1], size)
     cfg = Sam2LossConfig()
