@@ -87,8 +87,9 @@ def overfit(args) -> None:
     opt = optax.adamw(args.lr)
 
     def loss_fn(p):
-        parts = image_term(nnx.merge(graph, p, rest), frame_features(nnx.merge(graph, p, rest), pix), boxes,
-                           jnp.ones((2, 1), bool), jnp.asarray(gt, jnp.float32), cfg)
+        m = nnx.merge(graph, p, rest)
+        parts = image_term(m, frame_features(m, pix), boxes, jnp.ones((2, 1), bool), jnp.asarray(gt, jnp.float32),
+                           cfg)
         return sum(getattr(cfg, "weight_" + t) * parts["loss_" + t].sum() for t in ("mask", "dice", "iou", "class"))
 
     @jax.jit

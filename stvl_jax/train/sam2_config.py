@@ -55,7 +55,7 @@ class Sam2DataSection(StrictConfig):
     # also decode every visible (object, frame) from a box without memory: SAM2's image batches (`image_term`)
     image_frames: bool = False
     # the clip pass with memory (SAM2's video batches); false with image_frames: image-only training, a cheap
-    # step (encoder + decoder) that teaches the prompt path before the memory is trained
+    # step (encoder + decoder only) for the prompt path, before the memory is trained
     video_frames: bool = True
 
     @pydantic.model_validator(mode="after")

@@ -39,9 +39,9 @@ import numpy as np
 from flax import nnx
 
 from stvl_jax.errors import InputError
-from stvl_jax.nn.lora import LoRAKey
 from stvl_jax.models.qwen_vl.inputs import ModelInputs
 from stvl_jax.models.qwen_vl.vision_inputs import VisionInputs, prepare_vision_inputs
+from stvl_jax.nn.lora import LoRAKey
 from stvl_jax.train.losses import lm_loss
 from stvl_jax.train.virst_loss import VirstLossConfig, mask_losses, virst_loss
 

@@ -42,8 +42,8 @@ class Sam2ImageModel(nnx.Module):
         self.config = config
         # transformers keeps two Fourier matrices (this one for the image grid, the prompt encoder's for
         # prompts), both kept so that any HF model loads exactly; Meta's SAM2 has one (`pe_layer`), so a model
-        # built from scratch draws one and copies it (independent draws leave prompt and image positions
-        # incomparable: the decoder cannot learn to follow its box)
+        # built from scratch draws one and copies it (independent draws put prompt and image positions in
+        # unrelated bases, which the decoder's attention would have to learn to align)
         self.shared_image_embedding = RandomFourierEmbedding(pc.hidden_size, pc.scale, rngs=rngs)
         self.vision_encoder = VisionEncoder(config.vision, **kw)
         self.prompt_encoder = PromptEncoder(pc, **kw)
