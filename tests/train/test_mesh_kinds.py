@@ -3,6 +3,7 @@ losses; and the block it prints at start naming the parameters the mesh does not
 
 import jax
 import numpy as np
+import pytest
 from jax.sharding import AxisType
 
 from stvl_jax.sharding import make_mesh
@@ -26,6 +27,7 @@ EXPECTED_FALLBACKS = {
 }
 
 
+@pytest.mark.slow  # two trainers, ~30 s: in .ci/run's slow tests/train run, out of the default suite
 def test_train_step_on_both_mesh_kinds_and_the_sharding_report(tmp_path, capsys):
     losses = {}
     assert set(MESHES["explicit"]().axis_types) == {AxisType.Explicit}

@@ -9,6 +9,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 
 from stvl_jax.train.metrics import format_loss, read_metrics
 
@@ -27,6 +29,7 @@ def committed_steps(ckpt_dir) -> list[int]:
     return sorted(int(p.name) for p in ckpt_dir.iterdir() if p.name.isdigit()) if ckpt_dir.exists() else []
 
 
+@pytest.mark.slow  # three training subprocesses, ~55-70 s: in .ci/run's slow tests/train run, out of the default suite
 def test_kill9_then_resume_equals_the_uninterrupted_run(tmp_path):
     full = stvl("train", *ARGS, f"out_dir={tmp_path / 'full'}")
     assert full.returncode == 0, full.stderr[-3000:]
