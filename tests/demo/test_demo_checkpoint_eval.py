@@ -14,9 +14,6 @@ import pytest
 from data_pipelines.synthetic import SynthConfig, generate_dataset
 from data_pipelines.tokenizer import build_tiny_tokenizer
 
-# one worker builds the module fixture (a few training runs) once: `--dist loadgroup` in the README
-pytestmark = pytest.mark.xdist_group("demo_checkpoint")
-
 
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):

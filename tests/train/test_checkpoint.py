@@ -16,9 +16,6 @@ from stvl_jax.train.trainer import Trainer
 
 from .conftest import tiny_config
 
-# one worker builds the module fixture (a few training runs) once: `--dist loadgroup` in the README
-pytestmark = pytest.mark.xdist_group("train_checkpoint")
-
 COMMON = ("steps=6", "checkpoint.every=2", "checkpoint.keep=2", "optim.warmup_steps=1")
 
 

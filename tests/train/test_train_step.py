@@ -10,9 +10,6 @@ from stvl_jax.train.trainer import Trainer
 
 from .conftest import tiny_config
 
-# one worker builds the module fixture (a few training runs) once: `--dist loadgroup` in the README
-pytestmark = pytest.mark.xdist_group("train_step")
-
 STEPS = 4
 
 
