@@ -83,7 +83,9 @@ def overfit(args) -> None:
     boxes = jnp.asarray(np.stack([_box(clip.masks[o, k], size) for o in objs])[:, None])
     gt = _resize_masks(clip.masks[objs, k:k + 1], size)
     cfg = Sam2LossConfig()
-    graph, params, rest = nnx.split(model, nnx.Param, ...)
+    # the Fourier matrices stay fixed, as the trainers keep them
+    trained = nnx.All(nnx.Param, nnx.Not(nnx.PathContains("positional_embedding")))
+    graph, params, rest = nnx.split(model, trained, ...)
     opt = optax.adamw(args.lr)
 
     def loss_fn(p):

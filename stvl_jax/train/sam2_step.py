@@ -251,7 +251,7 @@ def clip_loss(model, batch: dict, loss_cfg: Sam2LossConfig, *, cond_capacity: in
                                                         mask_prompts=mask_prompts)[0])({k: clip[k] for k in keys}))
         if images:
             terms.append(image_term(model, feats, clip["image_boxes"], clip["image_present"], clip["gt"], loss_cfg))
-        per_obj = terms[0] if len(terms) == 1 else {k: terms[0][k] + terms[1][k] for k in terms[0]}
+        per_obj = {k: sum(t[k] for t in terms) for k in terms[0]}
         valid = clip["object_valid"].astype(jnp.float32)
         n = jnp.maximum(valid.sum(), 1.0)
         return {k: (v * valid).sum() / n for k, v in per_obj.items()}
