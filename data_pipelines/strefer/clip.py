@@ -64,12 +64,14 @@ def split_shot(a: int, b: int, fps: float, cfg: EngineConfig) -> tuple[list[tupl
     return out, dropped
 
 
-def video_clips(path: str, cfg: EngineConfig) -> tuple[list[dict], int]:
-    """Every clip of one video, in order -> (clips, short tails dropped)."""
-    info = probe_video(path)
+def video_clips(path: str, cfg: EngineConfig, *, local_path: str | None = None) -> tuple[list[dict], int]:
+    """Every clip of one video, in order -> (clips, short tails dropped). `local_path`: a local copy of a remote
+    `path` to decode (the clips still name `path`)."""
+    local_path = local_path or path
+    info = probe_video(local_path)
     stem = os.path.splitext(os.path.basename(path))[0]
     clips, dropped = [], 0
-    for i, (a, b) in enumerate(detect_shots(path, cfg)):
+    for i, (a, b) in enumerate(detect_shots(local_path, cfg)):
         segs, d = split_shot(a, b, info.fps, cfg)
         dropped += d
         for j, (s, e) in enumerate(segs):

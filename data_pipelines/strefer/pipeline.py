@@ -3,9 +3,10 @@
     examples = pipeline | StreferEngine(video_paths, cfg, dead_letter_path="out/dead_letter.jsonl")
 
 Each stage is a DoFn whose models load once per worker in `setup` (no global state: Dataflow, Flink and Spark
-workers build their own). A failed element goes to the dead letters ({"stage", "element", "reason",
-"message"}, one JSON line each, sorted, so a re-run writes the same file) and bumps the Beam counter
-`dead_<reason>`; other counters: videos, clips, short_tails_dropped, entities_without_masklet, pairs, family_<f>.
+workers build their own). Videos may be local or remote (`storage`: a remote one is copied to the worker first).
+A failed element goes to the dead letters ({"stage", "element", "reason", "message"}, one JSON line each, sorted,
+so a re-run writes the same file) and bumps the Beam counter `dead_<reason>`; other counters: videos, clips,
+short_tails_dropped, entities_without_masklet, pairs, family_<f>.
 Examples are (clip_id, features) pairs for the TFDS writer (`tfds_dataset`).
 """
 
@@ -19,6 +20,7 @@ from apache_beam.metrics import Metrics
 
 from data_pipelines.errors import skip_reason
 from data_pipelines.strefer.config import EngineConfig
+from data_pipelines.strefer.storage import LocalCopies, write_text
 from stvl_jax.errors import InputError
 
 NAMESPACE = "strefer"
@@ -44,12 +46,18 @@ class ClipVideo(beam.DoFn):
     def __init__(self, cfg: EngineConfig):
         self.cfg = cfg
 
+    def setup(self):
+        self.copies = LocalCopies(keep=1)
+
+    def teardown(self):
+        self.copies.close()
+
     def process(self, path: str):
         from data_pipelines.strefer.clip import video_clips
 
         _count("videos")
         try:
-            clips, dropped = video_clips(path, self.cfg)
+            clips, dropped = video_clips(path, self.cfg, local_path=self.copies.local(path))
         except Exception as e:  # noqa: BLE001 (dead-lettered with its reason)
             yield _dead("clip", path, e)
             return
@@ -70,6 +78,10 @@ class Annotate(beam.DoFn):
 
         self.annotator = make_annotator(self.cfg.annotator, self.chat_factory)
         self.annotator.setup()
+        self.copies = LocalCopies()
+
+    def teardown(self):
+        self.copies.close()
 
     def process(self, clip: dict):
         from data_pipelines.strefer.masklet_stage import sample_frame_indices
@@ -78,7 +90,7 @@ class Annotate(beam.DoFn):
         try:
             idx = sample_frame_indices(clip, self.cfg.num_frames)
             uniq, inv = np.unique(idx, return_inverse=True)
-            frames = decode_frames(clip["video"], uniq)[inv]
+            frames = decode_frames(self.copies.local(clip["video"]), uniq)[inv]
             times = (idx - clip["start_frame"]) / clip["fps"]
             meta = self.annotator.annotate(clip, frames, times)
             if not meta["entities"]:
@@ -153,6 +165,12 @@ class Synthesize(beam.DoFn):
         yield clip["clip_id"], tfds_features(clip, item["meta"], item["masklets"], pairs)
 
 
+def _write_lines(lines: list[str], path: str) -> None:
+    """One file, sorted lines (a re-run writes the same bytes), local or remote (Beam's own text sink would need
+    each store's Beam extra; the engine reaches every store through `storage`)."""
+    write_text(path, "".join(line + "\n" for line in sorted(lines)))
+
+
 class StreferEngine(beam.PTransform):
     """PBegin -> PCollection of (clip_id, features); dead letters written to `dead_letter_path` (JSONL)."""
 
@@ -174,8 +192,7 @@ class StreferEngine(beam.PTransform):
             dead = ((clips[DEAD], annotated[DEAD], tracked[DEAD], examples[DEAD]) | "Dead" >> beam.Flatten())
             _ = (dead | "DeadJson" >> beam.Map(lambda d: json.dumps(d, sort_keys=True, default=str))
                  | "DeadAll" >> beam.combiners.ToList()
-                 | "DeadSorted" >> beam.FlatMap(sorted)
-                 | "DeadWrite" >> beam.io.WriteToText(self.dead_letter_path, shard_name_template="", num_shards=1))
+                 | "DeadWrite" >> beam.Map(_write_lines, self.dead_letter_path))
         return examples.main
 
 

@@ -13,26 +13,10 @@ import os
 import time
 
 from data_pipelines.strefer.config import VIDEO_EXTENSIONS, EngineConfig
+from data_pipelines.strefer.storage import list_videos
 from stvl_jax.errors import InputError
 
 RUNNERS = ("DirectRunner", "DataflowRunner", "FlinkRunner", "SparkRunner", "PrismRunner")
-
-
-def list_videos(videos_dir: str) -> tuple[list[str], int]:
-    """Video files under `videos_dir` (recursive, sorted, absolute) -> (paths, other files ignored)."""
-    if not os.path.isdir(videos_dir):
-        raise InputError(f"--videos {videos_dir!r}: not a directory")
-    paths, other = [], 0
-    for root, dirs, files in os.walk(videos_dir):
-        dirs.sort()
-        for f in sorted(files):
-            if f.lower().endswith(VIDEO_EXTENSIONS):
-                paths.append(os.path.abspath(os.path.join(root, f)))
-            else:
-                other += 1
-    if not paths:
-        raise InputError(f"--videos {videos_dir!r}: no video files ({', '.join(VIDEO_EXTENSIONS)}) in it")
-    return paths, other
 
 
 def run_engine(videos_dir: str, out_dir: str, cfg: EngineConfig, *, runner: str = "DirectRunner",
@@ -47,7 +31,7 @@ def run_engine(videos_dir: str, out_dir: str, cfg: EngineConfig, *, runner: str 
         raise InputError(f"--runner {runner!r}: expected one of {', '.join(RUNNERS)}")
     from etils import epath  # local paths and gs:// alike (what TFDS writes through)
 
-    videos, ignored = list_videos(videos_dir)
+    videos, ignored = list_videos(videos_dir, VIDEO_EXTENSIONS)
     epath.Path(out_dir).mkdir(parents=True, exist_ok=True)
     dead_letter_path = dead_letter_path or os.path.join(out_dir, "dead_letter.jsonl")
     builder = StreferDataset(data_dir=out_dir, videos=videos, engine=cfg, dead_letter_path=dead_letter_path,

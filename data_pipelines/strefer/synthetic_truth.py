@@ -1,7 +1,8 @@
 """The synthetic set's ground truth seen through a clip: entities, actions and masklets of [start, end).
 
-The annotation of `videos/<stem>.mp4` is `annotations/<stem>.json` (or `<stem>.json` beside the video); a
-multi-shot video's annotation (`synthetic.multishot`) points to one single-shot annotation per shot, and a clip
+The annotation of `videos/<stem>.mp4` (a local path or a remote URI, see `storage`) is
+`annotations/<stem>.json` (or `<stem>.json` beside the video); a multi-shot video's annotation
+(`synthetic.multishot`) points to one single-shot annotation per shot, and a clip
 must lie inside one shot (else AnnotationError "clip_crosses_cut": shot detection missed a cut).
 """
 
@@ -11,6 +12,7 @@ import json
 import os
 
 from data_pipelines.errors import AnnotationError
+from data_pipelines.strefer.storage import absolute, isfile, normpath, read_text
 
 EXPRESSION_KIND = "attribute"  # "the <colour> <shape>": unique within a video (colours are distinct)
 GENERAL_NOUN = "shape"  # Strefer's generalized noun of every synthetic entity (its detector prompt)
@@ -28,18 +30,17 @@ class TruthReader:
             if len(self._cache) >= self._cache_size:
                 self._cache.pop(next(iter(self._cache)))
             try:
-                with open(path) as f:
-                    self._cache[path] = json.load(f)
+                self._cache[path] = json.loads(read_text(path))
             except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
                 raise AnnotationError("bad_ground_truth", f"cannot read ground truth ({e})", path) from None
         return self._cache[path]
 
     def _annotation_path(self, video: str) -> str:
         stem = os.path.splitext(os.path.basename(video))[0]
-        d = os.path.dirname(os.path.abspath(video))
+        d = os.path.dirname(absolute(video))
         for p in (os.path.join(d, "..", "annotations", stem + ".json"), os.path.join(d, stem + ".json")):
-            if os.path.isfile(p):
-                return os.path.normpath(p)
+            if isfile(normpath(p)):
+                return normpath(p)
         raise AnnotationError("no_ground_truth", "the synthetic annotator needs the set's annotations/<stem>.json "
                                                  "(is this a video of `stvl data synth`?)", video)
 
@@ -55,7 +56,7 @@ class TruthReader:
                 if clip["end_frame"] > a + n:
                     raise AnnotationError("clip_crosses_cut", f"frames [{clip['start_frame']}, {clip['end_frame']}) "
                                           f"cross the cut at frame {a + n}", clip["clip_id"])
-                sub = os.path.normpath(os.path.join(os.path.dirname(path), sh["annotation"]))
+                sub = normpath(os.path.join(os.path.dirname(path), sh["annotation"]))
                 return self._load(sub), clip["start_frame"] - a
         raise AnnotationError("no_ground_truth", f"frame {clip['start_frame']} is in no shot", path)
 

@@ -16,6 +16,7 @@ import tensorflow_datasets as tfds
 from tensorflow_datasets.core import writer as tfds_writer
 
 from data_pipelines.strefer.config import EngineConfig
+from data_pipelines.strefer.storage import staged_output
 
 NAME = "strefer"
 
@@ -46,10 +47,12 @@ def canonical_example(serialized: bytes) -> bytes:
 
 class CanonicalExampleWriter(tfds_writer.ExampleWriter):
     """TFDS's example writer (the hook `GeneratorBasedBuilder._example_writer` offers), each record made
-    canonical first. Pickled to the Beam workers with the TFDS writer: keep it importable and stateless."""
+    canonical first, a remote shard written locally and uploaded. Pickled to the Beam workers with the TFDS
+    writer: keep it importable and stateless."""
 
     def write(self, path, examples):
-        return super().write(path, ((key, canonical_example(ex)) for key, ex in examples))
+        with staged_output(path) as local:  # the ArrayRecord writer opens local files only
+            return super().write(local, ((key, canonical_example(ex)) for key, ex in examples))
 
 
 class StreferDataset(tfds.core.GeneratorBasedBuilder):
