@@ -117,6 +117,79 @@ def overfit(args) -> None:
                   f"two predictions {float(region_similarity(pred[0], pred[1])):.3f}", flush=True)
 
 
+def _two_object_frames(data: str, split: str, size: int, n: int):
+    """The first n (frame, two visible objects) of a split -> pix (n, 3, S, S), boxes (2, n, 2, 2), gt (2, n, S, S)."""
+    reader = VosReader(data, split, VosClipConfig(num_frames=8, frame_stride=2), decode=True)
+    pix, boxes, gts = [], [], []
+    for clip in reader.clips():
+        for k in range(clip.frames.shape[0]):
+            objs = np.flatnonzero(clip.masks[:, k].any((1, 2)))[:2]
+            if len(objs) < 2 or len(pix) >= n:
+                continue
+            pix.append(preprocess_frames(clip.frames[k:k + 1], Sam2PreprocessConfig(image_size=size))[0])
+            boxes.append(np.stack([_box(clip.masks[o, k], size) for o in objs]))
+            gts.append(_resize_masks(clip.masks[objs, k:k + 1], size)[:, 0])
+        if len(pix) >= n:
+            break
+    return np.stack(pix), np.stack(boxes, 1), np.stack(gts, 1)
+
+
+def pool(args) -> None:
+    """Train from scratch on a pool of K two-object frames (minibatches of B): does the box-following escape the
+    plateau as K grows, and does it carry to held-out frames?"""
+    from stvl_jax.models.sam2.video_model import init_video_model
+    from stvl_jax.train.sam2_config import Sam2ModelSection, resolve_model_config
+
+    model = init_video_model(resolve_model_config(Sam2ModelSection(config=args.config)), seed=0)
+    if args.pos_init == "sine":  # MAE's fixed 2-D sine table as the Hiera's starting position embedding
+        from stvl_jax.models.sam2.position import sine_2d
+
+        table = model.image.vision_encoder.backbone.pos_embed
+        table[...] = jnp.asarray(sine_2d(*table[...].shape))
+    size = model.config.image_size
+    pix, boxes, gt = _two_object_frames(args.data, "train", size, args.pool)
+    tpix, tboxes, tgt = _two_object_frames(args.data, "test", size, 16)
+    cfg = Sam2LossConfig()
+    trained = nnx.All(nnx.Param, nnx.Not(nnx.PathContains("positional_embedding")))
+    graph, params, rest = nnx.split(model, trained, ...)
+    opt = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(args.lr, weight_decay=0.01))
+
+    def loss_fn(p, x, b, g):
+        m = nnx.merge(graph, p, rest)
+        parts = image_term(m, frame_features(m, x), b, jnp.ones(b.shape[:2], bool), g, cfg)
+        return sum(getattr(cfg, "weight_" + t) * parts["loss_" + t].sum() for t in ("mask", "dice", "iou", "class"))
+
+    @jax.jit
+    def step(p, o, x, b, g):
+        loss, grads = jax.value_and_grad(loss_fn)(p, x, b, g)
+        u, o = opt.update(grads, o, p)
+        return optax.apply_updates(p, u), o, loss
+
+    @jax.jit
+    def predict(p, x, b):  # (2, n, S, S) bool
+        m = nnx.merge(graph, p, rest)
+        feats = frame_features(m, x)
+        return jax.vmap(lambda bo: jax.vmap(lambda k, bk: _decode(m, feats, k, bk))(jnp.arange(x.shape[0]), bo))(b) > 0
+
+    def report(p, x, b, g):
+        pred = np.asarray(predict(p, x, b))
+        iou = np.mean([region_similarity(g[o, i], pred[o, i]) for o in range(2) for i in range(x.shape[0])])
+        cross = np.mean([region_similarity(pred[0, i], pred[1, i]) for i in range(x.shape[0])])
+        return f"IoU {iou:.3f} (two objects' masks overlap {cross:.3f})"
+
+    rng = np.random.default_rng(0)
+    state = opt.init(params)
+    ev = min(16, len(pix))
+    print(f"pool of {len(pix)} two-object training frames, batches of {args.batch}, lr {args.lr}", flush=True)
+    for i in range(args.steps + 1):
+        idx = rng.choice(len(pix), args.batch, replace=False)
+        params, state, loss = step(params, state, jnp.asarray(pix[idx]), jnp.asarray(boxes[:, idx]),
+                                   jnp.asarray(gt[:, idx], jnp.float32))
+        if i % args.every == 0:
+            print(f"step {i}: loss {float(loss):.3f}; train {report(params, pix[:ev], boxes[:, :ev], gt[:, :ev])}; "
+                  f"held-out {report(params, tpix, tboxes, tgt)}", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -130,8 +203,17 @@ def main() -> None:
     b.add_argument("--config", default="sam2_tiny")
     b.add_argument("--steps", type=int, default=300)
     b.add_argument("--lr", type=float, default=1e-3)
+    c = sub.add_parser("pool")
+    c.add_argument("--data", required=True)
+    c.add_argument("--config", default="sam2_tiny")
+    c.add_argument("--pool", type=int, default=16, help="distinct training frames")
+    c.add_argument("--batch", type=int, default=4)
+    c.add_argument("--steps", type=int, default=400)
+    c.add_argument("--every", type=int, default=100)
+    c.add_argument("--lr", type=float, default=1e-3)
+    c.add_argument("--pos-init", choices=("zeros", "sine"), default="zeros", help="the Hiera's position table")
     args = ap.parse_args()
-    (score if args.cmd == "score" else overfit)(args)
+    {"score": score, "overfit": overfit, "pool": pool}[args.cmd](args)
 
 
 if __name__ == "__main__":
