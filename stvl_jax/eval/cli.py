@@ -295,7 +295,7 @@ def main(argv=None) -> int:
                     help="also score the training set's most frequent answer per template (the training engine "
                          "output dir)")
     sf.add_argument("--mesh", default=None, help="mesh shape data,fsdp,tensor (default: all devices on fsdp)")
-    sf.add_argument("--no-controls", action="store_true", help="skip the no-frames and black-frames runs")
+    sf.add_argument("--no-controls", action="store_true", help="skip the no-frames, black-frames and other-clip runs")
     sf.set_defaults(func=_run_strefer)
     args = p.parse_args(argv)
     args.func(args)

@@ -10,6 +10,9 @@ period aside (`normalize_answer`): `<k>` tokens must match exactly. The same que
   give without any frame);
 - `black_frames`: the clip's frames all black, same count and size (the control for what the score owes to the
   pixels rather than to the video tokens' presence and timestamps);
+- `other_clip`: as many seconds of another video's clip (`other_clip_parts`): real footage, the same frame count
+  and stamps, the wrong content. Black frames are an input a model with a trained vision tower never saw; this
+  control is not (left out, with a line saying so, when no other video has a clip that long);
 
 and, with `--prior DATA_DIR` (the training run's engine output), `train_prior`: the most frequent training answer
 of the pair's template, no model at all.
@@ -34,8 +37,9 @@ from data_pipelines.strefer.training import FEATURES, StreferTextConfig, clip_pa
 from stvl_jax.errors import InputError
 from stvl_jax.eval.skips import SkipReport
 
-CONDITIONS = ("model", "no_frames", "black_frames")
-LABELS = {"model": "model", "no_frames": "no frames", "black_frames": "black frames", "train_prior": "train prior"}
+CONDITIONS = ("model", "no_frames", "black_frames", "other_clip")
+LABELS = {"model": "model", "no_frames": "no frames", "black_frames": "black frames", "other_clip": "other clip",
+          "train_prior": "train prior"}
 LENGTH_MULTIPLE = 64  # prompts are left-padded to a multiple of this: few distinct widths, few compiles
 
 
@@ -64,6 +68,22 @@ def read_items(spec: str, cfg: StreferTextConfig, skips: SkipReport, limit: int 
         items += [{"clip_id": clip_id, "video": video, "pair": p, "source": f"{item['key']}/{j}"}
                   for j, p in enumerate(chosen)]
     return items
+
+
+def other_clip_parts(items: list[dict]) -> dict[str, dict] | None:
+    """clip id -> the video part of the `other_clip` control: the first `end - start` seconds of the next clip (in
+    clip-id order, cyclic) that comes from another video and lasts at least as long. None when some clip has no
+    such partner."""
+    clips = sorted({it["clip_id"]: it["video"] for it in items}.items())
+    out = {}
+    for i, (cid, part) in enumerate(clips):
+        length = part["end"] - part["start"]
+        partner = next((p for _, p in clips[i + 1:] + clips[:i]
+                        if p["path"] != part["path"] and p["end"] - p["start"] >= length - 1e-6), None)
+        if partner is None:
+            return None
+        out[cid] = {**part, "path": partner["path"], "start": partner["start"], "end": partner["start"] + length}
+    return out
 
 
 def train_prior(spec: str, cfg: StreferTextConfig) -> dict[str, str]:
@@ -163,14 +183,20 @@ def evaluate_strefer(model, tokenizer, tokenizer_dir: str, items: list[dict], *,
     condition, so all conditions score the same questions."""
     skips = SkipReport() if skips is None else skips
     conditions = CONDITIONS if controls else CONDITIONS[:1]
+    others = other_clip_parts(items) if "other_clip" in conditions else None
+    if "other_clip" in conditions and others is None:
+        print("strefer eval: the other-clip control is left out: some clip has no clip of another video that lasts "
+              "as long")
+        conditions = tuple(c for c in conditions if c != "other_clip")
     builders = {c: PromptBuilder(tokenizer_dir, model.preprocessing, model.config.positions,
                                  zero_pixels=c == "black_frames") for c in conditions}
+    videos = {"model": lambda it: it["video"], "no_frames": lambda it: None, "black_frames": lambda it: it["video"],
+              "other_clip": lambda it: others[it["clip_id"]]}
     rows: dict[str, list] = {c: [] for c in conditions}
     kept = []
     for it in items:
         try:
-            built = {c: builders[c](None if c == "no_frames" else it["video"], it["pair"], it["source"])
-                     for c in conditions}
+            built = {c: builders[c](videos[c](it), it["pair"], it["source"]) for c in conditions}
         except InputError as e:
             skips.add_error(it["source"], e)
             continue

@@ -40,3 +40,22 @@ def test_table_has_one_column_per_condition():
     lines = format_table(table, ["model", "black_frames"]).splitlines()
     assert lines[0].split() == ["family", "n", "model", "black", "frames"]
     assert lines[2].split() == ["counting", "3", "0.667", "0.000"] and lines[3].split()[0] == "all"
+
+
+def test_other_clip_control_takes_as_long_a_clip_of_another_video():
+    from stvl_jax.eval.strefer_eval import other_clip_parts
+
+    def item(cid, path, start, end):
+        return {"clip_id": cid, "video": {"type": "video", "path": path, "start": start, "end": end,
+                                          "relative_times": True}}
+
+    items = [item("a/s000c000", "a.mp4", 0.0, 8.0), item("a/s000c001", "a.mp4", 8.0, 13.0),
+             item("b/s000c000", "b.mp4", 0.0, 4.0), item("c/s000c000", "c.mp4", 2.0, 10.0)]
+    got = other_clip_parts(items + items[:1])  # a clip asked several questions appears once
+    # a/c000 (8 s): b is too short, c lasts 8 s; a/c001 (5 s): b too short, c; b (4 s): c, first 4 s of it;
+    # c (8 s): a/c000 (the next of another video, cyclic)
+    assert {k: (v["path"], v["start"], v["end"]) for k, v in got.items()} == {
+        "a/s000c000": ("c.mp4", 2.0, 10.0), "a/s000c001": ("c.mp4", 2.0, 7.0), "b/s000c000": ("c.mp4", 2.0, 6.0),
+        "c/s000c000": ("a.mp4", 0.0, 8.0)}
+    assert all(v["relative_times"] and v["type"] == "video" for v in got.values())
+    assert other_clip_parts(items[:2]) is None  # one video: no clip of another one

@@ -182,7 +182,7 @@ def test_eval_reads_the_text_pairs_of_each_clip(strefer_run, eval_env):
 
 
 def test_eval_prompts_cut_before_the_answer_and_the_controls(eval_env, time_tokenizer):
-    from stvl_jax.eval.strefer_eval import PromptBuilder
+    from stvl_jax.eval.strefer_eval import PromptBuilder, other_clip_parts
 
     items, tok, vision, model = eval_env
     it = items[0]
@@ -199,6 +199,13 @@ def test_eval_prompts_cut_before_the_answer_and_the_controls(eval_env, time_toke
     # the black-frame control: the same tokens, every pixel row that of a black frame (one colour)
     assert np.array_equal(ids, b_ids) and np.array_equal(grid, b_grid) and b_pv.shape == pv.shape
     assert (b_pv == b_pv[0]).all() and not (pv == pv[0]).all()
+    # the other-clip control: the same tokens and grid (same length, relative stamps), another video's pixels
+    other = other_clip_parts(items)[it["clip_id"]]
+    o_ids, _, o_pv, o_grid, _ = build["model"](other, it["pair"], "s")
+    length = it["video"]["end"] - it["video"]["start"]
+    assert other["path"] != it["video"]["path"] and other["end"] - other["start"] == length
+    assert np.array_equal(ids, o_ids) and np.array_equal(grid, o_grid)
+    assert o_pv.shape == pv.shape and not np.array_equal(o_pv, pv)
 
 
 def test_eval_scores_a_forced_answer_against_the_references(eval_env, time_tokenizer, monkeypatch):
@@ -217,14 +224,14 @@ def test_eval_scores_a_forced_answer_against_the_references(eval_env, time_token
     monkeypatch.setattr("stvl_jax.models.qwen_vl.generate.generate", forced)
     res = evaluate_strefer(model, tok, time_tokenizer, items, prior={"how_many_in_clip": "one"}, batch_size=4,
                            progress=False)
-    assert res["conditions"] == ["model", "no_frames", "black_frames", "train_prior"]
+    assert res["conditions"] == ["model", "no_frames", "black_frames", "other_clip", "train_prior"]
     assert len(res["samples"]) == len(items) and all(s["model"] == "Two." for s in res["samples"])
     assert sum("pixel_values_videos" not in b for b in seen) == -(-len(items) // 4)  # the no-frames batches
     for fam in {it["pair"]["family"] for it in items}:
         golds = [it["pair"]["answer"] for it in items if it["pair"]["family"] == fam]
         row = res["families"][fam]
         assert row["n"] == len(golds)
-        for cond in ("model", "no_frames", "black_frames"):
+        for cond in ("model", "no_frames", "black_frames", "other_clip"):
             assert row["accuracy"][cond] == pytest.approx(golds.count("Two.") / len(golds))
         ones = [it for it in items if it["pair"]["family"] == fam and it["pair"]["template"] == "how_many_in_clip"]
         assert row["accuracy"]["train_prior"] == pytest.approx(sum(it["pair"]["answer"] == "One." for it in ones)
