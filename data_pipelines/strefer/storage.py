@@ -2,8 +2,8 @@
 the layer TFDS itself writes its datasets through.
 
     videos, ignored = list_videos("gs://bucket/videos", (".mp4",))  # launcher
-    copies = LocalCopies(); local = copies.local(path)          # worker: a file PyAV can open
-    with staged_output(shard_uri) as local: write(local)        # worker: a local file, uploaded on exit
+    copies = LocalCopies(); local = copies.local(path)               # worker: a file PyAV can open
+    with staged_output(shard_uri) as local: write(local)             # worker: a local file, uploaded on exit
 
 PyAV, PySceneDetect and the ArrayRecord writer open local files only (google/array_record#120): a remote video is
 copied to the worker's temp folder before it is decoded, and a shard is written locally, then uploaded. Remote
@@ -21,6 +21,7 @@ import tempfile
 
 from etils import epath
 
+from data_pipelines.errors import VideoDecodeError
 from stvl_jax.errors import InputError
 
 
@@ -39,6 +40,7 @@ def normpath(path: str) -> str:
 
 
 def absolute(path: str) -> str:
+    """An absolute local path; a remote one as given."""
     return path if is_remote(path) else os.path.abspath(path)
 
 
@@ -107,8 +109,6 @@ class LocalCopies:
         try:
             epath.Path(path).copy(dst, overwrite=True)
         except FileNotFoundError:
-            from data_pipelines.errors import VideoDecodeError
-
             raise VideoDecodeError(path, "no such file") from None
         self._files[path] = dst
         return dst
