@@ -190,9 +190,12 @@ class StreferEngine(beam.PTransform):
         examples = tracked.main | "Synthesize" >> beam.ParDo(Synthesize(cfg)).with_outputs(DEAD, main="main")
         if self.dead_letter_path:
             dead = ((clips[DEAD], annotated[DEAD], tracked[DEAD], examples[DEAD]) | "Dead" >> beam.Flatten())
-            _ = (dead | "DeadJson" >> beam.Map(lambda d: json.dumps(d, sort_keys=True, default=str))
-                 | "DeadAll" >> beam.combiners.ToList()
-                 | "DeadWrite" >> beam.Map(_write_lines, self.dead_letter_path))
+            written = (dead | "DeadJson" >> beam.Map(lambda d: json.dumps(d, sort_keys=True, default=str))
+                       | "DeadAll" >> beam.combiners.ToList()
+                       | "DeadWrite" >> beam.Map(_write_lines, self.dead_letter_path))
+            # The examples wait for the dead letters (a side input is complete before its consumer runs): a run
+            # where every clip failed stops in the TFDS writer, and must leave the reasons behind.
+            return examples.main | "AfterDeadLetters" >> beam.Map(lambda ex, _: ex, beam.pvalue.AsSingleton(written))
         return examples.main
 
 

@@ -52,7 +52,7 @@ def run_engine(videos_dir: str, out_dir: str, cfg: EngineConfig, *, runner: str 
         if "number of generated examples is 0" not in str(e):
             raise
         raise InputError(f"no example was produced from the {len(videos)} videos under {videos_dir!r}: every clip "
-                         f"failed or was dropped (dead letters, if written: {dead_letter_path})") from None
+                         f"failed or was dropped (the reasons: {dead_letter_path})") from None
     seconds = time.perf_counter() - t0
     counts = counters(builder.pipeline_result) if builder.pipeline_result is not None else {}
     dead = 0

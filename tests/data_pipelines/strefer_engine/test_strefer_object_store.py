@@ -109,7 +109,7 @@ def test_remote_bad_videos_are_dead_letters(fake_gcs, bad_videos, strefer_set):
 
     put(bad_videos["truncated"], "gs://bkt/bad/videos/truncated.mp4")
     put(bad_videos["good"], "gs://bkt/bad/videos/orphan.mp4")  # no ground truth: the annotator refuses it
-    # one good video: a run without any example stops in the TFDS writer, maybe before the dead letters are written
+    # and one good video: the run completes
     put(os.path.join(strefer_set, "videos", "synth_00002.mp4"), "gs://bkt/bad/videos/synth_00002.mp4")
     put(os.path.join(strefer_set, "annotations", "synth_00002.json"), "gs://bkt/bad/annotations/synth_00002.json")
     s = run_engine("gs://bkt/bad/videos", "gs://bkt/bad/out", EngineConfig())

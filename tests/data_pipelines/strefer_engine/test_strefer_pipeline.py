@@ -106,6 +106,32 @@ def test_no_example_at_all_one_line(bad_videos, tmp_path):
     assert "\n" not in str(e.value)
 
 
+# ~15 s: two fresh processes. Beam orders independent stages by hashes that change with the process's
+# PYTHONHASHSEED, so the order that lost the dead letters is pinned by running with fixed seeds.
+def test_no_example_at_all_still_writes_the_dead_letters(bad_videos, tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "v").mkdir()
+    shutil.copy(bad_videos["truncated"], tmp_path / "v" / "truncated.mp4")
+    script = ("import sys\n"
+              "from data_pipelines.strefer.config import EngineConfig\n"
+              "from data_pipelines.strefer.run import run_engine\n"
+              "from stvl_jax.errors import InputError\n"
+              "try:\n"
+              "    run_engine(sys.argv[1], sys.argv[2], EngineConfig())\n"
+              "except InputError as e:\n"
+              "    print(e)\n")
+    for seed in ("0", "1"):
+        out = tmp_path / f"out{seed}"
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        r = subprocess.run([sys.executable, "-c", script, str(tmp_path / "v"), str(out)], env=env,
+                           capture_output=True, text=True, timeout=300)
+        assert "no example was produced" in r.stdout, r.stderr[-2000:]
+        dead = [json.loads(line) for line in open(out / "dead_letter.jsonl")]
+        assert [(d["stage"], d["reason"]) for d in dead] == [("clip", "bad_video")], seed
+
+
 def test_empty_or_missing_folder_one_line(tmp_path):
     from data_pipelines.strefer.config import EngineConfig
     from data_pipelines.strefer.run import run_engine
