@@ -14,6 +14,7 @@ import os
 import numpy as np
 
 from data_pipelines.errors import AnnotationError
+from data_pipelines.storage import is_remote
 
 
 class JsonlSource:
@@ -92,7 +93,7 @@ class TfdsSource:
         self.name, _, self.split = body.rpartition("/")
         if not self.name or not self.split:
             raise AnnotationError("bad_index", f"tfds index {spec!r}: expected tfds:NAME/SPLIT[@DATA_DIR]")
-        if "://" in self.data_dir and not self.data_dir.startswith("file://"):
+        if is_remote(self.data_dir):
             raise AnnotationError("bad_index", f"tfds index {spec!r}: ArrayRecord files are read from local disk "
                                                f"only (google/array_record#120); copy the dataset to a local or "
                                                f"mounted folder first (e.g. `gcloud storage cp -r`)")

@@ -3,10 +3,10 @@
     examples = pipeline | StreferEngine(video_paths, cfg, dead_letter_path="out/dead_letter.jsonl")
 
 Each stage is a DoFn whose models load once per worker in `setup` (no global state: Dataflow, Flink and Spark
-workers build their own). Videos may be local or remote (`storage`: a remote one is copied to the worker first).
-A failed element goes to the dead letters ({"stage", "element", "reason", "message"}, one JSON line each, sorted,
-so a re-run writes the same file) and bumps the Beam counter `dead_<reason>`; other counters: videos, clips,
-short_tails_dropped, entities_without_masklet, pairs, family_<f>.
+workers build their own). Videos may be local or remote (`data_pipelines.storage`: a remote one is copied to the
+worker first). A failed element goes to the dead letters ({"stage", "element", "reason", "message"}, one JSON
+line each, sorted, so a re-run writes the same file) and bumps the Beam counter `dead_<reason>`; other counters:
+videos, clips, short_tails_dropped, entities_without_masklet, pairs, family_<f>.
 Examples are (clip_id, features) pairs for the TFDS writer (`tfds_dataset`).
 """
 
@@ -20,7 +20,7 @@ from apache_beam.metrics import Metrics
 
 from data_pipelines.errors import skip_reason
 from data_pipelines.strefer.config import EngineConfig
-from data_pipelines.strefer.storage import LocalCopies, write_text
+from data_pipelines.storage import LocalCopies, write_text
 from stvl_jax.errors import InputError
 
 NAMESPACE = "strefer"
@@ -167,7 +167,7 @@ class Synthesize(beam.DoFn):
 
 def _write_lines(lines: list[str], path: str) -> None:
     """One file, sorted lines (a re-run writes the same bytes), local or remote (Beam's own text sink would need
-    each store's Beam extra; the engine reaches every store through `storage`)."""
+    each store's Beam extra; the engine reaches every store through `data_pipelines.storage`)."""
     write_text(path, "".join(line + "\n" for line in sorted(lines)))
 
 

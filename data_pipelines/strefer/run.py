@@ -13,7 +13,7 @@ import os
 import time
 
 from data_pipelines.strefer.config import VIDEO_EXTENSIONS, EngineConfig
-from data_pipelines.strefer.storage import list_videos
+from data_pipelines.storage import list_videos
 from stvl_jax.errors import InputError
 
 RUNNERS = ("DirectRunner", "DataflowRunner", "FlinkRunner", "SparkRunner", "PrismRunner")

@@ -1,6 +1,6 @@
 """The synthetic set's ground truth seen through a clip: entities, actions and masklets of [start, end).
 
-The annotation of `videos/<stem>.mp4` (a local path or a remote URI, see `storage`) is
+The annotation of `videos/<stem>.mp4` (a local path or a remote URI, see `data_pipelines.storage`) is
 `annotations/<stem>.json` (or `<stem>.json` beside the video); a multi-shot video's annotation
 (`synthetic.multishot`) points to one single-shot annotation per shot, and a clip
 must lie inside one shot (else AnnotationError "clip_crosses_cut": shot detection missed a cut).
@@ -12,7 +12,7 @@ import json
 import os
 
 from data_pipelines.errors import AnnotationError
-from data_pipelines.strefer.storage import absolute, isfile, normpath, read_text
+from data_pipelines.storage import absolute, isfile, normpath, read_text
 
 EXPRESSION_KIND = "attribute"  # "the <colour> <shape>": unique within a video (colours are distinct)
 GENERAL_NOUN = "shape"  # Strefer's generalized noun of every synthetic entity (its detector prompt)

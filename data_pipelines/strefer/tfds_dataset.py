@@ -16,7 +16,7 @@ import tensorflow_datasets as tfds
 from tensorflow_datasets.core import writer as tfds_writer
 
 from data_pipelines.strefer.config import EngineConfig
-from data_pipelines.strefer.storage import staged_output
+from data_pipelines.storage import staged_output
 
 NAME = "strefer"
 

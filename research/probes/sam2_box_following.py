@@ -69,54 +69,6 @@ def score(args) -> None:
           f"objects of a frame: predicted {np.mean(cross_pred):.3f}, ground truth {np.mean(cross_gt):.3f}")
 
 
-def overfit(args) -> None:
-    from stvl_jax.models.sam2.video_model import init_video_model
-    from stvl_jax.train.sam2_config import Sam2ModelSection, resolve_model_config
-
-    model = init_video_model(resolve_model_config(Sam2ModelSection(config=args.config)), seed=0)
-    size = model.config.image_size
-    reader = VosReader(args.data, "train", VosClipConfig(num_frames=8, frame_stride=2), decode=True)
-    clip, k = next((c, k) for c in reader.clips() for k in range(c.frames.shape[0])
-                   if c.masks[:, k].any((1, 2)).sum() >= 2)
-    objs = np.flatnonzero(clip.masks[:, k].any((1, 2)))[:2]
-    pix = jnp.asarray(preprocess_frames(clip.frames[k:k + 1], Sam2PreprocessConfig(image_size=size)))
-    boxes = jnp.asarray(np.stack([_box(clip.masks[o, k], size) for o in objs])[:, None])
-    gt = _resize_masks(clip.masks[objs, k:k + 1], size)
-    cfg = Sam2LossConfig()
-    # the Fourier matrices stay fixed, as the trainers keep them
-    trained = nnx.All(nnx.Param, nnx.Not(nnx.PathContains("positional_embedding")))
-    graph, params, rest = nnx.split(model, trained, ...)
-    opt = optax.adamw(args.lr)
-
-    def loss_fn(p):
-        m = nnx.merge(graph, p, rest)
-        parts = image_term(m, frame_features(m, pix), boxes, jnp.ones((2, 1), bool), jnp.asarray(gt, jnp.float32),
-                           cfg)
-        return sum(getattr(cfg, "weight_" + t) * parts["loss_" + t].sum() for t in ("mask", "dice", "iou", "class"))
-
-    @jax.jit
-    def step(p, o):
-        loss, g = jax.value_and_grad(loss_fn)(p)
-        u, o = opt.update(g, o, p)
-        return optax.apply_updates(p, u), o, loss
-
-    @jax.jit
-    def predict(p):
-        m = nnx.merge(graph, p, rest)
-        feats = frame_features(m, pix)
-        return jnp.stack([_decode(m, feats, 0, boxes[i, 0]) for i in range(2)]) > 0
-
-    state = opt.init(params)
-    print(f"objects {objs.tolist()} of one frame, areas {gt.sum((1, 2, 3)).tolist()}")
-    for i in range(args.steps + 1):
-        params, state, loss = step(params, state)
-        if i % 50 == 0:
-            pred = np.asarray(predict(params))
-            j = [float(region_similarity(gt[n, 0], pred[n])) for n in range(2)]
-            print(f"step {i}: loss {float(loss):.3f}, IoU per object {np.round(j, 3).tolist()}, IoU between the "
-                  f"two predictions {float(region_similarity(pred[0], pred[1])):.3f}", flush=True)
-
-
 def _two_object_frames(data: str, split: str, size: int, n: int):
     """The first n (frame, two visible objects) of a split -> pix (n, 3, S, S), boxes (2, n, 2, 2), gt (2, n, S, S)."""
     reader = VosReader(data, split, VosClipConfig(num_frames=8, frame_stride=2), decode=True)
@@ -134,25 +86,22 @@ def _two_object_frames(data: str, split: str, size: int, n: int):
     return np.stack(pix), np.stack(boxes, 1), np.stack(gts, 1)
 
 
-def pool(args) -> None:
-    """Train from scratch on a pool of K two-object frames (minibatches of B): does the box-following escape the
-    plateau as K grows, and does it carry to held-out frames?"""
+def _from_scratch(config: str, opt, pos_init: str = "zeros"):
+    """A SAM2 from scratch with its box-prompted image path made trainable -> (image size, params, jitted
+    step(params, opt_state, pix, boxes, gt) -> (params, opt_state, loss), jitted predict(params, pix, boxes) ->
+    (2, n, S, S) bool). The Fourier matrices stay fixed, as the trainers keep them."""
     from stvl_jax.models.sam2.video_model import init_video_model
     from stvl_jax.train.sam2_config import Sam2ModelSection, resolve_model_config
 
-    model = init_video_model(resolve_model_config(Sam2ModelSection(config=args.config)), seed=0)
-    if args.pos_init == "sine":  # MAE's fixed 2-D sine table as the Hiera's starting position embedding
+    model = init_video_model(resolve_model_config(Sam2ModelSection(config=config)), seed=0)
+    if pos_init == "sine":  # MAE's fixed 2-D sine table as the Hiera's starting position embedding
         from stvl_jax.models.sam2.position import sine_2d
 
         table = model.image.vision_encoder.backbone.pos_embed
         table[...] = jnp.asarray(sine_2d(*table[...].shape))
-    size = model.config.image_size
-    pix, boxes, gt = _two_object_frames(args.data, "train", size, args.pool)
-    tpix, tboxes, tgt = _two_object_frames(args.data, "test", size, 16)
-    cfg = Sam2LossConfig()
     trained = nnx.All(nnx.Param, nnx.Not(nnx.PathContains("positional_embedding")))
     graph, params, rest = nnx.split(model, trained, ...)
-    opt = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(args.lr, weight_decay=0.01))
+    cfg = Sam2LossConfig()
 
     def loss_fn(p, x, b, g):
         m = nnx.merge(graph, p, rest)
@@ -161,15 +110,41 @@ def pool(args) -> None:
 
     @jax.jit
     def step(p, o, x, b, g):
-        loss, grads = jax.value_and_grad(loss_fn)(p, x, b, g)
+        loss, grads = jax.value_and_grad(loss_fn)(p, x, b, jnp.asarray(g, jnp.float32))
         u, o = opt.update(grads, o, p)
         return optax.apply_updates(p, u), o, loss
 
     @jax.jit
-    def predict(p, x, b):  # (2, n, S, S) bool
+    def predict(p, x, b):
         m = nnx.merge(graph, p, rest)
         feats = frame_features(m, x)
         return jax.vmap(lambda bo: jax.vmap(lambda k, bk: _decode(m, feats, k, bk))(jnp.arange(x.shape[0]), bo))(b) > 0
+
+    return model.config.image_size, params, step, predict
+
+
+def overfit(args) -> None:
+    opt = optax.adamw(args.lr)
+    size, params, step, predict = _from_scratch(args.config, opt)
+    pix, boxes, gt = _two_object_frames(args.data, "train", size, 1)
+    state = opt.init(params)
+    print(f"two objects of one frame, areas {gt.sum((1, 2, 3)).tolist()}")
+    for i in range(args.steps + 1):
+        params, state, loss = step(params, state, pix, boxes, gt)
+        if i % 50 == 0:
+            pred = np.asarray(predict(params, pix, boxes))[:, 0]
+            j = [float(region_similarity(gt[n, 0], pred[n])) for n in range(2)]
+            print(f"step {i}: loss {float(loss):.3f}, IoU per object {np.round(j, 3).tolist()}, IoU between the "
+                  f"two predictions {float(region_similarity(pred[0], pred[1])):.3f}", flush=True)
+
+
+def pool(args) -> None:
+    """Train from scratch on a pool of K two-object frames (minibatches of B): does the box-following escape the
+    plateau as K grows, and does it carry to held-out frames?"""
+    opt = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(args.lr, weight_decay=0.01))
+    size, params, step, predict = _from_scratch(args.config, opt, args.pos_init)
+    pix, boxes, gt = _two_object_frames(args.data, "train", size, args.pool)
+    tpix, tboxes, tgt = _two_object_frames(args.data, "test", size, 16)
 
     def report(p, x, b, g):
         pred = np.asarray(predict(p, x, b))
@@ -183,8 +158,7 @@ def pool(args) -> None:
     print(f"pool of {len(pix)} two-object training frames, batches of {args.batch}, lr {args.lr}", flush=True)
     for i in range(args.steps + 1):
         idx = rng.choice(len(pix), args.batch, replace=False)
-        params, state, loss = step(params, state, jnp.asarray(pix[idx]), jnp.asarray(boxes[:, idx]),
-                                   jnp.asarray(gt[:, idx], jnp.float32))
+        params, state, loss = step(params, state, pix[idx], boxes[:, idx], gt[:, idx])
         if i % args.every == 0:
             print(f"step {i}: loss {float(loss):.3f}; train {report(params, pix[:ev], boxes[:, :ev], gt[:, :ev])}; "
                   f"held-out {report(params, tpix, tboxes, tgt)}", flush=True)

@@ -125,7 +125,7 @@ def test_remote_bad_videos_are_dead_letters(fake_gcs, bad_videos, strefer_set):
 def test_local_copies_keep_the_latest_and_clean_up(fake_gcs, tmp_path):
     from etils import epath
 
-    from data_pipelines.strefer.storage import LocalCopies
+    from data_pipelines.storage import LocalCopies
 
     for i in range(3):
         epath.Path(f"gs://bkt/v/{i}.mp4").parent.mkdir(parents=True, exist_ok=True)

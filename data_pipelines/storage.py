@@ -1,5 +1,5 @@
-"""Where the engine's files live: local paths, or object stores (`gs://`, `s3://`, `az://`) through `etils.epath`,
-the layer TFDS itself writes its datasets through.
+"""Where data files live: local paths, or object stores (`gs://`, `s3://`, `az://`) through `etils.epath`, the
+layer TFDS itself writes its datasets through (the Strefer engine reads and writes every file here).
 
     videos, ignored = list_videos("gs://bucket/videos", (".mp4",))  # launcher
     copies = LocalCopies(); local = copies.local(path)               # worker: a file PyAV can open
@@ -45,13 +45,10 @@ def absolute(path: str) -> str:
 
 
 def isfile(path: str) -> bool:
-    return os.path.isfile(path) if not is_remote(path) else epath.Path(path).is_file()
+    return epath.Path(path).is_file()
 
 
 def read_text(path: str) -> str:
-    if not is_remote(path):
-        with open(path) as f:
-            return f.read()
     return epath.Path(path).read_text()
 
 
