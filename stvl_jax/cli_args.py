@@ -46,3 +46,15 @@ def output_dir(text: str) -> str:
     if os.path.exists(text) and not os.path.isdir(text):
         raise argparse.ArgumentTypeError(f"{text!r} exists and is not a directory")
     return text
+
+
+def mesh_shape(text: str) -> tuple[int, int, int]:
+    """`data,fsdp,tensor` sizes: three positive integers, one of them may be -1 (the remaining devices)."""
+    what = "three integers data,fsdp,tensor (each >= 1, or one -1)"
+    try:
+        sizes = tuple(int(s) for s in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+    if len(sizes) != 3 or any(s < 1 and s != -1 for s in sizes) or sizes.count(-1) > 1:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+    return sizes

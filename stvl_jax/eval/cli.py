@@ -26,8 +26,10 @@ import argparse
 import json
 import os
 
-from stvl_jax.cli_args import non_negative_int, output_dir, positive_int
+from stvl_jax.cli_args import mesh_shape, non_negative_int, output_dir, positive_int
 from stvl_jax.errors import UserError
+
+MESH_HELP = "mesh shape data,fsdp,tensor, one may be -1 (--mesh=-1,1,2 when first); default: all devices on fsdp"
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -38,15 +40,18 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output dir for metrics.json and plots")
     p.add_argument("--limit", type=positive_int, default=None,
                    help="read only the first N records of the index (bad ones included)")
-    p.add_argument("--mesh", default=None, help="mesh shape data,fsdp,tensor (default: all devices on fsdp)")
+    p.add_argument("--mesh", type=mesh_shape, default=None, help=MESH_HELP)
 
 
 def _load(args):
     import stvl_jax
     from stvl_jax.infer.cli import load_tokenizer
-    from stvl_jax.sharding import make_mesh
+    from stvl_jax.sharding import ShardingError, make_mesh
 
-    mesh = make_mesh([int(x) for x in args.mesh.split(",")] if args.mesh else None)
+    try:
+        mesh = make_mesh(args.mesh)
+    except ShardingError as e:  # the product of the sizes is not this machine's device count
+        raise UserError(f"--mesh {','.join(map(str, args.mesh))}: {e}") from None
     model = stvl_jax.load_model(args.ckpt, mesh=mesh)
     return model, load_tokenizer(args.tokenizer, args.ckpt, "--tokenizer")
 
@@ -294,7 +299,7 @@ def main(argv=None) -> int:
     sf.add_argument("--prior", default=None, metavar="TRAIN_DATA",
                     help="also score the training set's most frequent answer per template (the training engine "
                          "output dir)")
-    sf.add_argument("--mesh", default=None, help="mesh shape data,fsdp,tensor (default: all devices on fsdp)")
+    sf.add_argument("--mesh", type=mesh_shape, default=None, help=MESH_HELP)
     sf.add_argument("--no-controls", action="store_true", help="skip the no-frames, black-frames and other-clip runs")
     sf.set_defaults(func=_run_strefer)
     args = p.parse_args(argv)

@@ -87,15 +87,19 @@ def test_eval_cli_writes_metrics_and_plots(data, tmp_path, task, capsys):
     ckpt = str(save_model(model, None, tmp_path / "ckpt"))
     tok = build_tiny_tokenizer(str(tmp_path / "tok"))
     out = tmp_path / "out"
+    # data-parallel: faster here than the default fsdp mesh, which gathers the parameters at every token
     assert main(["eval", task, "--ckpt", ckpt, "--data", data, "--tokenizer", tok, "--limit", "2",
-                 "--out", str(out)]) == 0
+                 "--out", str(out), "--mesh", "8,1,1"]) == 0
     if task == "streamo":
         m = json.loads((out / "streamo_metrics.json").read_text())["metrics"]
         assert m["n"] > 0 and m["per_task"] and (out / "streamo_timelines.png").is_file()
         assert "macro-F1 per task" in capsys.readouterr().out
         assert main(["eval", task, "--ckpt", ckpt, "--data", data, "--tokenizer", tok, "--limit", "1",
-                     "--out", str(tmp_path / "zero"), "--zero-pixels"]) == 0
+                     "--out", str(tmp_path / "zero"), "--zero-pixels", "--mesh", "8,1,1"]) == 0
         assert "with every pixel zeroed" in capsys.readouterr().out
+        assert main(["eval", task, "--ckpt", ckpt, "--data", data, "--tokenizer", tok, "--out", str(out),
+                     "--mesh", "3,1,1"]) == 2  # a shape this machine's 8 devices do not fill: one line
+        assert "--mesh 3,1,1: mesh {'data': 3, 'fsdp': 1, 'tensor': 1} needs 3 devices but 8" in capsys.readouterr().err
     else:
         m = json.loads((out / "qvh_yesno_metrics.json").read_text())["metrics"]
         assert m["total"] == 2
