@@ -12,7 +12,8 @@ A subclass provides:
     extra_metrics() -> dict (optional: e.g. the pipeline's skip counts, logged with each record)
 
 Checkpoints `{checkpoint_dir}/{step}` hold params, frozen params and optimizer state (+ `data` JSON when the
-subclass has a data state). Frozen parameters get no gradient and no optimizer state.
+subclass has a data state), and `model/`: that step's weights written by `save_model`. Frozen parameters get no
+gradient and no optimizer state.
 """
 
 from __future__ import annotations
@@ -210,6 +211,10 @@ class FlatTrainer:
         data = self.data_state()
         args = state if data is None else ocp.args.Composite(state=state, data=ocp.args.JsonSave(data))
         self.manager.save(step, args=args)
+        # the step's weights as a model checkpoint too (what `stvl eval` and `stvl segment` load), inside the step
+        # directory so that keep-last-K removes it with the step; it waits for an async save to finish
+        self.manager.wait_until_finished()
+        self.save_model(Path(self.cfg.checkpoint_dir) / str(step) / "model")
 
     def run(self, until: int | None = None) -> dict:
         cfg = self.cfg

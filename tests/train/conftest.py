@@ -38,6 +38,17 @@ def stvl(*args: str, devices: int = 8, timeout: float = 300, **popen) -> subproc
                           capture_output=True, text=True, timeout=timeout, **popen)
 
 
+@pytest.fixture(scope="module")
+def vos_set(tmp_path_factory):
+    """A 6-video synthetic VOS set (entities that leave and come back) for the SAM2 trainer tests."""
+    from data_pipelines.synthetic import generate_dataset
+    from data_pipelines.vos import vos_synth_config
+
+    root = tmp_path_factory.mktemp("vos")
+    generate_dataset(str(root), vos_synth_config(num_videos=6, seed=3), workers=1)
+    return str(root)
+
+
 @pytest.fixture
 def repo_root():
     return REPO

@@ -59,16 +59,6 @@ def test_a_config_without_a_loss_is_refused(tmp_path, capsys):
 
 
 # ------------------------------------------------------------------------------------------ slow
-@pytest.fixture(scope="module")
-def vos_set(tmp_path_factory):
-    from data_pipelines.synthetic import generate_dataset
-    from data_pipelines.vos import vos_synth_config
-
-    root = tmp_path_factory.mktemp("vos")
-    generate_dataset(str(root), vos_synth_config(num_videos=6, seed=3), workers=1)
-    return str(root)
-
-
 def _cfg(vos_set, out, *overrides):
     from stvl_jax import packaged
     from stvl_jax.train.sam2_config import load_sam2_train_config

@@ -291,10 +291,12 @@ def test_loss_decreases_resume_is_exact_and_the_model_loads(rvos_set, tmp_path):
     flat = full.flat_params()
     from stvl_jax.nn.params import flat_params
 
-    loaded = {k: np.asarray(v.get_value()) for k, v in flat_params(model).items()}
-    assert set(loaded) == set(flat)
-    for k, v in flat.items():
-        np.testing.assert_array_equal(loaded[k], v, err_msg=k)
+    # the final model, and the last checkpoint step's own model/ (what `stvl eval rvos` loads from a step)
+    for m in (model, load_model(str(tmp_path / "full" / "checkpoints" / "12" / "model"))):
+        loaded = {k: np.asarray(v.get_value()) for k, v in flat_params(m).items()}
+        assert set(loaded) == set(flat)
+        for k, v in flat.items():
+            np.testing.assert_array_equal(loaded[k], v, err_msg=k)
 
 
 @pytest.mark.slow

@@ -169,6 +169,8 @@ def open_checkpoint(path: str | Path) -> CheckpointSource:
             return source(path)
     if path.is_dir() and (path / checkpoint_io.PARAMS_DIR).is_dir():  # an incomplete write
         checkpoint_io.read_info(path)  # names what is missing
+    if (path / "model" / checkpoint_io.CONFIG_FILE).is_file():  # a SAM2 / VIRST training step
+        raise CheckpointError(f"{str(path)!r} is a training checkpoint step; its model is {str(path / 'model')!r}")
     raise CheckpointError(f"{str(path)!r} is not an stvl-jax checkpoint (no {checkpoint_io.CONFIG_FILE}) nor a "
                           f"Hugging Face directory (no config.json, no safetensors)")
 
